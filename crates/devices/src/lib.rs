@@ -1,0 +1,10 @@
+//! Kite's device model: the PC's legacy devices, PCI and (later) virtio, all in
+//! user mode. Devices see port and MMIO accesses through `bus`, and raise
+//! interrupts through `IrqLine` and `MsiSender`.
+//!
+//! This crate must not know which engine runs the guest, nor the hypervisor API:
+//! the machine wires the buses to vCPU exits and the interrupt lines to the VM.
+
+pub mod bus;
+
+pub use bus::{IoBus, IrqLine, MmioBus, MsiSender, PioDevice, MmioDevice, BusError};
