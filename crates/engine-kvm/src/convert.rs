@@ -88,11 +88,18 @@ fn segment_to_kvm(s: &Segment) -> kvm_segment {
 }
 
 fn dtable_from_kvm(d: &kvm_dtable) -> DescriptorTable {
-    DescriptorTable { base: d.base, limit: d.limit }
+    DescriptorTable {
+        base: d.base,
+        limit: d.limit,
+    }
 }
 
 fn dtable_to_kvm(d: &DescriptorTable) -> kvm_dtable {
-    kvm_dtable { base: d.base, limit: d.limit, padding: [0; 3] }
+    kvm_dtable {
+        base: d.base,
+        limit: d.limit,
+        padding: [0; 3],
+    }
 }
 
 pub(crate) fn sregs_from_kvm(s: &kvm_sregs) -> Sregs {
@@ -188,7 +195,11 @@ pub(crate) fn cpuid_to_kvm(e: &CpuidEntry) -> kvm_cpuid_entry2 {
     kvm_cpuid_entry2 {
         function: e.function,
         index: e.index,
-        flags: if e.significant_index { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 },
+        flags: if e.significant_index {
+            KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+        } else {
+            0
+        },
         eax: e.eax,
         ebx: e.ebx,
         ecx: e.ecx,
@@ -204,7 +215,8 @@ mod tests {
     #[test]
     fn regs_round_trip_every_field() {
         let mut r = Regs::default();
-        let vals: [u64; 16] = std::array::from_fn(|i| 0x0111_0000_0000_0000 * (i as u64 + 1) + i as u64);
+        let vals: [u64; 16] =
+            std::array::from_fn(|i| 0x0111_0000_0000_0000 * (i as u64 + 1) + i as u64);
         r.set_gprs(&vals);
         r.rip = 0xdead_beef;
         r.rflags = 0x246;
@@ -213,11 +225,23 @@ mod tests {
 
     #[test]
     fn sregs_round_trip_keeps_interrupt_bitmap() {
-        let mut s = Sregs { cr0: 0x8000_0011, cr3: 0x1000, cr4: 0x20, efer: 0x500, ..Default::default() };
+        let mut s = Sregs {
+            cr0: 0x8000_0011,
+            cr3: 0x1000,
+            cr4: 0x20,
+            efer: 0x500,
+            ..Default::default()
+        };
         s.cs = Segment::flat(0x18, kite_hypervisor::FlatKind::Code64);
         s.tr.unusable = true;
-        s.gdt = DescriptorTable { base: 0x800, limit: 0x1f };
-        let base = kvm_sregs { interrupt_bitmap: [1, 2, 3, 4], ..Default::default() };
+        s.gdt = DescriptorTable {
+            base: 0x800,
+            limit: 0x1f,
+        };
+        let base = kvm_sregs {
+            interrupt_bitmap: [1, 2, 3, 4],
+            ..Default::default()
+        };
         let k = sregs_to_kvm(&s, &base);
         assert_eq!(k.interrupt_bitmap, [1, 2, 3, 4]);
         assert_eq!(k.cs.l, 1);
@@ -226,7 +250,15 @@ mod tests {
 
     #[test]
     fn cpuid_significant_index_maps_to_flag() {
-        let e = CpuidEntry { function: 7, index: 1, significant_index: true, eax: 1, ebx: 2, ecx: 3, edx: 4 };
+        let e = CpuidEntry {
+            function: 7,
+            index: 1,
+            significant_index: true,
+            eax: 1,
+            ebx: 2,
+            ecx: 3,
+            edx: 4,
+        };
         let k = cpuid_to_kvm(&e);
         assert_eq!(k.flags, KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
         assert_eq!(cpuid_from_kvm(&k), e);

@@ -67,7 +67,9 @@ impl KickState {
     }
 
     fn lock(&self) -> MutexGuard<'_, KickTarget> {
-        self.target.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.target
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The calling thread is about to enter KVM_RUN.

@@ -50,7 +50,12 @@ enum RawExit {
 impl KvmVcpu {
     pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize) -> Self {
         let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
-        KvmVcpu { id, fd, run_size, kick: Arc::new(KickState::new(immediate_exit)) }
+        KvmVcpu {
+            id,
+            fd,
+            run_size,
+            kick: Arc::new(KickState::new(immediate_exit)),
+        }
     }
 
     fn raw_run(&mut self) -> Result<RawExit> {
@@ -97,9 +102,17 @@ impl KvmVcpu {
         // above), which lives as long as `self.fd`, borrowed mutably here.
         let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
         Ok(if u32::from(io.direction) == KVM_EXIT_IO_IN {
-            VcpuExit::IoIn { port: io.port, size: io.size, data }
+            VcpuExit::IoIn {
+                port: io.port,
+                size: io.size,
+                data,
+            }
         } else {
-            VcpuExit::IoOut { port: io.port, size: io.size, data }
+            VcpuExit::IoOut {
+                port: io.port,
+                size: io.size,
+                data,
+            }
         })
     }
 
@@ -110,9 +123,15 @@ impl KvmVcpu {
         let len = (mmio.len as usize).min(mmio.data.len());
         let addr = mmio.phys_addr;
         if mmio.is_write != 0 {
-            VcpuExit::MmioWrite { addr, data: &mmio.data[..len] }
+            VcpuExit::MmioWrite {
+                addr,
+                data: &mmio.data[..len],
+            }
         } else {
-            VcpuExit::MmioRead { addr, data: &mut mmio.data[..len] }
+            VcpuExit::MmioRead {
+                addr,
+                data: &mut mmio.data[..len],
+            }
         }
     }
 
@@ -157,19 +176,21 @@ impl Vcpu for KvmVcpu {
             RawExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN) => {
                 VcpuExit::SystemEvent(SystemEvent::Shutdown)
             }
-            RawExit::SystemEvent(KVM_SYSTEM_EVENT_RESET) => VcpuExit::SystemEvent(SystemEvent::Reset),
-            RawExit::SystemEvent(KVM_SYSTEM_EVENT_CRASH) => {
-                VcpuExit::InternalError("the guest reported a crash (KVM_SYSTEM_EVENT_CRASH)".into())
+            RawExit::SystemEvent(KVM_SYSTEM_EVENT_RESET) => {
+                VcpuExit::SystemEvent(SystemEvent::Reset)
             }
+            RawExit::SystemEvent(KVM_SYSTEM_EVENT_CRASH) => VcpuExit::InternalError(
+                "the guest reported a crash (KVM_SYSTEM_EVENT_CRASH)".into(),
+            ),
             RawExit::SystemEvent(kind) => {
                 VcpuExit::InternalError(format!("unexpected KVM system event type {kind}"))
             }
-            RawExit::Debug => VcpuExit::Debug { rip: self.regs()?.rip },
+            RawExit::Debug => VcpuExit::Debug {
+                rip: self.regs()?.rip,
+            },
             RawExit::Interrupted => VcpuExit::Interrupted,
             RawExit::InternalError => VcpuExit::InternalError(self.internal_error()),
-            RawExit::Other(what) => {
-                VcpuExit::InternalError(format!("unexpected KVM exit: {what}"))
-            }
+            RawExit::Other(what) => VcpuExit::InternalError(format!("unexpected KVM exit: {what}")),
         })
     }
 
@@ -178,38 +199,62 @@ impl Vcpu for KvmVcpu {
     }
 
     fn regs(&self) -> Result<Regs> {
-        self.fd.get_regs().map(|r| regs_from_kvm(&r)).map_err(|e| Error::host("KVM_GET_REGS", e))
+        self.fd
+            .get_regs()
+            .map(|r| regs_from_kvm(&r))
+            .map_err(|e| Error::host("KVM_GET_REGS", e))
     }
 
     fn set_regs(&mut self, regs: &Regs) -> Result<()> {
-        self.fd.set_regs(&regs_to_kvm(regs)).map_err(|e| Error::host("KVM_SET_REGS", e))
+        self.fd
+            .set_regs(&regs_to_kvm(regs))
+            .map_err(|e| Error::host("KVM_SET_REGS", e))
     }
 
     fn sregs(&self) -> Result<Sregs> {
-        self.fd.get_sregs().map(|s| sregs_from_kvm(&s)).map_err(|e| Error::host("KVM_GET_SREGS", e))
+        self.fd
+            .get_sregs()
+            .map(|s| sregs_from_kvm(&s))
+            .map_err(|e| Error::host("KVM_GET_SREGS", e))
     }
 
     fn set_sregs(&mut self, sregs: &Sregs) -> Result<()> {
-        let current = self.fd.get_sregs().map_err(|e| Error::host("KVM_GET_SREGS", e))?;
+        let current = self
+            .fd
+            .get_sregs()
+            .map_err(|e| Error::host("KVM_GET_SREGS", e))?;
         self.fd
             .set_sregs(&sregs_to_kvm(sregs, &current))
             .map_err(|e| Error::host("KVM_SET_SREGS", e))
     }
 
     fn fpu(&self) -> Result<Fpu> {
-        self.fd.get_fpu().map(|f| fpu_from_kvm(&f)).map_err(|e| Error::host("KVM_GET_FPU", e))
+        self.fd
+            .get_fpu()
+            .map(|f| fpu_from_kvm(&f))
+            .map_err(|e| Error::host("KVM_GET_FPU", e))
     }
 
     fn set_fpu(&mut self, fpu: &Fpu) -> Result<()> {
-        self.fd.set_fpu(&fpu_to_kvm(fpu)).map_err(|e| Error::host("KVM_SET_FPU", e))
+        self.fd
+            .set_fpu(&fpu_to_kvm(fpu))
+            .map_err(|e| Error::host("KVM_SET_FPU", e))
     }
 
     fn msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>> {
-        let entries: Vec<kvm_msr_entry> =
-            indices.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
+        let entries: Vec<kvm_msr_entry> = indices
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
         let mut msrs = Msrs::from_entries(&entries)
             .map_err(|e| Error::Invalid(format!("too many MSRs in one request: {e:?}")))?;
-        let read = self.fd.get_msrs(&mut msrs).map_err(|e| Error::host("KVM_GET_MSRS", e))?;
+        let read = self
+            .fd
+            .get_msrs(&mut msrs)
+            .map_err(|e| Error::host("KVM_GET_MSRS", e))?;
         if read < indices.len() {
             return Err(Error::Invalid(format!(
                 "MSR {:#x} is not known to KVM",
@@ -222,11 +267,18 @@ impl Vcpu for KvmVcpu {
     fn set_msrs(&mut self, values: &[(u32, u64)]) -> Result<()> {
         let entries: Vec<kvm_msr_entry> = values
             .iter()
-            .map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
             .collect();
         let msrs = Msrs::from_entries(&entries)
             .map_err(|e| Error::Invalid(format!("too many MSRs in one request: {e:?}")))?;
-        let written = self.fd.set_msrs(&msrs).map_err(|e| Error::host("KVM_SET_MSRS", e))?;
+        let written = self
+            .fd
+            .set_msrs(&msrs)
+            .map_err(|e| Error::host("KVM_SET_MSRS", e))?;
         if written < values.len() {
             let (index, data) = values[written];
             return Err(Error::Invalid(format!(
@@ -240,39 +292,54 @@ impl Vcpu for KvmVcpu {
         let kvm: Vec<_> = entries.iter().map(cpuid_to_kvm).collect();
         let cpuid = CpuId::from_entries(&kvm)
             .map_err(|e| Error::Invalid(format!("too many CPUID entries: {e:?}")))?;
-        self.fd.set_cpuid2(&cpuid).map_err(|e| Error::host("KVM_SET_CPUID2", e))
+        self.fd
+            .set_cpuid2(&cpuid)
+            .map_err(|e| Error::host("KVM_SET_CPUID2", e))
     }
 
     fn inject(&mut self, event: Event) -> Result<()> {
         match event {
             Event::Nmi => self.fd.nmi().map_err(|e| Error::host("KVM_NMI", e)),
             Event::Interrupt(vector) => {
-                let mut events =
-                    self.fd.get_vcpu_events().map_err(|e| Error::host("KVM_GET_VCPU_EVENTS", e))?;
+                let mut events = self
+                    .fd
+                    .get_vcpu_events()
+                    .map_err(|e| Error::host("KVM_GET_VCPU_EVENTS", e))?;
                 events.interrupt.injected = 1;
                 events.interrupt.nr = vector;
                 events.interrupt.soft = 0;
                 events.flags = 0;
-                self.fd.set_vcpu_events(&events).map_err(|e| Error::host("KVM_SET_VCPU_EVENTS", e))
+                self.fd
+                    .set_vcpu_events(&events)
+                    .map_err(|e| Error::host("KVM_SET_VCPU_EVENTS", e))
             }
             Event::Exception { vector, error_code } => {
                 if vector >= 32 {
-                    return Err(Error::Invalid(format!("vector {vector} is not an exception")));
+                    return Err(Error::Invalid(format!(
+                        "vector {vector} is not an exception"
+                    )));
                 }
-                let mut events =
-                    self.fd.get_vcpu_events().map_err(|e| Error::host("KVM_GET_VCPU_EVENTS", e))?;
+                let mut events = self
+                    .fd
+                    .get_vcpu_events()
+                    .map_err(|e| Error::host("KVM_GET_VCPU_EVENTS", e))?;
                 events.exception.injected = 1;
                 events.exception.nr = vector;
                 events.exception.has_error_code = u8::from(error_code.is_some());
                 events.exception.error_code = error_code.unwrap_or(0);
                 events.flags = 0;
-                self.fd.set_vcpu_events(&events).map_err(|e| Error::host("KVM_SET_VCPU_EVENTS", e))
+                self.fd
+                    .set_vcpu_events(&events)
+                    .map_err(|e| Error::host("KVM_SET_VCPU_EVENTS", e))
             }
         }
     }
 
     fn translate(&self, gva: u64) -> Result<Option<Translation>> {
-        let t = self.fd.translate_gva(gva).map_err(|e| Error::host("KVM_TRANSLATE", e))?;
+        let t = self
+            .fd
+            .translate_gva(gva)
+            .map_err(|e| Error::host("KVM_TRANSLATE", e))?;
         Ok((t.valid != 0).then_some(Translation {
             phys: t.physical_address,
             writable: t.writeable != 0,
@@ -304,6 +371,8 @@ impl Vcpu for KvmVcpu {
             }
             kvm.arch.debugreg[7] = dr7;
         }
-        self.fd.set_guest_debug(&kvm).map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))
+        self.fd
+            .set_guest_debug(&kvm)
+            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))
     }
 }

@@ -34,41 +34,61 @@ pub struct KvmVm {
 impl KvmVm {
     pub(crate) fn new(kvm: &Kvm, config: &VmConfig) -> Result<Self> {
         if config.pit && !config.irqchip {
-            return Err(Error::Invalid("the in-kernel PIT needs the in-kernel irqchip".into()));
+            return Err(Error::Invalid(
+                "the in-kernel PIT needs the in-kernel irqchip".into(),
+            ));
         }
-        let fd = kvm.create_vm().map_err(|e| Error::host("KVM_CREATE_VM", e))?;
+        let fd = kvm
+            .create_vm()
+            .map_err(|e| Error::host("KVM_CREATE_VM", e))?;
         fd.set_tss_address(TSS_ADDRESS as usize)
             .map_err(|e| Error::host("KVM_SET_TSS_ADDR", e))?;
         fd.set_identity_map_address(IDENTITY_MAP_ADDRESS)
             .map_err(|e| Error::host("KVM_SET_IDENTITY_MAP_ADDR", e))?;
         if config.irqchip {
-            fd.create_irq_chip().map_err(|e| Error::host("KVM_CREATE_IRQCHIP", e))?;
+            fd.create_irq_chip()
+                .map_err(|e| Error::host("KVM_CREATE_IRQCHIP", e))?;
             fd.set_gsi_routing(&default_routing()?)
                 .map_err(|e| Error::host("KVM_SET_GSI_ROUTING", e))?;
         }
         if config.pit {
-            let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-            fd.create_pit2(pit).map_err(|e| Error::host("KVM_CREATE_PIT2", e))?;
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            fd.create_pit2(pit)
+                .map_err(|e| Error::host("KVM_CREATE_PIT2", e))?;
         }
-        Ok(KvmVm { fd, irqchip: config.irqchip, slots: Mutex::new(HashMap::new()) })
+        Ok(KvmVm {
+            fd,
+            irqchip: config.irqchip,
+            slots: Mutex::new(HashMap::new()),
+        })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, MemoryRegion>> {
-        self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn need_irqchip(&self, what: &str) -> Result<()> {
         if self.irqchip {
             Ok(())
         } else {
-            Err(Error::Invalid(format!("{what} needs a VM created with an irqchip")))
+            Err(Error::Invalid(format!(
+                "{what} needs a VM created with an irqchip"
+            )))
         }
     }
 }
 
 fn irqchip_route(gsi: u32, chip: u32, pin: u32) -> kvm_irq_routing_entry {
-    let mut entry =
-        kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_IRQCHIP, ..Default::default() };
+    let mut entry = kvm_irq_routing_entry {
+        gsi,
+        type_: KVM_IRQ_ROUTING_IRQCHIP,
+        ..Default::default()
+    };
     entry.u.irqchip.irqchip = chip;
     entry.u.irqchip.pin = pin;
     entry
@@ -92,9 +112,9 @@ fn default_routing() -> Result<KvmIrqRouting> {
 
 impl Vm for KvmVm {
     unsafe fn set_memory_region(&self, region: MemoryRegion) -> Result<()> {
-        if region.size % PAGE_SIZE != 0
-            || region.guest_phys_addr % PAGE_SIZE != 0
-            || (region.size != 0 && region.host_addr % PAGE_SIZE != 0)
+        if !region.size.is_multiple_of(PAGE_SIZE)
+            || !region.guest_phys_addr.is_multiple_of(PAGE_SIZE)
+            || (region.size != 0 && !region.host_addr.is_multiple_of(PAGE_SIZE))
         {
             return Err(Error::Invalid(format!(
                 "memory slot {}: guest address {:#x}, size {:#x} and host address {:#x} must be 4 KiB aligned",
@@ -140,11 +160,16 @@ impl Vm for KvmVm {
         }
         let size = usize::try_from(region.size)
             .map_err(|_| Error::Invalid(format!("memory slot {slot} is too large")))?;
-        self.fd.get_dirty_log(slot, size).map_err(|e| Error::host("KVM_GET_DIRTY_LOG", e))
+        self.fd
+            .get_dirty_log(slot, size)
+            .map_err(|e| Error::host("KVM_GET_DIRTY_LOG", e))
     }
 
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>> {
-        let fd = self.fd.create_vcpu(u64::from(id)).map_err(|e| Error::host("KVM_CREATE_VCPU", e))?;
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(id))
+            .map_err(|e| Error::host("KVM_CREATE_VCPU", e))?;
         Ok(Box::new(KvmVcpu::new(id, fd, self.fd.run_size())))
     }
 
@@ -153,7 +178,9 @@ impl Vm for KvmVm {
         if gsi >= IOAPIC_PINS {
             return Err(Error::Invalid(format!("GSI {gsi} does not exist (0-23)")));
         }
-        self.fd.set_irq_line(gsi, level).map_err(|e| Error::host("KVM_IRQ_LINE", e))
+        self.fd
+            .set_irq_line(gsi, level)
+            .map_err(|e| Error::host("KVM_IRQ_LINE", e))
     }
 
     fn signal_msi(&self, msi: Msi) -> Result<()> {
@@ -166,6 +193,9 @@ impl Vm for KvmVm {
         };
         // A result of 0 means the guest blocked it (masked, no matching
         // destination), which is the guest's business, not an error.
-        self.fd.signal_msi(kvm).map(|_| ()).map_err(|e| Error::host("KVM_SIGNAL_MSI", e))
+        self.fd
+            .signal_msi(kvm)
+            .map(|_| ())
+            .map_err(|e| Error::host("KVM_SIGNAL_MSI", e))
     }
 }

@@ -38,7 +38,11 @@ pub fn port_out_sizes(hv: &dyn Hypervisor) -> CaseResult {
     t.real_mode(CODE)?;
     t.expect(0, Exit::out(0x10, 1, &[0x12]), "out 0x10, al")?;
     t.expect(0, Exit::out(0x3f8, 2, &[0x56, 0x34]), "out dx, ax")?;
-    t.expect(0, Exit::out(0xcfc, 4, &[0xde, 0xbc, 0x9a, 0x78]), "out dx, eax")?;
+    t.expect(
+        0,
+        Exit::out(0xcfc, 4, &[0xde, 0xbc, 0x9a, 0x78]),
+        "out dx, eax",
+    )?;
     t.expect(0, Exit::Hlt, "hlt")
 }
 
@@ -59,9 +63,33 @@ pub fn port_in_sizes(hv: &dyn Hypervisor) -> CaseResult {
     let mut regs = t.regs()?;
     regs.rax = 0x1122_3344;
     t.vcpu.set_regs(&regs).ctx("set_regs")?;
-    t.expect(0xab, Exit::IoIn { port: 0x60, size: 1, len: 1 }, "in al, 0x60")?;
-    t.expect(0xbeef, Exit::IoIn { port: 0x1f0, size: 2, len: 2 }, "in ax, dx")?;
-    t.expect(0xcafe_f00d, Exit::IoIn { port: 0x1f0, size: 4, len: 4 }, "in eax, dx")?;
+    t.expect(
+        0xab,
+        Exit::IoIn {
+            port: 0x60,
+            size: 1,
+            len: 1,
+        },
+        "in al, 0x60",
+    )?;
+    t.expect(
+        0xbeef,
+        Exit::IoIn {
+            port: 0x1f0,
+            size: 2,
+            len: 2,
+        },
+        "in ax, dx",
+    )?;
+    t.expect(
+        0xcafe_f00d,
+        Exit::IoIn {
+            port: 0x1f0,
+            size: 4,
+            len: 4,
+        },
+        "in eax, dx",
+    )?;
     t.expect(0, Exit::Hlt, "hlt")?;
     let r = t.regs()?;
     check_eq(r.rbx, 0x1122_33ab, "EBX (AL from in al)")?;
@@ -90,7 +118,11 @@ pub fn string_out(hv: &dyn Hypervisor) -> CaseResult {
     let mut rest = Vec::new();
     loop {
         match t.run(0)? {
-            Exit::IoOut { port: 0xe9, size: 1, data } => rest.extend(data),
+            Exit::IoOut {
+                port: 0xe9,
+                size: 1,
+                data,
+            } => rest.extend(data),
             Exit::Hlt => break,
             other => return Err(format!("rep outsb with CX=3: unexpected exit {other:x?}")),
         }
@@ -98,7 +130,11 @@ pub fn string_out(hv: &dyn Hypervisor) -> CaseResult {
             return Err(format!("rep outsb with CX=3 wrote too much: {rest:?}"));
         }
     }
-    check_eq(rest.as_slice(), b"ITE".as_slice(), "bytes of rep outsb with CX=3")?;
+    check_eq(
+        rest.as_slice(),
+        b"ITE".as_slice(),
+        "bytes of rep outsb with CX=3",
+    )?;
     let r = t.regs()?;
     check_eq(r.rsi & 0xffff, DATA + 4, "SI after the string writes")?;
     check_eq(r.rcx & 0xffff, 0, "CX after rep")
@@ -122,16 +158,54 @@ pub fn mmio_write_read(hv: &dyn Hypervisor) -> CaseResult {
         a.hlt()
     })?;
     t.long_mode(CODE)?;
-    t.expect(0, Exit::MmioWrite { addr: MMIO, data: vec![0x11] }, "byte write")?;
-    t.expect(0, Exit::MmioWrite { addr: MMIO + 2, data: vec![0x33, 0x22] }, "word write")?;
-    t.expect(0, Exit::MmioWrite { addr: MMIO + 4, data: 0x4455_6677u32.to_le_bytes().to_vec() }, "dword write")?;
     t.expect(
         0,
-        Exit::MmioWrite { addr: MMIO + 8, data: 0x8899_aabb_ccdd_eeffu64.to_le_bytes().to_vec() },
+        Exit::MmioWrite {
+            addr: MMIO,
+            data: vec![0x11],
+        },
+        "byte write",
+    )?;
+    t.expect(
+        0,
+        Exit::MmioWrite {
+            addr: MMIO + 2,
+            data: vec![0x33, 0x22],
+        },
+        "word write",
+    )?;
+    t.expect(
+        0,
+        Exit::MmioWrite {
+            addr: MMIO + 4,
+            data: 0x4455_6677u32.to_le_bytes().to_vec(),
+        },
+        "dword write",
+    )?;
+    t.expect(
+        0,
+        Exit::MmioWrite {
+            addr: MMIO + 8,
+            data: 0x8899_aabb_ccdd_eeffu64.to_le_bytes().to_vec(),
+        },
         "qword write",
     )?;
-    t.expect(0x0123_4567_89ab_cdef, Exit::MmioRead { addr: MMIO + 16, len: 8 }, "qword read")?;
-    t.expect(0xfeed_face, Exit::MmioRead { addr: MMIO + 0x24, len: 4 }, "dword read")?;
+    t.expect(
+        0x0123_4567_89ab_cdef,
+        Exit::MmioRead {
+            addr: MMIO + 16,
+            len: 8,
+        },
+        "qword read",
+    )?;
+    t.expect(
+        0xfeed_face,
+        Exit::MmioRead {
+            addr: MMIO + 0x24,
+            len: 4,
+        },
+        "dword read",
+    )?;
     t.expect(0, Exit::Hlt, "hlt")?;
     let r = t.regs()?;
     check_eq(r.rcx, 0x0123_4567_89ab_cdef, "RCX (qword read)")?;
@@ -163,10 +237,21 @@ pub fn readonly_memory(hv: &dyn Hypervisor) -> CaseResult {
     })?;
     t.protected_mode(CODE)?;
     let result = (|| {
-        t.expect(0, Exit::MmioWrite { addr: ROM + 4, data: 0xdead_beefu32.to_le_bytes().to_vec() }, "write to ROM")?;
+        t.expect(
+            0,
+            Exit::MmioWrite {
+                addr: ROM + 4,
+                data: 0xdead_beefu32.to_le_bytes().to_vec(),
+            },
+            "write to ROM",
+        )?;
         t.expect(0, Exit::Hlt, "hlt")?;
         check_eq(t.regs()?.rax, 0x5566_7788, "EAX read from ROM")?;
-        check_eq(rom.read(4, 4)?, 0x1122_3344u32.to_le_bytes().to_vec(), "ROM bytes after the write")
+        check_eq(
+            rom.read(4, 4)?,
+            0x1122_3344u32.to_le_bytes().to_vec(),
+            "ROM bytes after the write",
+        )
     })();
     // SAFETY: deleting the slot (size 0) touches no memory.
     unsafe { t.vm.set_memory_region(MemoryRegion { size: 0, ..region }) }.ctx("delete ROM slot")?;
@@ -192,7 +277,8 @@ pub fn regs_round_trip(hv: &dyn Hypervisor) -> CaseResult {
     let gprs: [u64; 16] = std::array::from_fn(|i| 0x0101_0101_0101_0101 * (i as u64 + 1));
     regs.set_gprs(&gprs);
     regs.rip = 0x1234;
-    regs.rflags = RFLAGS_FIXED | RFLAGS_CF | RFLAGS_PF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF | RFLAGS_DF;
+    regs.rflags =
+        RFLAGS_FIXED | RFLAGS_CF | RFLAGS_PF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF | RFLAGS_DF;
     t.vcpu.set_regs(&regs).ctx("set_regs")?;
     check_eq(t.regs()?, regs, "regs after set_regs")
 }
@@ -203,7 +289,10 @@ pub fn sregs_round_trip(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
     t.write_page_tables()?;
     let mut want = t.long_mode_sregs()?;
-    want.idt = DescriptorTable { base: IDT, limit: 0xfff };
+    want.idt = DescriptorTable {
+        base: IDT,
+        limit: 0xfff,
+    };
     want.cr2 = 0xdead_b000;
     t.vcpu.set_sregs(&want).ctx("set_sregs")?;
     let got = t.vcpu.sregs().ctx("sregs")?;
@@ -220,13 +309,23 @@ pub fn sregs_round_trip(hv: &dyn Hypervisor) -> CaseResult {
     check_eq(got.cr2, want.cr2, "CR2")?;
     check_eq(got.cr3, want.cr3, "CR3")?;
     check_eq(got.cr4, want.cr4, "CR4")?;
-    check_eq(got.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA, "EFER.LME/LMA")
+    check_eq(
+        got.efer & (EFER_LME | EFER_LMA),
+        EFER_LME | EFER_LMA,
+        "EFER.LME/LMA",
+    )
 }
 
 /// set_fpu then fpu returns x87 stack, control/status, tags and SSE state.
 pub fn fpu_round_trip(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
-    let mut want = Fpu { fcw: 0x027f, fsw: 0x3800, ftwx: 0x80, mxcsr: 0x1fa0, ..Default::default() };
+    let mut want = Fpu {
+        fcw: 0x027f,
+        fsw: 0x3800,
+        ftwx: 0x80,
+        mxcsr: 0x1fa0,
+        ..Default::default()
+    };
     // ST7 physical register 7 holds 1.0 (80-bit: exponent 0x3fff, mantissa 1<<63).
     want.fpr[7][..10].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f]);
     for (i, x) in want.xmm.iter_mut().enumerate() {
@@ -234,12 +333,24 @@ pub fn fpu_round_trip(hv: &dyn Hypervisor) -> CaseResult {
     }
     t.vcpu.set_fpu(&want).ctx("set_fpu")?;
     let got = t.vcpu.fpu().ctx("fpu")?;
-    check_eq(got.fcw, want.fcw, "FCW")?;
-    check_eq(got.fsw, want.fsw, "FSW")?;
-    check_eq(got.ftwx, want.ftwx, "FTW (abridged)")?;
-    check_eq(got.mxcsr, want.mxcsr, "MXCSR")?;
-    check_eq(got.fpr[7][..10].to_vec(), want.fpr[7][..10].to_vec(), "ST register 7")?;
-    check_eq(got.xmm, want.xmm, "XMM0-15")
+    let checks = [
+        check_eq(got.fcw, want.fcw, "FCW"),
+        check_eq(got.fsw, want.fsw, "FSW"),
+        check_eq(got.ftwx, want.ftwx, "FTW (abridged)"),
+        check_eq(got.mxcsr, want.mxcsr, "MXCSR"),
+        check_eq(
+            got.fpr[7][..10].to_vec(),
+            want.fpr[7][..10].to_vec(),
+            "ST register 7",
+        ),
+        check_eq(got.xmm, want.xmm, "XMM0-15"),
+    ];
+    let errors: Vec<String> = checks.into_iter().filter_map(|c| c.err()).collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 /// set_msrs then msrs returns the values, for the MSRs a kernel sets at boot.
@@ -276,8 +387,14 @@ pub fn unknown_msr_is_an_error(hv: &dyn Hypervisor) -> CaseResult {
 pub fn cpuid_seen_by_guest(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
     let mut cpuid = hv.supported_cpuid().ctx("supported_cpuid")?;
-    let leaf0 = *cpuid.iter().find(|e| e.function == 0).ok_or("supported_cpuid has no leaf 0")?;
-    let leaf1 = cpuid.iter_mut().find(|e| e.function == 1).ok_or("supported_cpuid has no leaf 1")?;
+    let leaf0 = *cpuid
+        .iter()
+        .find(|e| e.function == 0)
+        .ok_or("supported_cpuid has no leaf 0")?;
+    let leaf1 = cpuid
+        .iter_mut()
+        .find(|e| e.function == 1)
+        .ok_or("supported_cpuid has no leaf 1")?;
     leaf1.ebx = (leaf1.ebx & 0x00ff_ffff) | (7 << 24);
     t.vcpu.set_cpuid(&cpuid).ctx("set_cpuid")?;
     t.load_code(16, CODE, |a| {
@@ -385,15 +502,34 @@ pub fn mode_switch_by_guest(hv: &dyn Hypervisor) -> CaseResult {
     t.expect(0, Exit::out(REPORT, 1, &[2]), "report from protected mode")?;
     let s = t.vcpu.sregs().ctx("sregs")?;
     check_eq(s.cr0 & CR0_PE, CR0_PE, "CR0.PE in protected mode")?;
-    check_eq((s.cs.selector, s.cs.db, s.cs.l), (SEL_CODE32, true, false), "CS in protected mode")?;
-    check_eq(s.gdt, DescriptorTable { base: GDT, limit: 31 }, "GDTR loaded by LGDT")?;
+    check_eq(
+        (s.cs.selector, s.cs.db, s.cs.l),
+        (SEL_CODE32, true, false),
+        "CS in protected mode",
+    )?;
+    check_eq(
+        s.gdt,
+        DescriptorTable {
+            base: GDT,
+            limit: 31,
+        },
+        "GDTR loaded by LGDT",
+    )?;
     t.expect(0, Exit::out(REPORT, 1, &[3]), "report from long mode")?;
     let s = t.vcpu.sregs().ctx("sregs")?;
     check_eq(s.efer & EFER_LMA, EFER_LMA, "EFER.LMA in long mode")?;
     check_eq(s.cr0 & CR0_PG, CR0_PG, "CR0.PG in long mode")?;
-    check_eq((s.cs.selector, s.cs.l), (SEL_CODE64, true), "CS in long mode")?;
+    check_eq(
+        (s.cs.selector, s.cs.l),
+        (SEL_CODE64, true),
+        "CS in long mode",
+    )?;
     t.expect(0, Exit::Hlt, "hlt")?;
-    check_eq(t.regs()?.rax, 0x1_0000_0000, "RAX computed with 64-bit arithmetic")
+    check_eq(
+        t.regs()?.rax,
+        0x1_0000_0000,
+        "RAX computed with 64-bit arithmetic",
+    )
 }
 
 /// Page tables for the translate cases: VA 0x80_0000_0000 (PML4 slot 1) maps
@@ -422,10 +558,22 @@ pub fn translate_four_level(hv: &dyn Hypervisor) -> CaseResult {
     let phys = |t: &TestVm, va: u64| -> Result<Option<u64>, String> {
         Ok(t.vcpu.translate(va).ctx("translate")?.map(|tr| tr.phys))
     };
-    check_eq(phys(&t, CODE + 0xabc)?, Some(CODE + 0xabc), "identity 4 KiB page")?;
+    check_eq(
+        phys(&t, CODE + 0xabc)?,
+        Some(CODE + 0xabc),
+        "identity 4 KiB page",
+    )?;
     check_eq(phys(&t, 0x20_1234)?, Some(0x20_1234), "identity 2 MiB page")?;
-    check_eq(phys(&t, HIGH_VA + 5 * 4096 + 0x123)?, Some(DATA_PAGE + 0x123), "high VA page 5")?;
-    check_eq(phys(&t, HIGH_VA + 7 * 4096 + 0xfff)?, Some(DATA_PAGE + 0xfff), "high VA page 7")?;
+    check_eq(
+        phys(&t, HIGH_VA + 5 * 4096 + 0x123)?,
+        Some(DATA_PAGE + 0x123),
+        "high VA page 5",
+    )?;
+    check_eq(
+        phys(&t, HIGH_VA + 7 * 4096 + 0xfff)?,
+        Some(DATA_PAGE + 0xfff),
+        "high VA page 7",
+    )?;
     check_eq(phys(&t, HIGH_VA + 6 * 4096)?, None, "absent PTE")?;
     check_eq(phys(&t, 0x4000_0000)?, None, "absent PDPT entry")
 }
@@ -434,10 +582,26 @@ pub fn translate_four_level(hv: &dyn Hypervisor) -> CaseResult {
 pub fn translate_permissions(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
     translate_setup(&mut t)?;
-    let ro = t.vcpu.translate(HIGH_VA + 5 * 4096).ctx("translate")?.ok_or("page 5 unmapped")?;
-    let rw = t.vcpu.translate(HIGH_VA + 7 * 4096).ctx("translate")?.ok_or("page 7 unmapped")?;
-    check_eq((ro.writable, ro.user), (false, false), "read-only supervisor page (writable, user)")?;
-    check_eq((rw.writable, rw.user), (true, true), "writable user page (writable, user)")
+    let ro = t
+        .vcpu
+        .translate(HIGH_VA + 5 * 4096)
+        .ctx("translate")?
+        .ok_or("page 5 unmapped")?;
+    let rw = t
+        .vcpu
+        .translate(HIGH_VA + 7 * 4096)
+        .ctx("translate")?
+        .ok_or("page 7 unmapped")?;
+    check_eq(
+        (ro.writable, ro.user),
+        (false, false),
+        "read-only supervisor page (writable, user)",
+    )?;
+    check_eq(
+        (rw.writable, rw.user),
+        (true, true),
+        "writable user page (writable, user)",
+    )
 }
 
 /// Single-stepping exits after every instruction with RIP at the next one.
@@ -451,12 +615,19 @@ pub fn single_step(hv: &dyn Hypervisor) -> CaseResult {
         a.hlt()
     })?;
     t.real_mode(CODE)?;
-    t.vcpu.set_guest_debug(&GuestDebug { single_step: true, breakpoints: vec![] }).ctx("set_guest_debug")?;
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            single_step: true,
+            breakpoints: vec![],
+        })
+        .ctx("set_guest_debug")?;
     let ips = next_ips(16, CODE, &code);
     for (i, &ip) in ips[..4].iter().enumerate() {
         t.expect(0, Exit::Debug { rip: ip }, &format!("step {}", i + 1))?;
     }
-    t.vcpu.set_guest_debug(&GuestDebug::default()).ctx("set_guest_debug (off)")?;
+    t.vcpu
+        .set_guest_debug(&GuestDebug::default())
+        .ctx("set_guest_debug (off)")?;
     t.expect(0, Exit::Hlt, "hlt after stepping")?;
     check_eq(t.regs()?.rax & 0xffff, 6, "AX")
 }
@@ -473,14 +644,28 @@ pub fn hardware_breakpoint(hv: &dyn Hypervisor) -> CaseResult {
     })?;
     t.real_mode(CODE)?;
     // Ask for many first: it must be refused, not silently truncated.
-    let many = GuestDebug { single_step: false, breakpoints: (0..64).map(|i| CODE + i).collect() };
+    let many = GuestDebug {
+        single_step: false,
+        breakpoints: (0..64).map(|i| CODE + i).collect(),
+    };
     if t.vcpu.set_guest_debug(&many).is_ok() {
         return Err("64 hardware breakpoints were accepted".into());
     }
-    t.vcpu.set_guest_debug(&GuestDebug { single_step: false, breakpoints: vec![CODE + 2] }).ctx("set_guest_debug")?;
-    t.expect(0, Exit::Debug { rip: CODE + 2 }, "breakpoint at the third inc")?;
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            single_step: false,
+            breakpoints: vec![CODE + 2],
+        })
+        .ctx("set_guest_debug")?;
+    t.expect(
+        0,
+        Exit::Debug { rip: CODE + 2 },
+        "breakpoint at the third inc",
+    )?;
     check_eq(t.regs()?.rax & 0xffff, 2, "AX at the breakpoint")?;
-    t.vcpu.set_guest_debug(&GuestDebug::default()).ctx("set_guest_debug (off)")?;
+    t.vcpu
+        .set_guest_debug(&GuestDebug::default())
+        .ctx("set_guest_debug (off)")?;
     t.expect(0, Exit::Hlt, "hlt")?;
     check_eq(t.regs()?.rax & 0xffff, 4, "AX at the end")
 }
@@ -522,15 +707,35 @@ pub fn dirty_log(hv: &dyn Hypervisor) -> CaseResult {
     t.protected_mode(CODE)?;
     let result = (|| {
         let before = t.vm.dirty_log(1).ctx("dirty_log before running")?;
-        check_eq(before.iter().any(|w| *w != 0), false, "any page dirty before running")?;
+        check_eq(
+            before.iter().any(|w| *w != 0),
+            false,
+            "any page dirty before running",
+        )?;
         t.expect(0, Exit::Hlt, "hlt")?;
         let after = t.vm.dirty_log(1).ctx("dirty_log")?;
-        check_eq(after.first().copied(), Some((1 << 3) | (1 << 7)), "dirty bitmap (pages 3 and 7)")?;
-        check_eq(after.iter().skip(1).any(|w| *w != 0), false, "dirty bits beyond page 63")?;
-        check_eq(logged.read(0x3010, 4)?, 0x1234_5678u32.to_le_bytes().to_vec(), "bytes written")?;
+        check_eq(
+            after.first().copied(),
+            Some((1 << 3) | (1 << 7)),
+            "dirty bitmap (pages 3 and 7)",
+        )?;
+        check_eq(
+            after.iter().skip(1).any(|w| *w != 0),
+            false,
+            "dirty bits beyond page 63",
+        )?;
+        check_eq(
+            logged.read(0x3010, 4)?,
+            0x1234_5678u32.to_le_bytes().to_vec(),
+            "bytes written",
+        )?;
         check_eq(logged.read(0x7fff, 1)?, vec![0x9a], "byte written")?;
         let again = t.vm.dirty_log(1).ctx("dirty_log again")?;
-        check_eq(again.iter().any(|w| *w != 0), false, "any page dirty on the second read")?;
+        check_eq(
+            again.iter().any(|w| *w != 0),
+            false,
+            "any page dirty on the second read",
+        )?;
         if t.vm.dirty_log(0).is_ok() {
             return Err("dirty_log of a slot without logging succeeded".into());
         }
@@ -556,8 +761,15 @@ fn expect_interrupt(
         raise(vm.as_ref())
     });
     let exit = t.run(0);
-    raiser.join().map_err(|_| "the interrupt-raising thread panicked")?.ctx("raising the interrupt")?;
-    check_eq(exit?, Exit::out(ISR_PORT, 1, &[vector]), "interrupt handler report")
+    raiser
+        .join()
+        .map_err(|_| "the interrupt-raising thread panicked")?
+        .ctx("raising the interrupt")?;
+    check_eq(
+        exit?,
+        Exit::out(ISR_PORT, 1, &[vector]),
+        "interrupt handler report",
+    )
 }
 
 /// Real mode with the 8259 programmed by the guest (vector base 0x20, only
@@ -566,11 +778,18 @@ pub fn interrupt_via_pic(hv: &dyn Hypervisor) -> CaseResult {
     const ISR: u64 = CODE + 0x100;
     let mut t = TestVm::new(hv, true)?;
     // IVT entry of vector 0x24 -> 0000:ISR.
-    t.mem.write(0x24 * 4, &[(ISR & 0xff) as u8, (ISR >> 8) as u8, 0, 0])?;
+    t.mem
+        .write(0x24 * 4, &[(ISR & 0xff) as u8, (ISR >> 8) as u8, 0, 0])?;
     let code = t.load_code(16, CODE, |a| {
         let mut idle = a.create_label();
         a.cli()?;
-        for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0xef)] {
+        for (port, value) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0xef),
+        ] {
             a.mov(al, value)?;
             a.out(port, al)?;
         }
@@ -601,7 +820,11 @@ pub fn interrupt_via_pic(hv: &dyn Hypervisor) -> CaseResult {
     let after_hlt = ips[ips.len() - 2];
     let stack = t.regs()?.rsp & 0xffff;
     check_eq(stack, STACK_TOP - 6, "SP after the interrupt frame")?;
-    check_eq(u64::from(t.mem.read_u16(stack)?), after_hlt, "return IP in the interrupt frame")
+    check_eq(
+        u64::from(t.mem.read_u16(stack)?),
+        after_hlt,
+        "return IP in the interrupt frame",
+    )
 }
 
 /// Guest code that enables its LAPIC, optionally routes IOAPIC pin `pin` to
@@ -656,7 +879,12 @@ pub fn interrupt_via_ioapic(hv: &dyn Hypervisor) -> CaseResult {
 pub fn interrupt_via_msi(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, true)?;
     lapic_guest(&mut t, 0x41, None)?;
-    expect_interrupt(&mut t, 0x41, |vm| vm.signal_msi(Msi { address: 0xfee0_0000, data: 0x41 }))
+    expect_interrupt(&mut t, 0x41, |vm| {
+        vm.signal_msi(Msi {
+            address: 0xfee0_0000,
+            data: 0x41,
+        })
+    })
 }
 
 /// A guest in protected mode with IF=1 whose handler for `vector` reports it;
@@ -690,7 +918,11 @@ pub fn inject_interrupt(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
     injection_guest(&mut t, 0x30, false)?;
     t.vcpu.inject(Event::Interrupt(0x30)).ctx("inject")?;
-    t.expect(0, Exit::out(ISR_PORT, 1, &[0x30]), "handler of the injected interrupt")
+    t.expect(
+        0,
+        Exit::out(ISR_PORT, 1, &[0x30]),
+        "handler of the injected interrupt",
+    )
 }
 
 /// inject(Nmi) runs the guest's NMI handler (vector 2).
@@ -706,8 +938,17 @@ pub fn inject_nmi(hv: &dyn Hypervisor) -> CaseResult {
 pub fn inject_exception(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
     injection_guest(&mut t, GP, true)?;
-    t.vcpu.inject(Event::Exception { vector: GP, error_code: Some(0x1234) }).ctx("inject")?;
-    t.expect(0, Exit::out(ISR_PORT + 1, 4, &0x1234u32.to_le_bytes()), "error code popped by the #GP handler")?;
+    t.vcpu
+        .inject(Event::Exception {
+            vector: GP,
+            error_code: Some(0x1234),
+        })
+        .ctx("inject")?;
+    t.expect(
+        0,
+        Exit::out(ISR_PORT + 1, 4, &0x1234u32.to_le_bytes()),
+        "error code popped by the #GP handler",
+    )?;
     t.expect(0, Exit::out(ISR_PORT, 1, &[GP]), "#GP handler")
 }
 

@@ -6,11 +6,14 @@
 //! ```ignore
 //! kite_hypervisor::conformance_tests!(
 //!     my_engine::MyHypervisor::new(),
-//!     known_failures: [("case_name", "why this engine cannot pass it")]
+//!     known_failures: &[("case_name", "why this engine cannot pass it")]
 //! );
 //! ```
 //!
-//! That expands to one `#[test]` per case. `make` is evaluated per test; if it
+//! `known_failures` is any expression with a `to_vec()` giving
+//! `Vec<(&'static str, &'static str)>` (case name, reason), so an engine can
+//! add host-dependent entries at run time. The macro expands to one `#[test]`
+//! per case. `make` is evaluated per test; if it
 //! returns `Error::Unavailable` the test prints why and passes (the engine cannot
 //! run on this host). A case listed in `known_failures` still runs: the test
 //! prints the reason and the observed failure, and it *fails* if the case
@@ -40,7 +43,10 @@ pub fn run_case<H: Hypervisor>(
         Err(e) => panic!("{name}: cannot create the engine: {e}"),
     };
     let engine = hv.kind().name();
-    let known = known_failures.iter().find(|(case, _)| *case == name).map(|(_, why)| *why);
+    let known = known_failures
+        .iter()
+        .find(|(case, _)| *case == name)
+        .map(|(_, why)| *why);
     match (case(&hv), known) {
         (Ok(()), None) => {}
         (Err(e), None) => panic!("{name} failed on the {engine} engine: {e}"),
@@ -57,7 +63,10 @@ pub fn run_case<H: Hypervisor>(
 /// Check that every name in a known-failure list is a real case.
 pub fn check_known_failures(known_failures: &[(&str, &str)], cases: &[&str]) {
     for (name, _) in known_failures {
-        assert!(cases.contains(name), "known_failures names `{name}`, which is not a conformance case");
+        assert!(
+            cases.contains(name),
+            "known_failures names `{name}`, which is not a conformance case"
+        );
     }
 }
 
@@ -65,10 +74,12 @@ pub fn check_known_failures(known_failures: &[(&str, &str)], cases: &[&str]) {
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!($make, known_failures: []);
+        $crate::conformance_tests!($make, known_failures: &[]);
     };
-    ($make:expr, known_failures: [$(($case:literal, $reason:literal)),* $(,)?]) => {
-        const KITE_CONFORMANCE_KNOWN_FAILURES: &[(&str, &str)] = &[$(($case, $reason)),*];
+    ($make:expr, known_failures: $known:expr) => {
+        fn kite_conformance_known_failures() -> Vec<(&'static str, &'static str)> {
+            $known.to_vec()
+        }
         $crate::__conformance_case_tests!(
             $make;
             port_out_sizes,
@@ -115,7 +126,7 @@ macro_rules! __conformance_case_tests {
                     stringify!($name),
                     $crate::conformance::cases::$name,
                     || $make,
-                    KITE_CONFORMANCE_KNOWN_FAILURES,
+                    &kite_conformance_known_failures(),
                 );
             }
         )*
@@ -123,7 +134,7 @@ macro_rules! __conformance_case_tests {
         #[test]
         fn known_failures_name_real_cases() {
             $crate::conformance::check_known_failures(
-                KITE_CONFORMANCE_KNOWN_FAILURES,
+                &kite_conformance_known_failures(),
                 &[$(stringify!($name)),*],
             );
         }

@@ -105,7 +105,9 @@ impl GuestMemory {
     pub fn write(&self, offset: u64, bytes: &[u8]) -> Result<(), String> {
         let at = self.check(offset, bytes.len())?;
         // SAFETY: at..at+len is inside the allocation (checked).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(at), bytes.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(at), bytes.len())
+        };
         Ok(())
     }
 
@@ -152,7 +154,11 @@ pub enum Exit {
 
 impl Exit {
     pub fn out(port: u16, size: u8, data: &[u8]) -> Exit {
-        Exit::IoOut { port, size, data: data.to_vec() }
+        Exit::IoOut {
+            port,
+            size,
+            data: data.to_vec(),
+        }
     }
 }
 
@@ -166,7 +172,13 @@ pub struct TestVm {
 impl TestVm {
     /// A VM with `RAM_SIZE` of RAM in slot 0 and vCPU 0 with the engine's CPUID.
     pub fn new(hv: &dyn Hypervisor, irqchip: bool) -> Result<TestVm, String> {
-        let vm = hv.create_vm(&VmConfig { irqchip, pit: false, vcpus: 1 }).ctx("create_vm")?;
+        let vm = hv
+            .create_vm(&VmConfig {
+                irqchip,
+                pit: false,
+                vcpus: 1,
+            })
+            .ctx("create_vm")?;
         let mem = GuestMemory::new(RAM_SIZE)?;
         let region = MemoryRegion {
             slot: 0,
@@ -201,7 +213,13 @@ impl TestVm {
     pub fn real_mode(&mut self, entry: u64) -> Result<(), String> {
         let mut sregs = self.vcpu.sregs().ctx("sregs")?;
         sregs.cs = Segment::real_mode(0, true);
-        for seg in [&mut sregs.ds, &mut sregs.es, &mut sregs.fs, &mut sregs.gs, &mut sregs.ss] {
+        for seg in [
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
             *seg = Segment::real_mode(0, false);
         }
         sregs.cr0 = CR0_ET;
@@ -219,7 +237,9 @@ impl TestVm {
         sregs.cr0 = CR0_PE | CR0_ET | CR0_NE;
         sregs.cr4 = 0;
         sregs.efer = 0;
-        self.vcpu.set_sregs(&sregs).ctx("set_sregs (protected mode)")?;
+        self.vcpu
+            .set_sregs(&sregs)
+            .ctx("set_sregs (protected mode)")?;
         self.set_entry(entry)
     }
 
@@ -244,7 +264,12 @@ impl TestVm {
     }
 
     fn set_entry(&mut self, entry: u64) -> Result<(), String> {
-        let regs = Regs { rip: entry, rsp: STACK_TOP, rflags: RFLAGS_FIXED, ..Default::default() };
+        let regs = Regs {
+            rip: entry,
+            rsp: STACK_TOP,
+            rflags: RFLAGS_FIXED,
+            ..Default::default()
+        };
         self.vcpu.set_regs(&regs).ctx("set_regs")
     }
 
@@ -291,7 +316,10 @@ impl TestVm {
             | (u64::from(handler >> 16) << 48);
         self.mem.write_u64(IDT + 8 * u64::from(vector), gate)?;
         let mut sregs = self.vcpu.sregs().ctx("sregs")?;
-        sregs.idt = DescriptorTable { base: IDT, limit: 256 * 8 - 1 };
+        sregs.idt = DescriptorTable {
+            base: IDT,
+            limit: 256 * 8 - 1,
+        };
         self.vcpu.set_sregs(&sregs).ctx("set_sregs (IDT)")
     }
 
@@ -314,7 +342,13 @@ impl TestVm {
 
 fn flat_segments(sregs: &mut Sregs, code: FlatKind, code_sel: u16) {
     sregs.cs = Segment::flat(code_sel, code);
-    for seg in [&mut sregs.ds, &mut sregs.es, &mut sregs.fs, &mut sregs.gs, &mut sregs.ss] {
+    for seg in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
         *seg = Segment::flat(SEL_DATA, FlatKind::Data);
     }
     sregs.tr = Segment {
@@ -326,8 +360,15 @@ fn flat_segments(sregs: &mut Sregs, code: FlatKind, code_sel: u16) {
         s: false,
         ..Default::default()
     };
-    sregs.ldt = Segment { unusable: true, type_: 0x2, ..Default::default() };
-    sregs.gdt = DescriptorTable { base: GDT, limit: 4 * 8 - 1 };
+    sregs.ldt = Segment {
+        unusable: true,
+        type_: 0x2,
+        ..Default::default()
+    };
+    sregs.gdt = DescriptorTable {
+        base: GDT,
+        limit: 4 * 8 - 1,
+    };
 }
 
 /// Assemble `build` for `bitness` (16, 32 or 64) at `origin`.
@@ -360,15 +401,26 @@ pub fn owned_exit(exit: VcpuExit<'_>, input: u64) -> Exit {
     match exit {
         VcpuExit::IoIn { port, size, data } => {
             fill(data, usize::from(size));
-            Exit::IoIn { port, size, len: data.len() }
+            Exit::IoIn {
+                port,
+                size,
+                len: data.len(),
+            }
         }
-        VcpuExit::IoOut { port, size, data } => Exit::IoOut { port, size, data: data.to_vec() },
+        VcpuExit::IoOut { port, size, data } => Exit::IoOut {
+            port,
+            size,
+            data: data.to_vec(),
+        },
         VcpuExit::MmioRead { addr, data } => {
             let len = data.len();
             fill(data, len);
             Exit::MmioRead { addr, len }
         }
-        VcpuExit::MmioWrite { addr, data } => Exit::MmioWrite { addr, data: data.to_vec() },
+        VcpuExit::MmioWrite { addr, data } => Exit::MmioWrite {
+            addr,
+            data: data.to_vec(),
+        },
         VcpuExit::Hlt => Exit::Hlt,
         VcpuExit::Shutdown => Exit::Shutdown,
         VcpuExit::SystemEvent(e) => Exit::SystemEvent(e),
@@ -395,7 +447,10 @@ impl Watchdog {
             }
             _ => false,
         });
-        Watchdog { stop: Some(stop), thread: Some(thread) }
+        Watchdog {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     /// Stop the watchdog; true if it fired.
