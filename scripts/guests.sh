@@ -64,6 +64,14 @@ build() {
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# kite.cmd="..." on the kernel command line runs those commands instead of
+# an interactive shell (tests and benchmarks), then powers off.
+if [ -n "$kite_cmd" ]; then
+    echo "kite-guest: running: $kite_cmd"
+    sh -c "$kite_cmd"
+    echo "kite-guest: done, status $?"
+    poweroff -f
+fi
 echo "kite-guest: busybox shell ready"
 setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
 poweroff -f
