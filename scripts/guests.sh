@@ -32,13 +32,16 @@ need_i386() {
 # download PACKAGE: fetch the .deb of PACKAGE (following a metapackage to the
 # real kernel image) into $cache/debs and print its path.
 download() {
-    local pkg="$1" real
+    local pkg="$1" arch name real
+    arch="${pkg#*:}"; [ "$arch" = "$pkg" ] && arch="$(dpkg --print-architecture)"
+    name="${pkg%%:*}"
     real="$(apt-cache depends "$pkg" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
-    [ -n "$real" ] && pkg="$real"
-    (cd "$cache/debs" && ls "${pkg%%:*}"_*.deb >/dev/null 2>&1 || apt-get download -q "$pkg" >&2) ||
-        { echo "guests: cannot download $pkg (run apt-get update?)" >&2; exit 1; }
-    local arch="${1#*:}"; [ "$arch" = "$1" ] && arch=""
-    if [ -n "$arch" ]; then ls "$cache/debs/${pkg%%:*}"_*_"$arch".deb | head -1; else ls "$cache/debs/${pkg%%:*}"_*.deb | grep -v '_i386.deb' | head -1; fi
+    [ -n "$real" ] && name="${real%%:*}"
+    if ! ls "$cache/debs/${name}"_*_"$arch".deb >/dev/null 2>&1; then
+        (cd "$cache/debs" && apt-get download -q "$name:$arch" >&2) ||
+            { echo "guests: cannot download $name:$arch (run apt-get update?)" >&2; exit 1; }
+    fi
+    ls "$cache/debs/${name}"_*_"$arch".deb | head -1
 }
 
 build() {
