@@ -1,0 +1,150 @@
+//! Decoded blocks: straight-line runs of instructions decoded once (by
+//! iced-x86) and cached by guest-physical address and code size. A block
+//! ends at any control transfer, at the end of its page, or after an
+//! instruction that crosses into the next page. Each block remembers the
+//! generation of the page(s) it came from; a guest write to a code page bumps
+//! the generation (see `memory::CodePages`) and the block is decoded again.
+
+use std::collections::HashMap;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction};
+
+use super::exec::Handler;
+use super::{Cpu, Res};
+
+/// One decoded instruction and its handler.
+pub struct Decoded {
+    pub ins: Instruction,
+    pub handler: Handler,
+}
+
+pub struct Block {
+    pub insns: Box<[Decoded]>,
+    /// (page frame number, generation) of the pages the bytes came from.
+    pub pages: [(u64, u32); 2],
+    pub npages: u8,
+}
+
+/// Blocks by (physical address, code size).
+pub struct BlockCache {
+    map: HashMap<u64, std::sync::Arc<Block>>,
+}
+
+const MAX_BLOCKS: usize = 1 << 16;
+/// Instructions per block at most (bounds latency of interrupt checks).
+const MAX_INSNS: usize = 64;
+
+fn key(phys: u64, bits: u32) -> u64 {
+    phys | (u64::from(bits) << 56)
+}
+
+impl Default for BlockCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BlockCache {
+    pub fn new() -> BlockCache {
+        BlockCache {
+            map: HashMap::new(),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// The block at the CPU's RIP, decoding it if needed.
+    pub fn get(&mut self, cpu: &mut Cpu, lin: u64, phys: u64) -> Res<std::sync::Arc<Block>> {
+        let k = key(phys, cpu.code_bits);
+        if let Some(b) = self.map.get(&k) {
+            let valid = b.pages[..b.npages as usize]
+                .iter()
+                .all(|&(pfn, gen)| cpu.code.generation(pfn) == gen);
+            if valid {
+                return Ok(b.clone());
+            }
+        }
+        let b = std::sync::Arc::new(decode_block(cpu, lin, phys)?);
+        if self.map.len() >= MAX_BLOCKS {
+            self.map.clear();
+        }
+        self.map.insert(k, b.clone());
+        Ok(b)
+    }
+}
+
+fn decode_block(cpu: &mut Cpu, lin: u64, phys: u64) -> Res<Block> {
+    let pfn = phys >> 12;
+    let gen = cpu.code.mark_code(pfn);
+    let mut pages = [(pfn, gen), (0, 0)];
+    let mut npages = 1u8;
+    // This vCPU's own TLB must stop writing the page directly at once.
+    cpu.sync_memory_epochs();
+
+    let in_page = (0x1000 - (phys & 0xfff)) as usize;
+    let mut bytes = vec![0u8; in_page + 15];
+    if !cpu.slots.read(phys, &mut bytes[..in_page]) {
+        return Err(cpu.internal(format!("executing from non-RAM address {phys:#x}")));
+    }
+    let mut have = in_page;
+    let mut insns = Vec::with_capacity(16);
+    let mut decoder = Decoder::with_ip(cpu.code_bits, &bytes[..have], lin, DecoderOptions::NONE);
+    let mut offset = 0usize;
+    loop {
+        let mut ins = Instruction::default();
+        decoder.decode_out(&mut ins);
+        let crossed =
+            ins.is_invalid() && decoder.last_error() == iced_x86::DecoderError::NoMoreBytes;
+        if crossed {
+            // The instruction continues on the next page.
+            if npages == 2 || have > in_page {
+                break;
+            }
+            if !insns.is_empty() {
+                break; // decode it as the first instruction of its own block
+            }
+            let next_lin = lin.wrapping_add(in_page as u64);
+            let next_lin = if cpu.code_bits == 64 {
+                next_lin
+            } else {
+                next_lin & 0xffff_ffff
+            };
+            let phys2 = cpu.translate_fetch(next_lin)?;
+            let pfn2 = phys2 >> 12;
+            let gen2 = cpu.code.mark_code(pfn2);
+            cpu.sync_memory_epochs();
+            if !cpu.slots.read(phys2, &mut bytes[in_page..in_page + 15]) {
+                return Err(cpu.internal(format!("executing from non-RAM address {phys2:#x}")));
+            }
+            pages[1] = (pfn2, gen2);
+            npages = 2;
+            have = in_page + 15;
+            decoder = Decoder::with_ip(
+                cpu.code_bits,
+                &bytes[offset..have],
+                lin.wrapping_add(offset as u64),
+                DecoderOptions::NONE,
+            );
+            continue;
+        }
+        let len = ins.len();
+        let handler = super::exec::handler_for(&ins);
+        let flow = ins.flow_control();
+        insns.push(Decoded { ins, handler });
+        offset += len;
+        if flow != FlowControl::Next
+            || offset >= in_page
+            || insns.len() >= MAX_INSNS
+            || super::exec::ends_block(&ins)
+        {
+            break;
+        }
+    }
+    Ok(Block {
+        insns: insns.into_boxed_slice(),
+        pages,
+        npages,
+    })
+}

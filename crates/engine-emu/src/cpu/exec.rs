@@ -1,0 +1,244 @@
+//! The execution loop: find (or decode) the block at RIP, run its handlers,
+//! deliver interrupts and exceptions at block boundaries, and stop for exits.
+
+use iced_x86::{Code, Instruction, Mnemonic};
+
+use super::block_cache::BlockCache;
+use super::{Cpu, Fault, Mode, Pending, Res};
+use crate::mmu::page_walk::Access;
+
+/// Executes one decoded instruction. On `Ok`, `cpu.next_rip` is where
+/// execution continues.
+pub type Handler = fn(&mut Cpu, &Instruction) -> Res;
+
+/// The handler for a decoded instruction: each instruction group offers its
+/// own; what no group implements raises #UD and says so once.
+pub fn handler_for(ins: &Instruction) -> Handler {
+    if ins.is_invalid() {
+        return invalid;
+    }
+    super::integer::handler(ins)
+        .or_else(|| super::system::handler(ins))
+        .or_else(|| super::fpu::handler(ins))
+        .or_else(|| super::sse::handler(ins))
+        .unwrap_or(unimplemented)
+}
+
+/// Instructions after which the block must end even though they do not
+/// branch: they change state that decoding or interrupt checks depend on.
+pub fn ends_block(ins: &Instruction) -> bool {
+    ins.is_invalid()
+        || matches!(
+            ins.mnemonic(),
+            Mnemonic::Mov if ins.op0_register().is_cr() || ins.op0_register().is_segment_register()
+        )
+        || matches!(
+            ins.mnemonic(),
+            Mnemonic::Sti
+                | Mnemonic::Cli
+                | Mnemonic::Popf
+                | Mnemonic::Hlt
+                | Mnemonic::Wrmsr
+                | Mnemonic::Lmsw
+                | Mnemonic::Clts
+                | Mnemonic::Invlpg
+                | Mnemonic::Lgdt
+                | Mnemonic::Lidt
+                | Mnemonic::Ltr
+                | Mnemonic::Lldt
+                | Mnemonic::Pop
+                | Mnemonic::Xsetbv
+                | Mnemonic::Rsm
+                | Mnemonic::Cpuid
+                | Mnemonic::Invpcid
+                | Mnemonic::Swapgs
+                | Mnemonic::Out
+                | Mnemonic::Outsb
+                | Mnemonic::Outsw
+                | Mnemonic::Outsd
+        ) && !matches!(
+            ins.code(),
+            Code::Pop_r16
+                | Code::Pop_r32
+                | Code::Pop_r64
+                | Code::Pop_rm16
+                | Code::Pop_rm32
+                | Code::Pop_rm64
+        )
+}
+
+fn invalid(_cpu: &mut Cpu, _ins: &Instruction) -> Res {
+    Err(super::ud())
+}
+
+fn unimplemented(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    cpu.report_unimplemented(ins);
+    Err(super::ud())
+}
+
+/// Why `run` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `cpu.pending` or `cpu.posted` holds an access that must leave.
+    Exit,
+    /// HLT with nothing to do; the caller sleeps until an event.
+    Halted,
+    /// The events word was set (kick, timer, interrupt): the caller checks.
+    Event,
+    /// Triple fault.
+    Shutdown,
+    /// `cpu.error` says why.
+    Internal,
+    /// Single-step or breakpoint.
+    Debug,
+}
+
+impl Cpu {
+    /// Print (once per address) that an instruction is not implemented.
+    pub fn report_unimplemented(&mut self, ins: &Instruction) {
+        let addr = self.rip;
+        if self.reported_ud.len() < 64 && !self.reported_ud.contains(&addr) {
+            self.reported_ud.push(addr);
+            let mut bytes = vec![0u8; ins.len()];
+            let lin = self.seg[super::Seg::Cs as usize].base.wrapping_add(addr);
+            let shown = if self.read_lin_bytes(lin, &mut bytes, true).is_ok() {
+                bytes
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                "??".into()
+            };
+            eprintln!(
+                "kite: emu: unimplemented instruction `{ins}` (bytes {shown}) at {:04x}:{addr:#x}; raising #UD",
+                self.seg[super::Seg::Cs as usize].selector
+            );
+        }
+    }
+
+    /// Linear address of RIP.
+    #[inline]
+    pub fn rip_lin(&self) -> u64 {
+        if self.mode == Mode::Long {
+            self.rip
+        } else {
+            self.seg[super::Seg::Cs as usize]
+                .base
+                .wrapping_add(self.rip)
+                & 0xffff_ffff
+        }
+    }
+
+    #[inline]
+    fn ip_mask(&self) -> u64 {
+        match self.code_bits {
+            64 => u64::MAX,
+            32 => 0xffff_ffff,
+            _ => 0xffff,
+        }
+    }
+
+    /// Run guest code until something needs the caller.
+    pub fn run(&mut self, blocks: &mut BlockCache) -> Stop {
+        loop {
+            if self.sync_memory_epochs() {
+                blocks.clear();
+            }
+            if self.pending.is_some() || !self.posted.is_empty() {
+                return Stop::Exit;
+            }
+            if self.kick.load(std::sync::atomic::Ordering::Relaxed) {
+                return Stop::Event;
+            }
+            if let Some(irq) = &self.irq {
+                if irq.events().load(std::sync::atomic::Ordering::Relaxed) != 0 {
+                    return Stop::Event;
+                }
+            }
+            if self.intr_pending && self.flags.if_() && !self.interrupt_shadow {
+                return Stop::Event;
+            }
+            if self.halted {
+                return Stop::Halted;
+            }
+            let lin = self.rip_lin();
+            if !self.breakpoints.is_empty()
+                && self.breakpoints.contains(&lin)
+                && !self.skip_breakpoint
+            {
+                self.pending = Some(Pending::Debug);
+                return Stop::Debug;
+            }
+            self.skip_breakpoint = false;
+            let block = match self
+                .translate_fetch(lin)
+                .and_then(|phys| blocks.get(self, lin, phys))
+            {
+                Ok(b) => b,
+                Err(f) => match self.fault(f) {
+                    Some(stop) => return stop,
+                    None => continue,
+                },
+            };
+            self.end_block = false;
+            for d in block.insns.iter() {
+                let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & self.ip_mask();
+                self.next_rip = fallthrough;
+                self.replay_pos = 0;
+                let shadow = self.interrupt_shadow;
+                match (d.handler)(self, &d.ins) {
+                    Ok(()) => {
+                        self.rip = self.next_rip;
+                        self.replay.clear();
+                        if shadow {
+                            self.interrupt_shadow = false;
+                        }
+                        if self.single_step {
+                            self.pending = Some(Pending::Debug);
+                            return Stop::Debug;
+                        }
+                        if self.rip != fallthrough || self.end_block || !self.posted.is_empty() {
+                            break;
+                        }
+                    }
+                    Err(f) => {
+                        if let Some(stop) = self.fault(f) {
+                            return stop;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle a fault from an instruction or a fetch; `Some` stops the loop.
+    fn fault(&mut self, f: Fault) -> Option<Stop> {
+        match f {
+            Fault::Exit => Some(Stop::Exit),
+            Fault::Internal => Some(Stop::Internal),
+            Fault::TripleFault => Some(Stop::Shutdown),
+            Fault::Exception(e) => {
+                self.replay.clear();
+                match self.deliver_exception(e) {
+                    Ok(()) => None,
+                    Err(Fault::TripleFault) => Some(Stop::Shutdown),
+                    Err(Fault::Internal) => Some(Stop::Internal),
+                    Err(Fault::Exit) => Some(Stop::Exit),
+                    Err(Fault::Exception(_)) => Some(Stop::Shutdown),
+                }
+            }
+        }
+    }
+
+    /// Fetch-side translation used by debuggers and `translate`.
+    pub fn translate_debug(&self, lin: u64) -> Option<(u64, bool, bool)> {
+        let regs = self.paging_regs();
+        if self.cr0 & kite_hypervisor::x86::CR0_PG == 0 {
+            return Some((lin, true, true));
+        }
+        crate::mmu::page_walk::walk_no_update(&self.slots, &regs, lin, Access::READ)
+            .map(|w| (w.phys, w.writable, w.user))
+    }
+}

@@ -1,0 +1,466 @@
+//! The software x86 CPU: architectural state, the execution loop and the
+//! instruction groups.
+//!
+//! Layout (a file per concern):
+//! - `mod.rs`: the `Cpu` state and the `Fault` type every handler returns;
+//! - `flags.rs`: RFLAGS and the arithmetic flag helpers;
+//! - `access.rs`: memory access (segmentation, TLB, MMIO/PIO exits);
+//! - `operand.rs`: reading and writing iced-x86 operands;
+//! - `exec.rs` + `block_cache.rs`: decode once per guest-physical block, run;
+//! - `integer/`: the general-purpose instruction set;
+//! - `system/`: segments, interrupts and exceptions, far transfers, modes,
+//!   control registers, MSRs, SYSCALL/SYSENTER, task state;
+//! - `fpu/`, `sse/`: x87, MMX, SSE..SSE4.2, FXSAVE/XSAVE;
+//! - `cpuid.rs`: the CPUID the engine presents (exactly what is implemented).
+//!
+//! Handlers follow one rule that makes exceptions precise and MMIO restartable:
+//! *every read and every fault happens before any architectural state is
+//! committed*. A handler computes, then writes its memory destination, then
+//! commits registers, flags and `next_rip`.
+
+pub mod access;
+pub mod block_cache;
+pub mod cpuid;
+pub mod exec;
+pub mod flags;
+pub mod fpu;
+pub mod integer;
+pub mod operand;
+pub mod sse;
+pub mod system;
+
+use std::sync::Arc;
+
+use kite_hypervisor::{x86, CpuidEntry, DescriptorTable, Segment};
+
+use crate::irq::{IrqChip, VcpuIrq};
+use crate::memory::{CodePages, PhysMemory, SlotView};
+use crate::mmu::tlb::Tlb;
+
+/// Segment registers in encoding order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Seg {
+    Es = 0,
+    Cs = 1,
+    Ss = 2,
+    Ds = 3,
+    Fs = 4,
+    Gs = 5,
+}
+
+impl Seg {
+    pub const ALL: [Seg; 6] = [Seg::Es, Seg::Cs, Seg::Ss, Seg::Ds, Seg::Fs, Seg::Gs];
+
+    pub fn from_iced(r: iced_x86::Register) -> Option<Seg> {
+        use iced_x86::Register as R;
+        Some(match r {
+            R::ES => Seg::Es,
+            R::CS => Seg::Cs,
+            R::SS => Seg::Ss,
+            R::DS => Seg::Ds,
+            R::FS => Seg::Fs,
+            R::GS => Seg::Gs,
+            _ => return None,
+        })
+    }
+}
+
+/// GPR indices in encoding order.
+pub mod reg {
+    pub const RAX: usize = 0;
+    pub const RCX: usize = 1;
+    pub const RDX: usize = 2;
+    pub const RBX: usize = 3;
+    pub const RSP: usize = 4;
+    pub const RBP: usize = 5;
+    pub const RSI: usize = 6;
+    pub const RDI: usize = 7;
+}
+
+/// An exception raised by an instruction (vector and error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exception {
+    pub vector: u8,
+    pub error_code: Option<u32>,
+}
+
+/// Why an instruction did not complete. The instruction has had no
+/// architectural effect (see the module rule), so it can be restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Deliver this exception to the guest.
+    Exception(Exception),
+    /// An access must leave the engine first (see `Cpu::pending`); the
+    /// instruction restarts after the exit completes.
+    Exit,
+    /// The engine cannot go on (see `Cpu::error`): unimplemented, or a
+    /// condition the guest cannot recover from.
+    Internal,
+    /// Shutdown: a fault while delivering a double fault.
+    TripleFault,
+}
+
+pub type Res<T = ()> = Result<T, Fault>;
+
+#[inline]
+pub fn exception(vector: u8, error_code: Option<u32>) -> Fault {
+    Fault::Exception(Exception { vector, error_code })
+}
+
+/// #GP(code).
+#[inline]
+pub fn gp(code: u32) -> Fault {
+    exception(x86::GP, Some(code))
+}
+
+/// #GP(0).
+#[inline]
+pub fn gp0() -> Fault {
+    gp(0)
+}
+
+/// #UD.
+#[inline]
+pub fn ud() -> Fault {
+    exception(x86::UD, None)
+}
+
+/// An access that must leave the engine as an exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    IoIn {
+        port: u16,
+        size: u8,
+    },
+    IoOut {
+        port: u16,
+        size: u8,
+        data: [u8; 4],
+    },
+    MmioRead {
+        addr: u64,
+        size: u8,
+    },
+    MmioWrite {
+        addr: u64,
+        size: u8,
+        data: [u8; 16],
+    },
+    /// HLT without an irqchip.
+    Hlt,
+    /// Single-step or breakpoint.
+    Debug,
+}
+
+/// The processor's operating mode, derived from CR0, EFER, RFLAGS.VM and CS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Real,
+    Vm86,
+    /// Protected mode (or compatibility mode under long mode) with 16/32-bit CS.
+    Protected,
+    /// 64-bit mode.
+    Long,
+}
+
+/// Model-specific registers kept by the CPU itself (the LAPIC keeps its own).
+#[derive(Debug, Clone, Default)]
+pub struct Msrs {
+    pub star: u64,
+    pub lstar: u64,
+    pub cstar: u64,
+    pub sfmask: u64,
+    pub kernel_gs_base: u64,
+    pub sysenter_cs: u64,
+    pub sysenter_esp: u64,
+    pub sysenter_eip: u64,
+    pub pat: u64,
+    pub misc_enable: u64,
+    pub tsc_aux: u64,
+    pub mtrr_def_type: u64,
+    pub mtrr_fixed: [u64; 11],
+    pub mtrr_var: [u64; 16],
+    /// Guest TSC = host-derived TSC + tsc_offset.
+    pub tsc_offset: i64,
+    pub tsc_adjust: u64,
+    pub feature_control: u64,
+    pub xcr0: u64,
+}
+
+/// Architectural state of one vCPU, and its private caches.
+pub struct Cpu {
+    /// RAX..R15 in encoding order.
+    pub gpr: [u64; 16],
+    pub rip: u64,
+    /// Where execution continues after the current instruction; control
+    /// transfers set it.
+    pub next_rip: u64,
+    pub flags: flags::Flags,
+    pub seg: [Segment; 6],
+    pub ldtr: Segment,
+    pub tr: Segment,
+    pub gdtr: DescriptorTable,
+    pub idtr: DescriptorTable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub dr: [u64; 8],
+    pub msr: Msrs,
+    pub fpu: fpu::FpuState,
+    /// Current privilege level (CS.RPL in protected mode; 3 in VM86).
+    pub cpl: u8,
+    pub mode: Mode,
+    /// Default operand/address size of CS (16, 32 or 64) for decoding.
+    pub code_bits: u32,
+    /// Interrupts are inhibited for one instruction (after STI, MOV SS, POP SS).
+    pub interrupt_shadow: bool,
+    /// Blocking NMIs until IRET.
+    pub nmi_blocked: bool,
+    pub halted: bool,
+    /// Set by a handler that changes state the current block depends on
+    /// (mode, paging, code bytes): the block ends after this instruction.
+    pub end_block: bool,
+    /// CPUID leaves presented to the guest.
+    pub cpuid: Vec<CpuidEntry>,
+    pub apic_id: u32,
+
+    /// An access waiting for an exit.
+    pub pending: Option<Pending>,
+    /// Completed reads (MMIO or IN) to replay, in access order, while an
+    /// instruction re-executes after its exits.
+    pub replay: Vec<u64>,
+    pub replay_pos: usize,
+    /// Writes (MMIO or OUT) that completed instructions made; each leaves as
+    /// an exit before the next instruction.
+    pub posted: std::collections::VecDeque<Pending>,
+    /// Why `Fault::Internal` happened.
+    pub error: String,
+
+    pub mem: Arc<PhysMemory>,
+    pub slots: SlotView,
+    pub code: Arc<CodePages>,
+    pub tlb: Tlb,
+    pub irq: Option<Arc<VcpuIrq>>,
+    pub chip: Option<Arc<IrqChip>>,
+    /// Epochs of `mem` this vCPU has caught up with.
+    pub seen_layout_epoch: u64,
+    pub seen_write_epoch: u64,
+    pub single_step: bool,
+    pub breakpoints: Vec<u64>,
+    /// Resume past a breakpoint at RIP once.
+    pub skip_breakpoint: bool,
+    /// The irqchip said an external interrupt is pending (delivered when IF=1).
+    pub intr_pending: bool,
+    /// Addresses already reported as unimplemented.
+    pub reported_ud: Vec<u64>,
+    /// Set by `VcpuKick`: leave `run` at the next block boundary.
+    pub kick: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cpu {
+    pub fn new(
+        mem: Arc<PhysMemory>,
+        chip: Option<Arc<IrqChip>>,
+        irq: Option<Arc<VcpuIrq>>,
+        apic_id: u32,
+    ) -> Cpu {
+        let slots = SlotView { slots: mem.slots() };
+        let code = mem.code_pages();
+        let mut cpu = Cpu {
+            gpr: [0; 16],
+            rip: 0,
+            next_rip: 0,
+            flags: flags::Flags::default(),
+            seg: [Segment::default(); 6],
+            ldtr: Segment::default(),
+            tr: Segment::default(),
+            gdtr: DescriptorTable::default(),
+            idtr: DescriptorTable::default(),
+            cr0: 0,
+            cr2: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            dr: [0; 8],
+            msr: Msrs::default(),
+            fpu: fpu::FpuState::default(),
+            cpl: 0,
+            mode: Mode::Real,
+            code_bits: 16,
+            interrupt_shadow: false,
+            nmi_blocked: false,
+            halted: false,
+            end_block: false,
+            cpuid: cpuid::supported(),
+            apic_id,
+            pending: None,
+            replay: Vec::new(),
+            replay_pos: 0,
+            posted: Default::default(),
+            error: String::new(),
+            mem,
+            slots,
+            code,
+            tlb: Tlb::new(),
+            irq,
+            chip,
+            seen_layout_epoch: 0,
+            seen_write_epoch: 0,
+            single_step: false,
+            breakpoints: Vec::new(),
+            skip_breakpoint: false,
+            intr_pending: false,
+            reported_ud: Vec::new(),
+            kick: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        cpu.reset();
+        cpu
+    }
+
+    /// The power-on/INIT state (SDM vol 3, 9.1.1): real mode at F000:FFF0.
+    pub fn reset(&mut self) {
+        self.gpr = [0; 16];
+        self.gpr[reg::RDX] = 0x600; // family 6
+        self.rip = 0xfff0;
+        self.flags = flags::Flags::default();
+        for s in Seg::ALL {
+            self.seg[s as usize] = Segment::real_mode(0, false);
+        }
+        self.seg[Seg::Cs as usize] = Segment {
+            base: 0xffff_0000,
+            ..Segment::real_mode(0xf000, true)
+        };
+        self.ldtr = Segment {
+            type_: 2,
+            present: true,
+            s: false,
+            limit: 0xffff,
+            ..Default::default()
+        };
+        self.tr = Segment {
+            type_: 0xb,
+            present: true,
+            s: false,
+            limit: 0xffff,
+            ..Default::default()
+        };
+        self.gdtr = DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        };
+        self.idtr = DescriptorTable {
+            base: 0,
+            limit: 0xffff,
+        };
+        self.cr0 = x86::CR0_ET | x86::CR0_CD | x86::CR0_NW;
+        self.cr2 = 0;
+        self.cr3 = 0;
+        self.cr4 = 0;
+        self.efer = 0;
+        self.dr = [0, 0, 0, 0, 0xffff_0ff0, 0x400, 0xffff_0ff0, 0x400];
+        self.msr.pat = 0x0007_0406_0007_0406;
+        self.msr.misc_enable = 1; // fast strings
+        self.fpu = fpu::FpuState::default();
+        self.interrupt_shadow = false;
+        self.nmi_blocked = false;
+        self.halted = false;
+        self.pending = None;
+        self.replay.clear();
+        self.replay_pos = 0;
+        self.posted.clear();
+        self.update_mode();
+        self.tlb.flush_all();
+    }
+
+    /// Recompute `mode`, `cpl`-independent decode size after CR0, EFER,
+    /// RFLAGS.VM or CS changed.
+    pub fn update_mode(&mut self) {
+        let cs = &self.seg[Seg::Cs as usize];
+        self.mode = if self.cr0 & x86::CR0_PE == 0 {
+            Mode::Real
+        } else if self.flags.get(x86::RFLAGS_VM) {
+            Mode::Vm86
+        } else if self.efer & x86::EFER_LMA != 0 && cs.l {
+            Mode::Long
+        } else {
+            Mode::Protected
+        };
+        self.code_bits = match self.mode {
+            Mode::Long => 64,
+            Mode::Real | Mode::Vm86 => 16,
+            Mode::Protected => {
+                if cs.db {
+                    32
+                } else {
+                    16
+                }
+            }
+        };
+        if self.mode == Mode::Real {
+            self.cpl = 0;
+        } else if self.mode == Mode::Vm86 {
+            self.cpl = 3;
+        }
+        self.end_block = true;
+    }
+
+    #[inline]
+    pub fn long_mode_active(&self) -> bool {
+        self.efer & x86::EFER_LMA != 0
+    }
+
+    /// Stack address size in bits (SS.B, or 64 in 64-bit mode).
+    #[inline]
+    pub fn stack_bits(&self) -> u32 {
+        match self.mode {
+            Mode::Long => 64,
+            Mode::Real | Mode::Vm86 => {
+                if self.seg[Seg::Ss as usize].db {
+                    32
+                } else {
+                    16
+                }
+            }
+            Mode::Protected => {
+                if self.seg[Seg::Ss as usize].db {
+                    32
+                } else {
+                    16
+                }
+            }
+        }
+    }
+
+    /// Record why the engine cannot continue.
+    pub fn internal(&mut self, msg: impl Into<String>) -> Fault {
+        self.error = msg.into();
+        Fault::Internal
+    }
+
+    /// Catch up with slot-table and code-page changes made elsewhere.
+    /// Returns true when the slot table changed (decoded blocks are stale).
+    #[inline]
+    pub fn sync_memory_epochs(&mut self) -> bool {
+        use std::sync::atomic::Ordering;
+        let mut changed = false;
+        let layout = self.mem.layout_epoch.load(Ordering::Acquire);
+        if layout != self.seen_layout_epoch {
+            self.seen_layout_epoch = layout;
+            self.slots = SlotView {
+                slots: self.mem.slots(),
+            };
+            self.code = self.mem.code_pages();
+            self.tlb.flush_all();
+            changed = true;
+        }
+        let we = self.code.write_epoch.load(Ordering::Acquire);
+        if we != self.seen_write_epoch {
+            self.seen_write_epoch = we;
+            self.tlb.drop_write_permissions();
+        }
+        changed
+    }
+}

@@ -1,0 +1,1 @@
+//! The per-engine conformance suite (being written on branch kvm).
