@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 /// Guest TSC frequency, to report in CPUID leaf 0x15/0x16.
 pub const TSC_HZ: u64 = 1_000_000_000;
 
-/// Local APIC timer input ("bus") frequency: the timer counts down once per
-/// (divisor) nanoseconds. Report it in CPUID leaf 0x15 (crystal) if needed.
-pub const APIC_BUS_HZ: u64 = 1_000_000_000;
+/// Local APIC timer input frequency: the core crystal clock reported in
+/// CPUID leaf 0x15 ECX (25 MHz; Linux then skips calibrating the APIC timer
+/// and programs it from this value). The timer counts down once per
+/// (divisor) crystal periods (40 ns).
+pub const APIC_BUS_HZ: u64 = 25_000_000;
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 

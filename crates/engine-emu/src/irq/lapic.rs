@@ -6,7 +6,7 @@
 //! broadcasts to the I/O APIC are appended to an [`Outbox`] for the caller.
 //!
 //! Model choices: version 0x14 with 6 LVT entries (timer, thermal, perf,
-//! LINT0, LINT1, error; no CMCI); the timer counts at [`APIC_BUS_HZ`] (1 GHz)
+//! LINT0, LINT1, error; no CMCI); the timer counts at [`APIC_BUS_HZ`] (25 MHz)
 //! divided by the divide configuration; a periodic timer never fires more
 //! often than every [`MIN_PERIODIC_NS`]; delivery status always reads idle;
 //! EOI-broadcast suppression is not offered. Fixed interrupts sent to a
@@ -811,6 +811,11 @@ mod tests {
         u32::from_le_bytes(d)
     }
 
+    /// Host time of `count` timer ticks at divisor `div`.
+    fn ticks(count: u64, div: u64) -> Duration {
+        Duration::from_nanos(count * div * 1_000_000_000 / APIC_BUS_HZ)
+    }
+
     fn enable(l: &mut Lapic, now: Instant) {
         w(l, REG_SVR, 0x1ff, now);
     }
@@ -975,14 +980,15 @@ mod tests {
         enable(&mut l, t0);
         w(&mut l, REG_TIMER_DIVIDE, 0x3, t0); // divide by 16
         w(&mut l, REG_LVT_TIMER, 0xec, t0);
-        w(&mut l, REG_TIMER_INITIAL, 1000, t0); // 16 us
-        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_nanos(16_000)));
-        let half = t0 + Duration::from_nanos(8_000);
-        assert_eq!(r(&l, REG_TIMER_CURRENT, half), 500);
-        assert!(!l.run_timer(t0 + Duration::from_nanos(15_999)));
-        assert!(l.run_timer(t0 + Duration::from_nanos(16_000)));
+        w(&mut l, REG_TIMER_INITIAL, 1000, t0);
+        let end = t0 + ticks(1000, 16);
+        assert_eq!(l.next_deadline(), Some(end));
+        assert_eq!(r(&l, REG_TIMER_CURRENT, t0 + ticks(500, 16)), 500);
+        assert_eq!(r(&l, REG_TIMER_INITIAL, t0), 1000);
+        assert!(!l.run_timer(end - Duration::from_nanos(1)));
+        assert!(l.run_timer(end));
         assert_eq!(l.deliverable(), Some(0xec));
-        assert_eq!(r(&l, REG_TIMER_CURRENT, t0 + Duration::from_nanos(20_000)), 0);
+        assert_eq!(r(&l, REG_TIMER_CURRENT, end + Duration::from_nanos(1)), 0);
         assert!(!l.run_timer(t0 + Duration::from_secs(1)));
         assert_eq!(l.next_deadline(), None);
     }
@@ -993,11 +999,14 @@ mod tests {
         enable(&mut l, t0);
         w(&mut l, REG_TIMER_DIVIDE, 0xb, t0); // divide by 1
         w(&mut l, REG_LVT_TIMER, 0x2_00ef, t0);
-        w(&mut l, REG_TIMER_INITIAL, 1_000_000, t0); // 1 ms
+        w(&mut l, REG_TIMER_INITIAL, (APIC_BUS_HZ / 1000) as u32, t0); // 1 ms
         let ms = |n: u64| t0 + Duration::from_millis(n);
         assert!(l.run_timer(ms(1)));
         assert_eq!(l.next_deadline(), Some(ms(2)));
-        assert_eq!(r(&l, REG_TIMER_CURRENT, ms(1) + Duration::from_micros(250)), 750_000);
+        assert_eq!(
+            r(&l, REG_TIMER_CURRENT, ms(1) + Duration::from_micros(250)),
+            (APIC_BUS_HZ / 1000 * 3 / 4) as u32
+        );
         l.acknowledge();
         // 10 ms late: one interrupt, next deadline on the period grid.
         assert!(l.run_timer(ms(12) + Duration::from_micros(1)));
@@ -1025,7 +1034,7 @@ mod tests {
         w(&mut l, REG_TIMER_DIVIDE, 0xb, t0);
         w(&mut l, REG_LVT_TIMER, 0x1_00ec, t0);
         w(&mut l, REG_TIMER_INITIAL, 100, t0);
-        assert!(l.run_timer(t0 + Duration::from_nanos(100)));
+        assert!(l.run_timer(t0 + ticks(100, 1)));
         assert_eq!(l.deliverable(), None);
     }
 

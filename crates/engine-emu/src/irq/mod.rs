@@ -11,8 +11,9 @@
 //! - The 8259's INTR reaches a CPU whose LAPIC has LINT0 unmasked in ExtINT
 //!   mode (the BSP at reset: virtual wire) or whose APIC is globally
 //!   disabled.
-//! - Clocks: the guest TSC and the LAPIC timer run at 1 GHz ([`TSC_HZ`],
-//!   [`APIC_BUS_HZ`]), the PIT at 1.193182 MHz, all from host monotonic time.
+//! - Clocks: the guest TSC runs at 1 GHz ([`TSC_HZ`]), the LAPIC timer at the
+//!   25 MHz crystal ([`APIC_BUS_HZ`], CPUID 0x15), the PIT at 1.193182 MHz,
+//!   all from host monotonic time.
 //!   A per-VM timer thread ("kite-irq-timer") fires armed deadlines.
 //!
 //! Locking: the chip-wide state (PIC, IOAPIC, PIT) is one mutex; each vCPU's

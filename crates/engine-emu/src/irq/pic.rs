@@ -46,11 +46,15 @@ pub struct Pic8259 {
     elcr: u8,
     /// Which ELCR bits exist on this chip.
     elcr_mask: u8,
+    /// Inputs that follow their line like level inputs whatever the mode:
+    /// the master's IR2 follows the slave's INT, so a slave request that
+    /// vanishes before the acknowledge leaves no stale cascade request.
+    always_level: u8,
 }
 
 impl Pic8259 {
     /// A chip in its power-on state; `elcr_mask` tells which IRs may be level triggered.
-    pub fn new(elcr_mask: u8) -> Self {
+    pub fn new(elcr_mask: u8, always_level: u8) -> Self {
         Pic8259 {
             irr: 0,
             isr: 0,
@@ -69,6 +73,7 @@ impl Pic8259 {
             poll: false,
             elcr: 0,
             elcr_mask,
+            always_level,
         }
     }
 
@@ -76,7 +81,7 @@ impl Pic8259 {
         if self.ltim {
             0xff
         } else {
-            self.elcr
+            self.elcr | self.always_level
         }
     }
 
@@ -324,8 +329,8 @@ impl PicPair {
     pub fn new() -> Self {
         PicPair {
             // IRQ 0, 1, 2 (timer, keyboard, cascade) and 8, 13 are always edge on a PC.
-            master: Pic8259::new(0xf8),
-            slave: Pic8259::new(0xde),
+            master: Pic8259::new(0xf8, 0x04),
+            slave: Pic8259::new(0xde, 0),
         }
     }
 

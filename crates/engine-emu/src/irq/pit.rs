@@ -431,8 +431,8 @@ mod tests {
         let mut pit = Pit::new(t0);
         // Linux HZ=1000: LATCH = 1193.
         pit.write(0x43, 0x34, t0);
-        pit.write(0x40, 1193 & 0xff, t0);
-        pit.write(0x40, (1193 >> 8) as u8, t0);
+        pit.write(0x40, (1193u16 & 0xff) as u8, t0);
+        pit.write(0x40, (1193u16 >> 8) as u8, t0);
         assert!(!pit.run(at(t0, ns_of(1192))));
         assert_eq!(pit.next_deadline(), Some(at(t0, ns_of(1193))));
         assert!(pit.run(at(t0, ns_of(1193))));
@@ -492,6 +492,12 @@ mod tests {
         assert!(!pit.run(at(t0, ns_of(latch * 2))));
     }
 
+    /// Nanoseconds to the middle of tick `ticks` (safe from rounding when
+    /// counting from a later start).
+    fn mid(ticks: u64) -> u64 {
+        ((2 * ticks + 1) * 1_000_000_000) / (2 * PIT_HZ)
+    }
+
     #[test]
     fn gate_low_pauses_mode0() {
         let t0 = Instant::now();
@@ -505,13 +511,14 @@ mod tests {
             let hi = pit.read(0x42, t).unwrap();
             u16::from_le_bytes([lo, hi])
         };
-        assert_eq!(read(&mut pit, at(t0, ns_of(500))), 1000);
+        // Gate edges on tick boundaries, reads mid-tick.
+        assert_eq!(read(&mut pit, at(t0, mid(500))), 1000);
         pit.write(0x61, 1, at(t0, ns_of(500)));
-        assert_eq!(read(&mut pit, at(t0, ns_of(700))), 800);
-        pit.write(0x61, 0, at(t0, ns_of(700)));
-        assert_eq!(read(&mut pit, at(t0, ns_of(5000))), 800);
+        assert_eq!(read(&mut pit, at(t0, ns_of(500) + mid(200))), 800);
+        pit.write(0x61, 0, at(t0, ns_of(500) + mid(200)));
+        assert_eq!(read(&mut pit, at(t0, mid(5000))), 800);
         pit.write(0x61, 1, at(t0, ns_of(5000)));
-        assert_eq!(read(&mut pit, at(t0, ns_of(5100))), 700);
+        assert_eq!(read(&mut pit, at(t0, ns_of(5000) + mid(100))), 700);
     }
 
     #[test]
