@@ -345,7 +345,7 @@ mod tests {
     fn nmi_and_out_of_range_pins() {
         let mut io = Ioapic::new();
         let mut out = Vec::new();
-        write32(&mut io, 0x10 + 2 * 1, 0x0000_0400, &mut out);
+        write32(&mut io, 0x12, 0x0000_0400, &mut out); // pin 1
         io.set_irq(1, true, &mut out);
         assert_eq!(out[0].mode, DeliveryMode::Nmi);
         io.set_irq(24, true, &mut out);

@@ -164,9 +164,7 @@ impl Lapic {
     pub fn new(id: u32, bsp: bool, tsc: TscClock) -> Self {
         let mut l = Lapic {
             id,
-            apic_base: LAPIC_DEFAULT_BASE
-                | APIC_BASE_ENABLE
-                | if bsp { APIC_BASE_BSP } else { 0 },
+            apic_base: LAPIC_DEFAULT_BASE | APIC_BASE_ENABLE | if bsp { APIC_BASE_BSP } else { 0 },
             tpr: 0,
             ldr: 0,
             dfr: 0xffff_ffff,
@@ -238,7 +236,8 @@ impl Lapic {
     pub fn accepts_pic(&self) -> bool {
         let lint0 = self.lvt[LVT_LINT0];
         !self.hw_enabled()
-            || (lint0 & LVT_MASKED == 0 && DeliveryMode::from_bits(lint0 >> 8) == DeliveryMode::ExtInt)
+            || (lint0 & LVT_MASKED == 0
+                && DeliveryMode::from_bits(lint0 >> 8) == DeliveryMode::ExtInt)
     }
 
     // ---- priorities -------------------------------------------------------
@@ -410,7 +409,8 @@ impl Lapic {
             vector,
             mode,
             dest,
-            level: level_trigger && matches!(mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority),
+            level: level_trigger
+                && matches!(mode, DeliveryMode::Fixed | DeliveryMode::LowestPriority),
         });
     }
 
@@ -492,10 +492,7 @@ impl Lapic {
         if mode == TIMER_PERIODIC && !self.timer_period.is_zero() {
             let behind = now.saturating_duration_since(next).as_nanos();
             let periods = behind / self.timer_period.as_nanos() + 1;
-            let skip = self
-                .timer_period
-                .as_nanos()
-                .saturating_mul(periods);
+            let skip = self.timer_period.as_nanos().saturating_mul(periods);
             self.timer_next = next.checked_add(Duration::from_nanos(
                 u64::try_from(skip).unwrap_or(u64::MAX),
             ));
@@ -734,7 +731,13 @@ impl Lapic {
 
     /// WRMSR of an APIC MSR; `MsrResult::Fault` means #GP. Returns None if
     /// the MSR is not the APIC's.
-    pub fn wrmsr(&mut self, msr: u32, value: u64, now: Instant, out: &mut Outbox) -> Option<MsrResult> {
+    pub fn wrmsr(
+        &mut self,
+        msr: u32,
+        value: u64,
+        now: Instant,
+        out: &mut Outbox,
+    ) -> Option<MsrResult> {
         let ok = |b: bool| Some(if b { MsrResult::Ok } else { MsrResult::Fault });
         match msr {
             MSR_APIC_BASE => ok(self.write_apic_base(value)),
@@ -801,7 +804,12 @@ mod tests {
 
     fn w(l: &mut Lapic, reg: u32, val: u32, now: Instant) -> Outbox {
         let mut out = Outbox::default();
-        assert!(l.mmio_write(LAPIC_DEFAULT_BASE + u64::from(reg), &val.to_le_bytes(), now, &mut out));
+        assert!(l.mmio_write(
+            LAPIC_DEFAULT_BASE + u64::from(reg),
+            &val.to_le_bytes(),
+            now,
+            &mut out
+        ));
         out
     }
 
@@ -927,7 +935,11 @@ mod tests {
                 level: false
             }]
         );
-        assert_eq!(r(&l, REG_ICR_LOW, t0) & (1 << 12), 0, "delivery status idle");
+        assert_eq!(
+            r(&l, REG_ICR_LOW, t0) & (1 << 12),
+            0,
+            "delivery status idle"
+        );
         // INIT, SIPI to all but self.
         let out = w(&mut l, REG_ICR_LOW, 0x000c_4500, t0);
         assert_eq!(out.messages[0].mode, DeliveryMode::Init);
@@ -1024,7 +1036,10 @@ mod tests {
         w(&mut l, REG_TIMER_DIVIDE, 0xb, t0);
         w(&mut l, REG_LVT_TIMER, 0x2_00ef, t0);
         w(&mut l, REG_TIMER_INITIAL, 1, t0);
-        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_nanos(MIN_PERIODIC_NS)));
+        assert_eq!(
+            l.next_deadline(),
+            Some(t0 + Duration::from_nanos(MIN_PERIODIC_NS))
+        );
     }
 
     #[test]
@@ -1059,7 +1074,11 @@ mod tests {
         assert!(!l.run_timer(now + Duration::from_nanos(1_999)));
         assert!(l.run_timer(now + Duration::from_nanos(2_000)));
         assert_eq!(l.deliverable(), Some(0xe0));
-        assert_eq!(l.rdmsr(MSR_TSC_DEADLINE, now), Some(0), "disarmed after expiry");
+        assert_eq!(
+            l.rdmsr(MSR_TSC_DEADLINE, now),
+            Some(0),
+            "disarmed after expiry"
+        );
         // A deadline in the past fires at once; 0 disarms.
         l.wrmsr(MSR_TSC_DEADLINE, 1, now, &mut out);
         assert!(l.run_timer(now));
@@ -1087,7 +1106,10 @@ mod tests {
         let mut out = Outbox::default();
         assert_eq!(l.rdmsr(0x802, t0), None, "x2APIC MSRs #GP in xAPIC mode");
         // Disabled -> x2APIC directly is invalid; xAPIC -> x2APIC fine.
-        assert_eq!(l.wrmsr(MSR_APIC_BASE, 0xfee0_0c00, t0, &mut out), Some(MsrResult::Ok));
+        assert_eq!(
+            l.wrmsr(MSR_APIC_BASE, 0xfee0_0c00, t0, &mut out),
+            Some(MsrResult::Ok)
+        );
         assert_eq!(l.rdmsr(0x802, t0), Some(0x21));
         assert_eq!(l.rdmsr(0x80d, t0), Some((2 << 16) | (1 << 1)));
         assert_eq!(l.rdmsr(0x80e, t0), None, "no DFR in x2APIC mode");
@@ -1112,17 +1134,32 @@ mod tests {
         assert_eq!(out.messages[1].dest, Destination::OnlySelf(0x21));
         assert_eq!(l.rdmsr(0x83f, t0), None);
         assert_eq!(l.wrmsr(0x80b, 1, t0, &mut out), Some(MsrResult::Fault));
-        assert_eq!(l.wrmsr(0x808, 1 << 32, t0, &mut out), Some(MsrResult::Fault));
+        assert_eq!(
+            l.wrmsr(0x808, 1 << 32, t0, &mut out),
+            Some(MsrResult::Fault)
+        );
         // MMIO window is off in x2APIC mode.
         let mut d = [0u8; 4];
         assert!(!l.mmio_read(LAPIC_DEFAULT_BASE + 0x20, &mut d, t0));
         // x2APIC -> xAPIC invalid; -> disabled valid.
-        assert_eq!(l.wrmsr(MSR_APIC_BASE, 0xfee0_0800, t0, &mut out), Some(MsrResult::Fault));
-        assert_eq!(l.wrmsr(MSR_APIC_BASE, 0xfee0_0000, t0, &mut out), Some(MsrResult::Ok));
+        assert_eq!(
+            l.wrmsr(MSR_APIC_BASE, 0xfee0_0800, t0, &mut out),
+            Some(MsrResult::Fault)
+        );
+        assert_eq!(
+            l.wrmsr(MSR_APIC_BASE, 0xfee0_0000, t0, &mut out),
+            Some(MsrResult::Ok)
+        );
         assert!(l.accepts_pic());
-        assert_eq!(l.wrmsr(MSR_APIC_BASE, 0xfee0_0c00, t0, &mut out), Some(MsrResult::Fault));
+        assert_eq!(
+            l.wrmsr(MSR_APIC_BASE, 0xfee0_0c00, t0, &mut out),
+            Some(MsrResult::Fault)
+        );
         // Reserved bits.
-        assert_eq!(l.wrmsr(MSR_APIC_BASE, 0xfee0_0801, t0, &mut out), Some(MsrResult::Fault));
+        assert_eq!(
+            l.wrmsr(MSR_APIC_BASE, 0xfee0_0801, t0, &mut out),
+            Some(MsrResult::Fault)
+        );
         assert_eq!(l.wrmsr(0x10, 0, t0, &mut out), None);
     }
 

@@ -37,7 +37,11 @@ pub enum Destination {
     /// Physical or logical destination field. `wide` is true for a 32-bit
     /// x2APIC destination (ICR in x2APIC mode), false for an 8-bit xAPIC
     /// one (IOAPIC, MSI, xAPIC ICR), where 0xff means broadcast.
-    Field { dest: u32, logical: bool, wide: bool },
+    Field {
+        dest: u32,
+        logical: bool,
+        wide: bool,
+    },
     /// ICR shorthand "self" (the sender's id).
     OnlySelf(u32),
     /// ICR shorthand "all including self".

@@ -177,12 +177,10 @@ impl Channel {
             return;
         }
         match (self.mode, gate) {
-            (0 | 4, true) => {
-                if self.start.is_none() {
-                    self.start = Some(now);
-                    if self.paused_ticks == 0 {
-                        self.next_edge = self.first_edge();
-                    }
+            (0 | 4, true) if self.start.is_none() => {
+                self.start = Some(now);
+                if self.paused_ticks == 0 {
+                    self.next_edge = self.first_edge();
                 }
             }
             (0 | 4, false) => {
@@ -339,13 +337,10 @@ impl Pit {
             // The control word register cannot be read.
             0x43 => Some(0xff),
             0x61 => {
-                let refresh = (now.saturating_duration_since(self.epoch).as_nanos() / REFRESH_NS) & 1;
+                let refresh =
+                    (now.saturating_duration_since(self.epoch).as_nanos() / REFRESH_NS) & 1;
                 let out2 = self.channels[2].state(now).1;
-                Some(
-                    (self.port61 & 0x0f)
-                        | (u8::from(refresh == 1) << 4)
-                        | (u8::from(out2) << 5),
-                )
+                Some((self.port61 & 0x0f) | (u8::from(refresh == 1) << 4) | (u8::from(out2) << 5))
             }
             _ => None,
         }
@@ -451,12 +446,16 @@ mod tests {
         pit.write(0x43, 0x30, t0);
         pit.write(0x40, 0x10, t0);
         pit.write(0x40, 0x27, t0); // 10000
-        // Latch after 1000 ticks.
+                                   // Latch after 1000 ticks.
         let t = at(t0, ns_of(1000));
         pit.write(0x43, 0x00, t);
         let lo = pit.read(0x40, at(t0, ns_of(5000))).unwrap();
         let hi = pit.read(0x40, at(t0, ns_of(6000))).unwrap();
-        assert_eq!(u16::from_le_bytes([lo, hi]), 9000, "latched value is stable");
+        assert_eq!(
+            u16::from_le_bytes([lo, hi]),
+            9000,
+            "latched value is stable"
+        );
         assert!(!pit.run(at(t0, ns_of(9999))));
         assert!(pit.run(at(t0, ns_of(10_000))));
         assert!(!pit.run(at(t0, ns_of(100_000))), "one shot fires once");
@@ -486,7 +485,10 @@ mod tests {
         pit.write(0x42, 0x2e, t0);
         pit.write(0x42, 0x9b, t0); // 0x9b2e
         let latch = 0x9b2eu64;
-        assert_eq!(pit.read(0x61, at(t0, ns_of(latch - 1))).unwrap() & 0x21, 0x01);
+        assert_eq!(
+            pit.read(0x61, at(t0, ns_of(latch - 1))).unwrap() & 0x21,
+            0x01
+        );
         assert_eq!(pit.read(0x61, at(t0, ns_of(latch))).unwrap() & 0x21, 0x21);
         // Channel 2 never raises IRQ0.
         assert!(!pit.run(at(t0, ns_of(latch * 2))));
@@ -564,7 +566,8 @@ mod tests {
         pit.write(0x43, 0xb6, t0);
         pit.write(0x42, 100, t0);
         pit.write(0x42, 0, t0);
-        let out = |pit: &mut Pit, ticks: u64| pit.read(0x61, at(t0, ns_of(ticks))).unwrap() & 0x20 != 0;
+        let out =
+            |pit: &mut Pit, ticks: u64| pit.read(0x61, at(t0, ns_of(ticks))).unwrap() & 0x20 != 0;
         assert!(out(&mut pit, 10));
         assert!(!out(&mut pit, 60));
         assert!(out(&mut pit, 110));

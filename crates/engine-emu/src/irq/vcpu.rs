@@ -342,10 +342,4 @@ impl VcpuIrq {
     pub fn set_cr8(&self, v: u64) {
         self.with_lapic(false, |l, _| l.set_tpr(((v & 0xf) as u32) << 4));
     }
-
-    /// Used by the chip's tests and state dumps.
-    #[cfg(test)]
-    pub(crate) fn lapic_snapshot(&self) -> Lapic {
-        lock(&self.local).lapic.clone()
-    }
 }
