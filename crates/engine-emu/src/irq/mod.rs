@@ -144,23 +144,26 @@ impl IrqChip {
     }
 
     /// Run `f` on the chip state, then, with the lock released: re-arm the
-    /// PIT deadline, tell vCPUs that take the 8259's INTR, deliver messages.
+    /// PIT deadline, tell vCPUs that take the 8259's INTR of a new request,
+    /// deliver messages.
     fn locked<R>(&self, f: impl FnOnce(&mut ChipState, &mut Vec<Message>) -> R) -> R {
         let mut out = Vec::new();
-        let (r, pic_out, rearm) = {
+        let (r, pic_new, rearm) = {
             let mut s = lock(&self.state);
+            let before = s.pic.request();
             let r = f(&mut s, &mut out);
+            let after = s.pic.request();
             let deadline = s.pit.as_ref().and_then(Pit::next_deadline);
             let rearm = (deadline != s.pit_armed).then(|| {
                 s.pit_armed = deadline;
                 deadline
             });
-            (r, s.pic.output(), rearm)
+            (r, after.is_some() && after != before, rearm)
         };
         if let Some(deadline) = rearm {
             self.timers.set(TimerKey::Pit, deadline);
         }
-        if pic_out {
+        if pic_new {
             for v in self.vcpus().iter() {
                 if v.accepts_pic() {
                     v.notify(EV_INTERRUPT);

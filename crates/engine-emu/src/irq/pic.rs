@@ -354,6 +354,13 @@ impl PicPair {
         self.master.output()
     }
 
+    /// What the pair would answer an acknowledge with now (master IR and,
+    /// through the cascade, slave IR): tells a new request from an old one.
+    pub fn request(&self) -> Option<(u8, Option<u8>)> {
+        let irq = self.master.pending()?;
+        Some((irq, if irq == 2 { self.slave.pending() } else { None }))
+    }
+
     /// INTA cycle: the vector the pair puts on the bus (spurious IRQ7/IRQ15
     /// vectors when the request vanished).
     pub fn acknowledge(&mut self) -> u8 {

@@ -553,3 +553,88 @@ fn concurrent_lines_ipis_and_acks_do_not_deadlock() {
     let taken: u32 = cpus.into_iter().map(|h| h.join().unwrap()).sum();
     assert!(taken > 0);
 }
+
+#[test]
+fn poll_clears_event_word_while_interrupt_waits_for_if() {
+    let chip = IrqChip::new(false);
+    let v0 = chip.add_vcpu(0);
+    enable_lapic(&v0);
+    chip.signal_msi(0xfee0_0000, 0x0040);
+    assert_ne!(events(&v0), 0);
+    // The CPU has IF=0: it polls, remembers, and keeps running guest code.
+    assert!(v0.poll(Instant::now()));
+    assert_eq!(
+        events(&v0),
+        0,
+        "a pending but held interrupt must not keep the word set"
+    );
+    assert!(v0.poll(Instant::now()), "still pending when asked again");
+    // A higher interrupt is news.
+    chip.signal_msi(0xfee0_0000, 0x0050);
+    assert_ne!(events(&v0), 0);
+    assert!(v0.poll(Instant::now()));
+    assert_eq!(v0.acknowledge(), Some(0x50));
+    // The same for the 8259 path: an unchanged request is not news.
+    let chip = IrqChip::new(false);
+    let bsp = chip.add_vcpu(0);
+    init_pic(&chip);
+    out(&chip, 0x21, 0xf8);
+    chip.set_irq_line(1, true);
+    assert!(bsp.poll(Instant::now()));
+    assert_eq!(events(&bsp), 0);
+    out(&chip, 0x21, 0xf8); // unrelated port access, same request
+    assert_eq!(events(&bsp), 0);
+    chip.set_irq_line(0, true); // higher priority request
+    assert_ne!(events(&bsp), 0);
+}
+
+#[test]
+fn halt_wait_leaves_event_set_for_the_cpu_loop() {
+    let chip = IrqChip::new(false);
+    let v0 = chip.add_vcpu(0);
+    enable_lapic(&v0);
+    chip.signal_msi(0xfee0_0000, 0x0040);
+    assert!(v0.poll(Instant::now()));
+    assert_eq!(events(&v0), 0);
+    v0.halt_wait();
+    assert_ne!(events(&v0) & EV_INTERRUPT, 0);
+}
+
+#[test]
+fn halt_with_if_clear_ignores_interrupts_but_not_nmi_or_kick() {
+    let chip = IrqChip::new(false);
+    let v0 = chip.add_vcpu(0);
+    let v1 = chip.add_vcpu(1);
+    enable_lapic(&v0);
+    enable_lapic(&v1);
+    chip.signal_msi(0xfee0_0000, 0x0040);
+    let nmi_sent = Arc::new(AtomicBool::new(false));
+    let t = {
+        let chip = Arc::clone(&chip);
+        let nmi_sent = Arc::clone(&nmi_sent);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(30));
+            chip.signal_msi(0xfee0_0000, 0x0041);
+            thread::sleep(Duration::from_millis(20));
+            nmi_sent.store(true, Ordering::SeqCst);
+            chip.signal_msi(0xfee0_0000, 0x0400);
+        })
+    };
+    v0.halt_wait_if(false);
+    assert!(
+        nmi_sent.load(Ordering::SeqCst),
+        "woke for a maskable interrupt with IF=0"
+    );
+    assert!(v0.take_nmi());
+    t.join().unwrap();
+    let t = {
+        let v0 = Arc::clone(&v0);
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            v0.kick();
+        })
+    };
+    v0.halt_wait_if(false);
+    assert!(v0.kicked_take());
+    t.join().unwrap();
+}

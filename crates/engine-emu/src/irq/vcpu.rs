@@ -71,12 +71,14 @@ impl VcpuIrq {
 
     /// Run `f` on the local APIC, then do what it asked (IPIs, EOI
     /// broadcasts, timer re-arming) with the lock released, and flag a
-    /// deliverable interrupt in the event word.
+    /// newly deliverable interrupt in the event word.
     fn with_lapic<R>(&self, force_rearm: bool, f: impl FnOnce(&mut Lapic, &mut Outbox) -> R) -> R {
         let mut out = Outbox::default();
-        let (r, deliverable, accepts_pic, rearm) = {
+        let (r, newly_deliverable, accepts_pic, rearm) = {
             let mut local = lock(&self.local);
+            let before = local.lapic.deliverable();
             let r = f(&mut local.lapic, &mut out);
+            let after = local.lapic.deliverable();
             let deadline = local.lapic.next_deadline();
             let rearm = if force_rearm || deadline != local.armed {
                 local.armed = deadline;
@@ -86,7 +88,7 @@ impl VcpuIrq {
             };
             (
                 r,
-                local.lapic.deliverable().is_some(),
+                after.is_some() && after != before,
                 local.lapic.accepts_pic(),
                 rearm,
             )
@@ -107,7 +109,7 @@ impl VcpuIrq {
                 self.notify(EV_INTERRUPT);
             }
         }
-        if deliverable {
+        if newly_deliverable {
             self.notify(EV_INTERRUPT);
         }
         r
@@ -227,6 +229,11 @@ impl VcpuIrq {
     /// Run expired timers and tell whether an external interrupt is pending
     /// for this vCPU (LAPIC IRR above PPR, or the 8259's INTR when LINT0 is
     /// ExtINT or the APIC is globally disabled). Call when `events() != 0`.
+    ///
+    /// Clears `EV_INTERRUPT` and `EV_TIMER`: the caller keeps the answer
+    /// (e.g. while IF=0) and asks again after `acknowledge`; the bits are
+    /// set again only when something changes (a new interrupt, an EOI, a
+    /// TPR write, a timer expiry).
     pub fn poll(&self, now: Instant) -> bool {
         self.events
             .fetch_and(!(EV_INTERRUPT | EV_TIMER), Ordering::SeqCst);
@@ -240,11 +247,7 @@ impl VcpuIrq {
             l.run_timer(now);
             (l.deliverable().is_some(), l.accepts_pic())
         });
-        let pic = accepts_pic && chip.is_some_and(|c| c.pic_output());
-        if pic {
-            self.events.fetch_or(EV_INTERRUPT, Ordering::SeqCst);
-        }
-        lapic_pending || pic
+        lapic_pending || (accepts_pic && chip.is_some_and(|c| c.pic_output()))
     }
 
     /// INTA: the CPU (IF=1) takes the interrupt. Returns its vector: from
@@ -281,15 +284,26 @@ impl VcpuIrq {
     /// HLT: block until an external interrupt is pending (whatever IF is),
     /// an NMI/INIT/SIPI or a kick arrives. Timer deadlines wake it (the
     /// timer is run and the state re-checked). Sleeps on a condition
-    /// variable: an idle vCPU costs no host CPU.
+    /// variable: an idle vCPU costs no host CPU. When it returns for an
+    /// interrupt, `EV_INTERRUPT` is set so the next `events()` check polls.
     pub fn halt_wait(&self) {
+        self.halt_wait_if(true);
+    }
+
+    /// HLT with the guest's IF: with `interrupts_enabled` false (CLI; HLT)
+    /// a pending external interrupt does not end the halt, only an NMI,
+    /// INIT, SIPI or a kick do, as on hardware.
+    pub fn halt_wait_if(&self, interrupts_enabled: bool) {
+        const WAKE: u32 = EV_KICK | EV_NMI | EV_INIT | EV_SIPI;
         self.halting.store(true, Ordering::SeqCst);
         loop {
             let gen = *lock(&self.wake_gen);
             let now = Instant::now();
-            if self.poll(now)
-                || self.events.load(Ordering::SeqCst) & (EV_KICK | EV_NMI | EV_INIT | EV_SIPI) != 0
-            {
+            if self.poll(now) && interrupts_enabled {
+                self.events.fetch_or(EV_INTERRUPT, Ordering::SeqCst);
+                break;
+            }
+            if self.events.load(Ordering::SeqCst) & WAKE != 0 {
                 break;
             }
             let mut deadline = self.next_deadline();
