@@ -394,7 +394,9 @@ impl Pit {
             return false;
         }
         ch.next_edge = match ch.mode {
-            2 | 3 => Some((t / ch.reload + 1) * ch.reload),
+            2 | 3 => (t / ch.reload)
+                .checked_add(1)
+                .and_then(|k| k.checked_mul(ch.reload)),
             _ => None,
         };
         true

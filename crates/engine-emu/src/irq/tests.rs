@@ -638,3 +638,70 @@ fn halt_with_if_clear_ignores_interrupts_but_not_nmi_or_kick() {
     assert!(v0.kicked_take());
     t.join().unwrap();
 }
+
+#[test]
+fn chip_and_vcpu_handles_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<IrqChip>();
+    assert_send_sync::<VcpuIrq>();
+}
+
+#[test]
+fn hostile_guest_accesses_never_panic() {
+    let chip = IrqChip::new(true);
+    let v0 = chip.add_vcpu(0);
+    let sizes = [0usize, 1, 2, 3, 4, 8, 16];
+    let mut seed = 0x1234_5678u32;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for _ in 0..20_000 {
+        let r = next();
+        let len = sizes[(r % 7) as usize];
+        let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        match r % 6 {
+            0 => {
+                let port = [
+                    0x20u16, 0x21, 0xa0, 0xa1, 0x4d0, 0x4d1, 0x40, 0x41, 0x42, 0x43, 0x61,
+                ][(next() % 11) as usize];
+                chip.pio_write(port, &buf);
+                chip.pio_read(port, &mut buf);
+            }
+            1 => {
+                let addr = IOAPIC_BASE + u64::from(next() % 0x1000);
+                chip.ioapic_mmio_write(addr, &buf);
+                chip.ioapic_mmio_read(addr, &mut buf);
+            }
+            2 => {
+                let addr = LAPIC + u64::from(next() % 0x1000);
+                // Keep ICR writes away from INIT so the APIC keeps running.
+                if addr & 0xff0 != 0x300 {
+                    v0.lapic_mmio_write(addr, &buf);
+                }
+                v0.lapic_mmio_read(addr, &mut buf);
+            }
+            3 => {
+                let msr = [0x10u32, 0x1b, 0x6e0, 0x800 + next() % 0x100][(next() % 4) as usize];
+                let val = (u64::from(next()) << 32) | u64::from(next());
+                v0.wrmsr(msr, val);
+                v0.rdmsr(msr);
+            }
+            4 => {
+                chip.set_irq_line(next() % 40, next() % 2 == 0);
+                chip.signal_msi(0xfee0_0000 | u64::from(next() & 0xfffff), next());
+            }
+            _ => {
+                if v0.poll(Instant::now()) {
+                    v0.acknowledge();
+                }
+                v0.take_nmi();
+                v0.take_init();
+                v0.take_sipi();
+                v0.set_cr8(u64::from(next()));
+            }
+        }
+    }
+}
