@@ -67,6 +67,23 @@ fn enable_lapic(v: &VcpuIrq) {
     lapic_write(v, 0xf0, 0x1ff);
 }
 
+/// `halt_wait_if(interrupts_enabled)` on another thread; fails the test if
+/// it does not return within 10 s instead of hanging the suite.
+fn halt(v: &Arc<VcpuIrq>, interrupts_enabled: bool) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let v = Arc::clone(v);
+    thread::spawn(move || {
+        if interrupts_enabled {
+            v.halt_wait();
+        } else {
+            v.halt_wait_if(false);
+        }
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("halt_wait did not return");
+}
+
 fn events(v: &VcpuIrq) -> u32 {
     v.events().load(Ordering::Relaxed)
 }
@@ -323,7 +340,7 @@ fn halt_wait_wakes_on_irq_from_another_thread() {
             chip.set_irq_line(17, true);
         })
     };
-    v0.halt_wait();
+    halt(&v0, true);
     assert!(
         raised.load(Ordering::SeqCst),
         "returned before the interrupt"
@@ -349,7 +366,7 @@ fn halt_wait_wakes_on_kick_and_ipi() {
             v0.kick();
         })
     };
-    v0.halt_wait();
+    halt(&v0, true);
     assert!(kicked.load(Ordering::SeqCst));
     assert!(v0.kicked_take());
     assert!(!v0.kicked_take());
@@ -366,7 +383,7 @@ fn halt_wait_wakes_on_kick_and_ipi() {
             lapic_write(&v1, 0x300, 0x0000_40e5);
         })
     };
-    v0.halt_wait();
+    halt(&v0, true);
     assert!(sent.load(Ordering::SeqCst));
     assert_eq!(v0.acknowledge(), Some(0xe5));
     assert!(!v0.kicked_take(), "deliveries are not kicks");
@@ -379,7 +396,7 @@ fn halt_wait_returns_at_once_when_interrupt_pending() {
     let v0 = chip.add_vcpu(0);
     enable_lapic(&v0);
     chip.signal_msi(0xfee0_0000, 0x0071);
-    v0.halt_wait();
+    halt(&v0, true);
     assert_eq!(v0.acknowledge(), Some(0x71));
 }
 
@@ -392,7 +409,7 @@ fn halt_wait_wakes_at_lapic_timer_deadline() {
     lapic_write(&v0, 0x320, 0xef); // one-shot, vector 0xef
     let start = Instant::now();
     lapic_write(&v0, 0x380, (APIC_BUS_HZ / 1000 * 40) as u32); // 40 ms
-    v0.halt_wait();
+    halt(&v0, true);
     assert!(
         start.elapsed() >= Duration::from_millis(40),
         "woke before the deadline"
@@ -411,7 +428,9 @@ fn timer_thread_sets_events_while_vcpu_runs() {
     let deadline = v0.guest_tsc(now) + 20_000_000; // 20 ms at 1 GHz
     assert!(v0.wrmsr(0x6e0, deadline));
     // The "vCPU" spins on its event word only, as the CPU loop does.
+    let give_up = Instant::now() + Duration::from_secs(10);
     while events(&v0) == 0 {
+        assert!(Instant::now() < give_up, "timer never fired");
         thread::sleep(Duration::from_millis(1));
     }
     assert!(v0.guest_tsc(Instant::now()) >= deadline);
@@ -431,11 +450,11 @@ fn pit_periodic_irq0_wakes_halted_vcpu_via_ioapic() {
     out(&chip, 0x43, 0x34);
     out(&chip, 0x40, (11932u16 & 0xff) as u8);
     out(&chip, 0x40, (11932u16 >> 8) as u8);
-    v0.halt_wait();
+    halt(&v0, true);
     assert!(start.elapsed() >= Duration::from_millis(10));
     assert_eq!(v0.acknowledge(), Some(0x30));
     lapic_write(&v0, 0xb0, 0);
-    v0.halt_wait();
+    halt(&v0, true);
     assert!(start.elapsed() >= Duration::from_millis(20));
     assert_eq!(v0.acknowledge(), Some(0x30));
     // Stop it: one-shot mode 0 never started.
@@ -451,7 +470,7 @@ fn pit_through_pic_with_linux_init() {
     out(&chip, 0x43, 0x30); // mode 0, 5 ms
     out(&chip, 0x40, (5966u16 & 0xff) as u8);
     out(&chip, 0x40, (5966u16 >> 8) as u8);
-    v0.halt_wait();
+    halt(&v0, true);
     assert_eq!(v0.acknowledge(), Some(0x30));
 }
 
@@ -596,7 +615,7 @@ fn halt_wait_leaves_event_set_for_the_cpu_loop() {
     chip.signal_msi(0xfee0_0000, 0x0040);
     assert!(v0.poll(Instant::now()));
     assert_eq!(events(&v0), 0);
-    v0.halt_wait();
+    halt(&v0, true);
     assert_ne!(events(&v0) & EV_INTERRUPT, 0);
 }
 
@@ -620,7 +639,7 @@ fn halt_with_if_clear_ignores_interrupts_but_not_nmi_or_kick() {
             chip.signal_msi(0xfee0_0000, 0x0400);
         })
     };
-    v0.halt_wait_if(false);
+    halt(&v0, false);
     assert!(
         nmi_sent.load(Ordering::SeqCst),
         "woke for a maskable interrupt with IF=0"
@@ -634,7 +653,7 @@ fn halt_with_if_clear_ignores_interrupts_but_not_nmi_or_kick() {
             v0.kick();
         })
     };
-    v0.halt_wait_if(false);
+    halt(&v0, false);
     assert!(v0.kicked_take());
     t.join().unwrap();
 }
@@ -704,4 +723,28 @@ fn hostile_guest_accesses_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn level_triggered_pic_line_via_elcr_requests_until_deasserted() {
+    let chip = IrqChip::new(false);
+    let bsp = chip.add_vcpu(0);
+    init_pic(&chip);
+    out(&chip, 0xa1, 0xf7); // unmask IRQ11
+    out(&chip, 0x4d1, 0x08); // IRQ11 level (PCI INTx style)
+    assert_eq!(inb(&chip, 0x4d1), 0x08);
+    chip.set_irq_line(11, true);
+    assert!(bsp.poll(Instant::now()));
+    assert_eq!(bsp.acknowledge(), Some(0x3b));
+    // EOI to both chips while the device still asserts: requested again.
+    out(&chip, 0xa0, 0x20);
+    out(&chip, 0x20, 0x20);
+    assert_ne!(events(&bsp), 0);
+    assert!(bsp.poll(Instant::now()));
+    assert_eq!(bsp.acknowledge(), Some(0x3b));
+    // The device's handler clears the cause before the EOI.
+    chip.set_irq_line(11, false);
+    out(&chip, 0xa0, 0x20);
+    out(&chip, 0x20, 0x20);
+    assert!(!bsp.poll(Instant::now()));
 }
