@@ -16,6 +16,19 @@
 //!   all from host monotonic time.
 //!   A per-VM timer thread ("kite-irq-timer") fires armed deadlines.
 //!
+//! For the CPU loop (per vCPU, with its [`VcpuIrq`]):
+//! - at block boundaries, if `events()` is non-zero: `poll(now)` and keep
+//!   its answer ("interrupt pending"); `take_nmi`, `take_init`, `take_sipi`
+//!   and `kicked_take` consume their bits (a bit left set keeps `events()`
+//!   non-zero). `poll` clears `EV_INTERRUPT`/`EV_TIMER`; they come back only
+//!   on news, so a pending interrupt held off by IF=0 costs nothing.
+//! - with IF=1 and "pending": `acknowledge()` for the vector, then `poll`
+//!   again (more may be waiting).
+//! - HLT: `halt_wait_if(IF)` (`halt_wait()` = IF=1): CLI; HLT must not
+//!   return for maskable interrupts, or it would spin.
+//! - RDTSC/RDTSCP: `guest_tsc(Instant::now())`; IA32_TSC, IA32_APIC_BASE,
+//!   IA32_TSC_DEADLINE and x2APIC MSRs go to `rdmsr`/`wrmsr`.
+//!
 //! Locking: the chip-wide state (PIC, IOAPIC, PIT) is one mutex; each vCPU's
 //! LAPIC another. No code holds both: deliveries and EOI broadcasts are
 //! collected under one lock and carried out after releasing it.
