@@ -413,6 +413,13 @@ impl Vcpu for EmuVcpu {
     }
 
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {
+        // As many as the debug registers hold, like the kvm engine.
+        if debug.breakpoints.len() > 4 {
+            return Err(Error::Invalid(format!(
+                "{} hardware breakpoints requested; at most 4 are supported",
+                debug.breakpoints.len()
+            )));
+        }
         self.cpu.single_step = debug.single_step;
         self.cpu.breakpoints = debug.breakpoints.clone();
         Ok(())

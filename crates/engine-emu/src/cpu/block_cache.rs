@@ -25,9 +25,30 @@ pub struct Block {
     pub npages: u8,
 }
 
-/// Blocks by (physical address, code size).
+/// A multiplicative hash for the u64 block keys (SipHash is needlessly slow here).
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type KeyMap = HashMap<u64, u32, std::hash::BuildHasherDefault<KeyHasher>>;
+
+/// Blocks by (physical address, code size), in a slab indexed by `map`.
 pub struct BlockCache {
-    map: HashMap<u64, std::sync::Arc<Block>>,
+    map: KeyMap,
+    slab: Vec<Block>,
 }
 
 const MAX_BLOCKS: usize = 1 << 16;
@@ -47,31 +68,44 @@ impl Default for BlockCache {
 impl BlockCache {
     pub fn new() -> BlockCache {
         BlockCache {
-            map: HashMap::new(),
+            map: KeyMap::default(),
+            slab: Vec::new(),
         }
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
+        self.slab.clear();
     }
 
-    /// The block at the CPU's RIP, decoding it if needed.
-    pub fn get(&mut self, cpu: &mut Cpu, lin: u64, phys: u64) -> Res<std::sync::Arc<Block>> {
+    /// The block at index `i` (from `get`).
+    #[inline]
+    pub fn block(&self, i: u32) -> &Block {
+        &self.slab[i as usize]
+    }
+
+    /// The index of the block at the CPU's RIP, decoding it if needed.
+    pub fn get(&mut self, cpu: &mut Cpu, lin: u64, phys: u64) -> Res<u32> {
         let k = key(phys, cpu.code_bits);
-        if let Some(b) = self.map.get(&k) {
+        if let Some(&i) = self.map.get(&k) {
+            let b = &self.slab[i as usize];
             let valid = b.pages[..b.npages as usize]
                 .iter()
                 .all(|&(pfn, gen)| cpu.code.generation(pfn) == gen);
             if valid {
-                return Ok(b.clone());
+                return Ok(i);
             }
+            self.slab[i as usize] = decode_block(cpu, lin, phys)?;
+            return Ok(i);
         }
-        let b = std::sync::Arc::new(decode_block(cpu, lin, phys)?);
-        if self.map.len() >= MAX_BLOCKS {
-            self.map.clear();
+        let nb = decode_block(cpu, lin, phys)?;
+        if self.slab.len() >= MAX_BLOCKS {
+            self.clear();
         }
-        self.map.insert(k, b.clone());
-        Ok(b)
+        let i = self.slab.len() as u32;
+        self.slab.push(nb);
+        self.map.insert(k, i);
+        Ok(i)
     }
 }
 

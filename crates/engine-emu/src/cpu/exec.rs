@@ -171,17 +171,18 @@ impl Cpu {
                 return Stop::Debug;
             }
             self.skip_breakpoint = false;
-            let block = match self
+            let index = match self
                 .translate_fetch(lin)
                 .and_then(|phys| blocks.get(self, lin, phys))
             {
-                Ok(b) => b,
+                Ok(i) => i,
                 Err(f) => match self.fault(f) {
                     Some(stop) => return stop,
                     None => continue,
                 },
             };
             self.end_block = false;
+            let block = blocks.block(index);
             for d in block.insns.iter() {
                 let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & self.ip_mask();
                 self.next_rip = fallthrough;

@@ -1,1 +1,0 @@
-//! The per-engine conformance suite (being written on branch kvm).

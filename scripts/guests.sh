@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Fetch Debian's stock kernels and busybox with the system's package manager,
+# into a cache outside the checkout, and build a busybox initramfs for each
+# architecture. Guest images are never committed to the repo.
+#
+#   scripts/guests.sh [amd64|686|686-pae|all]     (default: amd64)
+#
+# Prints nothing but progress on stderr; the results are:
+#   $KITE_GUEST_CACHE/<flavour>/vmlinuz
+#   $KITE_GUEST_CACHE/<flavour>/initrd.gz     (busybox sh on the console; `poweroff` ends the VM)
+# KITE_GUEST_CACHE defaults to ~/.cache/kite-guests.
+set -euo pipefail
+
+cache="${KITE_GUEST_CACHE:-$HOME/.cache/kite-guests}"
+want="${1:-amd64}"
+mkdir -p "$cache/debs"
+for tool in cpio dpkg-deb gzip; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "guests: installing $tool" >&2
+        apt-get install -y -qq "$tool" >&2
+    fi
+done
+
+need_i386() {
+    if ! dpkg --print-foreign-architectures | grep -qx i386; then
+        echo "guests: enabling the i386 architecture for apt (dpkg --add-architecture i386)" >&2
+        dpkg --add-architecture i386
+        apt-get update -qq
+    fi
+}
+
+# download PACKAGE: fetch the .deb of PACKAGE (following a metapackage to the
+# real kernel image) into $cache/debs and print its path.
+download() {
+    local pkg="$1" real
+    real="$(apt-cache depends "$pkg" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')"
+    [ -n "$real" ] && pkg="$real"
+    (cd "$cache/debs" && ls "${pkg%%:*}"_*.deb >/dev/null 2>&1 || apt-get download -q "$pkg" >&2) ||
+        { echo "guests: cannot download $pkg (run apt-get update?)" >&2; exit 1; }
+    local arch="${1#*:}"; [ "$arch" = "$1" ] && arch=""
+    if [ -n "$arch" ]; then ls "$cache/debs/${pkg%%:*}"_*_"$arch".deb | head -1; else ls "$cache/debs/${pkg%%:*}"_*.deb | grep -v '_i386.deb' | head -1; fi
+}
+
+build() {
+    local flavour="$1" kpkg="$2" bpkg="$3"
+    local out="$cache/$flavour"
+    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
+        echo "guests: $flavour ready in $out" >&2
+        return
+    fi
+    echo "guests: building $flavour in $out" >&2
+    rm -rf "$out" && mkdir -p "$out/kernel" "$out/busybox" "$out/root"
+    dpkg-deb -x "$(download "$kpkg")" "$out/kernel"
+    dpkg-deb -x "$(download "$bpkg")" "$out/busybox"
+    cp "$(ls "$out"/kernel/boot/vmlinuz-* | head -1)" "$out/vmlinuz"
+    local r="$out/root"
+    mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,tmp,root,usr/bin,usr/sbin,mnt}
+    cp "$out/busybox/bin/busybox" "$r/bin/busybox"
+    for app in $("$r/bin/busybox" --list 2>/dev/null || echo sh); do
+        [ -e "$r/bin/$app" ] || ln -s busybox "$r/bin/$app"
+    done
+    cat > "$r/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# kite.cmd="..." on the kernel command line runs those commands instead of
+# an interactive shell (tests and benchmarks), then powers off.
+if [ -n "$kite_cmd" ]; then
+    echo "kite-guest: running: $kite_cmd"
+    sh -c "$kite_cmd"
+    echo "kite-guest: done, status $?"
+    poweroff -f
+fi
+echo "kite-guest: busybox shell ready"
+setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+poweroff -f
+INIT
+    chmod +x "$r/init"
+    (cd "$r" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.gz"
+    rm -rf "$out/kernel" "$out/busybox" "$r"
+    echo "guests: $flavour ready in $out" >&2
+}
+
+case "$want" in
+    amd64) build amd64 linux-image-cloud-amd64 busybox-static ;;
+    686) need_i386; build 686 linux-image-686:i386 busybox-static:i386 ;;
+    686-pae) need_i386; build 686-pae linux-image-686-pae:i386 busybox-static:i386 ;;
+    all)
+        build amd64 linux-image-cloud-amd64 busybox-static
+        need_i386
+        build 686 linux-image-686:i386 busybox-static:i386
+        build 686-pae linux-image-686-pae:i386 busybox-static:i386
+        ;;
+    *) echo "usage: $0 [amd64|686|686-pae|all]" >&2; exit 2 ;;
+esac
