@@ -7,4 +7,4 @@
 
 pub mod bus;
 
-pub use bus::{IoBus, IrqLine, MmioBus, MsiSender, PioDevice, MmioDevice, BusError};
+pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};

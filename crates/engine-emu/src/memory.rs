@@ -168,7 +168,9 @@ impl PhysMemory {
 
     /// Add, replace or (size 0) remove a slot.
     pub fn set_region(&self, region: MemoryRegion) -> Result<()> {
-        if region.guest_phys_addr % PAGE_SIZE != 0 || region.size % PAGE_SIZE != 0 {
+        if !region.guest_phys_addr.is_multiple_of(PAGE_SIZE)
+            || !region.size.is_multiple_of(PAGE_SIZE)
+        {
             return Err(Error::Invalid(format!(
                 "memory slot {} at {:#x}+{:#x} is not page aligned",
                 region.slot, region.guest_phys_addr, region.size

@@ -53,8 +53,11 @@ impl EmuVcpu {
         irq: Option<Arc<VcpuIrq>>,
     ) -> EmuVcpu {
         let flag = Arc::new(AtomicBool::new(false));
+        let has_chip = chip.is_some();
         let mut cpu = Cpu::new(mem, chip, irq.clone(), id);
         cpu.kick = flag.clone();
+        // With an irqchip, application processors wait for INIT/SIPI (as KVM).
+        cpu.wait_for_sipi = has_chip && id != 0;
         EmuVcpu {
             id,
             cpu,
@@ -133,6 +136,17 @@ impl EmuVcpu {
             if irq.take_nmi() {
                 self.injected.push(Event::Nmi);
             }
+            if irq.take_init() {
+                // INIT: back to the reset state, waiting for a start-up IPI.
+                cpu.reset();
+                cpu.wait_for_sipi = true;
+                self.blocks.clear();
+            }
+            if let Some(vector) = irq.take_sipi() {
+                if cpu.wait_for_sipi {
+                    cpu.start_at_sipi(vector);
+                }
+            }
         }
         // Injected events: NMI and exceptions at once, interrupts when IF allows.
         let mut i = 0;
@@ -206,10 +220,19 @@ impl EmuVcpu {
                 }
                 continue;
             }
+            if self.cpu.wait_for_sipi {
+                match self.cpu.irq.clone() {
+                    Some(irq) => {
+                        irq.halt_wait_if(false);
+                        continue;
+                    }
+                    None => return Out::Hlt,
+                }
+            }
             match self.cpu.run(&mut self.blocks) {
                 Stop::Exit | Stop::Event | Stop::Debug => continue,
                 Stop::Halted => match self.cpu.irq.clone() {
-                    Some(irq) => irq.halt_wait(),
+                    Some(irq) => irq.halt_wait_if(self.cpu.flags.if_()),
                     None => return Out::Hlt,
                 },
                 stop @ (Stop::Shutdown | Stop::Internal) => {

@@ -37,6 +37,12 @@ use crate::irq::{IrqChip, VcpuIrq};
 use crate::memory::{CodePages, PhysMemory, SlotView};
 use crate::mmu::tlb::Tlb;
 
+/// The engine-wide epoch of TSCs that no irqchip owns.
+fn process_epoch() -> &'static std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now)
+}
+
 /// Segment registers in encoding order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -256,6 +262,8 @@ pub struct Cpu {
     pub intr_pending: bool,
     /// Addresses already reported as unimplemented.
     pub reported_ud: Vec<u64>,
+    /// An application processor waiting for a start-up IPI.
+    pub wait_for_sipi: bool,
     /// Set by `VcpuKick`: leave `run` at the next block boundary.
     pub kick: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -315,6 +323,7 @@ impl Cpu {
             intr_pending: false,
             reported_ud: Vec::new(),
             kick: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            wait_for_sipi: false,
         };
         cpu.reset();
         cpu
@@ -405,6 +414,27 @@ impl Cpu {
             self.cpl = 3;
         }
         self.end_block = true;
+    }
+
+    /// A start-up IPI: real mode at vector * 0x1000.
+    pub fn start_at_sipi(&mut self, vector: u8) {
+        self.wait_for_sipi = false;
+        self.halted = false;
+        let sel = u16::from(vector) << 8;
+        self.seg[Seg::Cs as usize] = Segment::real_mode(sel, true);
+        self.rip = 0;
+        self.update_mode();
+    }
+
+    /// The guest's time-stamp counter (1 GHz, shared with the LAPIC's
+    /// TSC-deadline timer), plus the guest's offset.
+    pub fn guest_tsc(&self) -> u64 {
+        let now = std::time::Instant::now();
+        let base = match &self.irq {
+            Some(irq) => irq.guest_tsc(now),
+            None => crate::irq::clock::TscClock::new(*process_epoch()).tsc(now),
+        };
+        base.wrapping_add(self.msr.tsc_offset as u64)
     }
 
     #[inline]

@@ -22,5 +22,8 @@ pub enum LoadError {
     #[error("{what} does not fit in guest memory: {detail}")]
     TooLarge { what: String, detail: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
