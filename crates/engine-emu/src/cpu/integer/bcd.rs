@@ -1,0 +1,122 @@
+//! Decimal adjusts: DAA DAS AAA AAS AAM AAD (invalid in 64-bit mode: the
+//! decoder marks them invalid there, so they raise #UD).
+//!
+//! Flags the SDM leaves undefined (not measured: the host cannot run them
+//! in 64-bit mode): DAA/DAS set OF as the overflow of the adjustment's add
+//! or subtract; AAA/AAS set SF ZF PF from the final AL and clear OF;
+//! AAM/AAD clear OF AF CF. AAA/AAS adjust AL and AH separately (AMD's
+//! definition: AL+6 does not carry into AH).
+
+use iced_x86::{Instruction, Register};
+use kite_hypervisor::x86::{self, RFLAGS_AF, RFLAGS_CF};
+
+use crate::cpu::reg::RAX;
+use crate::cpu::{exception, Cpu, Res};
+
+fn al(cpu: &Cpu) -> u8 {
+    cpu.gpr[RAX] as u8
+}
+
+fn ah(cpu: &Cpu) -> u8 {
+    (cpu.gpr[RAX] >> 8) as u8
+}
+
+fn parity(v: u8) -> bool {
+    v.count_ones().is_multiple_of(2)
+}
+
+pub fn daa(cpu: &mut Cpu, _: &Instruction) -> Res {
+    let old = al(cpu);
+    let old_cf = cpu.flags.cf();
+    let mut a = old;
+    let mut af = false;
+    let mut adj = 0u8;
+    if old & 0xf > 9 || cpu.flags.af() {
+        a = a.wrapping_add(6);
+        adj = 6;
+        af = true;
+    }
+    let cf = old > 0x99 || old_cf;
+    if cf {
+        a = a.wrapping_add(0x60);
+        adj = adj.wrapping_add(0x60);
+    }
+    let of = (old ^ a) & (adj ^ a) & 0x80 != 0;
+    cpu.reg_write(Register::AL, u64::from(a));
+    cpu.flags
+        .set_arith(cf, parity(a), af, a == 0, a & 0x80 != 0, of);
+    Ok(())
+}
+
+pub fn das(cpu: &mut Cpu, _: &Instruction) -> Res {
+    let old = al(cpu);
+    let old_cf = cpu.flags.cf();
+    let mut a = old;
+    let mut af = false;
+    let mut cf = false;
+    let mut adj = 0u8;
+    if old & 0xf > 9 || cpu.flags.af() {
+        cf = old_cf || old < 6;
+        a = a.wrapping_sub(6);
+        adj = 6;
+        af = true;
+    }
+    if old > 0x99 || old_cf {
+        a = a.wrapping_sub(0x60);
+        adj = adj.wrapping_add(0x60);
+        cf = true;
+    }
+    let of = (old ^ adj) & (old ^ a) & 0x80 != 0;
+    cpu.reg_write(Register::AL, u64::from(a));
+    cpu.flags
+        .set_arith(cf, parity(a), af, a == 0, a & 0x80 != 0, of);
+    Ok(())
+}
+
+fn ascii_adjust(cpu: &mut Cpu, add: bool) -> Res {
+    let (mut a, mut h) = (al(cpu), ah(cpu));
+    let adjust = a & 0xf > 9 || cpu.flags.af();
+    if adjust {
+        if add {
+            a = a.wrapping_add(6);
+            h = h.wrapping_add(1);
+        } else {
+            a = a.wrapping_sub(6);
+            h = h.wrapping_sub(1);
+        }
+    }
+    a &= 0xf;
+    cpu.reg_write(Register::AX, u64::from(a) | (u64::from(h) << 8));
+    cpu.flags
+        .set_arith(adjust, parity(a), adjust, a == 0, false, false);
+    Ok(())
+}
+
+pub fn aaa(cpu: &mut Cpu, _: &Instruction) -> Res {
+    ascii_adjust(cpu, true)
+}
+
+pub fn aas(cpu: &mut Cpu, _: &Instruction) -> Res {
+    ascii_adjust(cpu, false)
+}
+
+pub fn aam(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let base = ins.immediate8();
+    if base == 0 {
+        return Err(exception(x86::DE, None));
+    }
+    let a = al(cpu);
+    let (q, r) = (a / base, a % base);
+    cpu.reg_write(Register::AX, u64::from(r) | (u64::from(q) << 8));
+    cpu.flags.set_logic(u64::from(r), 8);
+    Ok(())
+}
+
+pub fn aad(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let base = ins.immediate8();
+    let a = al(cpu).wrapping_add(ah(cpu).wrapping_mul(base));
+    cpu.reg_write(Register::AX, u64::from(a));
+    cpu.flags.set_logic(u64::from(a), 8);
+    cpu.flags.set(RFLAGS_AF | RFLAGS_CF, false);
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Data movement: MOV (including moffs and segment registers), MOVZX MOVSX
+//! MOVSXD, LEA, CMOVcc, SETcc, CBW/CWDE/CDQE, CWD/CDQ/CQO, XLAT, and the
+//! exchanging instructions XCHG XADD CMPXCHG CMPXCHG8B CMPXCHG16B; BOUND.
+//!
+//! Register results follow the host (measured): CMOVcc with a false
+//! condition still zero-extends a 32-bit destination in 64-bit mode;
+//! CMPXCHG that fails leaves a register destination unwritten.
+
+use iced_x86::{Instruction, OpKind, Register};
+use kite_hypervisor::x86::{self, RFLAGS_ZF};
+
+use super::Loc;
+use crate::cpu::flags::mask;
+use crate::cpu::reg::{RAX, RBX, RCX, RDX};
+use crate::cpu::{exception, gp0, ud, Cpu, Res, Seg};
+
+#[inline]
+fn sext(v: u64, bits: u32) -> u64 {
+    (((v << (64 - bits)) as i64) >> (64 - bits)) as u64
+}
+
+/// The condition code index (0..15) of a Jcc/SETcc/CMOVcc.
+#[inline]
+pub(crate) fn cc(ins: &Instruction) -> u8 {
+    (ins.condition_code() as u8).wrapping_sub(1) & 0xf
+}
+
+pub fn mov(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = cpu.read_op(ins, 1)?;
+    cpu.write_op(ins, 0, v)
+}
+
+/// MOV Sreg, r/m16.
+pub fn mov_to_seg(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let Some(seg) = Seg::from_iced(ins.op0_register()) else {
+        return Err(ud());
+    };
+    if seg == Seg::Cs {
+        return Err(ud());
+    }
+    let sel = cpu.read_op(ins, 1)? as u16;
+    cpu.load_segment(seg, sel)?;
+    if seg == Seg::Ss {
+        cpu.interrupt_shadow = true;
+    }
+    cpu.end_block = true;
+    Ok(())
+}
+
+pub fn movzx(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = cpu.read_op(ins, 1)?;
+    cpu.reg_write(ins.op0_register(), v);
+    Ok(())
+}
+
+/// MOVSX, MOVSXD (MOVSXD with a 16/32-bit destination is a plain move).
+pub fn movsx(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let bits = cpu.op_size(ins, 1) * 8;
+    let v = sext(cpu.read_op(ins, 1)?, bits);
+    cpu.reg_write(ins.op0_register(), v);
+    Ok(())
+}
+
+pub fn lea(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    if ins.op1_kind() != OpKind::Memory {
+        return Err(ud());
+    }
+    let a = cpu.ea(ins);
+    cpu.reg_write(ins.op0_register(), a);
+    Ok(())
+}
+
+pub fn cmov(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = cpu.read_op(ins, 1)?;
+    let dst = ins.op0_register();
+    let v = if cpu.flags.cond(cc(ins)) {
+        v
+    } else {
+        cpu.reg_read(dst)
+    };
+    cpu.reg_write(dst, v);
+    Ok(())
+}
+
+pub fn setcc(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = u64::from(cpu.flags.cond(cc(ins)));
+    cpu.write_op(ins, 0, v)
+}
+
+/// CBW, CWDE, CDQE: sign-extend the lower half of the accumulator.
+pub fn cbw(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let (dst, bits) = match ins.mnemonic() {
+        iced_x86::Mnemonic::Cbw => (Register::AX, 8),
+        iced_x86::Mnemonic::Cwde => (Register::EAX, 16),
+        _ => (Register::RAX, 32),
+    };
+    let v = sext(cpu.gpr[RAX], bits);
+    cpu.reg_write(dst, v);
+    Ok(())
+}
+
+/// CWD, CDQ, CQO: fill rDX with the accumulator's sign.
+pub fn cwd(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let (dst, bits) = match ins.mnemonic() {
+        iced_x86::Mnemonic::Cwd => (Register::DX, 16),
+        iced_x86::Mnemonic::Cdq => (Register::EDX, 32),
+        _ => (Register::RDX, 64),
+    };
+    let neg = cpu.gpr[RAX] >> (bits - 1) & 1 != 0;
+    cpu.reg_write(dst, if neg { u64::MAX } else { 0 });
+    Ok(())
+}
+
+/// XLAT: AL = [seg: rBX + AL], wrapped to the address size.
+pub fn xlat(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let base = ins.memory_base();
+    let bits = match base.size() {
+        2 => 16,
+        4 => 32,
+        _ => 64,
+    };
+    let off = cpu.reg_read(base).wrapping_add(cpu.gpr[RAX] & 0xff) & mask(bits);
+    let v = cpu.read_mem(cpu.mem_seg(ins), off, 1)?;
+    cpu.reg_write(Register::AL, v);
+    Ok(())
+}
+
+/// XCHG: with a memory operand always atomic (implicitly locked).
+pub fn xchg(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let size = cpu.op_size(ins, 0);
+    if ins.op0_kind() == OpKind::Register && ins.op1_kind() == OpKind::Register {
+        let (r0, r1) = (ins.op0_register(), ins.op1_register());
+        let (a, b) = (cpu.reg_read(r0), cpu.reg_read(r1));
+        cpu.reg_write(r0, b);
+        cpu.reg_write(r1, a);
+        return Ok(());
+    }
+    let (mi, ri) = if ins.op0_kind() == OpKind::Memory {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let reg = ins.op_register(ri);
+    let v = cpu.reg_read(reg);
+    let loc = cpu.loc(ins, mi, size, true)?;
+    let (old, _) = cpu.rmw(loc, size, true, move |_| v)?;
+    cpu.reg_write(reg, old);
+    Ok(())
+}
+
+/// XADD: dest = dest + src, src = old dest.
+pub fn xadd(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let size = cpu.op_size(ins, 0);
+    let bits = size * 8;
+    let m = mask(bits);
+    let src_reg = ins.op1_register();
+    let b = cpu.reg_read(src_reg) & m;
+    let loc = cpu.loc(ins, 0, size, true)?;
+    let (a, r) = match loc {
+        Loc::Reg(dst) => {
+            // SRC := DEST, then DEST := SUM (so `xadd eax, eax` keeps the sum).
+            let a = cpu.reg_read(dst) & m;
+            let r = a.wrapping_add(b) & m;
+            cpu.reg_write(src_reg, a);
+            cpu.reg_write(dst, r);
+            (a, r)
+        }
+        Loc::Mem(_) => {
+            let (a, r) = cpu.rmw(loc, size, ins.has_lock_prefix(), move |a| {
+                a.wrapping_add(b) & m
+            })?;
+            cpu.reg_write(src_reg, a);
+            (a, r)
+        }
+    };
+    cpu.flags.set_add(a, b, false, r, bits);
+    Ok(())
+}
+
+/// The accumulator register of a size in bytes.
+fn acc_reg(size: u32) -> Register {
+    match size {
+        1 => Register::AL,
+        2 => Register::AX,
+        4 => Register::EAX,
+        _ => Register::RAX,
+    }
+}
+
+pub fn cmpxchg(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let size = cpu.op_size(ins, 0);
+    let bits = size * 8;
+    let m = mask(bits);
+    let acc = cpu.reg_read(acc_reg(size)) & m;
+    let src = cpu.reg_read(ins.op1_register()) & m;
+    let loc = cpu.loc(ins, 0, size, true)?;
+    let old = match loc {
+        Loc::Reg(dst) => {
+            let old = cpu.reg_read(dst) & m;
+            if old == acc {
+                cpu.reg_write(dst, src);
+            }
+            old
+        }
+        Loc::Mem(_) => {
+            // The destination is always written (with its old value when the
+            // comparison fails), so a read-only page faults either way.
+            cpu.rmw(loc, size, ins.has_lock_prefix(), move |old| {
+                if old & m == acc {
+                    src
+                } else {
+                    old
+                }
+            })?
+            .0
+        }
+    } & m;
+    if old != acc {
+        cpu.reg_write(acc_reg(size), old);
+    }
+    cpu.flags
+        .set_sub(acc, old, false, acc.wrapping_sub(old), bits);
+    Ok(())
+}
+
+/// CMPXCHG8B / CMPXCHG16B.
+pub fn cmpxchg8b16b(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    if ins.op0_kind() != OpKind::Memory {
+        return Err(ud());
+    }
+    let wide = ins.mnemonic() == iced_x86::Mnemonic::Cmpxchg16b;
+    let off = cpu.ea(ins);
+    let seg = cpu.mem_seg(ins);
+    if wide {
+        if off & 15 != 0 {
+            return Err(gp0());
+        }
+        let lin = cpu.seg_lin(seg, off, 16, true)?;
+        let cmp = u128::from(cpu.gpr[RAX]) | (u128::from(cpu.gpr[RDX]) << 64);
+        let new = u128::from(cpu.gpr[RBX]) | (u128::from(cpu.gpr[RCX]) << 64);
+        let (old, _) = cpu.rmw16(lin, ins.has_lock_prefix(), move |old| {
+            if old == cmp {
+                new
+            } else {
+                old
+            }
+        })?;
+        let eq = old == cmp;
+        if !eq {
+            cpu.gpr[RAX] = old as u64;
+            cpu.gpr[RDX] = (old >> 64) as u64;
+        }
+        cpu.flags.set(RFLAGS_ZF, eq);
+        return Ok(());
+    }
+    let lin = cpu.seg_lin(seg, off, 8, true)?;
+    let cmp = (cpu.gpr[RAX] & 0xffff_ffff) | (cpu.gpr[RDX] << 32);
+    let new = (cpu.gpr[RBX] & 0xffff_ffff) | (cpu.gpr[RCX] << 32);
+    let (old, _) = cpu.rmw(Loc::Mem(lin), 8, ins.has_lock_prefix(), move |old| {
+        if old == cmp {
+            new
+        } else {
+            old
+        }
+    })?;
+    let eq = old == cmp;
+    if !eq {
+        cpu.reg_write(Register::EAX, old & 0xffff_ffff);
+        cpu.reg_write(Register::EDX, old >> 32);
+    }
+    cpu.flags.set(RFLAGS_ZF, eq);
+    Ok(())
+}
+
+/// BOUND: #BR unless lower <= index <= upper (signed).
+pub fn bound(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    if ins.op1_kind() != OpKind::Memory {
+        return Err(ud());
+    }
+    let size = cpu.op_size(ins, 0);
+    let bits = size * 8;
+    let seg = cpu.mem_seg(ins);
+    let off = cpu.ea(ins);
+    let addr_mask = if ins.memory_base().size() == 2 || ins.memory_index().size() == 2 {
+        0xffff
+    } else {
+        0xffff_ffff
+    };
+    let lower = sext(cpu.read_mem(seg, off, size)?, bits) as i64;
+    let upper = sext(
+        cpu.read_mem(seg, off.wrapping_add(u64::from(size)) & addr_mask, size)?,
+        bits,
+    ) as i64;
+    let index = sext(cpu.reg_read(ins.op0_register()), bits) as i64;
+    if index < lower || index > upper {
+        return Err(exception(x86::BR, None));
+    }
+    Ok(())
+}
