@@ -148,3 +148,81 @@ pub fn idiv(cpu: &mut Cpu, ins: &Instruction) -> Res {
     set_div_flags(cpu);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+    use kite_hypervisor::x86::*;
+
+    use crate::cpu::{exception, Fault};
+
+    fn de() -> Fault {
+        exception(DE, None)
+    }
+
+    #[test]
+    fn divide_by_zero_and_overflow_raise_de_without_effect() {
+        let mut t = TestCpu::new(64);
+        let (f, rip) = t.fault(|a| {
+            a.mov(eax, 7u32).unwrap();
+            a.xor(ecx, ecx).unwrap();
+            a.div(ecx).unwrap();
+        });
+        assert_eq!(f, de());
+        assert_eq!(rip, t.cpu.rip);
+        assert_eq!(t.cpu.gpr[0], 7);
+        // INT64_MIN / -1 overflows.
+        let mut t = TestCpu::new(64);
+        let (f, _) = t.fault(|a| {
+            a.mov(rax, i64::MIN).unwrap();
+            a.cqo().unwrap();
+            a.mov(rcx, -1i64).unwrap();
+            a.idiv(rcx).unwrap();
+        });
+        assert_eq!(f, de());
+        assert_eq!(t.cpu.gpr[0], i64::MIN as u64);
+        // Unsigned quotient too large for AL.
+        let mut t = TestCpu::new(16);
+        let (f, _) = t.fault(|a| {
+            a.mov(ax, 0x1000u32).unwrap();
+            a.mov(cl, 2u32).unwrap();
+            a.div(cl).unwrap();
+        });
+        assert_eq!(f, de());
+    }
+
+    #[test]
+    fn mul_imul_div_results_and_flags() {
+        let mut t = TestCpu::new(64);
+        t.exec(|a| {
+            a.mov(rax, u64::MAX).unwrap();
+            a.mov(rcx, 2u64).unwrap();
+            a.mul(rcx).unwrap();
+            a.mov(r8, rax).unwrap();
+            a.mov(r9, rdx).unwrap();
+            a.mov(eax, -7i32).unwrap();
+            a.cdq().unwrap();
+            a.mov(ecx, 2u32).unwrap();
+            a.idiv(ecx).unwrap();
+            a.mov(r10, rax).unwrap();
+            a.mov(r11, rdx).unwrap();
+            a.imul_3(ebx, ecx, 0x4000_0000).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[8], u64::MAX - 1);
+        assert_eq!(t.cpu.gpr[9], 1);
+        assert_eq!(t.cpu.gpr[10], (-3i32) as u32 as u64);
+        assert_eq!(t.cpu.gpr[11], (-1i32) as u32 as u64);
+        assert_eq!(t.cpu.gpr[3], 0x8000_0000);
+        assert!(t.cpu.flags.cf() && t.cpu.flags.of());
+        // DIV: AF set, SF ZF PF clear.
+        let mut t = TestCpu::new(16);
+        t.exec(|a| {
+            a.mov(ax, 100u32).unwrap();
+            a.mov(cl, 7u32).unwrap();
+            a.div(cl).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0] & 0xffff, 0x020e);
+        assert!(t.cpu.flags.af() && !t.cpu.flags.zf());
+    }
+}

@@ -261,3 +261,57 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod vm_tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+    use kite_hypervisor::x86::*;
+
+    #[test]
+    fn count_zero_keeps_flags_but_zero_extends() {
+        let mut t = TestCpu::new(64);
+        t.cpu.gpr[0] = 0xffff_ffff_8000_0001;
+        t.cpu.flags.set(RFLAGS_OF | RFLAGS_CF | RFLAGS_ZF, true);
+        let before = t.rflags();
+        t.exec(|a| {
+            a.shl(eax, 32u32).unwrap(); // masked to 0
+        });
+        assert_eq!(t.cpu.gpr[0], 0x8000_0001);
+        assert_eq!(t.rflags(), before);
+    }
+
+    #[test]
+    fn shifts_set_af_and_of() {
+        let mut t = TestCpu::new(64);
+        t.exec(|a| {
+            a.mov(eax, 0x4000_0000u32).unwrap();
+            a.shl(eax, 1u32).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], 0x8000_0000);
+        let f = t.rflags();
+        assert!(f & RFLAGS_OF != 0 && f & RFLAGS_AF != 0 && f & RFLAGS_CF == 0);
+        let mut t = TestCpu::new(64);
+        t.exec(|a| {
+            a.mov(rax, -16i64).unwrap();
+            a.mov(cl, 66u32).unwrap(); // masked to 2
+            a.sar(rax, cl).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], (-4i64) as u64);
+        assert!(t.rflags() & (RFLAGS_OF | RFLAGS_CF) == 0);
+    }
+
+    #[test]
+    fn rcl_through_carry_on_memory() {
+        let mut t = TestCpu::new(32);
+        t.write(DATA, &[0x80]);
+        t.exec(|a| {
+            a.stc().unwrap();
+            a.rcl(byte_ptr(DATA as u32), 1u32).unwrap();
+        });
+        assert_eq!(t.read(DATA, 1)[0], 0x01);
+        assert!(t.cpu.flags.cf());
+        // OF = MSB(result) XOR CF = 0 ^ 1.
+        assert!(t.cpu.flags.of());
+    }
+}

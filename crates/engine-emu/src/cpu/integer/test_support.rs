@@ -112,9 +112,14 @@ impl TestCpu {
         let mut a = CodeAssembler::new(bits).expect("assembler");
         f(&mut a);
         a.hlt().expect("hlt");
-        let code = a.assemble(CODE).expect("assemble");
+        // Real mode: code runs at CS=0x1000 (base CODE), IP 0.
+        let ip = if bits == 16 { 0 } else { CODE };
+        let code = a.assemble(ip).expect("assemble");
         self.write(CODE, &code);
-        self.cpu.rip = CODE;
+        if bits == 16 {
+            self.cpu.seg[Seg::Cs as usize] = Segment::real_mode((CODE >> 4) as u16, true);
+        }
+        self.cpu.rip = ip;
     }
 
     /// Execute one instruction at RIP as the exec loop does.
