@@ -246,3 +246,153 @@ pub fn ins(cpu: &mut Cpu, ins: &Instruction) -> Res {
 pub fn outs(cpu: &mut Cpu, ins: &Instruction) -> Res {
     drive(cpu, ins, rep_plain(ins), outs_step)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn rep_with_zero_count_does_nothing() {
+        let mut t = TestCpu::new(64);
+        t.write(DATA, &[0xaa; 4]);
+        t.exec(|a| {
+            a.mov(rdi, DATA).unwrap();
+            a.xor(ecx, ecx).unwrap();
+            a.mov(al, 0x55u32).unwrap();
+            a.rep().stosb().unwrap();
+        });
+        assert_eq!(t.read(DATA, 4), vec![0xaa; 4]);
+        assert_eq!(t.cpu.gpr[7], DATA);
+    }
+
+    #[test]
+    fn df_set_runs_backwards() {
+        let mut t = TestCpu::new(64);
+        t.exec(|a| {
+            a.std().unwrap();
+            a.mov(rdi, DATA + 6).unwrap();
+            a.mov(ecx, 3u32).unwrap();
+            a.mov(ax, 0x1234u32).unwrap();
+            a.rep().stosw().unwrap();
+            a.cld().unwrap();
+        });
+        assert_eq!(
+            t.read(DATA, 8),
+            vec![0, 0, 0x34, 0x12, 0x34, 0x12, 0x34, 0x12]
+        );
+        assert_eq!(t.cpu.gpr[7], DATA);
+        assert_eq!(t.cpu.gpr[1], 0);
+    }
+
+    #[test]
+    fn overlapping_movsb_replicates_forward() {
+        let mut t = TestCpu::new(32);
+        t.write(DATA, &[7, 0, 0, 0, 0]);
+        t.exec(|a| {
+            a.mov(esi, DATA as u32).unwrap();
+            a.mov(edi, DATA as u32 + 1).unwrap();
+            a.mov(ecx, 4u32).unwrap();
+            a.rep().movsb().unwrap();
+        });
+        assert_eq!(t.read(DATA, 5), vec![7; 5]);
+    }
+
+    #[test]
+    fn long_rep_resumes_across_calls() {
+        let mut t = TestCpu::new(64);
+        let n = 3 * super::MAX_ITERATIONS as u64 + 5;
+        t.exec(|a| {
+            a.mov(rdi, DATA).unwrap();
+            a.mov(rcx, n).unwrap();
+            a.mov(al, 1u32).unwrap();
+            a.rep().stosb().unwrap();
+        });
+        assert!(t.read(DATA, n as usize).iter().all(|&b| b == 1));
+        assert_eq!(t.read(DATA + n, 1)[0], 0);
+        assert_eq!(t.cpu.gpr[1], 0);
+    }
+
+    #[test]
+    fn sixteen_bit_index_wraps_and_keeps_upper_bits() {
+        let mut t = TestCpu::new(16);
+        t.cpu.gpr[7] = 0xdead_0000_0000_ffff;
+        t.exec(|a| {
+            a.mov(ax, 0x2000u32).unwrap();
+            a.mov(es, ax).unwrap();
+            a.mov(cx, 2u32).unwrap();
+            a.mov(al, 0x77u32).unwrap();
+            a.rep().stosb().unwrap();
+        });
+        assert_eq!(t.read(0x2ffff, 1)[0], 0x77);
+        assert_eq!(t.read(0x20000, 1)[0], 0x77);
+        assert_eq!(t.cpu.gpr[7], 0xdead_0000_0000_0001);
+    }
+
+    #[test]
+    fn repe_cmpsb_stops_at_first_difference() {
+        let mut t = TestCpu::new(64);
+        t.write(DATA, b"abcdef");
+        t.write(DATA + 0x100, b"abcxef");
+        t.exec(|a| {
+            a.mov(rsi, DATA).unwrap();
+            a.mov(rdi, DATA + 0x100).unwrap();
+            a.mov(ecx, 6u32).unwrap();
+            a.repe().cmpsb().unwrap();
+        });
+        assert_eq!(t.cpu.gpr[1], 2);
+        assert_eq!(t.cpu.gpr[6], DATA + 4);
+        assert!(!t.cpu.flags.zf());
+        // REPNE SCASB finds a byte.
+        let mut t = TestCpu::new(64);
+        t.write(DATA, b"hello\0");
+        t.exec(|a| {
+            a.mov(rdi, DATA).unwrap();
+            a.mov(rcx, -1i64).unwrap();
+            a.xor(eax, eax).unwrap();
+            a.repne().scasb().unwrap();
+        });
+        assert_eq!(t.cpu.gpr[7], DATA + 6);
+        assert_eq!(t.cpu.gpr[1], u64::MAX - 6);
+    }
+
+    #[test]
+    fn address_size_prefix_uses_esi_edi_ecx() {
+        let mut t = TestCpu::new(64);
+        t.write(DATA, &[1, 2, 3]);
+        t.cpu.gpr[1] = 0xffff_ffff_0000_0003;
+        t.cpu.gpr[6] = 0xffff_ffff_0000_0000 | DATA;
+        t.cpu.gpr[7] = 0xffff_ffff_0000_0000 | (DATA + 0x10);
+        // 67 F3 A4: rep movsb with 32-bit addressing.
+        t.write(CODE, &[0x67, 0xf3, 0xa4, 0xf4]);
+        t.cpu.rip = CODE;
+        t.run().unwrap();
+        assert_eq!(t.read(DATA + 0x10, 3), vec![1, 2, 3]);
+        // 32-bit counter and index writes zero-extend in 64-bit mode.
+        assert_eq!(t.cpu.gpr[1], 0);
+        assert_eq!(t.cpu.gpr[6], DATA + 3);
+        assert_eq!(t.cpu.gpr[7], DATA + 0x13);
+    }
+
+    #[test]
+    fn rep_outsb_posts_one_write_per_call() {
+        let mut t = TestCpu::new(32);
+        t.write(DATA, b"hi");
+        t.exec(|a| {
+            a.mov(esi, DATA as u32).unwrap();
+            a.mov(dx, 0x3f8u32).unwrap();
+            a.mov(ecx, 2u32).unwrap();
+            a.rep().outsb().unwrap();
+        });
+        let outs: Vec<u8> = t
+            .cpu
+            .posted
+            .iter()
+            .map(|p| match p {
+                crate::cpu::Pending::IoOut { port: 0x3f8, data, .. } => data[0],
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(outs, b"hi".to_vec());
+    }
+}
