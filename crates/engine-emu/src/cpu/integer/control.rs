@@ -134,3 +134,72 @@ pub fn jcxz(cpu: &mut Cpu, ins: &Instruction) -> Res {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+
+    use crate::cpu::gp0;
+
+    #[test]
+    fn call_ret_imm_loop_jcxz() {
+        let mut t = TestCpu::new(64);
+        t.exec(|a| {
+            let mut f = a.create_label();
+            let mut top = a.create_label();
+            let mut skip = a.create_label();
+            let mut done = a.create_label();
+            a.push(7i32).unwrap();
+            a.call(f).unwrap();
+            a.mov(ecx, 5u32).unwrap();
+            a.xor(ebx, ebx).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.inc(ebx).unwrap();
+            a.loop_(top).unwrap();
+            a.jrcxz(skip).unwrap();
+            a.mov(ebx, 99u32).unwrap();
+            a.set_label(&mut skip).unwrap();
+            a.jmp(done).unwrap();
+            a.set_label(&mut f).unwrap();
+            a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+            a.ret_1(8u32).unwrap();
+            a.set_label(&mut done).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], 7);
+        assert_eq!(t.cpu.gpr[3], 5);
+        assert_eq!(t.cpu.gpr[4], STACK_TOP);
+    }
+
+    #[test]
+    fn non_canonical_call_target_faults_before_push() {
+        let mut t = TestCpu::new(64);
+        let (f, _) = t.fault(|a| {
+            a.mov(rax, 0x8000_0000_0000u64).unwrap();
+            a.call(rax).unwrap();
+        });
+        assert_eq!(f, gp0());
+        assert_eq!(t.cpu.gpr[4], STACK_TOP);
+    }
+
+    #[test]
+    fn sixteen_bit_near_jump_wraps_ip() {
+        let mut t = TestCpu::new(16);
+        t.cpu.gpr[4] = 0x8000;
+        t.exec(|a| {
+            a.mov(ax, 0x1234u32).unwrap();
+            a.push(ax).unwrap();
+            a.pop(bx).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[3] & 0xffff, 0x1234);
+        // LOOP with CX (16-bit address size) keeps the upper half of ECX.
+        let mut t = TestCpu::new(16);
+        t.cpu.gpr[1] = 0x0001_0002;
+        t.exec(|a| {
+            let mut l = a.create_label();
+            a.set_label(&mut l).unwrap();
+            a.loop_(l).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[1], 0x0001_0000);
+    }
+}

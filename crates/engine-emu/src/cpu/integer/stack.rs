@@ -242,3 +242,94 @@ pub fn leave(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.reg_write(bp_reg(size), v);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+    use kite_hypervisor::x86::*;
+
+    #[test]
+    fn push_pop_forms_and_pop_rsp() {
+        let mut t = TestCpu::new(64);
+        t.exec(|a| {
+            a.push(-2i32).unwrap();
+            a.pop(rax).unwrap();
+            a.push(rsp).unwrap();
+            a.pop(rbx).unwrap();
+            a.mov(qword_ptr(DATA), 0x55i32).unwrap();
+            a.push(qword_ptr(DATA)).unwrap();
+            a.pop(rcx).unwrap();
+            a.push(0x1234i32).unwrap();
+            a.pop(rsp).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], (-2i64) as u64);
+        assert_eq!(t.cpu.gpr[3], STACK_TOP);
+        assert_eq!(t.cpu.gpr[1], 0x55);
+        assert_eq!(t.cpu.gpr[4], 0x1234);
+    }
+
+    #[test]
+    fn pusha_popa_and_enter_leave_16bit() {
+        let mut t = TestCpu::new(16);
+        t.cpu.gpr[4] = 0x8000;
+        t.exec(|a| {
+            a.mov(ax, 1u32).unwrap();
+            a.mov(bp, 0x7000u32).unwrap();
+            a.pusha().unwrap();
+            a.mov(ax, 9u32).unwrap();
+            a.mov(bp, 9u32).unwrap();
+            a.popa().unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0] & 0xffff, 1);
+        assert_eq!(t.cpu.gpr[5] & 0xffff, 0x7000);
+        assert_eq!(t.cpu.gpr[4] & 0xffff, 0x8000);
+        // ENTER 4,2: pushes BP, one outer frame pointer, the new frame.
+        let mut t = TestCpu::new(32);
+        t.cpu.gpr[5] = 0x7_0000;
+        t.write(0x7_0000 - 4, &0x1111u32.to_le_bytes());
+        t.exec(|a| {
+            a.enter(4u32, 2u32).unwrap();
+            a.mov(esi, esp).unwrap();
+            a.mov(edi, ebp).unwrap();
+            a.leave().unwrap();
+        });
+        let top = STACK_TOP;
+        assert_eq!(t.cpu.gpr[7], top - 4);
+        assert_eq!(t.cpu.gpr[6], top - 12 - 4);
+        assert_eq!(t.read_u64(top - 4) as u32, 0x7_0000);
+        assert_eq!(t.read_u64(top - 8) as u32, 0x1111);
+        assert_eq!(t.read_u64(top - 12) as u32, (top - 4) as u32);
+        assert_eq!(t.cpu.gpr[5], 0x7_0000);
+        assert_eq!(t.cpu.gpr[4], top);
+    }
+
+    #[test]
+    fn popf_privilege_rules() {
+        // CPL 3 > IOPL 0: IF and IOPL unchanged, VM never set.
+        let mut t = TestCpu::new(32);
+        t.cpu.flags.set(RFLAGS_IF, true);
+        t.cpu.cpl = 3;
+        t.exec(|a| {
+            a.push(0x0002_3000u32 | 0x8c5).unwrap();
+            a.popfd().unwrap();
+        });
+        let f = t.rflags();
+        assert!(f & RFLAGS_IF != 0);
+        assert_eq!(f & RFLAGS_IOPL, 0);
+        assert_eq!(f & RFLAGS_VM, 0);
+        assert_eq!(f & 0x8c5, 0x8c5);
+        // CPL 0: IF can be cleared, IOPL set.
+        let mut t = TestCpu::new(32);
+        t.cpu.flags.set(RFLAGS_IF, true);
+        t.exec(|a| {
+            a.push(0x3002u32).unwrap();
+            a.popfd().unwrap();
+            a.pushfd().unwrap();
+            a.pop(eax).unwrap();
+        });
+        assert_eq!(t.rflags() & RFLAGS_IF, 0);
+        assert_eq!(t.rflags() & RFLAGS_IOPL, RFLAGS_IOPL);
+        assert_eq!(t.cpu.gpr[0], 0x3002);
+    }
+}
