@@ -120,3 +120,53 @@ pub fn aad(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.flags.set(RFLAGS_AF | RFLAGS_CF, false);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn daa_das_aaa_aam_aad() {
+        let mut t = TestCpu::new(32);
+        t.exec(|a| {
+            a.mov(al, 0x15u32).unwrap();
+            a.add(al, 0x27u32).unwrap();
+            a.daa().unwrap(); // 0x42
+            a.mov(bl, al).unwrap();
+            a.mov(al, 0x42u32).unwrap();
+            a.sub(al, 0x15u32).unwrap();
+            a.das().unwrap(); // 0x27
+            a.mov(bh, al).unwrap();
+            a.mov(ax, 0x0009u32).unwrap();
+            a.add(al, 0x05u32).unwrap();
+            a.aaa().unwrap(); // AX = 0x0104
+            a.mov(cx, ax).unwrap();
+            a.mov(al, 47u32).unwrap();
+            a.aam(10u32).unwrap(); // AX = 0x0407
+            a.mov(dx, ax).unwrap();
+            a.aad(10u32).unwrap(); // AX = 47
+        });
+        assert_eq!(t.cpu.gpr[3] & 0xffff, 0x2742);
+        assert_eq!(t.cpu.gpr[1] & 0xffff, 0x0104);
+        assert_eq!(t.cpu.gpr[2] & 0xffff, 0x0407);
+        assert_eq!(t.cpu.gpr[0] & 0xffff, 47);
+    }
+
+    #[test]
+    fn aam_zero_is_de_and_bcd_is_ud_in_64bit_mode() {
+        let mut t = TestCpu::new(16);
+        t.write(CODE, &[0xd4, 0x00, 0xf4]);
+        t.cpu.seg[crate::cpu::Seg::Cs as usize] =
+            kite_hypervisor::Segment::real_mode((CODE >> 4) as u16, true);
+        t.cpu.rip = 0;
+        assert_eq!(
+            t.run().unwrap_err().0,
+            crate::cpu::exception(kite_hypervisor::x86::DE, None)
+        );
+        let mut t = TestCpu::new(64);
+        t.write(CODE, &[0x27, 0xf4]);
+        t.cpu.rip = CODE;
+        assert_eq!(t.run().unwrap_err().0, crate::cpu::ud());
+    }
+}

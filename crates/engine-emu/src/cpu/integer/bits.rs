@@ -178,3 +178,60 @@ pub fn movbe(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let v = swap(cpu.read_op(ins, 1)?, size);
     cpu.write_op(ins, 0, v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+
+    #[test]
+    fn bt_memory_offsets_beyond_the_operand() {
+        let mut t = TestCpu::new(64);
+        t.write(DATA + 12, &[0x10]); // bit 100 = byte 12 bit 4
+        t.exec(|a| {
+            a.mov(rbx, DATA + 16).unwrap();
+            a.mov(rcx, -28i64).unwrap(); // bit 100 relative to DATA
+            a.bts(qword_ptr(rbx), rcx).unwrap();
+            a.setc(dl).unwrap();
+            a.mov(ecx, 100 + 64u32).unwrap();
+            a.lock().btc(dword_ptr(rbx - 16), ecx).unwrap();
+            a.bt(dword_ptr(rbx - 16), 100u32).unwrap(); // imm: bit 100 mod 32 = 4
+        });
+        assert_eq!(t.cpu.gpr[2] & 0xff, 1);
+        assert_eq!(t.read(DATA + 12, 1)[0], 0x10);
+        assert_eq!(t.read(DATA + 20, 1)[0], 0x10);
+        assert!(!t.cpu.flags.cf());
+    }
+
+    #[test]
+    fn bsf_zero_leaves_dest_popcnt_bswap_movbe() {
+        let mut t = TestCpu::new(64);
+        t.cpu.gpr[0] = u64::MAX;
+        t.write(DATA, &[1, 2, 3, 4]);
+        t.exec(|a| {
+            a.xor(ecx, ecx).unwrap();
+            a.bsf(eax, ecx).unwrap();
+            a.mov(edx, 0x8010u32).unwrap();
+            a.bsr(r8d, edx).unwrap();
+            a.popcnt(r9, rdx).unwrap();
+            a.mov(r10d, 0x1122_3344u32).unwrap();
+            a.bswap(r10d).unwrap();
+            a.movbe(r11d, dword_ptr(DATA)).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], u64::MAX);
+        assert_eq!(t.cpu.gpr[8], 15);
+        assert_eq!(t.cpu.gpr[9], 2);
+        assert_eq!(t.cpu.gpr[10], 0x4433_2211);
+        assert_eq!(t.cpu.gpr[11], 0x0102_0304);
+    }
+
+    #[test]
+    fn lzcnt_is_bsr_without_abm_in_cpuid() {
+        let mut t = TestCpu::new(64);
+        t.exec(|a| {
+            a.mov(ecx, 0x10u32).unwrap();
+            a.lzcnt(eax, ecx).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], 4);
+    }
+}

@@ -297,3 +297,129 @@ pub fn bound(cpu: &mut Cpu, ins: &Instruction) -> Res {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use iced_x86::code_asm::*;
+
+    use crate::cpu::gp0;
+
+    #[test]
+    fn cmov_false_zero_extends_and_cmpxchg_semantics() {
+        let mut t = TestCpu::new(64);
+        t.cpu.gpr[0] = 0xffff_ffff_1234_5678;
+        t.exec(|a| {
+            a.mov(rcx, -1i64).unwrap();
+            a.xor(edx, edx).unwrap(); // ZF=1
+            a.cmovnz(eax, ecx).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], 0x1234_5678);
+        // Failing CMPXCHG: accumulator loaded, register destination untouched.
+        let mut t = TestCpu::new(64);
+        t.cpu.gpr[0] = 0xffff_ffff_0000_0001;
+        t.cpu.gpr[1] = 0xffff_ffff_0000_0002;
+        t.cpu.gpr[2] = 3;
+        t.exec(|a| {
+            a.cmpxchg(ecx, edx).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], 2);
+        assert_eq!(t.cpu.gpr[1], 0xffff_ffff_0000_0002);
+        assert!(!t.cpu.flags.zf());
+        // Succeeding LOCK CMPXCHG on memory.
+        let mut t = TestCpu::new(64);
+        t.write_u64(DATA, 5);
+        t.exec(|a| {
+            a.mov(eax, 5u32).unwrap();
+            a.mov(ecx, 9u32).unwrap();
+            a.lock().cmpxchg(dword_ptr(DATA), ecx).unwrap();
+        });
+        assert_eq!(t.read_u64(DATA), 9);
+        assert!(t.cpu.flags.zf());
+    }
+
+    #[test]
+    fn cmpxchg8b_16b_and_alignment() {
+        let mut t = TestCpu::new(64);
+        t.write_u64(DATA, 0x1111_2222_3333_4444);
+        t.exec(|a| {
+            a.mov(eax, 0x3333_4444u32).unwrap();
+            a.mov(edx, 0x1111_2222u32).unwrap();
+            a.mov(ebx, 0xaaaa_bbbbu32).unwrap();
+            a.mov(ecx, 0xcccc_ddddu32).unwrap();
+            a.lock().cmpxchg8b(qword_ptr(DATA)).unwrap();
+        });
+        assert_eq!(t.read_u64(DATA), 0xcccc_dddd_aaaa_bbbb);
+        assert!(t.cpu.flags.zf());
+        let mut t = TestCpu::new(64);
+        t.write_u64(DATA, 1);
+        t.write_u64(DATA + 8, 2);
+        t.exec(|a| {
+            a.mov(eax, 1u32).unwrap();
+            a.mov(edx, 2u32).unwrap();
+            a.mov(ebx, 3u32).unwrap();
+            a.mov(ecx, 4u32).unwrap();
+            a.lock().cmpxchg16b(xmmword_ptr(DATA)).unwrap();
+        });
+        assert_eq!((t.read_u64(DATA), t.read_u64(DATA + 8)), (3, 4));
+        let mut t = TestCpu::new(64);
+        let (f, _) = t.fault(|a| {
+            a.cmpxchg16b(xmmword_ptr(DATA + 8)).unwrap();
+        });
+        assert_eq!(f, gp0());
+    }
+
+    #[test]
+    fn xchg_xadd_extend_xlat_lea_movsx() {
+        let mut t = TestCpu::new(64);
+        t.write_u64(DATA, 10);
+        t.write(DATA + 0x100, &[0, 11, 22, 33]);
+        t.exec(|a| {
+            a.mov(ecx, 3u32).unwrap();
+            a.lock().xadd(dword_ptr(DATA), ecx).unwrap();
+            a.mov(edx, 7u32).unwrap();
+            a.xchg(dword_ptr(DATA), edx).unwrap();
+            a.mov(rbx, DATA + 0x100).unwrap();
+            a.mov(al, 2u32).unwrap();
+            a.xlatb().unwrap();
+            a.mov(r8d, 0xffu32).unwrap();
+            a.movsx(r9, r8b).unwrap();
+            a.lea(r10d, dword_ptr(rbx + rcx * 4 + 1)).unwrap();
+            a.mov(r11w, -1i32).unwrap();
+            a.movzx(r12, r11w).unwrap();
+            a.mov(eax, 0x8000u32).unwrap();
+            a.cwde().unwrap();
+            a.cdq().unwrap();
+        });
+        assert_eq!(t.cpu.gpr[1], 10);
+        assert_eq!(t.read_u64(DATA), 7);
+        assert_eq!(t.cpu.gpr[9], u64::MAX);
+        assert_eq!(t.cpu.gpr[10], DATA + 0x100 + 41);
+        assert_eq!(t.cpu.gpr[12], 0xffff);
+        assert_eq!(t.cpu.gpr[0], 0xffff_8000);
+        assert_eq!(t.cpu.gpr[2], 0xffff_ffff);
+        // XLAT read 22 before AL was reloaded.
+        let mut t = TestCpu::new(16);
+        t.write(0x100, &[0, 11, 22, 33]);
+        t.exec(|a| {
+            a.mov(bx, 0x100u32).unwrap();
+            a.mov(al, 3u32).unwrap();
+            a.xlatb().unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0] & 0xff, 33);
+    }
+
+    #[test]
+    fn bound_raises_br() {
+        let mut t = TestCpu::new(32);
+        t.write(DATA, &[0, 0, 0, 0, 10, 0, 0, 0]);
+        let (f, _) = t.fault(|a| {
+            a.mov(eax, 11u32).unwrap();
+            a.bound(eax, qword_ptr(DATA as u32)).unwrap();
+        });
+        assert_eq!(
+            f,
+            crate::cpu::exception(kite_hypervisor::x86::BR, None)
+        );
+    }
+}
