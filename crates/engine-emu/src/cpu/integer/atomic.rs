@@ -257,3 +257,113 @@ mod host {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+    use kite_hypervisor::{
+        x86, FlatKind, Hypervisor, MemoryRegion, Segment, Vcpu, VcpuExit, VmConfig,
+    };
+
+    const COUNTER: u64 = 0x20000;
+    const ITERATIONS: u32 = 200_000;
+
+    /// Two vCPU threads increment one counter with `body`; a lost update
+    /// would leave less than 2 * ITERATIONS.
+    fn two_vcpus(body: fn(&mut CodeAssembler)) -> u64 {
+        let hv = crate::EmuHypervisor::new();
+        let vm = hv
+            .create_vm(&VmConfig {
+                irqchip: false,
+                pit: false,
+                vcpus: 2,
+            })
+            .unwrap();
+        let mut mem = vec![0u8; 1 << 20];
+        let mut a = CodeAssembler::new(32).unwrap();
+        let mut top = a.create_label();
+        a.mov(esi, ITERATIONS).unwrap();
+        a.set_label(&mut top).unwrap();
+        body(&mut a);
+        a.dec(esi).unwrap();
+        a.jnz(top).unwrap();
+        a.hlt().unwrap();
+        let code = a.assemble(0x1000).unwrap();
+        mem[0x1000..0x1000 + code.len()].copy_from_slice(&code);
+        // SAFETY: `mem` outlives the VM's use of it (the threads are joined
+        // below, before it is dropped).
+        unsafe {
+            vm.set_memory_region(MemoryRegion {
+                slot: 0,
+                guest_phys_addr: 0,
+                size: mem.len() as u64,
+                host_addr: mem.as_mut_ptr() as u64,
+                readonly: false,
+                log_dirty: false,
+            })
+            .unwrap();
+        }
+        let mut threads = Vec::new();
+        for id in 0..2 {
+            let mut vcpu = vm.create_vcpu(id).unwrap();
+            let mut s = vcpu.sregs().unwrap();
+            s.cs = Segment::flat(8, FlatKind::Code32);
+            s.ds = Segment::flat(0x10, FlatKind::Data);
+            s.es = s.ds;
+            s.ss = s.ds;
+            s.cr0 = x86::CR0_PE;
+            vcpu.set_sregs(&s).unwrap();
+            let mut r = vcpu.regs().unwrap();
+            r.rip = 0x1000;
+            r.rsp = 0x8000 + u64::from(id) * 0x1000;
+            vcpu.set_regs(&r).unwrap();
+            threads.push(std::thread::spawn(move || {
+                let mut vcpu: Box<dyn Vcpu> = vcpu;
+                match vcpu.run().unwrap() {
+                    VcpuExit::Hlt => {}
+                    e => panic!("unexpected exit {e:?}"),
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        u64::from_le_bytes(
+            mem[COUNTER as usize..COUNTER as usize + 8]
+                .try_into()
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn lock_xadd_is_atomic_across_vcpu_threads() {
+        let n = two_vcpus(|a| {
+            a.mov(eax, 1u32).unwrap();
+            a.lock().xadd(dword_ptr(COUNTER as u32), eax).unwrap();
+        });
+        assert_eq!(n, 2 * u64::from(ITERATIONS));
+    }
+
+    #[test]
+    fn lock_cmpxchg_loop_is_atomic_across_vcpu_threads() {
+        let n = two_vcpus(|a| {
+            let mut retry = a.create_label();
+            a.nop().unwrap();
+            a.set_label(&mut retry).unwrap();
+            a.mov(eax, dword_ptr(COUNTER as u32)).unwrap();
+            a.lea(ecx, dword_ptr(eax + 1)).unwrap();
+            a.lock().cmpxchg(dword_ptr(COUNTER as u32), ecx).unwrap();
+            a.jnz(retry).unwrap();
+        });
+        assert_eq!(n, 2 * u64::from(ITERATIONS));
+    }
+
+    #[test]
+    fn misaligned_lock_inc_is_atomic_across_vcpu_threads() {
+        // A 4-byte counter at an odd address inside one page.
+        let n = two_vcpus(|a| {
+            a.lock().inc(dword_ptr(COUNTER as u32 + 1)).unwrap();
+        });
+        assert_eq!(n >> 8 & 0xffff_ffff, 2 * u64::from(ITERATIONS));
+    }
+}

@@ -80,7 +80,8 @@ pub fn bt<const OP: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
 /// BSF/BSR flags: see the module notes.
 fn scan_flags(cpu: &mut Cpu, src_zero: bool, index: u64) {
     let pf = (index as u8).count_ones().is_multiple_of(2);
-    cpu.flags.set_arith(false, pf, false, src_zero, false, false);
+    cpu.flags
+        .set_arith(false, pf, false, src_zero, false, false);
 }
 
 fn bit_scan(cpu: &mut Cpu, ins: &Instruction, reverse: bool) -> Res {
@@ -122,7 +123,8 @@ fn count_bits(cpu: &mut Cpu, ins: &Instruction, leading: bool) -> Res {
     };
     cpu.reg_write(ins.op0_register(), n);
     let of = cpu.flags.of();
-    cpu.flags.set_arith(src == 0, false, false, n == 0, false, of);
+    cpu.flags
+        .set_arith(src == 0, false, false, n == 0, false, of);
     Ok(())
 }
 

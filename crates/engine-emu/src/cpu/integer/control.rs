@@ -62,9 +62,7 @@ pub fn ret(cpu: &mut Cpu, ins: &Instruction) -> Res {
     };
     let t = cpu.stack_peek(0, size)? & mask(size * 8);
     cpu.check_near_target(t)?;
-    let sp = cpu.gpr[RSP]
-        .wrapping_add(u64::from(size))
-        .wrapping_add(imm);
+    let sp = cpu.gpr[RSP].wrapping_add(u64::from(size)).wrapping_add(imm);
     cpu.set_sp(sp);
     cpu.next_rip = t;
     Ok(())

@@ -417,9 +417,6 @@ mod tests {
             a.mov(eax, 11u32).unwrap();
             a.bound(eax, qword_ptr(DATA as u32)).unwrap();
         });
-        assert_eq!(
-            f,
-            crate::cpu::exception(kite_hypervisor::x86::BR, None)
-        );
+        assert_eq!(f, crate::cpu::exception(kite_hypervisor::x86::BR, None));
     }
 }

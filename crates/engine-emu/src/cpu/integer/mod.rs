@@ -271,7 +271,12 @@ impl Cpu {
             OpKind::Register => Ok(Loc::Reg(ins.op_register(i))),
             _ => {
                 let off = self.ea(ins);
-                Ok(Loc::Mem(self.seg_lin(self.mem_seg(ins), off, size, write)?))
+                Ok(Loc::Mem(self.seg_lin(
+                    self.mem_seg(ins),
+                    off,
+                    size,
+                    write,
+                )?))
             }
         }
     }

@@ -5,7 +5,9 @@
 //! ZF PF and set AF.
 
 use iced_x86::Instruction;
-use kite_hypervisor::x86::{self, RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF};
+use kite_hypervisor::x86::{
+    self, RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF,
+};
 
 use crate::cpu::flags::mask;
 use crate::cpu::reg::{RAX, RDX};

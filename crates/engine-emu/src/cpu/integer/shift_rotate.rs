@@ -232,7 +232,10 @@ mod tests {
     fn rotates() {
         assert_eq!(compute::<ROL>(0x81, 8, 8, false), (0x81, true));
         assert_eq!(compute::<ROR>(0x40, 24, 8, true), (0x40, false));
-        assert_eq!(compute::<ROL>(0x8000_0000_0000_0001, 1, 64, false), (3, true));
+        assert_eq!(
+            compute::<ROL>(0x8000_0000_0000_0001, 1, 64, false),
+            (3, true)
+        );
         // rcl al,9 (count mod 9 == 0) keeps value and CF.
         assert_eq!(compute::<RCL>(0x81, 9, 8, true), (0x81, true));
         // rcl al,1 of 0x80 with CF=1: 0x01, CF=1.
@@ -251,10 +254,19 @@ mod tests {
         assert_eq!(double_shift(true, 0x1234, 0x5678, 17, 16).0, 0xacf0);
         assert_eq!(double_shift(true, 0x1234, 0x5678, 20, 16).0, 0x6785);
         assert_eq!(double_shift(true, 0x1234, 0x5678, 31, 16).0, 0x2b3c);
-        assert_eq!(double_shift(true, 0x8421, 0x0ff0, 16, 16), (0x0ff0, true, true));
-        assert_eq!(double_shift(false, 0x1234, 0x5678, 20, 16), (0x8567, false, true));
+        assert_eq!(
+            double_shift(true, 0x8421, 0x0ff0, 16, 16),
+            (0x0ff0, true, true)
+        );
+        assert_eq!(
+            double_shift(false, 0x1234, 0x5678, 20, 16),
+            (0x8567, false, true)
+        );
         assert_eq!(double_shift(false, 0x8421, 0x0ff0, 24, 16).0, 0xf00f);
-        assert_eq!(double_shift(false, 0x8421, 0x0ff0, 16, 16), (0x0ff0, true, false));
+        assert_eq!(
+            double_shift(false, 0x8421, 0x0ff0, 16, 16),
+            (0x0ff0, true, false)
+        );
         assert_eq!(
             double_shift(true, 0x529e_3719, 0x372d, 1, 32),
             (0xa53c_6e32, false, true)

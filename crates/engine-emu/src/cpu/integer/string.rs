@@ -389,7 +389,9 @@ mod tests {
             .posted
             .iter()
             .map(|p| match p {
-                crate::cpu::Pending::IoOut { port: 0x3f8, data, .. } => data[0],
+                crate::cpu::Pending::IoOut {
+                    port: 0x3f8, data, ..
+                } => data[0],
                 _ => 0,
             })
             .collect();
