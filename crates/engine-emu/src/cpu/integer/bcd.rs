@@ -1,11 +1,12 @@
 //! Decimal adjusts: DAA DAS AAA AAS AAM AAD (invalid in 64-bit mode: the
 //! decoder marks them invalid there, so they raise #UD).
 //!
-//! Flags the SDM leaves undefined (not measured: the host cannot run them
-//! in 64-bit mode): DAA/DAS set OF as the overflow of the adjustment's add
-//! or subtract; AAA/AAS set SF ZF PF from the final AL and clear OF;
-//! AAM/AAD clear OF AF CF. AAA/AAS adjust AL and AH separately (AMD's
-//! definition: AL+6 does not carry into AH).
+//! Results and the flags the SDM leaves undefined match the AMD EPYC host
+//! exactly (measured in compatibility mode over every AX value): DAA/DAS
+//! set OF as the overflow of the adjustment's add or subtract; AAA/AAS
+//! compute AX +/- 0x106 and take OF SF ZF PF from that 16-bit operation (or
+//! from AX unchanged, OF=0, when no adjustment is needed); AAM sets flags
+//! as a logic result of AL; AAD sets them as the 8-bit ADD AL, AH*imm.
 
 use iced_x86::{Instruction, Register};
 use kite_hypervisor::x86::{self, RFLAGS_AF, RFLAGS_CF};
@@ -74,21 +75,28 @@ pub fn das(cpu: &mut Cpu, _: &Instruction) -> Res {
 }
 
 fn ascii_adjust(cpu: &mut Cpu, add: bool) -> Res {
-    let (mut a, mut h) = (al(cpu), ah(cpu));
-    let adjust = a & 0xf > 9 || cpu.flags.af();
+    let ax = cpu.gpr[RAX] & 0xffff;
+    let adjust = ax & 0xf > 9 || cpu.flags.af();
     if adjust {
-        if add {
-            a = a.wrapping_add(6);
-            h = h.wrapping_add(1);
+        // AX +/- 0x106, flags as that 16-bit add/subtract, CF = AF = 1.
+        let t = if add {
+            ax.wrapping_add(0x106)
         } else {
-            a = a.wrapping_sub(6);
-            h = h.wrapping_sub(1);
+            ax.wrapping_sub(0x106)
+        } & 0xffff;
+        if add {
+            cpu.flags.set_add(ax, 0x106, false, t, 16);
+        } else {
+            cpu.flags.set_sub(ax, 0x106, false, t, 16);
         }
+        cpu.flags.set(RFLAGS_AF | RFLAGS_CF, true);
+        cpu.reg_write(Register::AX, t & 0xff0f);
+    } else {
+        let sf = ax & 0x8000 != 0;
+        cpu.flags
+            .set_arith(false, parity(ax as u8), false, ax == 0, sf, false);
+        cpu.reg_write(Register::AX, ax & 0xff0f);
     }
-    a &= 0xf;
-    cpu.reg_write(Register::AX, u64::from(a) | (u64::from(h) << 8));
-    cpu.flags
-        .set_arith(adjust, parity(a), adjust, a == 0, false, false);
     Ok(())
 }
 
@@ -114,10 +122,11 @@ pub fn aam(cpu: &mut Cpu, ins: &Instruction) -> Res {
 
 pub fn aad(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let base = ins.immediate8();
-    let a = al(cpu).wrapping_add(ah(cpu).wrapping_mul(base));
+    let (l, p) = (al(cpu), ah(cpu).wrapping_mul(base));
+    let a = l.wrapping_add(p);
     cpu.reg_write(Register::AX, u64::from(a));
-    cpu.flags.set_logic(u64::from(a), 8);
-    cpu.flags.set(RFLAGS_AF | RFLAGS_CF, false);
+    cpu.flags
+        .set_add(u64::from(l), u64::from(p), false, u64::from(a), 8);
     Ok(())
 }
 
@@ -168,5 +177,40 @@ mod tests {
         t.write(CODE, &[0x27, 0xf4]);
         t.cpu.rip = CODE;
         assert_eq!(t.run().unwrap_err().0, crate::cpu::ud());
+    }
+
+    /// (instruction bytes, AX in, flags in, AX out, flags out) measured on
+    /// the AMD EPYC host in compatibility mode.
+    const HOST: &[(&[u8], u16, u64, u16, u64)] = &[
+        (&[0x37], 0x00fa, 0x000, 0x0200, 0x015),
+        (&[0x37], 0x8000, 0x000, 0x8000, 0x084),
+        (&[0x37], 0x000a, 0x000, 0x0100, 0x011),
+        (&[0x3f], 0x8000, 0x010, 0x7e0a, 0x815),
+        (&[0x3f], 0x0006, 0x010, 0xff00, 0x095),
+        (&[0x3f], 0x0010, 0x000, 0x0000, 0x000),
+        (&[0xd5, 0x0a], 0x0176, 0x000, 0x0080, 0x890),
+        (&[0xd5, 0x0a], 0x01f6, 0x000, 0x0000, 0x055),
+        (&[0x27], 0x0000, 0x001, 0x0060, 0x005),
+        (&[0x27], 0x0000, 0x010, 0x0006, 0x014),
+    ];
+
+    #[test]
+    fn matches_host_measurements() {
+        const ARITH: u64 = 0x8d5;
+        for &(bytes, ax_in, f0, ax1, f1) in HOST {
+            let mut t = TestCpu::new(32);
+            let mut code = bytes.to_vec();
+            code.push(0xf4);
+            t.write(CODE, &code);
+            t.cpu.rip = CODE;
+            t.cpu.gpr[0] = u64::from(ax_in);
+            t.cpu.flags.set_rflags(f0 | 2);
+            t.run().unwrap();
+            assert_eq!(
+                (t.cpu.gpr[0] as u16, t.rflags() & ARITH),
+                (ax1, f1),
+                "{bytes:02x?} ax={ax_in:#06x} flags={f0:#x}"
+            );
+        }
     }
 }
