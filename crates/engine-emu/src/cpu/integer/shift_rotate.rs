@@ -13,7 +13,8 @@
 //!   wider value (CF is the last bit shifted out, 0 beyond);
 //! - RCL/RCR with count mod (width + 1) == 0 keep CF and still set OF;
 //! - 16-bit SHLD with count > 16 shifts dest:src:src (48 bits) and clears
-//!   CF and OF; 16-bit SHRD with count > 16 shifts src:src:dest and clears CF.
+//!   CF and OF (count 16 sets OF = CF); 16-bit SHRD with count > 16 shifts
+//!   src:src:dest and clears CF.
 
 use iced_x86::Instruction;
 
@@ -165,7 +166,13 @@ fn double_shift(left: bool, a: u64, b: u64, count: u32, bits: u32) -> (u64, bool
                 return (r, false, false);
             }
             let cf = (x >> (48 - count)) & 1 != 0;
-            return (r, cf, of_left(r, cf, bits));
+            // At exactly 16 the host sets OF = CF.
+            let of = if count == 16 {
+                cf
+            } else {
+                of_left(r, cf, bits)
+            };
+            return (r, cf, of);
         }
         let x = (b << 32) | (b << 16) | a;
         let r = (x >> count) as u64 & m;
