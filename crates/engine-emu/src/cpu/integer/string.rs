@@ -18,6 +18,7 @@ use crate::cpu::flags::mask;
 use crate::cpu::reg::{RAX, RCX, RDI, RDX, RSI};
 use crate::cpu::{Cpu, Res, Seg};
 use crate::mmu::page_walk::Access;
+use crate::mmu::tlb::{READ_S, READ_U, WRITE_S, WRITE_U};
 
 /// Iterations of a repeated string instruction per handler call.
 const MAX_ITERATIONS: u32 = 4096;
@@ -85,8 +86,18 @@ impl Ctx {
     }
 }
 
-/// Run `step` once, or as a REP loop.
-fn drive(cpu: &mut Cpu, ins: &Instruction, rep: Rep, step: fn(&mut Cpu, &Ctx) -> Res) -> Res {
+/// Elements a bulk routine did (0: not applicable, take the slow step).
+type Bulk = fn(&mut Cpu, &Ctx, u64) -> u64;
+
+/// Run `step` once, or as a REP loop; `bulk` may do many RAM elements at a
+/// time (each bulk chunk counts as one iteration).
+fn drive(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+    rep: Rep,
+    step: fn(&mut Cpu, &Ctx) -> Res,
+    bulk: Option<Bulk>,
+) -> Res {
     let ctx = Ctx {
         bits: addr_bits(ins),
         size: elem_size(ins),
@@ -100,6 +111,16 @@ fn drive(cpu: &mut Cpu, ins: &Instruction, rep: Rep, step: fn(&mut Cpu, &Ctx) ->
         let count = cpu.gpr[RCX] & cm;
         if count == 0 {
             return Ok(());
+        }
+        if let Some(b) = bulk {
+            let n = b(cpu, &ctx, count);
+            if n > 0 {
+                set_counter(cpu, ctx.bits, count - n);
+                if n == count {
+                    return Ok(());
+                }
+                continue;
+            }
         }
         step(cpu, &ctx)?;
         set_counter(cpu, ctx.bits, count - 1);
@@ -219,32 +240,127 @@ fn outs_step(cpu: &mut Cpu, c: &Ctx) -> Res {
     Ok(())
 }
 
+/// A forward run of elements from index `idx` in `seg` that lies in one
+/// page of RAM the TLB already maps with the needed permission, passes the
+/// segment checks at both ends and does not wrap the index: (elements, host
+/// pointer of the first). None: take the slow path (which faults or fills
+/// the TLB as needed).
+fn chunk(
+    cpu: &Cpu,
+    c: &Ctx,
+    seg: Seg,
+    idx: u64,
+    count: u64,
+    write: bool,
+) -> Option<(u64, *mut u8)> {
+    let size = u64::from(c.size);
+    let lin = cpu.seg_lin(seg, idx, c.size, write).ok()?;
+    let page_room = (0x1000 - (lin & 0xfff)) / size;
+    let room = mask(c.bits).checked_sub(idx)?.checked_sub(size - 1)? / size + 1;
+    let n = page_room.min(room).min(count);
+    if n == 0 {
+        return None;
+    }
+    cpu.seg_lin(seg, idx + (n - 1) * size, c.size, write).ok()?;
+    let need = match (write, cpu.cpl == 3) {
+        (false, false) => READ_S,
+        (true, false) => WRITE_S,
+        (false, true) => READ_U,
+        (true, true) => WRITE_U,
+    };
+    let h = cpu.tlb.lookup(lin, need)?;
+    Some((n, h as *mut u8))
+}
+
+/// REP STOS forward over RAM.
+fn stos_bulk(cpu: &mut Cpu, c: &Ctx, count: u64) -> u64 {
+    if cpu.flags.df() {
+        return 0;
+    }
+    let Some((n, h)) = chunk(cpu, c, Seg::Es, c.di(cpu), count, true) else {
+        return 0;
+    };
+    let v = cpu.gpr[RAX].to_le_bytes();
+    let size = c.size as usize;
+    // SAFETY: `h .. h + n * size` lies in one RAM page the TLB maps for
+    // writing (see `chunk`), mapped for the VM's lifetime.
+    unsafe {
+        if size == 1 {
+            std::ptr::write_bytes(h, v[0], n as usize);
+        } else {
+            for i in 0..n as usize {
+                std::ptr::copy_nonoverlapping(v.as_ptr(), h.add(i * size), size);
+            }
+        }
+    }
+    let di = cpu.gpr[RDI].wrapping_add(n * u64::from(c.size));
+    set_index(cpu, RDI, c.bits, di);
+    n
+}
+
+/// REP MOVS forward between RAM pages, element by element semantics (an
+/// overlapping copy replicates as the hardware's does).
+fn movs_bulk(cpu: &mut Cpu, c: &Ctx, count: u64) -> u64 {
+    if cpu.flags.df() {
+        return 0;
+    }
+    let Some((ns, src)) = chunk(cpu, c, c.src_seg, c.si(cpu), count, false) else {
+        return 0;
+    };
+    let Some((nd, dst)) = chunk(cpu, c, Seg::Es, c.di(cpu), ns, true) else {
+        return 0;
+    };
+    let n = ns.min(nd);
+    let size = c.size as usize;
+    let len = n as usize * size;
+    let (s, d) = (src as usize, dst as usize);
+    // SAFETY: both ranges lie in RAM pages the TLB maps (source readable,
+    // destination writable), see `chunk`.
+    unsafe {
+        if d + len <= s || s + len <= d {
+            std::ptr::copy_nonoverlapping(src, dst, len);
+        } else {
+            let mut e = [0u8; 8];
+            for i in 0..n as usize {
+                std::ptr::copy(src.add(i * size), e.as_mut_ptr(), size);
+                std::ptr::copy(e.as_ptr(), dst.add(i * size), size);
+            }
+        }
+    }
+    let step = n * u64::from(c.size);
+    let si = cpu.gpr[RSI].wrapping_add(step);
+    let di = cpu.gpr[RDI].wrapping_add(step);
+    set_index(cpu, RSI, c.bits, si);
+    set_index(cpu, RDI, c.bits, di);
+    n
+}
+
 pub fn movs(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    drive(cpu, ins, rep_plain(ins), movs_step)
+    drive(cpu, ins, rep_plain(ins), movs_step, Some(movs_bulk))
 }
 
 pub fn cmps(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    drive(cpu, ins, rep_cond(ins), cmps_step)
+    drive(cpu, ins, rep_cond(ins), cmps_step, None)
 }
 
 pub fn scas(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    drive(cpu, ins, rep_cond(ins), scas_step)
+    drive(cpu, ins, rep_cond(ins), scas_step, None)
 }
 
 pub fn lods(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    drive(cpu, ins, rep_plain(ins), lods_step)
+    drive(cpu, ins, rep_plain(ins), lods_step, None)
 }
 
 pub fn stos(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    drive(cpu, ins, rep_plain(ins), stos_step)
+    drive(cpu, ins, rep_plain(ins), stos_step, Some(stos_bulk))
 }
 
 pub fn ins(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    drive(cpu, ins, rep_plain(ins), ins_step)
+    drive(cpu, ins, rep_plain(ins), ins_step, None)
 }
 
 pub fn outs(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    drive(cpu, ins, rep_plain(ins), outs_step)
+    drive(cpu, ins, rep_plain(ins), outs_step, None)
 }
 
 #[cfg(test)]
@@ -396,5 +512,38 @@ mod tests {
             })
             .collect();
         assert_eq!(outs, b"hi".to_vec());
+    }
+
+    /// Element-wise forward copy, as the architecture defines REP MOVS.
+    fn reference(mem: &mut [u8], src: usize, dst: usize, n: usize, size: usize) {
+        for i in 0..n {
+            let mut e = [0u8; 8];
+            e[..size].copy_from_slice(&mem[src + i * size..src + (i + 1) * size]);
+            mem[dst + i * size..dst + (i + 1) * size].copy_from_slice(&e[..size]);
+        }
+    }
+
+    #[test]
+    fn bulk_movs_matches_element_semantics_across_pages() {
+        for (dst_off, size, n) in [(0x3001usize, 8usize, 1500usize), (3, 4, 2500), (1, 1, 9000)] {
+            let mut t = TestCpu::new(64);
+            let pattern: Vec<u8> = (0..0x8000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+            t.write(DATA, &pattern);
+            t.exec(|a| {
+                a.mov(rsi, DATA).unwrap();
+                a.mov(rdi, DATA + dst_off as u64).unwrap();
+                a.mov(rcx, n as u64).unwrap();
+                match size {
+                    8 => a.rep().movsq().unwrap(),
+                    4 => a.rep().movsd().unwrap(),
+                    _ => a.rep().movsb().unwrap(),
+                }
+            });
+            let mut want = pattern.clone();
+            reference(&mut want, 0, dst_off, n, size);
+            assert_eq!(t.read(DATA, 0x8000), want, "dst+{dst_off} size {size}");
+            assert_eq!(t.cpu.gpr[6], DATA + (n * size) as u64);
+            assert_eq!(t.cpu.gpr[1], 0);
+        }
     }
 }
