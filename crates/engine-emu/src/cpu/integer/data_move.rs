@@ -272,6 +272,45 @@ pub fn cmpxchg8b16b(cpu: &mut Cpu, ins: &Instruction) -> Res {
     Ok(())
 }
 
+/// LDS LES LFS LGS LSS: load a far pointer (offset, then selector) into a
+/// segment register and a general register.
+pub fn load_far_pointer(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    use iced_x86::Mnemonic as M;
+    if ins.op1_kind() != OpKind::Memory {
+        return Err(ud());
+    }
+    let seg = match ins.mnemonic() {
+        M::Lds => Seg::Ds,
+        M::Les => Seg::Es,
+        M::Lfs => Seg::Fs,
+        M::Lgs => Seg::Gs,
+        _ => Seg::Ss,
+    };
+    let dst = ins.op0_register();
+    let size = dst.size() as u32;
+    let off = cpu.ea(ins);
+    let mseg = cpu.mem_seg(ins);
+    let addr_mask = match (ins.memory_base().size(), ins.memory_index().size()) {
+        (2, _) | (_, 2) => 0xffff,
+        (8, _) | (_, 8) => u64::MAX,
+        _ if cpu.code_bits == 64 => u64::MAX,
+        _ => 0xffff_ffff,
+    };
+    let v = cpu.read_mem(mseg, off, size)?;
+    let sel = cpu.read_mem(mseg, off.wrapping_add(u64::from(size)) & addr_mask, 2)?;
+    cpu.load_segment(seg, sel as u16)?;
+    cpu.reg_write(dst, v);
+    cpu.end_block = true;
+    Ok(())
+}
+
+/// SALC (undocumented, 16/32-bit modes): AL = CF ? 0xFF : 0.
+pub fn salc(cpu: &mut Cpu, _: &Instruction) -> Res {
+    let v = if cpu.flags.cf() { 0xff } else { 0 };
+    cpu.reg_write(Register::AL, v);
+    Ok(())
+}
+
 /// BOUND: #BR unless lower <= index <= upper (signed).
 pub fn bound(cpu: &mut Cpu, ins: &Instruction) -> Res {
     if ins.op1_kind() != OpKind::Memory {
@@ -418,5 +457,20 @@ mod tests {
             a.bound(eax, qword_ptr(DATA as u32)).unwrap();
         });
         assert_eq!(f, crate::cpu::exception(kite_hypervisor::x86::BR, None));
+    }
+
+    #[test]
+    fn les_loads_far_pointer_in_real_mode_and_salc() {
+        let mut t = TestCpu::new(16);
+        t.write(0x100, &[0x34, 0x12, 0x78, 0x56]);
+        t.exec(|a| {
+            a.les(di, dword_ptr(0x100)).unwrap();
+            a.stc().unwrap();
+            a.salc().unwrap();
+        });
+        assert_eq!(t.cpu.gpr[7] & 0xffff, 0x1234);
+        assert_eq!(t.cpu.seg[crate::cpu::Seg::Es as usize].selector, 0x5678);
+        assert_eq!(t.cpu.seg[crate::cpu::Seg::Es as usize].base, 0x56780);
+        assert_eq!(t.cpu.gpr[0] & 0xff, 0xff);
     }
 }

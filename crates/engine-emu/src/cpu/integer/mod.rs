@@ -146,6 +146,8 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         M::Cmpxchg => data_move::cmpxchg,
         M::Cmpxchg8b | M::Cmpxchg16b => data_move::cmpxchg8b16b,
         M::Bound => data_move::bound,
+        M::Lds | M::Les | M::Lfs | M::Lgs | M::Lss => data_move::load_far_pointer,
+        M::Salc => data_move::salc,
 
         // Flags.
         M::Clc => flags_ops::clc,
