@@ -546,4 +546,72 @@ mod tests {
             assert_eq!(t.cpu.gpr[1], 0);
         }
     }
+
+    #[test]
+    fn rep_insb_takes_one_exit_per_element_and_replays() {
+        let mut t = TestCpu::new(32);
+        t.load(|a| {
+            a.mov(edi, DATA as u32).unwrap();
+            a.mov(dx, 0x60u32).unwrap();
+            a.mov(ecx, 3u32).unwrap();
+            a.rep().insb().unwrap();
+        });
+        for _ in 0..3 {
+            t.step().unwrap();
+        }
+        let rip = t.cpu.rip;
+        for (i, v) in [0x41u8, 0x42, 0x43].into_iter().enumerate() {
+            // The read leaves as an exit; nothing is committed.
+            assert_eq!(t.step(), Err(crate::cpu::Fault::Exit));
+            assert_eq!(
+                t.cpu.pending.take(),
+                Some(crate::cpu::Pending::IoIn {
+                    port: 0x60,
+                    size: 1
+                })
+            );
+            assert_eq!(t.cpu.gpr[1], 3 - i as u64);
+            // Completing the exit replays the value; the instruction stops
+            // after that element with RIP still on it (until the last).
+            t.cpu.replay.push(u64::from(v));
+            t.step().unwrap();
+            assert_eq!(t.cpu.gpr[1], 2 - i as u64);
+            if i < 2 {
+                assert_eq!(t.cpu.rip, rip);
+            }
+        }
+        assert_ne!(t.cpu.rip, rip);
+        assert_eq!(t.read(DATA, 3), b"ABC".to_vec());
+        assert_eq!(t.cpu.gpr[7], DATA + 3);
+    }
+
+    #[test]
+    fn rep_movsb_from_mmio_reads_through_exits() {
+        // Source above RAM (MMIO), destination in RAM.
+        let mmio = MEM_SIZE as u32 + 0x1000;
+        let mut t = TestCpu::new(32);
+        t.load(|a| {
+            a.mov(esi, mmio).unwrap();
+            a.mov(edi, DATA as u32).unwrap();
+            a.mov(ecx, 2u32).unwrap();
+            a.rep().movsb().unwrap();
+        });
+        for _ in 0..3 {
+            t.step().unwrap();
+        }
+        for (i, v) in [7u8, 9].into_iter().enumerate() {
+            assert_eq!(t.step(), Err(crate::cpu::Fault::Exit));
+            assert_eq!(
+                t.cpu.pending.take(),
+                Some(crate::cpu::Pending::MmioRead {
+                    addr: u64::from(mmio) + i as u64,
+                    size: 1
+                })
+            );
+            t.cpu.replay.push(u64::from(v));
+            t.step().unwrap();
+        }
+        assert_eq!(t.read(DATA, 2), vec![7, 9]);
+        assert_eq!(t.cpu.gpr[1], 0);
+    }
 }
