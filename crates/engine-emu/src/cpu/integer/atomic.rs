@@ -366,4 +366,44 @@ mod tests {
         });
         assert_eq!(n >> 8 & 0xffff_ffff, 2 * u64::from(ITERATIONS));
     }
+
+    #[test]
+    fn locked_ops_on_page_crossing_and_mmio_operands_fall_back() {
+        use super::super::test_support::*;
+        let mut t = TestCpu::new(64);
+        let split = DATA + 0xffe;
+        t.write(split, &0x0102_0304u32.to_le_bytes());
+        t.exec(|a| {
+            a.mov(eax, 0x10u32).unwrap();
+            a.lock().xadd(dword_ptr(split), eax).unwrap();
+            a.mov(ecx, 0x55u32).unwrap();
+            a.xchg(dword_ptr(split), ecx).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], 0x0102_0304);
+        assert_eq!(t.cpu.gpr[1], 0x0102_0314);
+        assert_eq!(t.read(split, 4), 0x55u32.to_le_bytes().to_vec());
+        // A locked RMW of MMIO reads through an exit, then posts the write.
+        let mmio = MEM_SIZE as u64 + 0x2000;
+        let mut t = TestCpu::new(64);
+        t.load(|a| {
+            a.mov(rbx, mmio).unwrap();
+            a.lock().or(dword_ptr(rbx), 0x80i32).unwrap();
+        });
+        t.step().unwrap();
+        assert_eq!(t.step(), Err(crate::cpu::Fault::Exit));
+        t.cpu.pending = None;
+        t.cpu.replay.push(1);
+        t.step().unwrap();
+        match t.cpu.posted.pop_front() {
+            Some(crate::cpu::Pending::MmioWrite {
+                addr,
+                size: 4,
+                data,
+            }) => {
+                assert_eq!(addr, mmio);
+                assert_eq!(&data[..4], &0x81u32.to_le_bytes());
+            }
+            p => panic!("unexpected {p:?}"),
+        }
+    }
 }
