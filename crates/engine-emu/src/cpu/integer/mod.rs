@@ -9,9 +9,17 @@ use super::{Cpu, Res};
 pub fn handler(ins: &Instruction) -> Option<Handler> {
     Some(match ins.mnemonic() {
         Mnemonic::Nop => nop,
-        Mnemonic::Mov => mov,
+        // MOV to/from CR, DR and segment registers and far JMP are the system group's.
+        Mnemonic::Mov
+            if !(0..2).any(|i| {
+                let r = ins.op_register(i);
+                r.is_cr() || r.is_dr() || r.is_segment_register()
+            }) =>
+        {
+            mov
+        }
         Mnemonic::Add => add,
-        Mnemonic::Jmp => jmp,
+        Mnemonic::Jmp if !ins.is_jmp_far() && !ins.is_jmp_far_indirect() => jmp,
         Mnemonic::Out => out,
         Mnemonic::In => in_,
         Mnemonic::Hlt => hlt,
