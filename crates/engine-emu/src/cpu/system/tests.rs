@@ -1,0 +1,341 @@
+//! Whole-CPU tests of the system group, driven through the hypervisor API:
+//! guest code (assembled with iced-x86) switches modes, takes exceptions
+//! through the IDT, changes privilege level and reports what it saw on
+//! port 0xE9.
+
+use std::sync::Arc;
+
+use iced_x86::code_asm::*;
+use kite_hypervisor::{
+    x86, DescriptorTable, Event, FlatKind, Hypervisor, MemoryRegion, Segment, Vcpu, VcpuExit, Vm,
+    VmConfig,
+};
+
+use crate::EmuHypervisor;
+
+const MEM_SIZE: usize = 4 << 20;
+const REPORT_PORT: u16 = 0xe9;
+
+// Guest-physical layout shared by the tests.
+const GDTR: u64 = 0x7f0;
+const GDT: u64 = 0x800;
+const IDT: u64 = 0x1000;
+const TSS: u64 = 0x1800;
+const PML4: u64 = 0x20000;
+const PD32: u64 = 0x23000;
+
+// GDT selectors (Linux-like order: SYSCALL/SYSRET need it).
+const KCODE32: u16 = 0x08;
+const KCODE64: u16 = 0x10;
+const KDATA: u16 = 0x18;
+const UCODE32: u16 = 0x20;
+const UDATA: u16 = 0x28;
+const UCODE64: u16 = 0x30;
+const TSS_SEL: u16 = 0x38;
+const CALL_GATE: u16 = 0x48;
+
+/// How a run ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Hlt,
+    Shutdown,
+}
+
+struct Guest {
+    vcpu: Box<dyn Vcpu>,
+    _vm: Arc<dyn Vm>,
+    mem: Vec<u8>,
+}
+
+fn seg(selector: u16, kind: FlatKind, dpl: u8) -> Segment {
+    Segment {
+        dpl,
+        ..Segment::flat(selector, kind)
+    }
+}
+
+impl Guest {
+    fn new() -> Guest {
+        let vm = EmuHypervisor::new()
+            .create_vm(&VmConfig {
+                irqchip: false,
+                pit: false,
+                vcpus: 1,
+            })
+            .unwrap();
+        let mut mem = vec![0u8; MEM_SIZE];
+        // SAFETY: `mem` lives as long as the VM (same struct, dropped after
+        // the vCPU and VM fields) and its heap buffer never moves.
+        unsafe {
+            vm.set_memory_region(MemoryRegion {
+                slot: 0,
+                guest_phys_addr: 0,
+                size: MEM_SIZE as u64,
+                host_addr: mem.as_mut_ptr() as u64,
+                readonly: false,
+                log_dirty: false,
+            })
+            .unwrap();
+        }
+        let vcpu = vm.create_vcpu(0).unwrap();
+        let mut g = Guest {
+            vcpu,
+            _vm: vm,
+            mem,
+        };
+        g.write_gdt();
+        g
+    }
+
+    fn put(&mut self, addr: u64, bytes: &[u8]) {
+        let a = addr as usize;
+        self.mem[a..a + bytes.len()].copy_from_slice(bytes);
+    }
+    fn put16(&mut self, addr: u64, v: u16) {
+        self.put(addr, &v.to_le_bytes());
+    }
+    fn put32(&mut self, addr: u64, v: u32) {
+        self.put(addr, &v.to_le_bytes());
+    }
+    fn put64(&mut self, addr: u64, v: u64) {
+        self.put(addr, &v.to_le_bytes());
+    }
+    fn get64(&self, addr: u64) -> u64 {
+        let a = addr as usize;
+        u64::from_le_bytes(self.mem[a..a + 8].try_into().unwrap())
+    }
+
+    /// Assemble `f` for `bits` at `addr` and place it there.
+    fn asm(&mut self, bits: u32, addr: u64, f: impl FnOnce(&mut CodeAssembler)) {
+        let mut a = CodeAssembler::new(bits).unwrap();
+        f(&mut a);
+        let code = a.assemble(addr).unwrap();
+        self.put(addr, &code);
+    }
+
+    fn write_gdt(&mut self) {
+        let descs = [
+            (KCODE32, seg(KCODE32, FlatKind::Code32, 0)),
+            (KCODE64, seg(KCODE64, FlatKind::Code64, 0)),
+            (KDATA, seg(KDATA, FlatKind::Data, 0)),
+            (UCODE32, seg(UCODE32, FlatKind::Code32, 3)),
+            (UDATA, seg(UDATA, FlatKind::Data, 3)),
+            (UCODE64, seg(UCODE64, FlatKind::Code64, 3)),
+        ];
+        for (sel, s) in descs {
+            self.put64(GDT + u64::from(sel), s.to_descriptor());
+        }
+        self.put16(GDTR, 0x7f);
+        self.put32(GDTR + 2, GDT as u32);
+    }
+
+    /// An available TSS descriptor (8 bytes; the 16-byte form's upper half is 0 here).
+    fn write_tss_desc(&mut self, type_: u8) {
+        let tss = Segment {
+            base: TSS,
+            limit: 0x67 + 0x2000 / 8 + 1,
+            selector: TSS_SEL,
+            type_,
+            present: true,
+            ..Default::default()
+        };
+        self.put64(GDT + u64::from(TSS_SEL), tss.to_descriptor());
+        self.put64(GDT + u64::from(TSS_SEL) + 8, 0);
+    }
+
+    /// A 32-bit IDT gate (type 0xe interrupt, 0xf trap).
+    fn gate32(&mut self, vector: u8, handler: u32, type_: u8, dpl: u8, present: bool) {
+        let v = u64::from(handler & 0xffff)
+            | (u64::from(KCODE32) << 16)
+            | (u64::from(type_ | (dpl << 5) | if present { 0x80 } else { 0 }) << 40)
+            | (u64::from(handler >> 16) << 48);
+        self.put64(IDT + u64::from(vector) * 8, v);
+    }
+
+    /// A 64-bit IDT gate.
+    fn gate64(&mut self, vector: u8, handler: u64, dpl: u8, ist: u8) {
+        let lo = (handler & 0xffff)
+            | (u64::from(KCODE64) << 16)
+            | (u64::from(ist) << 32)
+            | (u64::from(0x8e | (dpl << 5)) << 40)
+            | (((handler >> 16) & 0xffff) << 48);
+        self.put64(IDT + u64::from(vector) * 16, lo);
+        self.put64(IDT + u64::from(vector) * 16 + 8, handler >> 32);
+    }
+
+    /// Identity map of the first 4 MiB with 2 MiB user pages (4-level).
+    fn write_page_tables_64(&mut self) {
+        self.put64(PML4, (PML4 + 0x1000) | 7);
+        self.put64(PML4 + 0x1000, (PML4 + 0x2000) | 7);
+        self.put64(PML4 + 0x2000, 0x87);
+        self.put64(PML4 + 0x2008, 0x20_0000 | 0x87);
+    }
+
+    /// Start in 32-bit protected mode (flat ring 0) at `rip` with IDT at IDT.
+    fn start_protected32(&mut self, entry: u64, stack: u64) {
+        let mut s = self.vcpu.sregs().unwrap();
+        s.cs = seg(KCODE32, FlatKind::Code32, 0);
+        for d in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+            *d = seg(KDATA, FlatKind::Data, 0);
+        }
+        s.gdt = DescriptorTable {
+            base: GDT,
+            limit: 0x7f,
+        };
+        s.idt = DescriptorTable {
+            base: IDT,
+            limit: 0x7ff,
+        };
+        s.cr0 = x86::CR0_PE | x86::CR0_ET | x86::CR0_NE;
+        self.vcpu.set_sregs(&s).unwrap();
+        self.set_rip_rsp(entry, stack);
+    }
+
+    /// Start in 64-bit mode (paging on, identity mapped) at `rip`.
+    fn start_long64(&mut self, entry: u64, stack: u64) {
+        self.write_page_tables_64();
+        let mut s = self.vcpu.sregs().unwrap();
+        s.cs = seg(KCODE64, FlatKind::Code64, 0);
+        for d in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+            *d = seg(KDATA, FlatKind::Data, 0);
+        }
+        s.gdt = DescriptorTable {
+            base: GDT,
+            limit: 0x7f,
+        };
+        s.idt = DescriptorTable {
+            base: IDT,
+            limit: 0xfff,
+        };
+        s.cr0 = x86::CR0_PE | x86::CR0_ET | x86::CR0_NE | x86::CR0_PG;
+        s.cr3 = PML4;
+        s.cr4 = x86::CR4_PAE;
+        s.efer = x86::EFER_LME | x86::EFER_LMA | x86::EFER_SCE;
+        self.vcpu.set_sregs(&s).unwrap();
+        self.set_rip_rsp(entry, stack);
+    }
+
+    fn set_rip_rsp(&mut self, entry: u64, stack: u64) {
+        let mut r = self.vcpu.regs().unwrap();
+        r.rip = entry;
+        r.rsp = stack;
+        r.rflags = 2;
+        self.vcpu.set_regs(&r).unwrap();
+    }
+
+    /// Run until HLT or shutdown, collecting the values written to port 0xE9.
+    fn run(&mut self) -> (Vec<u64>, End) {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            match self.vcpu.run().unwrap() {
+                VcpuExit::IoOut { port, data, .. } if port == REPORT_PORT => {
+                    let mut b = [0u8; 8];
+                    b[..data.len()].copy_from_slice(data);
+                    out.push(u64::from_le_bytes(b));
+                }
+                VcpuExit::Hlt => return (out, End::Hlt),
+                VcpuExit::Shutdown => return (out, End::Shutdown),
+                e => panic!("unexpected exit {e:?} after reports {out:x?}"),
+            }
+        }
+        panic!("guest did not stop; reports {out:x?}");
+    }
+}
+
+/// Report EAX on port 0xE9.
+fn report(a: &mut CodeAssembler) {
+    a.out(REPORT_PORT as u32, eax).unwrap();
+}
+
+#[test]
+fn real_to_protected_to_long_mode_by_guest_code() {
+    let mut g = Guest::new();
+    g.write_page_tables_64();
+    g.write_tss_desc(0x9);
+    // 64-bit #PF handler: report CR2 and the error code, skip the 8-byte
+    // faulting MOV, IRETQ.
+    g.gate64(14, 0x3800, 0, 0);
+    g.asm(64, 0x3800, |a| {
+        a.mov(rax, cr2).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp)).unwrap();
+        report(a);
+        a.add(rsp, 8).unwrap();
+        a.add(qword_ptr(rsp), 8).unwrap();
+        a.iretq().unwrap();
+    });
+    // Real mode at 0x1000 (CS = 0).
+    g.asm(16, 0x1000, |a| {
+        a.mov(eax, 16u32).unwrap();
+        report(a);
+        a.lgdt(ptr(GDTR as u32)).unwrap();
+        a.mov(eax, cr0).unwrap();
+        a.add(eax, 1u32).unwrap();
+        a.mov(cr0, eax).unwrap();
+        a.jmp_far(KCODE32, 0x2000).unwrap();
+    });
+    // 32-bit protected mode: data segments, PAE, EFER.LME, paging.
+    g.asm(32, 0x2000, |a| {
+        a.mov(ax, KDATA as u32).unwrap();
+        a.mov(ds, ax).unwrap();
+        a.mov(ss, ax).unwrap();
+        a.mov(es, ax).unwrap();
+        a.mov(esp, 0x9000u32).unwrap();
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.mov(eax, cr4).unwrap();
+        a.add(eax, x86::CR4_PAE as u32).unwrap();
+        a.mov(cr4, eax).unwrap();
+        a.mov(eax, PML4 as u32).unwrap();
+        a.mov(cr3, eax).unwrap();
+        a.mov(ecx, x86::MSR_EFER).unwrap();
+        a.rdmsr().unwrap();
+        a.add(eax, x86::EFER_LME as u32).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(eax, cr0).unwrap();
+        a.add(eax, x86::CR0_PG as u32).unwrap();
+        a.mov(cr0, eax).unwrap();
+        // Compatibility mode now: EFER.LMA is set.
+        a.mov(ecx, x86::MSR_EFER).unwrap();
+        a.rdmsr().unwrap();
+        report(a);
+        a.jmp_far(KCODE64, 0x3000).unwrap();
+    });
+    // 64-bit mode: IDT, TSS, a page fault above the mapped 4 MiB.
+    g.asm(64, 0x3000, |a| {
+        a.mov(eax, 64u32).unwrap();
+        report(a);
+        a.lidt(ptr(0x3f00)).unwrap();
+        a.mov(ax, TSS_SEL as u32).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(rbx, 0x4000_0000u64).unwrap();
+        // C7 43 10 imm32: 7 bytes... plus none: the handler skips 8, so pad with a NOP.
+        a.mov(dword_ptr(rbx + 0x10), 0x1234i32).unwrap();
+        a.nop().unwrap();
+        a.mov(eax, 0x99u32).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.put16(0x3f00, 0xfff);
+    g.put64(0x3f02, IDT);
+    g.set_rip_rsp(0x1000, 0x8000);
+    let mut s = g.vcpu.sregs().unwrap();
+    s.cs = Segment::real_mode(0, true);
+    g.vcpu.set_sregs(&s).unwrap();
+
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    let lma_efer = x86::EFER_LME | x86::EFER_LMA;
+    assert_eq!(
+        out,
+        vec![16, u64::from(KCODE32), lma_efer, 64, 0x4000_0010, 0x2, 0x99]
+    );
+    let s = g.vcpu.sregs().unwrap();
+    assert!(s.cs.l && s.efer & x86::EFER_LMA != 0);
+    assert_eq!(s.cr2, 0x4000_0010);
+    assert_eq!(s.tr.selector, TSS_SEL);
+    assert_eq!(s.tr.type_, 0xb, "LTR marks the TSS busy");
+    assert_eq!((g.get64(GDT + u64::from(TSS_SEL)) >> 40) & 0xf, 0xb);
+    // The accessed bit was set in the data descriptor MOV DS loaded.
+    assert_ne!(g.get64(GDT + u64::from(KDATA)) & (1 << 40), 0);
+}
