@@ -10,8 +10,17 @@ use super::super::{gp0, ud, Cpu, Mode, Res, Seg};
 use crate::mmu::page_walk::PHYS_BITS;
 
 /// CR0 bits that exist (the rest of bits 31:0 are ignored on write).
-const CR0_VALID: u64 =
-    CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW | CR0_CD | CR0_PG;
+const CR0_VALID: u64 = CR0_PE
+    | CR0_MP
+    | CR0_EM
+    | CR0_TS
+    | CR0_ET
+    | CR0_NE
+    | CR0_WP
+    | CR0_AM
+    | CR0_NW
+    | CR0_CD
+    | CR0_PG;
 
 /// Privileged instructions: CPL 0 only (VM86 runs at CPL 3).
 #[inline]

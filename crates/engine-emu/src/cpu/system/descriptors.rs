@@ -7,7 +7,7 @@ use kite_hypervisor::{x86, DescriptorTable, Segment};
 use super::super::access::canonical;
 use super::super::{gp, gp0, ud, Cpu, Mode, Res};
 use super::control_regs::require_cpl0;
-use super::segments::{is_code, is_conforming, np, null_seg, sel_code, seg_from_desc};
+use super::segments::{is_code, is_conforming, np, null_seg, seg_from_desc, sel_code};
 
 /// Instructions that only exist in protected mode (#UD in real mode and VM86).
 fn require_protected(cpu: &Cpu) -> Res {

@@ -5,11 +5,11 @@
 use iced_x86::{Code, Instruction};
 use kite_hypervisor::Segment;
 
-use super::segments::{
-    is_code, is_conforming, np, null_seg, sel_code, seg_from_desc, ss_fault, StackTarget,
-};
 use super::super::access::canonical;
 use super::super::{gp, gp0, reg, Cpu, Mode, Res, Seg};
+use super::segments::{
+    is_code, is_conforming, np, null_seg, seg_from_desc, sel_code, ss_fault, StackTarget,
+};
 
 /// The selector, offset and operand size (2, 4, 8) of a far JMP/CALL.
 fn far_operand(cpu: &mut Cpu, ins: &Instruction) -> Res<(u16, u64, u32)> {

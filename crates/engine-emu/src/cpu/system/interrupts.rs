@@ -7,12 +7,12 @@
 use iced_x86::Instruction;
 use kite_hypervisor::x86;
 
-use super::segments::{
-    is_code, is_conforming, np, null_seg, sel_code, seg_from_desc, ss_fault, ts, StackTarget,
-};
-use super::EventKind;
 use super::super::access::canonical;
 use super::super::{gp, gp0, reg, Cpu, Exception, Fault, Mode, Res, Seg};
+use super::segments::{
+    is_code, is_conforming, np, null_seg, seg_from_desc, sel_code, ss_fault, ts, StackTarget,
+};
+use super::EventKind;
 
 /// The SDM's classes for double-fault escalation (table 6-4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

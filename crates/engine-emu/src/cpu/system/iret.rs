@@ -5,9 +5,9 @@
 use iced_x86::{Code, Instruction};
 use kite_hypervisor::x86;
 
-use super::segments::{is_code, is_conforming, np, null_seg, sel_code, seg_from_desc, vm86_seg};
 use super::super::access::canonical;
 use super::super::{gp, gp0, reg, Cpu, Mode, Res, Seg};
+use super::segments::{is_code, is_conforming, np, null_seg, seg_from_desc, sel_code, vm86_seg};
 
 /// Flags any IRET/POPF may change (CF PF AF ZF SF TF DF OF NT RF AC ID).
 pub const IRET_FLAGS: u64 = 0x0025_4fd5;

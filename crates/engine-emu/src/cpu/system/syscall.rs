@@ -83,7 +83,10 @@ pub(super) fn sysret(cpu: &mut Cpu, ins: &Instruction) -> Res {
         }
         (rip, flat_code(sel.wrapping_add(16) | 3, 3, true))
     } else {
-        (cpu.gpr[reg::RCX] & 0xffff_ffff, flat_code(sel | 3, 3, false))
+        (
+            cpu.gpr[reg::RCX] & 0xffff_ffff,
+            flat_code(sel | 3, 3, false),
+        )
     };
     cpu.flags.set_rflags((cpu.gpr[11] & 0x003c_7fd7) | 2);
     cpu.next_rip = rip;

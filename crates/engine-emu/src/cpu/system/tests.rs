@@ -20,7 +20,7 @@ const REPORT_PORT: u16 = 0xe9;
 const GDTR: u64 = 0x7f0;
 const GDT: u64 = 0x800;
 const IDT: u64 = 0x1000;
-const TSS: u64 = 0x1800;
+const TSS: u64 = 0x2800;
 const PML4: u64 = 0x20000;
 const PD32: u64 = 0x23000;
 
@@ -78,11 +78,7 @@ impl Guest {
             .unwrap();
         }
         let vcpu = vm.create_vcpu(0).unwrap();
-        let mut g = Guest {
-            vcpu,
-            _vm: vm,
-            mem,
-        };
+        let mut g = Guest { vcpu, _vm: vm, mem };
         g.write_gdt();
         g
     }
@@ -338,4 +334,406 @@ fn real_to_protected_to_long_mode_by_guest_code() {
     assert_eq!((g.get64(GDT + u64::from(TSS_SEL)) >> 40) & 0xf, 0xb);
     // The accessed bit was set in the data descriptor MOV DS loaded.
     assert_ne!(g.get64(GDT + u64::from(KDATA)) & (1 << 40), 0);
+}
+
+#[test]
+fn exceptions_through_a_32bit_idt_with_error_codes_and_cr2() {
+    let mut g = Guest::new();
+    // #UD: report vector and faulting EIP, skip the 2-byte UD2.
+    g.gate32(6, 0x5000, 0xe, 0, true);
+    g.asm(32, 0x5000, |a| {
+        a.mov(eax, 6u32).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.add(dword_ptr(esp), 2).unwrap();
+        a.iretd().unwrap();
+    });
+    // #GP: report the error code, skip the 2-byte MOV DS, AX.
+    g.gate32(13, 0x5100, 0xe, 0, true);
+    g.asm(32, 0x5100, |a| {
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.add(esp, 4).unwrap();
+        a.add(dword_ptr(esp), 2).unwrap();
+        a.iretd().unwrap();
+    });
+    // #PF: report CR2 and the error code, skip the 10-byte store.
+    g.gate32(14, 0x5200, 0xe, 0, true);
+    g.asm(32, 0x5200, |a| {
+        a.mov(eax, cr2).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.add(esp, 4).unwrap();
+        a.add(dword_ptr(esp), 10).unwrap();
+        a.iretd().unwrap();
+    });
+    // #DE (injected through the API): report the return EIP, halt.
+    g.gate32(0, 0x5300, 0xe, 0, true);
+    g.asm(32, 0x5300, |a| {
+        a.mov(eax, 0xdeu32).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    // 32-bit paging: one 4 MiB page at 0, nothing above.
+    g.put32(PD32, 0x83);
+    g.asm(32, 0x4000, |a| {
+        a.ud2().unwrap();
+        a.mov(eax, 0x11u32).unwrap();
+        report(a);
+        a.mov(eax, 0x63u32).unwrap();
+        a.mov(ds, eax).unwrap();
+        a.mov(eax, 0x22u32).unwrap();
+        report(a);
+        a.mov(eax, cr4).unwrap();
+        a.add(eax, x86::CR4_PSE as u32).unwrap();
+        a.mov(cr4, eax).unwrap();
+        a.mov(eax, PD32 as u32).unwrap();
+        a.mov(cr3, eax).unwrap();
+        a.mov(eax, cr0).unwrap();
+        a.add(eax, x86::CR0_PG as u32).unwrap();
+        a.mov(cr0, eax).unwrap();
+        a.mov(dword_ptr(0x40_0010), 5).unwrap();
+        a.mov(eax, 0x33u32).unwrap();
+        report(a);
+        a.hlt().unwrap();
+        a.nop().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(out, vec![6, 0x4000, 0x11, 0x60, 0x22, 0x40_0010, 0x2, 0x33]);
+    let rip = g.vcpu.regs().unwrap().rip;
+    g.vcpu
+        .inject(Event::Exception {
+            vector: 0,
+            error_code: None,
+        })
+        .unwrap();
+    let (out, end) = g.run();
+    assert_eq!((out, end), (vec![0xde, rip], End::Hlt));
+    let r = g.vcpu.regs().unwrap();
+    assert_eq!(
+        r.rsp,
+        0x9000 - 12,
+        "a same-privilege frame is EIP, CS, EFLAGS"
+    );
+}
+
+/// A 32-bit TSS with the ring-0 stack at 0x9000.
+fn tss32(g: &mut Guest) {
+    g.write_tss_desc(0x9);
+    g.put32(TSS + 4, 0x9000);
+    g.put32(TSS + 8, u32::from(KDATA));
+    // No I/O bitmap: its offset points past the limit.
+    g.put16(TSS + 0x66, 0xfff);
+}
+
+#[test]
+fn ring3_enters_the_kernel_by_int_0x80_and_call_gate_and_returns() {
+    let mut g = Guest::new();
+    tss32(&mut g);
+    // INT 0x80: trap gate with DPL 3.
+    g.gate32(0x80, 0x5400, 0xf, 3, true);
+    g.asm(32, 0x5400, |a| {
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp + 4)).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp + 16)).unwrap();
+        report(a);
+        a.iretd().unwrap();
+    });
+    // INT 0x81 from ring 3 hits a DPL 0 gate: #GP(0x81 * 8 + 2).
+    g.gate32(0x81, 0x5400, 0xe, 0, true);
+    g.gate32(13, 0x5100, 0xe, 0, true);
+    g.asm(32, 0x5100, |a| {
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp + 8)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    // 32-bit call gate, DPL 3, one parameter, to ring 0 at 0x5500.
+    // Offset 0x5500 (its high half is 0).
+    let gate = 0x5500u64 | (u64::from(KCODE32) << 16) | (1 << 32) | (0xecu64 << 40);
+    g.put64(GDT + u64::from(CALL_GATE), gate);
+    g.asm(32, 0x5500, |a| {
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp + 8)).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp + 4)).unwrap();
+        report(a);
+        a.retf_1(4).unwrap();
+    });
+    // Ring 3.
+    g.asm(32, 0x6000, |a| {
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.int(0x80).unwrap();
+        a.mov(eax, 0x77u32).unwrap();
+        report(a);
+        a.call_far(CALL_GATE | 3, 0).unwrap();
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.int(0x81).unwrap();
+    });
+    g.put32(0x7000, 0xabcd); // the call-gate parameter on the ring-3 stack
+                             // Kernel: load TR, IRET to ring 3 with a frame prepared at 0x8000.
+    let frame = [
+        0x6000,
+        u32::from(UCODE32 | 3),
+        2,
+        0x7000,
+        u32::from(UDATA | 3),
+    ];
+    for (i, v) in frame.iter().enumerate() {
+        g.put32(0x8000 + 4 * i as u64, *v);
+    }
+    g.asm(32, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(esp, 0x8000u32).unwrap();
+        a.iretd().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    let ucs = u64::from(UCODE32 | 3);
+    assert_eq!(
+        out,
+        vec![
+            ucs,
+            0x9000 - 20,
+            ucs,
+            u64::from(UDATA | 3),
+            0x77,
+            0x9000 - 20,
+            0xabcd,
+            ucs,
+            0x7004,
+            0x81 * 8 + 2,
+            ucs,
+        ]
+    );
+}
+
+#[test]
+fn long_mode_syscall_int_and_ist() {
+    let mut g = Guest::new();
+    g.write_tss_desc(0x9);
+    g.put64(TSS + 4, 0xa000); // RSP0
+    g.put64(TSS + 0x24, 0xc000); // IST1
+    g.gate64(0x80, 0x5400, 3, 0);
+    g.asm(64, 0x5400, |a| {
+        a.mov(rax, rsp).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp + 32)).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp + 24)).unwrap();
+        report(a);
+        a.iretq().unwrap();
+    });
+    g.gate64(13, 0x5100, 0, 1);
+    g.asm(64, 0x5100, |a| {
+        a.mov(rax, rsp).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp)).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp + 16)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    // SYSCALL entry: report RCX, R11 and CS, then SYSRETQ.
+    g.asm(64, 0x5600, |a| {
+        a.mov(rax, rcx).unwrap();
+        report(a);
+        a.mov(rax, r11).unwrap();
+        report(a);
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.sysretq().unwrap();
+    });
+    // MOV EAX, CS (2 bytes), OUT (2), SYSCALL (2).
+    let syscall_ret = 0x6006;
+    g.asm(64, 0x6000, |a| {
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.syscall().unwrap();
+        a.mov(eax, ss).unwrap();
+        report(a);
+        a.int(0x80).unwrap();
+        a.mov(eax, 0x77u32).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    let frame = [
+        0x6000,
+        u64::from(UCODE64 | 3),
+        0x202,
+        0x7000,
+        u64::from(UDATA | 3),
+    ];
+    for (i, v) in frame.iter().enumerate() {
+        g.put64(0x8000 + 8 * i as u64, *v);
+    }
+    g.asm(64, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(ecx, x86::MSR_STAR).unwrap();
+        a.mov(edx, (u32::from(UCODE32) << 16) | u32::from(KCODE64))
+            .unwrap();
+        a.mov(eax, 0u32).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, x86::MSR_LSTAR).unwrap();
+        a.mov(eax, 0x5600u32).unwrap();
+        a.mov(edx, 0u32).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(ecx, x86::MSR_SYSCALL_MASK).unwrap();
+        a.mov(eax, x86::RFLAGS_IF as u32).unwrap();
+        a.wrmsr().unwrap();
+        a.mov(rsp, 0x8000u64).unwrap();
+        a.iretq().unwrap();
+    });
+    g.start_long64(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    let (ucs, uss) = (u64::from(UCODE64 | 3), u64::from(UDATA | 3));
+    assert_eq!(
+        out,
+        vec![
+            ucs,
+            syscall_ret,
+            0x202,
+            u64::from(KCODE64),
+            uss,
+            0xa000 - 40,
+            uss,
+            0x7000,
+            0x77,
+            0xc000 - 48,
+            0,
+            ucs,
+        ]
+    );
+    let s = g.vcpu.sregs().unwrap();
+    assert_eq!(s.cs.selector, KCODE64);
+    assert_eq!(
+        s.ss.selector, 0,
+        "a privilege change in long mode loads a null SS"
+    );
+}
+
+#[test]
+fn double_fault_then_triple_fault() {
+    let mut g = Guest::new();
+    g.gate32(13, 0x5100, 0xe, 0, false); // #GP gate not present -> #NP -> #DF
+    g.gate32(8, 0x5800, 0xe, 0, true);
+    g.asm(32, 0x5800, |a| {
+        a.mov(eax, 8u32).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp + 4)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(32, 0x4000, |a| {
+        a.mov(eax, 0x63u32).unwrap();
+        a.mov(ds, eax).unwrap();
+        a.hlt().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!((out, end), (vec![8, 0, 0x4005], End::Hlt));
+
+    // Without a #DF handler the same fault shuts the machine down.
+    g.gate32(8, 0x5800, 0xe, 0, false);
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!((out, end), (vec![], End::Shutdown));
+}
+
+#[test]
+fn triple_fault_without_an_idt() {
+    let mut g = Guest::new();
+    g.asm(32, 0x4000, |a| {
+        a.ud2().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let mut s = g.vcpu.sregs().unwrap();
+    s.idt.limit = 0;
+    g.vcpu.set_sregs(&s).unwrap();
+    assert_eq!(g.run(), (vec![], End::Shutdown));
+}
+
+#[test]
+fn real_mode_int_and_iret() {
+    let mut g = Guest::new();
+    g.put32(0x10 * 4, 0x5000); // IVT[0x10] = 0000:5000
+    g.asm(16, 0x5000, |a| {
+        a.mov(eax, 0u32).unwrap();
+        a.mov(ax, word_ptr(esp)).unwrap();
+        report(a);
+        a.mov(ax, word_ptr(esp + 2)).unwrap();
+        report(a);
+        a.iret().unwrap();
+    });
+    g.asm(16, 0x1000, |a| {
+        a.int(0x10).unwrap();
+        a.mov(eax, 0x55u32).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    let mut s = g.vcpu.sregs().unwrap();
+    s.cs = Segment::real_mode(0, true);
+    g.vcpu.set_sregs(&s).unwrap();
+    g.set_rip_rsp(0x1000, 0x8000);
+    let (out, end) = g.run();
+    assert_eq!((out, end), (vec![0x1002, 0, 0x55], End::Hlt));
+    assert_eq!(g.vcpu.regs().unwrap().rsp, 0x8000);
+}
+
+#[test]
+fn vm86_entered_by_iret_and_left_by_a_fault() {
+    let mut g = Guest::new();
+    tss32(&mut g);
+    g.gate32(13, 0x5100, 0xe, 0, true);
+    g.asm(32, 0x5100, |a| {
+        for off in [0, 4, 8, 12, 16, 24] {
+            a.mov(eax, dword_ptr(esp + off)).unwrap();
+            report(a);
+        }
+        a.mov(eax, ds).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    // VM86 code at 0600:0100.
+    g.asm(16, 0x6100, |a| {
+        a.mov(eax, 0u32).unwrap();
+        a.mov(ax, cs).unwrap();
+        report(a);
+        a.int(0x10).unwrap(); // IOPL 0: #GP(0)
+    });
+    let frame = [0x100, 0x600, 0x2_0002, 0xff0, 0x700, 0x1234, 0x800, 0, 0];
+    for (i, v) in frame.iter().enumerate() {
+        g.put32(0x8000 + 4 * i as u64, *v);
+    }
+    g.asm(32, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(esp, 0x8000u32).unwrap();
+        a.iretd().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(
+        out,
+        vec![0x600, 0, 0x10b, 0x600, 0x2_0002, 0xff0, 0x1234, 0]
+    );
 }
