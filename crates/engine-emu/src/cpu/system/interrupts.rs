@@ -226,7 +226,7 @@ impl Cpu {
             return Err(np(idt_code));
         }
         if gtype == 0x5 {
-            return self.task_gate_event((gate >> 16) as u16, ec, ext);
+            return self.task_gate_event((gate >> 16) as u16, ret, ec, ext);
         }
         let gate32 = gtype & 0x8 != 0;
         let mut rip = (gate & 0xffff) | ((gate >> 32) & 0xffff_0000);

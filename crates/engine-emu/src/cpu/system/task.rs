@@ -2,9 +2,12 @@
 //! hardware task switches (task gates in the IDT, far JMP/CALL to a task
 //! gate or TSS, IRET with NT set).
 
-use kite_hypervisor::x86;
+use kite_hypervisor::{x86, Segment};
 
-use super::super::{gp0, Cpu, Mode, Res};
+use super::super::{gp, gp0, Cpu, Fault, Mode, Res, Seg};
+use super::segments::{
+    is_code, is_conforming, np, null_seg, seg_from_desc, sel_code, ts, vm86_seg,
+};
 
 impl Cpu {
     /// IN/OUT/INS/OUTS permission: IOPL, then the TSS I/O bitmap (#GP(0) if denied).
@@ -41,25 +44,225 @@ impl Cpu {
         Ok(())
     }
 
-    /// An IDT task gate: switch to the task of TSS selector `sel`.
-    pub(super) fn task_gate_event(&mut self, sel: u16, ec: Option<u32>, ext: bool) -> Res {
-        let _ = (ec, ext);
-        Err(self.internal(format!(
-            "hardware task switch through an IDT task gate (TSS {sel:#x}) is not implemented"
-        )))
+    /// An IDT task gate: switch to the task of TSS selector `sel`; an error
+    /// code is pushed on the new task's stack.
+    pub(super) fn task_gate_event(
+        &mut self,
+        sel: u16,
+        ret: u64,
+        ec: Option<u32>,
+        ext: bool,
+    ) -> Res {
+        self.task_switch(sel, Source::Event, ret, ec, ext)
     }
 
-    /// IRET with NT set: return to the previous task.
+    /// IRET with NT set: return to the task named by the back link.
     pub(super) fn task_return(&mut self) -> Res {
-        let _ = x86::RFLAGS_NT;
-        Err(self.internal("IRET to a nested task (hardware task switch) is not implemented"))
+        let tr = self.tr;
+        if tr.type_ & 0x8 == 0 && tr.type_ != 0x3 {
+            return Err(ts(sel_code(tr.selector, false)));
+        }
+        let link = self.read_lin(tr.base & 0xffff_ffff, 2, true)? as u16;
+        let ret = self.next_rip;
+        self.task_switch(link, Source::Iret, ret, None, false)
     }
 
-    /// Far JMP/CALL to a task gate or TSS.
+    /// Far JMP/CALL to a task gate (type 5) or an available TSS.
     pub(super) fn task_switch_far(&mut self, sel: u16, raw: u64, call: bool) -> Res {
-        let _ = (raw, call);
-        Err(self.internal(format!(
-            "far JMP/CALL to a task (selector {sel:#x}) is not implemented"
-        )))
+        let dpl = ((raw >> 45) & 3) as u8;
+        let rpl = (sel & 3) as u8;
+        if dpl < self.cpl || dpl < rpl {
+            return Err(gp(sel_code(sel, false)));
+        }
+        if raw & (1 << 47) == 0 {
+            return Err(np(sel_code(sel, false)));
+        }
+        let tss = if (raw >> 40) & 0xf == 0x5 {
+            (raw >> 16) as u16
+        } else {
+            sel
+        };
+        let src = if call { Source::Call } else { Source::Jmp };
+        let ret = self.next_rip;
+        self.task_switch(tss, src, ret, None, false)
     }
+
+    /// Set or clear the busy bit of the TSS descriptor of `sel` in the GDT.
+    fn set_tss_busy(&mut self, sel: u16, busy: bool) -> Res {
+        if let Some(lin) = self.desc_addr(sel & !4, 8) {
+            let b = self.read_lin(lin.wrapping_add(5), 1, true)?;
+            let b = if busy { b | 0x2 } else { b & !0x2 };
+            self.write_lin(lin.wrapping_add(5), 1, b, true)?;
+        }
+        Ok(())
+    }
+
+    /// The hardware task switch (SDM vol 3, 7.3) between 32-bit TSSs: save
+    /// the current task in its TSS, load the new one, and keep the busy bits,
+    /// the back link and NT as the source of the switch requires.
+    fn task_switch(&mut self, sel: u16, src: Source, ret: u64, ec: Option<u32>, ext: bool) -> Res {
+        let code = sel_code(sel, ext);
+        let bad = |c: u32| if src == Source::Iret { ts(c) } else { gp(c) };
+        if sel & 4 != 0 || sel & 0xfffc == 0 {
+            return Err(bad(code));
+        }
+        let lin = self.desc_addr(sel, 8).ok_or_else(|| bad(code))?;
+        let raw = self.read_lin(lin, 8, true)?;
+        let d = seg_from_desc(sel, raw);
+        let type_ok = if src == Source::Iret {
+            matches!(d.type_, 0x3 | 0xb)
+        } else {
+            matches!(d.type_, 0x1 | 0x9)
+        };
+        if d.s || !type_ok {
+            return Err(bad(code));
+        }
+        if !d.present {
+            return Err(np(code));
+        }
+        if d.type_ & 0x8 == 0 || self.tr.type_ & 0x8 == 0 {
+            return Err(self.internal("task switches with 16-bit TSSs are not implemented"));
+        }
+        if d.limit < 0x67 {
+            return Err(ts(code));
+        }
+        // Read the new task's state before anything changes.
+        let mut img = [0u8; 0x68];
+        self.read_lin_bytes(d.base & 0xffff_ffff, &mut img, true)?;
+        let dw = |o: usize| u32::from_le_bytes([img[o], img[o + 1], img[o + 2], img[o + 3]]);
+        let new_cr3 = u64::from(dw(0x1c));
+        let new_eip = u64::from(dw(0x20));
+        let mut new_flags = u64::from(dw(0x24));
+        let mut gprs = [0u64; 8];
+        for (i, g) in gprs.iter_mut().enumerate() {
+            *g = u64::from(dw(0x28 + 4 * i));
+        }
+        let sels: [u16; 6] = std::array::from_fn(|i| dw(0x48 + 4 * i) as u16);
+        let ldt = dw(0x60) as u16;
+
+        // Save the current task.
+        let mut old_flags = self.flags.rflags();
+        if matches!(src, Source::Jmp | Source::Iret) {
+            old_flags &= !x86::RFLAGS_NT;
+        }
+        let mut save = [0u8; 0x40];
+        save[0..4].copy_from_slice(&(ret as u32).to_le_bytes());
+        save[4..8].copy_from_slice(&(old_flags as u32).to_le_bytes());
+        for i in 0..8 {
+            save[8 + 4 * i..12 + 4 * i].copy_from_slice(&(self.gpr[i] as u32).to_le_bytes());
+        }
+        for (i, s) in Seg::ALL.iter().enumerate() {
+            let v = u32::from(self.seg[*s as usize].selector);
+            save[0x28 + 4 * i..0x2c + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        let old_tr = self.tr;
+        self.write_lin_bytes(old_tr.base.wrapping_add(0x20) & 0xffff_ffff, &save, true)?;
+        if matches!(src, Source::Jmp | Source::Iret) {
+            self.set_tss_busy(old_tr.selector, false)?;
+        }
+        if src != Source::Iret {
+            self.set_tss_busy(sel, true)?;
+        }
+        if matches!(src, Source::Call | Source::Event) {
+            self.write_lin(d.base & 0xffff_ffff, 2, u64::from(old_tr.selector), true)?;
+            new_flags |= x86::RFLAGS_NT;
+        }
+
+        // Commit: from here on, faults belong to the new task.
+        self.tr = Segment {
+            type_: d.type_ | 0x2,
+            ..d
+        };
+        self.cr0 |= x86::CR0_TS;
+        if self.cr0 & x86::CR0_PG != 0 {
+            self.cr3 = new_cr3;
+            self.tlb.flush_non_global();
+        }
+        for (i, g) in gprs.iter().enumerate() {
+            self.gpr[i] = *g;
+        }
+        self.flags.set_rflags(new_flags);
+        self.rip = new_eip;
+        self.next_rip = new_eip;
+        for (i, s) in Seg::ALL.iter().enumerate() {
+            self.seg[*s as usize].selector = sels[i];
+        }
+        self.end_block = true;
+        self.load_task_segments(sels, ldt, ext)?;
+        if let Some(e) = ec {
+            self.push(u64::from(e), 4)?;
+        }
+        Ok(())
+    }
+
+    /// Load LDTR and the segment registers of the task just switched to.
+    fn load_task_segments(&mut self, sels: [u16; 6], ldt: u16, ext: bool) -> Res {
+        if self.flags.get(x86::RFLAGS_VM) {
+            for (i, s) in Seg::ALL.iter().enumerate() {
+                self.seg[*s as usize] = vm86_seg(sels[i], *s == Seg::Cs);
+            }
+            self.update_mode();
+            return Ok(());
+        }
+        if ldt & 0xfffc == 0 {
+            self.ldtr = null_seg(ldt, 0);
+        } else {
+            let lraw = match self.read_desc(ldt & !4)? {
+                Some(r) if ldt & 4 == 0 => r,
+                _ => return Err(ts(sel_code(ldt, ext))),
+            };
+            let l = seg_from_desc(ldt, lraw);
+            if l.s || l.type_ != 0x2 {
+                return Err(ts(sel_code(ldt, ext)));
+            }
+            if !l.present {
+                return Err(np(sel_code(ldt, ext)));
+            }
+            self.ldtr = l;
+        }
+        let cs_sel = sels[Seg::Cs as usize];
+        let craw = match self.read_desc(cs_sel)? {
+            Some(r) if cs_sel & 0xfffc != 0 => r,
+            _ => return Err(ts(sel_code(cs_sel, ext))),
+        };
+        let cs = seg_from_desc(cs_sel, craw);
+        let rpl = (cs_sel & 3) as u8;
+        let ok = is_code(&cs)
+            && if is_conforming(&cs) {
+                cs.dpl <= rpl
+            } else {
+                cs.dpl == rpl
+            };
+        if !ok {
+            return Err(ts(sel_code(cs_sel, ext)));
+        }
+        if !cs.present {
+            return Err(np(sel_code(cs_sel, ext)));
+        }
+        self.set_accessed(cs_sel, craw)?;
+        self.seg[Seg::Cs as usize] = cs;
+        self.cpl = rpl;
+        self.update_mode();
+        let ss_sel = sels[Seg::Ss as usize];
+        let (ss, ss_raw) = self.check_stack_seg(ss_sel, rpl, false, ext)?;
+        self.set_accessed(ss_sel, ss_raw)?;
+        self.seg[Seg::Ss as usize] = ss;
+        for s in [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs] {
+            self.load_segment(s, sels[s as usize])
+                .map_err(|f| match f {
+                    Fault::Exception(e) if e.vector == x86::GP => ts(e.error_code.unwrap_or(0)),
+                    other => other,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// What started a task switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Jmp,
+    Call,
+    Iret,
+    Event,
 }

@@ -737,3 +737,73 @@ fn vm86_entered_by_iret_and_left_by_a_fault() {
         vec![0x600, 0, 0x10b, 0x600, 0x2_0002, 0xff0, 0x1234, 0]
     );
 }
+
+#[test]
+fn double_fault_through_a_task_gate_and_iret_back() {
+    const DF_TSS: u64 = 0x2c80;
+    const DF_SEL: u16 = 0x50;
+    let mut g = Guest::new();
+    tss32(&mut g);
+    let df = Segment {
+        base: DF_TSS,
+        limit: 0x67,
+        selector: DF_SEL,
+        type_: 0x9,
+        present: true,
+        ..Default::default()
+    };
+    g.put64(GDT + u64::from(DF_SEL), df.to_descriptor());
+    g.put32(DF_TSS + 0x20, 0x5900); // EIP
+    g.put32(DF_TSS + 0x24, 2); // EFLAGS
+    g.put32(DF_TSS + 0x38, 0xb000); // ESP
+    for (off, sel) in [(0x48, KDATA), (0x4c, KCODE32), (0x50, KDATA), (0x54, KDATA)] {
+        g.put32(DF_TSS + off, u32::from(sel));
+    }
+    // IDT[8]: task gate; IDT[13] not present, so a #GP becomes #NP, then #DF.
+    g.put64(IDT + 8 * 8, (u64::from(DF_SEL) << 16) | (0x85u64 << 40));
+    g.gate32(13, 0x5100, 0xe, 0, false);
+    g.asm(32, 0x5900, |a| {
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(DF_TSS as u32)).unwrap(); // back link
+        report(a);
+        a.str(eax).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr((TSS + 0x20) as u32)).unwrap(); // saved EIP
+        report(a);
+        a.add(dword_ptr((TSS + 0x20) as u32), 2).unwrap();
+        a.iretd().unwrap();
+    });
+    g.asm(32, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(ebx, 0x1234u32).unwrap();
+        a.mov(eax, 0x63u32).unwrap();
+        a.mov(ds, eax).unwrap(); // at 0x4013
+        a.mov(eax, ebx).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(
+        out,
+        vec![
+            0,
+            0xb000 - 4,
+            u64::from(TSS_SEL),
+            u64::from(DF_SEL),
+            0x4013,
+            0x1234
+        ]
+    );
+    let s = g.vcpu.sregs().unwrap();
+    assert_eq!(s.tr.selector, TSS_SEL);
+    assert_ne!(s.cr0 & x86::CR0_TS, 0, "a task switch sets CR0.TS");
+    // IRET cleared the double-fault TSS's busy bit; the original stays busy.
+    assert_eq!((g.get64(GDT + u64::from(DF_SEL)) >> 40) & 0xf, 0x9);
+    assert_eq!((g.get64(GDT + u64::from(TSS_SEL)) >> 40) & 0xf, 0xb);
+}
