@@ -807,3 +807,178 @@ fn double_fault_through_a_task_gate_and_iret_back() {
     assert_eq!((g.get64(GDT + u64::from(DF_SEL)) >> 40) & 0xf, 0x9);
     assert_eq!((g.get64(GDT + u64::from(TSS_SEL)) >> 40) & 0xf, 0xb);
 }
+
+#[test]
+fn sysenter_sysexit_and_cli_at_ring3() {
+    let mut g = Guest::new();
+    tss32(&mut g);
+    g.gate32(13, 0x5100, 0xe, 0, true);
+    g.asm(32, 0x5100, |a| {
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp + 4)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(32, 0x5a00, |a| {
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.mov(eax, ss).unwrap();
+        report(a);
+        a.sysexit().unwrap();
+    });
+    g.asm(32, 0x6000, |a| {
+        a.mov(edx, 0x6100u32).unwrap();
+        a.mov(ecx, 0x7100u32).unwrap();
+        a.sysenter().unwrap();
+    });
+    g.asm(32, 0x6100, |a| {
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.mov(eax, ss).unwrap();
+        report(a);
+        a.cli().unwrap(); // at 0x610c: CPL 3 > IOPL 0
+    });
+    let frame = [
+        0x6000,
+        u32::from(UCODE32 | 3),
+        2,
+        0x7000,
+        u32::from(UDATA | 3),
+    ];
+    for (i, v) in frame.iter().enumerate() {
+        g.put32(0x8000 + 4 * i as u64, *v);
+    }
+    g.asm(32, 0x4000, |a| {
+        for (msr, v) in [
+            (x86::MSR_IA32_SYSENTER_CS, u32::from(KCODE32)),
+            (x86::MSR_IA32_SYSENTER_ESP, 0xa000),
+            (x86::MSR_IA32_SYSENTER_EIP, 0x5a00),
+        ] {
+            a.mov(ecx, msr).unwrap();
+            a.mov(eax, v).unwrap();
+            a.mov(edx, 0u32).unwrap();
+            a.wrmsr().unwrap();
+        }
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(esp, 0x8000u32).unwrap();
+        a.iretd().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(
+        out,
+        vec![
+            u64::from(KCODE32),
+            0xa000,
+            u64::from(KCODE32 + 8),
+            u64::from(KCODE32 + 16) | 3,
+            0x7100,
+            u64::from(KCODE32 + 24) | 3,
+            0,
+            0x610c,
+        ]
+    );
+}
+
+#[test]
+fn compatibility_mode_user_code_under_a_64bit_kernel() {
+    let mut g = Guest::new();
+    g.write_tss_desc(0x9);
+    g.put64(TSS + 4, 0xa000);
+    g.gate64(0x80, 0x5400, 3, 0);
+    g.asm(64, 0x5400, |a| {
+        a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp + 32)).unwrap();
+        report(a);
+        a.mov(rax, rsp).unwrap();
+        report(a);
+        a.iretq().unwrap();
+    });
+    g.gate64(6, 0x5000, 0, 0);
+    g.asm(64, 0x5000, |a| {
+        a.mov(eax, 6u32).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(32, 0x6000, |a| {
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.int(0x80).unwrap();
+        a.mov(eax, 0x32u32).unwrap();
+        report(a);
+        a.syscall().unwrap(); // at 0x600d: #UD outside 64-bit mode (Intel)
+    });
+    let frame = [
+        0x6000,
+        u64::from(UCODE32 | 3),
+        2,
+        0x7000,
+        u64::from(UDATA | 3),
+    ];
+    for (i, v) in frame.iter().enumerate() {
+        g.put64(0x8000 + 8 * i as u64, *v);
+    }
+    g.asm(64, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(rsp, 0x8000u64).unwrap();
+        a.iretq().unwrap();
+    });
+    g.start_long64(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    let ucs = u64::from(UCODE32 | 3);
+    assert_eq!(
+        out,
+        vec![ucs, ucs, u64::from(UDATA | 3), 0xa000 - 40, 0x32, 6, 0x600d]
+    );
+}
+
+#[test]
+fn nmi_is_blocked_until_iret_and_external_events_set_ext() {
+    let mut g = Guest::new();
+    g.gate32(2, 0x5200, 0xe, 0, true);
+    g.asm(32, 0x5200, |a| {
+        a.mov(eax, 2u32).unwrap();
+        report(a);
+        a.hlt().unwrap();
+        a.iretd().unwrap();
+    });
+    // #NP handler: report the error code.
+    g.gate32(11, 0x5300, 0xe, 0, true);
+    g.asm(32, 0x5300, |a| {
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(32, 0x4000, |a| {
+        a.hlt().unwrap();
+        a.mov(eax, 0x77u32).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    assert_eq!(g.run(), (vec![], End::Hlt));
+    g.vcpu.inject(Event::Nmi).unwrap();
+    assert_eq!(g.run(), (vec![2], End::Hlt));
+    // A second NMI waits for the handler's IRET.
+    g.vcpu.inject(Event::Nmi).unwrap();
+    assert_eq!(g.run(), (vec![0x77, 2], End::Hlt));
+    // An external interrupt through a not-present gate: #NP(vector * 8 + 2 + EXT).
+    g.gate32(0x40, 0x5200, 0xe, 0, false);
+    let mut r = g.vcpu.regs().unwrap();
+    r.rflags |= x86::RFLAGS_IF;
+    g.vcpu.set_regs(&r).unwrap();
+    g.vcpu.inject(Event::Interrupt(0x40)).unwrap();
+    assert_eq!(g.run(), (vec![0x40 * 8 + 3], End::Hlt));
+}
