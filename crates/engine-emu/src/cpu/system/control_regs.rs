@@ -264,3 +264,60 @@ pub(super) fn invlpg(cpu: &mut Cpu, ins: &Instruction) -> Res {
 pub(super) fn cache_flush(cpu: &mut Cpu, _: &Instruction) -> Res {
     require_cpl0(cpu)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::memory::PhysMemory;
+
+    #[test]
+    fn illegal_cr0_cr4_efer_combinations_fault() {
+        let mut c = Cpu::new(Arc::new(PhysMemory::new()), None, None, 0);
+        assert_eq!(c.write_cr0(CR0_PG | CR0_ET), Err(gp0()), "PG without PE");
+        assert_eq!(c.write_cr0(CR0_NW | CR0_ET), Err(gp0()), "NW without CD");
+        assert_eq!(c.write_cr0(1 << 32), Err(gp0()));
+        c.write_cr0(CR0_PE | CR0_ET).unwrap();
+        assert_eq!(c.mode, Mode::Protected);
+        c.wrmsr(x86::MSR_EFER, EFER_LME).unwrap();
+        assert_eq!(
+            c.write_cr0(CR0_PE | CR0_PG | CR0_ET),
+            Err(gp0()),
+            "long mode needs PAE"
+        );
+        assert_eq!(
+            c.write_cr4(CR4_PAE | CR4_PCIDE),
+            Err(gp0()),
+            "PCID is not advertised"
+        );
+        c.write_cr4(CR4_PAE).unwrap();
+        c.write_cr0(CR0_PE | CR0_PG | CR0_ET).unwrap();
+        assert_ne!(c.efer & EFER_LMA, 0);
+        assert_eq!(c.mode, Mode::Protected, "compatibility mode until CS.L");
+        assert_eq!(
+            c.wrmsr(x86::MSR_EFER, 0),
+            Err(gp0()),
+            "LME is frozen while paging"
+        );
+        assert_eq!(c.write_cr4(0), Err(gp0()), "PAE stays on in long mode");
+        c.seg[Seg::Cs as usize].l = true;
+        c.update_mode();
+        assert_eq!(c.mode, Mode::Long);
+        assert_eq!(
+            c.write_cr0(CR0_PE | CR0_ET),
+            Err(gp0()),
+            "no paging off in 64-bit mode"
+        );
+        c.seg[Seg::Cs as usize].l = false;
+        c.update_mode();
+        c.write_cr0(CR0_PE | CR0_ET).unwrap();
+        assert_eq!(
+            c.efer & EFER_LMA,
+            0,
+            "paging off in compatibility mode leaves long mode"
+        );
+        c.cpl = 3;
+        assert_eq!(require_cpl0(&c), Err(gp0()));
+    }
+}

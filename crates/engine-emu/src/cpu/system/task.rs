@@ -266,3 +266,71 @@ enum Source {
     Iret,
     Event,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kite_hypervisor::{FlatKind, MemoryRegion};
+
+    use super::*;
+    use crate::memory::PhysMemory;
+
+    #[test]
+    fn io_permission_from_iopl_and_the_tss_bitmap() {
+        let mut buf = vec![0u8; 0x10000];
+        buf[0x1066..0x1068].copy_from_slice(&0x68u16.to_le_bytes());
+        // Ports 0-0x3ff denied except 0x3f8-0x3ff; the byte after the map is 0xff.
+        buf[0x1068..0x10e9].fill(0xff);
+        buf[0x1068 + 0x7f] = 0;
+        let mem = PhysMemory::new();
+        mem.set_region(MemoryRegion {
+            slot: 0,
+            guest_phys_addr: 0,
+            size: buf.len() as u64,
+            host_addr: buf.as_mut_ptr() as u64,
+            readonly: false,
+            log_dirty: false,
+        })
+        .unwrap();
+        let mut c = Cpu::new(Arc::new(mem), None, None, 0);
+        assert_eq!(
+            c.check_io(0x60, 1),
+            Ok(()),
+            "real mode has no I/O protection"
+        );
+        c.cr0 |= x86::CR0_PE;
+        c.seg[Seg::Cs as usize] = Segment {
+            dpl: 3,
+            ..Segment::flat(0x1b, FlatKind::Code32)
+        };
+        c.update_mode();
+        c.cpl = 3;
+        c.tr = Segment {
+            base: 0x1000,
+            limit: 0xe8,
+            selector: 0x38,
+            type_: 0xb,
+            present: true,
+            ..Default::default()
+        };
+        assert_eq!(c.check_io(0x3f8, 1), Ok(()));
+        assert_eq!(c.check_io(0x3fc, 4), Ok(()));
+        assert_eq!(c.check_io(0x3f7, 2), Err(gp0()));
+        assert_eq!(c.check_io(0x60, 1), Err(gp0()));
+        assert_eq!(c.check_io(0x400, 1), Err(gp0()), "beyond the TSS limit");
+        c.flags.set(x86::RFLAGS_IOPL, true);
+        assert_eq!(c.check_io(0x60, 1), Ok(()), "CPL <= IOPL");
+        c.flags.set(x86::RFLAGS_VM, true);
+        c.update_mode();
+        assert_eq!(c.mode, Mode::Vm86);
+        assert_eq!(
+            c.check_io(0x60, 1),
+            Err(gp0()),
+            "VM86 always uses the bitmap"
+        );
+        assert_eq!(c.check_io(0x3f9, 1), Ok(()));
+        drop(c);
+        drop(buf);
+    }
+}

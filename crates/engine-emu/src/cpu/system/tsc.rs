@@ -66,3 +66,30 @@ pub(super) fn rdtscp(cpu: &mut Cpu, _: &Instruction) -> Res {
     cpu.gpr[reg::RCX] = cpu.msr.tsc_aux & 0xffff_ffff;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::memory::PhysMemory;
+
+    #[test]
+    fn rdtsc_counts_and_honours_cr4_tsd() {
+        let mut c = Cpu::new(Arc::new(PhysMemory::new()), None, None, 0);
+        let ins = Instruction::default();
+        rdtsc(&mut c, &ins).unwrap();
+        let t0 = (c.gpr[reg::RDX] << 32) | c.gpr[reg::RAX];
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        c.msr.tsc_aux = 7;
+        rdtscp(&mut c, &ins).unwrap();
+        let t1 = (c.gpr[reg::RDX] << 32) | c.gpr[reg::RAX];
+        assert!(t1 >= t0 + 2_000_000, "1 GHz: 2 ms is at least 2M ticks");
+        assert_eq!(c.gpr[reg::RCX], 7);
+        c.cr4 |= x86::CR4_TSD;
+        c.cpl = 3;
+        assert_eq!(rdtsc(&mut c, &ins), Err(gp0()));
+        c.cpl = 0;
+        assert_eq!(rdtsc(&mut c, &ins), Ok(()));
+    }
+}
