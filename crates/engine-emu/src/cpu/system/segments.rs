@@ -308,35 +308,43 @@ impl Cpu {
         }
     }
 
-    /// Linear addresses of `n` consecutive pushes of `size` bytes onto `t`,
-    /// checked against its limit (or canonical form); nothing is written.
-    fn frame_addrs(&self, t: &StackTarget, size: u32, n: usize) -> Res<([u64; 12], u64)> {
-        let mut out = [0u64; 12];
-        let mut sp = t.sp & t.mask();
-        for slot in out.iter_mut().take(n.min(12)) {
-            sp = sp.wrapping_sub(u64::from(size)) & t.mask();
-            *slot = if t.bits == 64 {
-                if !canonical(sp) || !canonical(sp.wrapping_add(u64::from(size) - 1)) {
-                    return Err(t.fault);
-                }
-                sp
-            } else {
-                if !within_limit(&t.ss, sp, u64::from(size)) {
-                    return Err(t.fault);
-                }
-                t.ss.base.wrapping_add(sp) & 0xffff_ffff
-            };
+    /// Linear address of one push of `size` bytes at `sp` on `t`, checked
+    /// against its limit (or canonical form).
+    fn frame_addr(t: &StackTarget, sp: u64, size: u32) -> Res<u64> {
+        if t.bits == 64 {
+            if !canonical(sp) || !canonical(sp.wrapping_add(u64::from(size) - 1)) {
+                return Err(t.fault);
+            }
+            Ok(sp)
+        } else {
+            if !within_limit(&t.ss, sp, u64::from(size)) {
+                return Err(t.fault);
+            }
+            Ok(t.ss.base.wrapping_add(sp) & 0xffff_ffff)
         }
-        Ok((out, sp))
     }
 
     /// Write `vals` (in push order) as pushes of `size` bytes onto `t`.
     /// Every limit is checked before the first write; registers are not
     /// touched. Returns the final stack pointer (masked to the stack width).
     pub fn push_frame(&mut self, t: &StackTarget, size: u32, vals: &[u64]) -> Res<u64> {
-        let (addrs, sp) = self.frame_addrs(t, size, vals.len())?;
-        for (lin, v) in addrs.iter().zip(vals.iter()) {
-            self.write_lin(*lin, size, *v, t.sys)?;
+        let mut sp = t.sp & t.mask();
+        let mut addrs = [0u64; 16];
+        let mut spill = Vec::new();
+        for i in 0..vals.len() {
+            sp = sp.wrapping_sub(u64::from(size)) & t.mask();
+            let lin = Self::frame_addr(t, sp, size)?;
+            match addrs.get_mut(i) {
+                Some(a) => *a = lin,
+                None => spill.push(lin),
+            }
+        }
+        for (i, v) in vals.iter().enumerate() {
+            let lin = match addrs.get(i) {
+                Some(a) => *a,
+                None => spill[i - addrs.len()],
+            };
+            self.write_lin(lin, size, *v, t.sys)?;
         }
         Ok(sp)
     }
