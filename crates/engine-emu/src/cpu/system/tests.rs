@@ -982,3 +982,102 @@ fn nmi_is_blocked_until_iret_and_external_events_set_ext() {
     g.vcpu.inject(Event::Interrupt(0x40)).unwrap();
     assert_eq!(g.run(), (vec![0x40 * 8 + 3], End::Hlt));
 }
+
+#[test]
+fn descriptor_table_instructions_and_probes() {
+    let mut g = Guest::new();
+    tss32(&mut g);
+    g.asm(32, 0x4000, |a| {
+        a.sgdt(ptr(0x3f00)).unwrap();
+        a.sidt(ptr(0x3f10)).unwrap();
+        a.mov(eax, dword_ptr(0x3f02)).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(0x3f12)).unwrap();
+        report(a);
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.str(eax).unwrap();
+        report(a);
+        a.smsw(eax).unwrap();
+        report(a);
+        a.mov(eax, u32::from(KCODE32)).unwrap();
+        a.mov(ecx, 0xdeadu32).unwrap();
+        a.lar(ecx, eax).unwrap();
+        a.mov(eax, ecx).unwrap();
+        report(a);
+        a.mov(eax, u32::from(KCODE32)).unwrap();
+        a.lsl(ecx, eax).unwrap();
+        a.mov(eax, ecx).unwrap();
+        report(a);
+        a.mov(eax, 0x63u32).unwrap(); // beyond the GDT limit
+        a.mov(ecx, 0xdeadu32).unwrap();
+        a.lar(ecx, eax).unwrap();
+        a.mov(eax, ecx).unwrap();
+        report(a);
+        a.hlt().unwrap(); // ZF clear
+        a.mov(eax, u32::from(UDATA | 3)).unwrap();
+        a.verw(ax).unwrap();
+        a.hlt().unwrap(); // ZF set
+        a.mov(eax, u32::from(KCODE32)).unwrap();
+        a.verw(ax).unwrap();
+        a.hlt().unwrap(); // ZF clear: code is never writable
+        a.mov(eax, u32::from(KDATA)).unwrap();
+        a.mov(ecx, 3u32).unwrap();
+        a.arpl(ax, cx).unwrap();
+        report(a);
+        a.hlt().unwrap(); // ZF set
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let zf = |g: &Guest| g.vcpu.regs().unwrap().rflags & x86::RFLAGS_ZF != 0;
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    let want_cr0 = x86::CR0_PE | x86::CR0_ET | x86::CR0_NE;
+    assert_eq!(
+        out,
+        vec![
+            GDT,
+            IDT,
+            u64::from(TSS_SEL),
+            want_cr0,
+            0x00c0_9b00,
+            0xffff_ffff,
+            0xdead
+        ]
+    );
+    assert!(!zf(&g));
+    g.run();
+    assert!(zf(&g), "VERW of a ring-3 data segment");
+    g.run();
+    assert!(!zf(&g), "VERW of a code segment");
+    let (out, _) = g.run();
+    assert_eq!(out, vec![u64::from(KDATA | 3)]);
+    assert!(zf(&g), "ARPL raised the RPL");
+}
+
+#[test]
+fn int3_and_into() {
+    let mut g = Guest::new();
+    for v in [3u8, 4] {
+        g.gate32(v, 0x5000 + 0x100 * u32::from(v), 0xe, 3, true);
+        g.asm(32, 0x5000 + 0x100 * u64::from(v), |a| {
+            a.mov(eax, u32::from(v)).unwrap();
+            report(a);
+            a.mov(eax, dword_ptr(esp)).unwrap();
+            report(a);
+            a.iretd().unwrap();
+        });
+    }
+    g.asm(32, 0x4000, |a| {
+        a.int3().unwrap();
+        a.into().unwrap(); // OF clear: nothing
+        a.hlt().unwrap();
+        a.into().unwrap(); // at 0x4003, OF set by the test
+        a.hlt().unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    assert_eq!(g.run(), (vec![3, 0x4001], End::Hlt));
+    let mut r = g.vcpu.regs().unwrap();
+    r.rflags |= x86::RFLAGS_OF;
+    g.vcpu.set_regs(&r).unwrap();
+    assert_eq!(g.run(), (vec![4, 0x4004], End::Hlt));
+}
