@@ -1081,3 +1081,119 @@ fn int3_and_into() {
     g.vcpu.set_regs(&r).unwrap();
     assert_eq!(g.run(), (vec![4, 0x4004], End::Hlt));
 }
+
+#[test]
+fn long_mode_call_gate_and_far_return_to_ring3() {
+    let mut g = Guest::new();
+    g.write_tss_desc(0x9);
+    g.put64(TSS + 4, 0xa000);
+    // 64-bit call gate (16 bytes), DPL 3, to ring 0 at 0x5500.
+    let lo = 0x5500u64 | (u64::from(KCODE64) << 16) | (0xecu64 << 40);
+    g.put64(GDT + u64::from(CALL_GATE), lo);
+    g.put64(GDT + u64::from(CALL_GATE) + 8, 0);
+    g.asm(64, 0x5500, |a| {
+        a.mov(rax, rsp).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp + 24)).unwrap();
+        report(a);
+        a.db(&[0x48, 0xcb]).unwrap(); // RETFQ
+    });
+    g.gate64(13, 0x5100, 0, 0);
+    g.asm(64, 0x5100, |a| {
+        a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.put32(0x3f00, 0);
+    g.put16(0x3f04, CALL_GATE | 3);
+    g.asm(64, 0x6000, |a| {
+        a.call(fword_ptr(0x3f00)).unwrap();
+        a.mov(rax, rsp).unwrap();
+        report(a);
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.hlt().unwrap(); // at 0x6010: #GP at ring 3
+    });
+    let frame = [
+        0x6000,
+        u64::from(UCODE64 | 3),
+        2,
+        0x7000,
+        u64::from(UDATA | 3),
+    ];
+    for (i, v) in frame.iter().enumerate() {
+        g.put64(0x8000 + 8 * i as u64, *v);
+    }
+    g.asm(64, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(rsp, 0x8000u64).unwrap();
+        a.iretq().unwrap();
+    });
+    g.start_long64(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    let ucs = u64::from(UCODE64 | 3);
+    assert_eq!(
+        out,
+        vec![0xa000 - 32, ucs, u64::from(UDATA | 3), 0x7000, ucs, 0x6010]
+    );
+}
+
+#[test]
+fn far_call_to_a_task_gate_and_iret_back() {
+    const T2: u64 = 0x2c80;
+    const T2_SEL: u16 = 0x50;
+    const GATE: u16 = 0x58;
+    let mut g = Guest::new();
+    tss32(&mut g);
+    let t2 = Segment {
+        base: T2,
+        limit: 0x67,
+        selector: T2_SEL,
+        type_: 0x9,
+        present: true,
+        ..Default::default()
+    };
+    g.put64(GDT + u64::from(T2_SEL), t2.to_descriptor());
+    g.put64(
+        GDT + u64::from(GATE),
+        (u64::from(T2_SEL) << 16) | (0x85u64 << 40),
+    );
+    g.put32(T2 + 0x20, 0x5900); // EIP
+    g.put32(T2 + 0x24, 2); // EFLAGS
+    g.put32(T2 + 0x28, 0x4242); // EAX
+    g.put32(T2 + 0x38, 0xb000); // ESP
+    for (off, sel) in [(0x48, KDATA), (0x4c, KCODE32), (0x50, KDATA), (0x54, KDATA)] {
+        g.put32(T2 + off, u32::from(sel));
+    }
+    g.asm(32, 0x5900, |a| {
+        report(a); // EAX from the TSS
+        a.mov(eax, dword_ptr(T2 as u32)).unwrap(); // back link
+        report(a);
+        a.iretd().unwrap();
+        a.mov(eax, 0x2222u32).unwrap(); // resumes here on the next switch
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(32, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(eax, 0x1111u32).unwrap();
+        a.call_far(GATE, 0).unwrap();
+        report(a);
+        a.jmp_far(T2_SEL, 0).unwrap();
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(out, vec![0x4242, u64::from(TSS_SEL), 0x1111, 0x2222]);
+    let s = g.vcpu.sregs().unwrap();
+    assert_eq!(s.tr.selector, T2_SEL);
+    // JMP leaves the old task not busy and the new one busy, without NT.
+    assert_eq!((g.get64(GDT + u64::from(TSS_SEL)) >> 40) & 0xf, 0x9);
+    assert_eq!((g.get64(GDT + u64::from(T2_SEL)) >> 40) & 0xf, 0xb);
+    assert_eq!(g.vcpu.regs().unwrap().rflags & x86::RFLAGS_NT, 0);
+}
