@@ -448,9 +448,59 @@ pub(super) fn int1(cpu: &mut Cpu, _: &Instruction) -> Res {
 }
 
 impl Cpu {
+    /// The single-step trap (SDM vol 3, 17.3.1.4): the execution loop calls
+    /// this after an instruction that began with RFLAGS.TF set completes.
+    /// DR6.BS is set and #DB is delivered with the frame returning to the
+    /// next instruction (`rip`, already advanced).
+    pub fn single_step_trap(&mut self) -> Res {
+        self.dr[6] |= 1 << 14;
+        let ret = self.rip;
+        self.deliver_returning_to(x86::DB, None, EventKind::Exception, ret)
+    }
+
     /// RFLAGS.IOPL.
     #[inline]
     pub fn iopl(&self) -> u8 {
         ((self.flags.rflags() >> 12) & 3) as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kite_hypervisor::MemoryRegion;
+
+    use super::*;
+    use crate::memory::PhysMemory;
+
+    #[test]
+    fn single_step_trap_delivers_db_after_the_instruction() {
+        let mut buf = vec![0u8; 0x10000];
+        buf[4..8].copy_from_slice(&0x0000_5000u32.to_le_bytes()); // IVT[1] = 0000:5000
+        let mem = PhysMemory::new();
+        mem.set_region(MemoryRegion {
+            slot: 0,
+            guest_phys_addr: 0,
+            size: buf.len() as u64,
+            host_addr: buf.as_mut_ptr() as u64,
+            readonly: false,
+            log_dirty: false,
+        })
+        .unwrap();
+        let mut c = Cpu::new(Arc::new(mem), None, None, 0);
+        c.seg[Seg::Cs as usize] = kite_hypervisor::Segment::real_mode(0, true);
+        c.update_mode();
+        c.rip = 0x1234;
+        c.gpr[reg::RSP] = 0x8000;
+        c.flags.set(x86::RFLAGS_TF, true);
+        c.single_step_trap().unwrap();
+        assert_eq!(c.rip, 0x5000);
+        assert_ne!(c.dr[6] & (1 << 14), 0);
+        assert!(!c.flags.get(x86::RFLAGS_TF));
+        assert_eq!(c.gpr[reg::RSP], 0x8000 - 6);
+        assert_eq!(c.read_lin(0x8000 - 6, 2, true), Ok(0x1234));
+        drop(c);
+        drop(buf);
     }
 }
