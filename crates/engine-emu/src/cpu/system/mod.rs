@@ -11,6 +11,17 @@
 //! (SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS), `descriptors.rs`
 //! (LGDT...ARPL), `tsc.rs` (the TSC clock, RDTSC/RDTSCP), `task.rs` (I/O
 //! permission, task switches), `misc.rs` (CLI/STI, CPUID, UD2, MOV Sreg).
+//!
+//! What the other groups use from here:
+//! - `load_segment(seg, sel)` for MOV/POP Sreg and LDS/LES/LFS/LGS/LSS (the
+//!   caller sets `interrupt_shadow` after a load of SS);
+//! - `check_io(port, size)` before IN/OUT/INS/OUTS;
+//! - `deliver_event`/`deliver_exception` (the execution loop and the vCPU),
+//!   `single_step_trap` after an instruction that began with TF set;
+//! - `tsc::host_tsc()`: the engine-wide 1 GHz clock (the LAPIC's
+//!   TSC-deadline timer uses it; `tsc::instant_of_host_tsc` converts back).
+//! - Intel behaviour throughout (the CPUID vendor is GenuineIntel): SYSCALL
+//!   and SYSRET exist only in 64-bit mode, null FS/GS loads clear the base.
 
 mod control_regs;
 mod descriptors;
