@@ -86,6 +86,8 @@ impl Cpu {
             match self.deliver_once(v, ec, k, ret) {
                 Ok(()) => {
                     self.halted = false;
+                    // Delivery ends the STI / MOV SS interrupt shadow.
+                    self.interrupt_shadow = false;
                     if k == EventKind::Nmi {
                         self.nmi_blocked = true;
                     }

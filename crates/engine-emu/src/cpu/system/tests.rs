@@ -1197,3 +1197,36 @@ fn far_call_to_a_task_gate_and_iret_back() {
     assert_eq!((g.get64(GDT + u64::from(T2_SEL)) >> 40) & 0xf, 0xb);
     assert_eq!(g.vcpu.regs().unwrap().rflags & x86::RFLAGS_NT, 0);
 }
+
+#[test]
+fn real_mode_far_call_retf_and_jmp() {
+    let mut g = Guest::new();
+    // 0200:0010 = 0x2010: report CS, return popping 2 bytes of arguments.
+    g.asm(16, 0x2010, |a| {
+        a.mov(eax, 0u32).unwrap();
+        a.mov(ax, cs).unwrap();
+        report(a);
+        a.mov(ax, word_ptr(esp)).unwrap();
+        report(a);
+        a.retf_1(2).unwrap();
+    });
+    g.asm(16, 0x1000, |a| {
+        a.call_far(0x200, 0x10).unwrap();
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.jmp_far(0x300, 0).unwrap();
+    });
+    g.asm(16, 0x3000, |a| {
+        a.mov(eax, 0u32).unwrap();
+        a.mov(ax, cs).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    let mut s = g.vcpu.sregs().unwrap();
+    s.cs = Segment::real_mode(0, true);
+    g.vcpu.set_sregs(&s).unwrap();
+    g.set_rip_rsp(0x1000, 0x8000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(out, vec![0x200, 0x1005, 0x8002, 0x300]);
+}
