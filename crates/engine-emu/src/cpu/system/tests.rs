@@ -1230,3 +1230,92 @@ fn real_mode_far_call_retf_and_jmp() {
     assert_eq!(end, End::Hlt);
     assert_eq!(out, vec![0x200, 0x1005, 0x8002, 0x300]);
 }
+
+#[test]
+fn swapgs_and_64bit_sysenter_sysexit() {
+    let mut g = Guest::new();
+    g.write_tss_desc(0x9);
+    g.put64(TSS + 4, 0xb000);
+    g.put64(0x3000, 0x1111);
+    g.put64(0x3100, 0x2222);
+    g.gate64(13, 0x5100, 0, 0);
+    g.asm(64, 0x5100, |a| {
+        a.mov(rax, qword_ptr(rsp)).unwrap();
+        report(a);
+        a.mov(rax, qword_ptr(rsp + 8)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(64, 0x5a00, |a| {
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.mov(rax, rsp).unwrap();
+        report(a);
+        a.sysexitq().unwrap();
+    });
+    g.asm(64, 0x6000, |a| {
+        a.mov(rdx, 0x6100u64).unwrap();
+        a.mov(rcx, 0x7100u64).unwrap();
+        a.sysenter().unwrap();
+    });
+    g.asm(64, 0x6100, |a| {
+        a.mov(eax, cs).unwrap();
+        report(a);
+        a.mov(rax, rsp).unwrap();
+        report(a);
+        a.swapgs().unwrap(); // at 0x6109: ring 3
+    });
+    let frame = [
+        0x6000,
+        u64::from(UCODE64 | 3),
+        2,
+        0x7000,
+        u64::from(UDATA | 3),
+    ];
+    for (i, v) in frame.iter().enumerate() {
+        g.put64(0x8000 + 8 * i as u64, *v);
+    }
+    g.asm(64, 0x4000, |a| {
+        for (msr, v) in [
+            (x86::MSR_GS_BASE, 0x3000u32),
+            (x86::MSR_KERNEL_GS_BASE, 0x3100),
+            (x86::MSR_IA32_SYSENTER_CS, u32::from(KCODE64)),
+            (x86::MSR_IA32_SYSENTER_ESP, 0xa000),
+            (x86::MSR_IA32_SYSENTER_EIP, 0x5a00),
+        ] {
+            a.mov(ecx, msr).unwrap();
+            a.mov(eax, v).unwrap();
+            a.mov(edx, 0u32).unwrap();
+            a.wrmsr().unwrap();
+        }
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(rax, qword_ptr(0).gs()).unwrap();
+        report(a);
+        a.swapgs().unwrap();
+        a.mov(rax, qword_ptr(0).gs()).unwrap();
+        report(a);
+        a.mov(ecx, x86::MSR_KERNEL_GS_BASE).unwrap();
+        a.rdmsr().unwrap();
+        report(a);
+        a.mov(rsp, 0x8000u64).unwrap();
+        a.iretq().unwrap();
+    });
+    g.start_long64(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(
+        out,
+        vec![
+            0x1111,
+            0x2222,
+            0x3000,
+            u64::from(KCODE64),
+            0xa000,
+            u64::from(KCODE64 + 32) | 3,
+            0x7100,
+            0,
+            0x6109,
+        ]
+    );
+}
