@@ -189,9 +189,20 @@ fn dr_index(cpu: &Cpu, r: Register) -> Res<usize> {
     }
 }
 
+/// DR7.GD: any MOV DR raises #DB (a fault) with DR6.BD set and GD cleared.
+fn general_detect(cpu: &mut Cpu) -> Res {
+    if cpu.dr[7] & (1 << 13) != 0 {
+        cpu.dr[7] &= !(1 << 13);
+        cpu.dr[6] |= 1 << 13;
+        return Err(super::super::exception(x86::DB, None));
+    }
+    Ok(())
+}
+
 /// MOV r, DRn.
 pub(super) fn mov_from_dr(cpu: &mut Cpu, ins: &Instruction) -> Res {
     require_cpl0(cpu)?;
+    general_detect(cpu)?;
     let n = dr_index(cpu, ins.op1_register())?;
     let v = cpu.dr[n];
     cpu.reg_write(ins.op0_register(), v);
@@ -201,6 +212,7 @@ pub(super) fn mov_from_dr(cpu: &mut Cpu, ins: &Instruction) -> Res {
 /// MOV DRn, r.
 pub(super) fn mov_to_dr(cpu: &mut Cpu, ins: &Instruction) -> Res {
     require_cpl0(cpu)?;
+    general_detect(cpu)?;
     let n = dr_index(cpu, ins.op0_register())?;
     let v = cpu.reg_read(ins.op1_register());
     cpu.dr[n] = match n {

@@ -1319,3 +1319,31 @@ fn swapgs_and_64bit_sysenter_sysexit() {
         ]
     );
 }
+
+#[test]
+fn debug_registers_and_general_detect() {
+    let mut g = Guest::new();
+    g.gate32(1, 0x5000, 0xe, 0, true);
+    g.asm(32, 0x5000, |a| {
+        a.mov(eax, dr6).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr(esp)).unwrap();
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(32, 0x4000, |a| {
+        a.mov(eax, 0x1234u32).unwrap();
+        a.mov(dr0, eax).unwrap();
+        a.mov(eax, dr0).unwrap();
+        report(a);
+        a.mov(eax, dr5).unwrap(); // DR7 while CR4.DE is clear
+        report(a);
+        a.mov(eax, 0x2000u32).unwrap();
+        a.mov(dr7, eax).unwrap();
+        a.mov(eax, dr0).unwrap(); // at 0x401a: #DB
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(out, vec![0x1234, 0x400, 0xffff_2ff0, 0x401a]);
+}
