@@ -97,9 +97,9 @@ impl Cpu {
         Ok(())
     }
 
-    /// The hardware task switch (SDM vol 3, 7.3) between 32-bit TSSs: save
-    /// the current task in its TSS, load the new one, and keep the busy bits,
-    /// the back link and NT as the source of the switch requires.
+    /// The hardware task switch (SDM vol 3, 7.3) between 32-bit or 16-bit
+    /// TSSs: save the current task in its TSS, load the new one, and keep the
+    /// busy bits, the back link and NT as the source of the switch requires.
     fn task_switch(&mut self, sel: u16, src: Source, ret: u64, ec: Option<u32>, ext: bool) -> Res {
         let code = sel_code(sel, ext);
         let bad = |c: u32| if src == Source::Iret { ts(c) } else { gp(c) };
@@ -120,43 +120,43 @@ impl Cpu {
         if !d.present {
             return Err(np(code));
         }
-        if d.type_ & 0x8 == 0 || self.tr.type_ & 0x8 == 0 {
-            return Err(self.internal("task switches with 16-bit TSSs are not implemented"));
-        }
-        if d.limit < 0x67 {
+        let new = TssLayout::of(&d);
+        if d.limit < new.min_limit() {
             return Err(ts(code));
         }
         // Read the new task's state before anything changes.
         let mut img = [0u8; 0x68];
-        self.read_lin_bytes(d.base & 0xffff_ffff, &mut img, true)?;
-        let dw = |o: usize| u32::from_le_bytes([img[o], img[o + 1], img[o + 2], img[o + 3]]);
-        let new_cr3 = u64::from(dw(0x1c));
-        let new_eip = u64::from(dw(0x20));
-        let mut new_flags = u64::from(dw(0x24));
-        let mut gprs = [0u64; 8];
-        for (i, g) in gprs.iter_mut().enumerate() {
-            *g = u64::from(dw(0x28 + 4 * i));
-        }
-        let sels: [u16; 6] = std::array::from_fn(|i| dw(0x48 + 4 * i) as u16);
-        let ldt = dw(0x60) as u16;
+        let n = new.min_limit() as usize + 1;
+        self.read_lin_bytes(d.base & 0xffff_ffff, &mut img[..n], true)?;
+        let new_cr3 = new.field(&img, 0x1c);
+        let new_eip = new.field(&img, new.ip());
+        let mut new_flags = new.field(&img, new.flags());
+        let gprs: [u64; 8] = std::array::from_fn(|i| new.field(&img, new.gpr(i)));
+        let sels: [Option<u16>; 6] =
+            std::array::from_fn(|i| (i < new.segs()).then(|| new.field(&img, new.sel(i)) as u16));
+        let ldt = new.field(&img, new.ldt()) as u16;
 
         // Save the current task.
+        let old = TssLayout::of(&self.tr);
         let mut old_flags = self.flags.rflags();
         if matches!(src, Source::Jmp | Source::Iret) {
             old_flags &= !x86::RFLAGS_NT;
         }
         let mut save = [0u8; 0x40];
-        save[0..4].copy_from_slice(&(ret as u32).to_le_bytes());
-        save[4..8].copy_from_slice(&(old_flags as u32).to_le_bytes());
+        let base = old.ip();
+        old.put(&mut save, old.ip() - base, ret);
+        old.put(&mut save, old.flags() - base, old_flags);
         for i in 0..8 {
-            save[8 + 4 * i..12 + 4 * i].copy_from_slice(&(self.gpr[i] as u32).to_le_bytes());
+            old.put(&mut save, old.gpr(i) - base, self.gpr[i]);
         }
-        for (i, s) in Seg::ALL.iter().enumerate() {
-            let v = u32::from(self.seg[*s as usize].selector);
-            save[0x28 + 4 * i..0x2c + 4 * i].copy_from_slice(&v.to_le_bytes());
+        for (i, s) in Seg::ALL.iter().enumerate().take(old.segs()) {
+            let v = u64::from(self.seg[*s as usize].selector);
+            old.put(&mut save, old.sel(i) - base, v);
         }
         let old_tr = self.tr;
-        self.write_lin_bytes(old_tr.base.wrapping_add(0x20) & 0xffff_ffff, &save, true)?;
+        let len = old.ldt() - base;
+        let at = old_tr.base.wrapping_add(base as u64) & 0xffff_ffff;
+        self.write_lin_bytes(at, &save[..len], true)?;
         if matches!(src, Source::Jmp | Source::Iret) {
             self.set_tss_busy(old_tr.selector, false)?;
         }
@@ -174,29 +174,34 @@ impl Cpu {
             ..d
         };
         self.cr0 |= x86::CR0_TS;
-        if self.cr0 & x86::CR0_PG != 0 {
+        if new.wide && self.cr0 & x86::CR0_PG != 0 {
             self.cr3 = new_cr3;
             self.tlb.flush_non_global();
         }
         for (i, g) in gprs.iter().enumerate() {
             self.gpr[i] = *g;
         }
+        if !new.wide {
+            new_flags |= self.flags.rflags() & !0xffff & !x86::RFLAGS_VM;
+        }
         self.flags.set_rflags(new_flags);
         self.rip = new_eip;
         self.next_rip = new_eip;
+        let mut loaded = [0u16; 6];
         for (i, s) in Seg::ALL.iter().enumerate() {
-            self.seg[*s as usize].selector = sels[i];
+            loaded[i] = sels[i].unwrap_or(self.seg[*s as usize].selector);
+            self.seg[*s as usize].selector = loaded[i];
         }
         self.end_block = true;
-        self.load_task_segments(sels, ldt, ext)?;
+        self.load_task_segments(loaded, new.segs(), ldt, ext)?;
         if let Some(e) = ec {
-            self.push(u64::from(e), 4)?;
+            self.push(u64::from(e), new.width as u32)?;
         }
         Ok(())
     }
 
     /// Load LDTR and the segment registers of the task just switched to.
-    fn load_task_segments(&mut self, sels: [u16; 6], ldt: u16, ext: bool) -> Res {
+    fn load_task_segments(&mut self, sels: [u16; 6], nsegs: usize, ldt: u16, ext: bool) -> Res {
         if self.flags.get(x86::RFLAGS_VM) {
             for (i, s) in Seg::ALL.iter().enumerate() {
                 self.seg[*s as usize] = vm86_seg(sels[i], *s == Seg::Cs);
@@ -247,7 +252,8 @@ impl Cpu {
         let (ss, ss_raw) = self.check_stack_seg(ss_sel, rpl, false, ext)?;
         self.set_accessed(ss_sel, ss_raw)?;
         self.seg[Seg::Ss as usize] = ss;
-        for s in [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs] {
+        let data = [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs];
+        for s in data.into_iter().filter(|s| (*s as usize) < nsegs) {
             self.load_segment(s, sels[s as usize])
                 .map_err(|f| match f {
                     Fault::Exception(e) if e.vector == x86::GP => ts(e.error_code.unwrap_or(0)),
@@ -255,6 +261,71 @@ impl Cpu {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// Where the fields of a 32-bit (`wide`) or 16-bit TSS are.
+struct TssLayout {
+    wide: bool,
+    /// Bytes per register field.
+    width: usize,
+}
+
+impl TssLayout {
+    fn of(tss: &Segment) -> TssLayout {
+        let wide = tss.type_ & 0x8 != 0;
+        TssLayout {
+            wide,
+            width: if wide { 4 } else { 2 },
+        }
+    }
+    fn min_limit(&self) -> u32 {
+        if self.wide {
+            0x67
+        } else {
+            0x2b
+        }
+    }
+    fn ip(&self) -> usize {
+        if self.wide {
+            0x20
+        } else {
+            0x0e
+        }
+    }
+    fn flags(&self) -> usize {
+        self.ip() + self.width
+    }
+    /// GPR `i` in encoding order (AX CX DX BX SP BP SI DI).
+    fn gpr(&self, i: usize) -> usize {
+        self.flags() + self.width * (1 + i)
+    }
+    /// Segment selector `i` in encoding order (ES CS SS DS, then FS GS).
+    fn sel(&self, i: usize) -> usize {
+        self.gpr(8) + self.width * i
+    }
+    /// Segment registers the format holds (16-bit TSSs have no FS/GS).
+    fn segs(&self) -> usize {
+        if self.wide {
+            6
+        } else {
+            4
+        }
+    }
+    fn ldt(&self) -> usize {
+        self.sel(self.segs())
+    }
+    fn field(&self, img: &[u8], off: usize) -> u64 {
+        let mut b = [0u8; 4];
+        if let Some(src) = img.get(off..off + self.width) {
+            b[..self.width].copy_from_slice(src);
+        }
+        u64::from(u32::from_le_bytes(b))
+    }
+    fn put(&self, buf: &mut [u8], off: usize, v: u64) {
+        if let Some(dst) = buf.get_mut(off..off + self.width) {
+            dst.copy_from_slice(&v.to_le_bytes()[..self.width]);
+        }
     }
 }
 

@@ -1347,3 +1347,50 @@ fn debug_registers_and_general_detect() {
     assert_eq!(end, End::Hlt);
     assert_eq!(out, vec![0x1234, 0x400, 0xffff_2ff0, 0x401a]);
 }
+
+#[test]
+fn far_jmp_to_a_16bit_tss() {
+    const T2: u64 = 0x2c80;
+    const T2_SEL: u16 = 0x50;
+    let mut g = Guest::new();
+    tss32(&mut g);
+    let t2 = Segment {
+        base: T2,
+        limit: 0x2b,
+        selector: T2_SEL,
+        type_: 0x1,
+        present: true,
+        ..Default::default()
+    };
+    g.put64(GDT + u64::from(T2_SEL), t2.to_descriptor());
+    g.put16(T2 + 0x0e, 0x5900); // IP
+    g.put16(T2 + 0x10, 2); // FLAGS
+    g.put16(T2 + 0x12, 0x4242); // AX
+    g.put16(T2 + 0x1a, 0xb000); // SP
+    for (off, sel) in [(0x22, KDATA), (0x24, KCODE32), (0x26, KDATA), (0x28, KDATA)] {
+        g.put16(T2 + off, sel);
+    }
+    g.asm(32, 0x5900, |a| {
+        report(a);
+        a.mov(eax, esp).unwrap();
+        report(a);
+        a.mov(eax, dword_ptr((TSS + 0x20) as u32)).unwrap(); // saved EIP
+        report(a);
+        a.mov(eax, dword_ptr((TSS + 0x2c) as u32)).unwrap(); // saved ECX
+        report(a);
+        a.hlt().unwrap();
+    });
+    g.asm(32, 0x4000, |a| {
+        a.mov(eax, u32::from(TSS_SEL)).unwrap();
+        a.ltr(ax).unwrap();
+        a.mov(ecx, 0x7777u32).unwrap();
+        a.jmp_far(T2_SEL, 0).unwrap(); // at 0x400e
+    });
+    g.start_protected32(0x4000, 0x9000);
+    let (out, end) = g.run();
+    assert_eq!(end, End::Hlt);
+    assert_eq!(out, vec![0x4242, 0xb000, 0x4015, 0x7777]);
+    assert_eq!((g.get64(GDT + u64::from(TSS_SEL)) >> 40) & 0xf, 0x9);
+    assert_eq!((g.get64(GDT + u64::from(T2_SEL)) >> 40) & 0xf, 0x3);
+    assert_eq!(g.vcpu.sregs().unwrap().tr.type_, 0x3);
+}
