@@ -37,12 +37,6 @@ use crate::irq::{IrqChip, VcpuIrq};
 use crate::memory::{CodePages, PhysMemory, SlotView};
 use crate::mmu::tlb::Tlb;
 
-/// The engine-wide epoch of TSCs that no irqchip owns.
-fn process_epoch() -> &'static std::time::Instant {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now)
-}
-
 /// Segment registers in encoding order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -424,17 +418,6 @@ impl Cpu {
         self.seg[Seg::Cs as usize] = Segment::real_mode(sel, true);
         self.rip = 0;
         self.update_mode();
-    }
-
-    /// The guest's time-stamp counter (1 GHz, shared with the LAPIC's
-    /// TSC-deadline timer), plus the guest's offset.
-    pub fn guest_tsc(&self) -> u64 {
-        let now = std::time::Instant::now();
-        let base = match &self.irq {
-            Some(irq) => irq.guest_tsc(now),
-            None => crate::irq::clock::TscClock::new(*process_epoch()).tsc(now),
-        };
-        base.wrapping_add(self.msr.tsc_offset as u64)
     }
 
     #[inline]

@@ -3,12 +3,44 @@
 //! and long-mode IDT gates, TSS stack switching, IST, double and triple
 //! fault), far transfers and IRET across privilege levels, control and debug
 //! registers, MSRs, SYSCALL/SYSRET, SYSENTER/SYSEXIT, task state.
+//!
+//! A file per concern: `segments.rs` (descriptors, segment loads, stack
+//! frames), `interrupts.rs` (event delivery, INT n), `iret.rs`, `far.rs`
+//! (far JMP/CALL/RET, call gates), `control_regs.rs` (CR/DR, LMSW, SMSW,
+//! CLTS, INVLPG, mode transitions), `msr.rs`, `syscall.rs`
+//! (SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS), `descriptors.rs`
+//! (LGDT...ARPL), `tsc.rs` (the TSC clock, RDTSC/RDTSCP), `task.rs` (I/O
+//! permission, task switches), `misc.rs` (CLI/STI, CPUID, UD2, MOV Sreg).
+//!
+//! What the other groups use from here:
+//! - `load_segment(seg, sel)` for MOV/POP Sreg and LDS/LES/LFS/LGS/LSS (the
+//!   caller sets `interrupt_shadow` after a load of SS);
+//! - `check_io(port, size)` before IN/OUT/INS/OUTS;
+//! - `deliver_event`/`deliver_exception` (the execution loop and the vCPU),
+//!   `single_step_trap` after an instruction that began with TF set;
+//! - `tsc::host_tsc()`: the engine-wide 1 GHz clock (the LAPIC's
+//!   TSC-deadline timer uses it; `tsc::instant_of_host_tsc` converts back).
+//! - Intel behaviour throughout (the CPUID vendor is GenuineIntel): SYSCALL
+//!   and SYSRET exist only in 64-bit mode, null FS/GS loads clear the base.
 
-use iced_x86::Instruction;
-use kite_hypervisor::x86;
+mod control_regs;
+mod descriptors;
+mod far;
+mod interrupts;
+mod iret;
+mod misc;
+mod msr;
+pub mod segments;
+mod syscall;
+mod task;
+pub mod tsc;
+
+#[cfg(test)]
+mod tests;
+
+use iced_x86::{Code, Instruction, Mnemonic};
 
 use super::exec::Handler;
-use super::{Cpu, Exception, Fault, Mode, Res, Seg};
 
 /// What kind of event is being delivered through the IDT/IVT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,78 +56,63 @@ pub enum EventKind {
 }
 
 /// The handler for a system instruction, if this group implements it.
-pub fn handler(_ins: &Instruction) -> Option<Handler> {
-    None
-}
-
-impl Cpu {
-    /// Deliver an exception raised by the current instruction, escalating to
-    /// #DF and then to a triple fault as the SDM's table 6-5 says.
-    pub fn deliver_exception(&mut self, e: Exception) -> Res {
-        self.deliver_event(e.vector, e.error_code, EventKind::Exception)
-    }
-
-    /// Deliver an event through the IVT (real mode) or IDT.
-    pub fn deliver_event(&mut self, vector: u8, error_code: Option<u32>, kind: EventKind) -> Res {
-        let _ = (error_code, kind);
-        match self.mode {
-            Mode::Real => {
-                let entry = u64::from(vector) * 4;
-                if entry + 3 > u64::from(self.idtr.limit) {
-                    return Err(Fault::TripleFault);
-                }
-                let v = self.read_lin(self.idtr.base.wrapping_add(entry), 4, true)?;
-                let flags = self.flags.rflags();
-                let cs = u64::from(self.seg[Seg::Cs as usize].selector);
-                self.push(flags, 2)?;
-                self.push(cs, 2)?;
-                self.push(self.rip, 2)?;
-                self.flags
-                    .set(x86::RFLAGS_IF | x86::RFLAGS_TF | x86::RFLAGS_AC, false);
-                let sel = (v >> 16) as u16;
-                self.seg[Seg::Cs as usize].selector = sel;
-                self.seg[Seg::Cs as usize].base = u64::from(sel) << 4;
-                self.rip = v & 0xffff;
-                self.halted = false;
-                Ok(())
-            }
-            _ => Err(self.internal(format!(
-                "event delivery (vector {vector}) outside real mode is not implemented yet"
-            ))),
+pub fn handler(ins: &Instruction) -> Option<Handler> {
+    use Code as C;
+    let h: Handler = match ins.code() {
+        C::Mov_r32_cr | C::Mov_r64_cr => control_regs::mov_from_cr,
+        C::Mov_cr_r32 | C::Mov_cr_r64 => control_regs::mov_to_cr,
+        C::Mov_r32_dr | C::Mov_r64_dr => control_regs::mov_from_dr,
+        C::Mov_dr_r32 | C::Mov_dr_r64 => control_regs::mov_to_dr,
+        C::Mov_Sreg_rm16 | C::Mov_Sreg_r32m16 | C::Mov_Sreg_r64m16 => misc::mov_to_sreg,
+        C::Mov_rm16_Sreg | C::Mov_r32m16_Sreg | C::Mov_r64m16_Sreg => misc::mov_from_sreg,
+        C::Jmp_ptr1616 | C::Jmp_ptr1632 | C::Jmp_m1616 | C::Jmp_m1632 | C::Jmp_m1664 => {
+            far::jmp_far
         }
-    }
-
-    /// Load a segment register from a selector with the checks of the
-    /// current mode (MOV/POP to a segment register, LDS...).
-    pub fn load_segment(&mut self, seg: Seg, selector: u16) -> Res {
-        match self.mode {
-            Mode::Real | Mode::Vm86 => {
-                let s = &mut self.seg[seg as usize];
-                s.selector = selector;
-                s.base = u64::from(selector) << 4;
-                if seg == Seg::Cs {
-                    self.update_mode();
-                }
-                Ok(())
-            }
-            _ => Err(self.internal("protected-mode segment loads are not implemented yet")),
+        C::Call_ptr1616 | C::Call_ptr1632 | C::Call_m1616 | C::Call_m1632 | C::Call_m1664 => {
+            far::call_far
         }
-    }
-
-    /// IN/OUT/INS/OUTS permission: IOPL, then the TSS I/O bitmap (#GP(0) if denied).
-    pub fn check_io(&mut self, port: u16, size: u32) -> Res {
-        let _ = (port, size);
-        Ok(())
-    }
-
-    /// The value RDMSR returns, or None for an MSR the engine does not have (#GP).
-    pub fn peek_msr(&self, index: u32) -> Option<u64> {
-        let _ = index;
-        None
-    }
-
-    /// WRMSR.
-    pub fn wrmsr(&mut self, index: u32, value: u64) -> Res {
-        Err(self.internal(format!("wrmsr {index:#x}={value:#x} not implemented yet")))
-    }
+        C::Retfw | C::Retfd | C::Retfq | C::Retfw_imm16 | C::Retfd_imm16 | C::Retfq_imm16 => {
+            far::retf
+        }
+        C::Iretw | C::Iretd | C::Iretq => iret::iret,
+        C::Int_imm8 => interrupts::int_n,
+        C::Int3 => interrupts::int3,
+        C::Into => interrupts::into,
+        C::Int1 => interrupts::int1,
+        C::Sysretd | C::Sysretq => syscall::sysret,
+        C::Sysexitd | C::Sysexitq => syscall::sysexit,
+        _ => match ins.mnemonic() {
+            Mnemonic::Cli => misc::cli,
+            Mnemonic::Sti => misc::sti,
+            Mnemonic::Cpuid => misc::cpuid,
+            Mnemonic::Ud2 => misc::ud2,
+            Mnemonic::Lgdt => descriptors::lgdt,
+            Mnemonic::Lidt => descriptors::lidt,
+            Mnemonic::Sgdt => descriptors::sgdt,
+            Mnemonic::Sidt => descriptors::sidt,
+            Mnemonic::Lldt => descriptors::lldt,
+            Mnemonic::Sldt => descriptors::sldt,
+            Mnemonic::Ltr => descriptors::ltr,
+            Mnemonic::Str => descriptors::str_,
+            Mnemonic::Lar => descriptors::lar,
+            Mnemonic::Lsl => descriptors::lsl,
+            Mnemonic::Verr => descriptors::verr,
+            Mnemonic::Verw => descriptors::verw,
+            Mnemonic::Arpl => descriptors::arpl,
+            Mnemonic::Lmsw => control_regs::lmsw,
+            Mnemonic::Smsw => control_regs::smsw,
+            Mnemonic::Clts => control_regs::clts,
+            Mnemonic::Invlpg => control_regs::invlpg,
+            Mnemonic::Invd | Mnemonic::Wbinvd => control_regs::cache_flush,
+            Mnemonic::Rdmsr => msr::rdmsr,
+            Mnemonic::Wrmsr => msr::wrmsr,
+            Mnemonic::Rdtsc => tsc::rdtsc,
+            Mnemonic::Rdtscp => tsc::rdtscp,
+            Mnemonic::Syscall => syscall::syscall,
+            Mnemonic::Sysenter => syscall::sysenter,
+            Mnemonic::Swapgs => syscall::swapgs,
+            _ => return None,
+        },
+    };
+    Some(h)
 }
