@@ -1,0 +1,233 @@
+//! SSE/MMX tests running real instruction bytes through the engine, with
+//! the host's own SSE (std::arch) or plain Rust arithmetic as the oracle.
+
+use core::arch::x86_64::*;
+
+use iced_x86::code_asm::*;
+use kite_hypervisor::x86;
+
+use crate::cpu::fpu::testing::{vector, TestCpu, DATA};
+
+fn m128(v: __m128i) -> u128 {
+    // SAFETY: __m128i and u128 are both 16 plain bytes.
+    unsafe { std::mem::transmute::<__m128i, u128>(v) }
+}
+
+fn x(v: u128) -> __m128i {
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<u128, __m128i>(v) }
+}
+
+const A: u128 = 0x8000_7fff_0102_fffe_80ff_7f01_00aa_5533;
+const B: u128 = 0x7fff_8000_ff01_0003_0180_7f7f_aa00_3355;
+
+#[test]
+fn integer_ops_match_host() {
+    let mut t = TestCpu::new();
+    t.cpu.fpu.xmm[1] = A;
+    t.cpu.fpu.xmm[2] = B;
+    t.write(DATA, &B.to_le_bytes());
+    type Op = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    // SAFETY (all below): SSE2/SSSE3/SSE4.1 intrinsics on a host that has them.
+    let cases: Vec<(Op, u128)> = unsafe {
+        vec![
+            (|a| a.paddsw(xmm1, xmm2), m128(_mm_adds_epi16(x(A), x(B)))),
+            (|a| a.psubusb(xmm1, xmm2), m128(_mm_subs_epu8(x(A), x(B)))),
+            (|a| a.pmaddwd(xmm1, xmm2), m128(_mm_madd_epi16(x(A), x(B)))),
+            (|a| a.pmulhuw(xmm1, xmm2), m128(_mm_mulhi_epu16(x(A), x(B)))),
+            (|a| a.pmuludq(xmm1, xmm2), m128(_mm_mul_epu32(x(A), x(B)))),
+            (|a| a.psadbw(xmm1, xmm2), m128(_mm_sad_epu8(x(A), x(B)))),
+            (|a| a.pavgb(xmm1, xmm2), m128(_mm_avg_epu8(x(A), x(B)))),
+            (|a| a.pcmpgtw(xmm1, xmm2), m128(_mm_cmpgt_epi16(x(A), x(B)))),
+            (|a| a.packsswb(xmm1, xmm2), m128(_mm_packs_epi16(x(A), x(B)))),
+            (|a| a.packuswb(xmm1, xmm2), m128(_mm_packus_epi16(x(A), x(B)))),
+            (|a| a.punpckhwd(xmm1, xmm2), m128(_mm_unpackhi_epi16(x(A), x(B)))),
+            (|a| a.pshufd(xmm1, xmm2, 0x1b), m128(_mm_shuffle_epi32::<0x1b>(x(B)))),
+            (|a| a.pshufhw(xmm1, xmm2, 0x4e), m128(_mm_shufflehi_epi16::<0x4e>(x(B)))),
+            (|a| a.psraw(xmm1, 3), m128(_mm_srai_epi16::<3>(x(A)))),
+            (|a| a.psrldq(xmm1, 5), m128(_mm_srli_si128::<5>(x(A)))),
+            (|a| a.pshufb(xmm1, xmm2), m128(_mm_shuffle_epi8(x(A), x(B)))),
+            (|a| a.palignr(xmm1, xmm2, 7), m128(_mm_alignr_epi8::<7>(x(A), x(B)))),
+            (|a| a.pmaddubsw(xmm1, xmm2), m128(_mm_maddubs_epi16(x(A), x(B)))),
+            (|a| a.pmulhrsw(xmm1, xmm2), m128(_mm_mulhrs_epi16(x(A), x(B)))),
+            (|a| a.psignw(xmm1, xmm2), m128(_mm_sign_epi16(x(A), x(B)))),
+            (|a| a.phaddsw(xmm1, xmm2), m128(_mm_hadds_epi16(x(A), x(B)))),
+            (|a| a.pminsb(xmm1, xmm2), m128(_mm_min_epi8(x(A), x(B)))),
+            (|a| a.pmaxud(xmm1, xmm2), m128(_mm_max_epu32(x(A), x(B)))),
+            (|a| a.pmulld(xmm1, xmm2), m128(_mm_mullo_epi32(x(A), x(B)))),
+            (|a| a.pmuldq(xmm1, xmm2), m128(_mm_mul_epi32(x(A), x(B)))),
+            (|a| a.packusdw(xmm1, xmm2), m128(_mm_packus_epi32(x(A), x(B)))),
+            (|a| a.pmovsxbw(xmm1, xmm2), m128(_mm_cvtepi8_epi16(x(B)))),
+            (|a| a.pmovzxwq(xmm1, xmm2), m128(_mm_cvtepu16_epi64(x(B)))),
+            (|a| a.pblendw(xmm1, xmm2, 0xa5), m128(_mm_blend_epi16::<0xa5>(x(A), x(B)))),
+            (|a| a.mpsadbw(xmm1, xmm2, 5), m128(_mm_mpsadbw_epu8::<5>(x(A), x(B)))),
+            (|a| a.pcmpgtq(xmm1, xmm2), m128(_mm_cmpgt_epi64(x(A), x(B)))),
+            (|a| a.phminposuw(xmm1, xmm2), m128(_mm_minpos_epu16(x(B)))),
+            (|a| a.paddw(xmm1, xmmword_ptr(DATA)), m128(_mm_add_epi16(x(A), x(B)))),
+        ]
+    };
+    for (i, (op, want)) in cases.into_iter().enumerate() {
+        t.cpu.fpu.xmm[1] = A;
+        t.run(|a| op(a).unwrap()).unwrap();
+        assert_eq!(t.cpu.fpu.xmm[1], want, "case {i}");
+    }
+}
+
+#[test]
+fn moves_masks_and_alignment() {
+    let mut t = TestCpu::new();
+    t.write(DATA + 0x10, &A.to_le_bytes());
+    t.cpu.gpr[0] = 0x1234_5678_9abc_def0;
+    t.run(|a| {
+        a.movdqa(xmm3, xmmword_ptr(DATA + 0x10)).unwrap();
+        a.pmovmskb(ecx, xmm3).unwrap();
+        a.movq(xmm4, rax).unwrap();
+        a.movd(edx, xmm3).unwrap();
+        a.movdqu(xmmword_ptr(DATA + 0x21), xmm3).unwrap();
+        a.pextrw(esi, xmm3, 6).unwrap();
+        a.pinsrb(xmm4, eax, 15).unwrap();
+        a.pxor(xmm5, xmm5).unwrap();
+        a.pcmpeqb(xmm5, xmm3).unwrap();
+    })
+    .unwrap();
+    // SAFETY: SSE2 on the host.
+    let mask = unsafe { _mm_movemask_epi8(x(A)) } as u64;
+    assert_eq!(t.cpu.gpr[1], mask);
+    assert_eq!(t.cpu.fpu.xmm[4], 0xf0 << 120 | 0x1234_5678_9abc_def0);
+    assert_eq!(t.cpu.gpr[2], A as u32 as u64);
+    assert_eq!(t.read_u128(DATA + 0x21), A);
+    assert_eq!(t.cpu.gpr[6], (A >> 96) as u16 as u64);
+    let zero_bytes = (0..16).filter(|i| (A >> (8 * i)) as u8 == 0).count();
+    assert_eq!(t.cpu.fpu.xmm[5].to_le_bytes().iter().filter(|&&b| b == 0xff).count(), zero_bytes);
+    // MOVDQA from a misaligned address: #GP; MOVUPS is fine.
+    assert_eq!(vector(t.run(|a| a.movdqa(xmm0, xmmword_ptr(DATA + 8)).unwrap())), Some(x86::GP));
+    assert!(t.run(|a| a.movups(xmm0, xmmword_ptr(DATA + 8)).unwrap()).is_ok());
+    // CR0.TS: #NM; CR4.OSFXSR clear: #UD.
+    t.cpu.cr0 |= x86::CR0_TS;
+    assert_eq!(vector(t.run(|a| a.pxor(xmm0, xmm0).unwrap())), Some(x86::NM));
+    t.cpu.cr0 &= !x86::CR0_TS;
+    t.cpu.cr4 &= !x86::CR4_OSFXSR;
+    assert_eq!(vector(t.run(|a| a.pxor(xmm0, xmm0).unwrap())), Some(x86::UD));
+}
+
+#[test]
+fn scalar_double_arithmetic_and_conversions() {
+    let mut t = TestCpu::new();
+    t.cpu.gpr[0] = (-7i64) as u64;
+    t.write(DATA, &2.5f64.to_bits().to_le_bytes());
+    t.run(|a| {
+        a.cvtsi2sd(xmm0, rax).unwrap();
+        a.divsd(xmm0, qword_ptr(DATA)).unwrap(); // -2.8
+        a.sqrtsd(xmm1, qword_ptr(DATA)).unwrap();
+        a.cvttsd2si(ecx, xmm0).unwrap();
+        a.cvtsd2si(rdx, xmm0).unwrap();
+        a.ucomisd(xmm0, xmm1).unwrap();
+    })
+    .unwrap();
+    assert_eq!(t.cpu.fpu.xmm[0] as u64, (-7.0f64 / 2.5).to_bits());
+    assert_eq!(t.cpu.fpu.xmm[1] as u64, 2.5f64.sqrt().to_bits());
+    assert_eq!(t.cpu.gpr[1], (-2i32) as u32 as u64);
+    assert_eq!(t.cpu.gpr[2], (-3i64) as u64);
+    assert!(t.cpu.flags.cf() && !t.cpu.flags.zf() && !t.cpu.flags.pf());
+    assert_ne!(t.cpu.fpu.mxcsr & 0x20, 0, "PE recorded");
+    // Out-of-range truncation: integer indefinite and IE.
+    t.write(DATA + 8, &1e300f64.to_bits().to_le_bytes());
+    t.run(|a| a.cvttsd2si(eax, qword_ptr(DATA + 8)).unwrap()).unwrap();
+    assert_eq!(t.cpu.gpr[0], 0x8000_0000);
+    assert_ne!(t.cpu.fpu.mxcsr & 1, 0);
+    // Unmasked divide-by-zero: #XM, destination unchanged.
+    t.cpu.fpu.mxcsr = 0x1f80 & !(1 << 9);
+    t.cpu.fpu.xmm[2] = u128::from(1.0f64.to_bits());
+    t.cpu.fpu.xmm[3] = 0;
+    assert_eq!(vector(t.run(|a| a.divsd(xmm2, xmm3).unwrap())), Some(x86::XM));
+    assert_eq!(t.cpu.fpu.xmm[2] as u64, 1.0f64.to_bits());
+    // Reserved MXCSR bits: #GP.
+    t.write(DATA + 16, &0x10000u32.to_le_bytes());
+    assert_eq!(vector(t.run(|a| a.ldmxcsr(dword_ptr(DATA + 16)).unwrap())), Some(x86::GP));
+}
+
+#[test]
+fn packed_single_ops_match_host() {
+    let mut t = TestCpu::new();
+    let fa = [1.5f32, -0.0, 3.25e10, f32::NAN];
+    let fb = [0.1f32, 2.0, -1.0, 7.0];
+    let pack = |v: [f32; 4]| v.iter().enumerate().fold(0u128, |acc, (i, f)| acc | (u128::from(f.to_bits()) << (32 * i)));
+    t.cpu.fpu.xmm[1] = pack(fa);
+    t.cpu.fpu.xmm[2] = pack(fb);
+    t.run(|a| {
+        a.movaps(xmm3, xmm1).unwrap();
+        a.mulps(xmm3, xmm2).unwrap();
+        a.movaps(xmm4, xmm1).unwrap();
+        a.cmpps(xmm4, xmm2, 1).unwrap(); // LT
+        a.movmskps(eax, xmm4).unwrap();
+        a.movaps(xmm5, xmm1).unwrap();
+        a.shufps(xmm5, xmm2, 0x4e).unwrap();
+        a.movaps(xmm6, xmm1).unwrap();
+        a.haddps(xmm6, xmm2).unwrap();
+        a.movaps(xmm7, xmm1).unwrap();
+        a.dpps(xmm7, xmm2, 0x71).unwrap();
+    })
+    .unwrap();
+    // SAFETY: SSE..SSE4.1 on the host.
+    unsafe {
+        let (va, vb) = (_mm_castsi128_ps(x(pack(fa))), _mm_castsi128_ps(x(pack(fb))));
+        let c = |v: __m128| m128(_mm_castps_si128(v));
+        assert_eq!(t.cpu.fpu.xmm[3], c(_mm_mul_ps(va, vb)));
+        assert_eq!(t.cpu.fpu.xmm[4], c(_mm_cmplt_ps(va, vb)));
+        assert_eq!(t.cpu.gpr[0], _mm_movemask_ps(_mm_cmplt_ps(va, vb)) as u64);
+        assert_eq!(t.cpu.fpu.xmm[5], c(_mm_shuffle_ps::<0x4e>(va, vb)));
+        assert_eq!(t.cpu.fpu.xmm[6], c(_mm_hadd_ps(va, vb)));
+        assert_eq!(t.cpu.fpu.xmm[7], c(_mm_dp_ps::<0x71>(va, vb)));
+    }
+}
+
+#[test]
+fn mmx_forms_use_the_x87_registers() {
+    let mut t = TestCpu::new();
+    t.cpu.fpu.top = 3;
+    t.cpu.gpr[0] = 0x0001_0002_0003_0004;
+    t.cpu.gpr[1] = 0xffff_0001_7fff_8000;
+    t.run(|a| {
+        a.movq(mm0, rax).unwrap();
+        a.movq(mm1, rcx).unwrap();
+        a.paddsw(mm0, mm1).unwrap();
+        a.pmovmskb(edx, mm1).unwrap();
+    })
+    .unwrap();
+    assert_eq!(t.cpu.fpu.regs[0].mant, 0x0000_0003_7fff_8004);
+    assert_eq!(t.cpu.fpu.regs[0].se, 0xffff);
+    assert_eq!((t.cpu.fpu.top, t.cpu.fpu.ftw), (0, 0));
+    assert_eq!(t.cpu.gpr[2], 0b1100_0110);
+    t.run(|a| a.emms().unwrap()).unwrap();
+    assert_eq!(t.cpu.fpu.ftw, 0xffff);
+    t.cpu.cr0 |= x86::CR0_EM;
+    assert_eq!(vector(t.run(|a| a.paddb(mm0, mm1).unwrap())), Some(x86::UD));
+}
+
+#[test]
+fn string_compare_and_crc32() {
+    let mut t = TestCpu::new();
+    let s = |b: &[u8]| {
+        let mut v = [0u8; 16];
+        v[..b.len()].copy_from_slice(b);
+        u128::from_le_bytes(v)
+    };
+    t.cpu.fpu.xmm[1] = s(b"lo");
+    t.cpu.fpu.xmm[2] = s(b"hello world");
+    t.cpu.gpr[3] = 0xffff_ffff;
+    t.run(|a| {
+        a.pcmpistri(xmm1, xmm2, 0x0c).unwrap();
+        a.mov(rdx, 0x3938_3736_3534_3332u64).unwrap();
+        a.crc32(ebx, rdx).unwrap();
+    })
+    .unwrap();
+    assert_eq!(t.cpu.gpr[1], 3);
+    assert!(t.cpu.flags.cf() && t.cpu.flags.zf() && t.cpu.flags.sf());
+    // SAFETY: SSE4.2 on the host.
+    let want = unsafe {
+        let r = _mm_cmpistri::<0x0c>(x(s(b"lo")), x(s(b"hello world")));
+        assert_eq!(r, 3);
+        _mm_crc32_u64(0xffff_ffff, 0x3938_3736_3534_3332)
+    };
+    assert_eq!(t.cpu.gpr[3], want);
+}
