@@ -140,18 +140,60 @@ fn arith(cpu: &mut Cpu, ins: &Instruction) -> Res {
         _ => 5,
     };
     const TABLE: [[Kernel; 5]; 6] = [
-        [host::add_st, host::add_m32, host::add_m64, host::add_i16, host::add_i32],
-        [host::sub_st, host::sub_m32, host::sub_m64, host::sub_i16, host::sub_i32],
-        [host::subr_st, host::subr_m32, host::subr_m64, host::subr_i16, host::subr_i32],
-        [host::mul_st, host::mul_m32, host::mul_m64, host::mul_i16, host::mul_i32],
-        [host::div_st, host::div_m32, host::div_m64, host::div_i16, host::div_i32],
-        [host::divr_st, host::divr_m32, host::divr_m64, host::divr_i16, host::divr_i32],
+        [
+            host::add_st,
+            host::add_m32,
+            host::add_m64,
+            host::add_i16,
+            host::add_i32,
+        ],
+        [
+            host::sub_st,
+            host::sub_m32,
+            host::sub_m64,
+            host::sub_i16,
+            host::sub_i32,
+        ],
+        [
+            host::subr_st,
+            host::subr_m32,
+            host::subr_m64,
+            host::subr_i16,
+            host::subr_i32,
+        ],
+        [
+            host::mul_st,
+            host::mul_m32,
+            host::mul_m64,
+            host::mul_i16,
+            host::mul_i32,
+        ],
+        [
+            host::div_st,
+            host::div_m32,
+            host::div_m64,
+            host::div_i16,
+            host::div_i32,
+        ],
+        [
+            host::divr_st,
+            host::divr_m32,
+            host::divr_m64,
+            host::divr_i16,
+            host::divr_i32,
+        ],
     ];
     let form = match src {
         Src::St(_) => 0,
-        Src::Mem { size: 4, int: false, .. } => 1,
+        Src::Mem {
+            size: 4,
+            int: false,
+            ..
+        } => 1,
         Src::Mem { int: false, .. } => 2,
-        Src::Mem { size: 2, int: true, .. } => 3,
+        Src::Mem {
+            size: 2, int: true, ..
+        } => 3,
         Src::Mem { .. } => 4,
     };
     let a = cpu.fpu.st(dst).to_buf();
@@ -190,12 +232,22 @@ fn compare(cpu: &mut Cpu, ins: &Instruction) -> Res {
         }
         unordered
     } else {
-        let unordered_kind = matches!(m, M::Fucom | M::Fucomp | M::Fucompp | M::Fucomi | M::Fucomip);
+        let unordered_kind = matches!(
+            m,
+            M::Fucom | M::Fucomp | M::Fucompp | M::Fucomi | M::Fucomip
+        );
         let k: Kernel = match (m, src) {
             (M::Ftst, _) => host::tst,
             (_, Src::St(_)) if unordered_kind => host::ucom_st,
             (_, Src::St(_)) => host::com_st,
-            (_, Src::Mem { size: 4, int: false, .. }) => host::com_m32,
+            (
+                _,
+                Src::Mem {
+                    size: 4,
+                    int: false,
+                    ..
+                },
+            ) => host::com_m32,
             (_, Src::Mem { int: false, .. }) => host::com_m64,
             (_, Src::Mem { size: 2, .. }) => host::com_i16,
             _ => host::com_i32,
@@ -234,7 +286,8 @@ fn fxam(cpu: &mut Cpu, ins: &Instruction) -> Res {
         cc |= sw::C3 | sw::C0;
     } else {
         let (c3, c2, c0) = v.fxam_class();
-        cc |= if c3 { sw::C3 } else { 0 } | if c2 { sw::C2 } else { 0 } | if c0 { sw::C0 } else { 0 };
+        cc |=
+            if c3 { sw::C3 } else { 0 } | if c2 { sw::C2 } else { 0 } | if c0 { sw::C0 } else { 0 };
     }
     cpu.fpu.set_cc(cc);
     Ok(())
@@ -331,7 +384,11 @@ fn st01(cpu: &mut Cpu, ins: &Instruction, k: Kernel) -> Res<Option<F80>> {
             None
         });
     }
-    let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &cpu.fpu.st(1).to_buf());
+    let out = k(
+        cpu.fpu.fcw,
+        &cpu.fpu.st(0).to_buf(),
+        &cpu.fpu.st(1).to_buf(),
+    );
     cpu.fpu.set_cc(out.c_bits());
     Ok(if cpu.x87_raise(out.exc) {
         Some(F80::from_bytes(&out.r))

@@ -237,7 +237,11 @@ fn load_env(cpu: &mut Cpu, b: &[u8]) {
     } else {
         f.fip = u64::from(v(3));
         f.fcs = v(4) as u16;
-        f.fop = if small { 0 } else { ((v(4) >> 16) & 0x7ff) as u16 };
+        f.fop = if small {
+            0
+        } else {
+            ((v(4) >> 16) & 0x7ff) as u16
+        };
         f.fdp = u64::from(v(5));
         f.fds = v(6) as u16;
     }

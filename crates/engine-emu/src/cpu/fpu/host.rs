@@ -192,13 +192,19 @@ mod tests {
         let three = ld_m64(0x37f, &[0; 16], &f64buf(3.0)).r;
         // 1/3 in 64-bit precision: 0xAAAA...AAAB, exponent 0x3ffd (round to nearest).
         let q = div_st(0x37f, &one, &three);
-        assert_eq!(u64::from_le_bytes(q.r[..8].try_into().unwrap()), 0xaaaa_aaaa_aaaa_aaab);
+        assert_eq!(
+            u64::from_le_bytes(q.r[..8].try_into().unwrap()),
+            0xaaaa_aaaa_aaaa_aaab
+        );
         assert_eq!(u16::from_le_bytes([q.r[8], q.r[9]]), 0x3ffd);
         assert_eq!(q.exc, 0x20);
         assert_ne!(q.sw_op & 0x200, 0, "C1: rounded up");
         // Round toward zero (RC=11): ...AAAA.
         let q = div_st(0x37f | 0xc00, &one, &three);
-        assert_eq!(u64::from_le_bytes(q.r[..8].try_into().unwrap()), 0xaaaa_aaaa_aaaa_aaaa);
+        assert_eq!(
+            u64::from_le_bytes(q.r[..8].try_into().unwrap()),
+            0xaaaa_aaaa_aaaa_aaaa
+        );
         // Precision control 53 bits: the result is the double 1/3.
         let q = div_st(0x27f, &one, &three);
         assert_eq!(to_f64(&q.r), 1.0 / 3.0);

@@ -14,7 +14,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
     Some(match ins.mnemonic() {
         M::Fld | M::Fild | M::Fbld => load,
         M::Fld1 | M::Fldl2t | M::Fldl2e | M::Fldpi | M::Fldlg2 | M::Fldln2 | M::Fldz => constant,
-        M::Fst | M::Fstp | M::Fist | M::Fistp | M::Fisttp | M::Fbstp => store,
+        M::Fst | M::Fstp | M::Fstpnce | M::Fist | M::Fistp | M::Fisttp | M::Fbstp => store,
         M::Fxch => fxch,
         M::Fcmovb
         | M::Fcmove
@@ -124,7 +124,7 @@ fn stores(cpu: &Cpu, exc: u16) -> bool {
 fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.fpu_check()?;
     let m = ins.mnemonic();
-    let pop = matches!(m, M::Fstp | M::Fistp | M::Fisttp | M::Fbstp);
+    let pop = matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fisttp | M::Fbstp);
     let empty = cpu.fpu.is_empty(0);
     if ins.op_kind(0) == OpKind::Register {
         let i = st_index(ins.op_register(0));
@@ -152,10 +152,13 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
         let mut b = [0u8; 16];
         match (m, size) {
             (M::Fst | M::Fstp, 4) => b[..4].copy_from_slice(&0xffc0_0000u32.to_le_bytes()),
-            (M::Fst | M::Fstp, 8) => b[..8].copy_from_slice(&0xfff8_0000_0000_0000u64.to_le_bytes()),
+            (M::Fst | M::Fstp, 8) => {
+                b[..8].copy_from_slice(&0xfff8_0000_0000_0000u64.to_le_bytes())
+            }
             (M::Fst | M::Fstp, _) => b[..10].copy_from_slice(&F80::INDEFINITE.to_bytes()),
             (M::Fbstp, _) => b[..10].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0xc0, 0xff, 0xff]),
-            _ => b[..size as usize].copy_from_slice(&(1u64 << (8 * size - 1)).to_le_bytes()[..size as usize]),
+            _ => b[..size as usize]
+                .copy_from_slice(&(1u64 << (8 * size - 1)).to_le_bytes()[..size as usize]),
         }
         (b, sw::IE | sw::SF, 0)
     } else if size == 10 && m != M::Fbstp {

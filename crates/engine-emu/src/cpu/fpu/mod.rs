@@ -333,3 +333,6 @@ impl Cpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

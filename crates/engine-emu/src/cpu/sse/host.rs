@@ -323,9 +323,9 @@ mod tests {
         let (r, f) = divsd(one, three, 0x1f80);
         assert_eq!(r as u64, (1.0f64 / 3.0).to_bits());
         assert_eq!(f, 0x20); // PE
-        // Round toward zero gives one ulp less.
-        let (rz, _) = divsd(one, three, 0x7f80);
-        assert_eq!(rz as u64, (1.0f64 / 3.0).to_bits() - 1);
+                             // Round up gives one ulp more (1/3 rounds down to nearest).
+        let (ru, _) = divsd(one, three, 0x5f80);
+        assert_eq!(ru as u64, (1.0f64 / 3.0).to_bits() + 1);
         let (_, f) = divsd(one, 0, 0x1f80);
         assert_eq!(f, 0x4); // ZE
         let (r, f) = cvttsd2si_32(u128::from(1e20f64.to_bits()), 0x1f80);

@@ -174,10 +174,7 @@ mod tests {
         let a = 0x7ff0_8000_0001_ffffu128;
         let b = 0x0020_8000_0001_0001u128;
         // PADDSW: 0x7ff0+0x20 saturates, 0x8000+0x8000 saturates negative.
-        assert_eq!(
-            compute(M::Paddsw, a, b, 64),
-            Some(0x7fff_8000_0002_0000)
-        );
+        assert_eq!(compute(M::Paddsw, a, b, 64), Some(0x7fff_8000_0002_0000));
         // PMADDWD of (-32768, -32768) pairs wraps to 0x8000_0000.
         let m = compute(M::Pmaddwd, 0x8000_8000, 0x8000_8000, 128).unwrap();
         assert_eq!(m as u32, 0x8000_0000);
@@ -185,7 +182,12 @@ mod tests {
         assert_eq!(compute(M::Psraw, 0x8000, 99, 64), Some(0xffff));
         assert_eq!(compute(M::Psllq, 1, 64, 128), Some(0));
         assert_eq!(
-            compute(M::Phminposuw, 0, (u128::MAX << 64) | 0x0005_0003_0007_0004, 128),
+            compute(
+                M::Phminposuw,
+                0,
+                (u128::MAX << 64) | 0x0005_0003_0007_0004,
+                128
+            ),
             Some(0x0000_0003 | (2 << 16))
         );
     }

@@ -47,14 +47,12 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
 
 /// Does the instruction name an MMX register?
 pub fn has_mm(ins: &Instruction) -> bool {
-    (0..ins.op_count())
-        .any(|i| ins.op_kind(i) == OpKind::Register && ins.op_register(i).is_mm())
+    (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Register && ins.op_register(i).is_mm())
 }
 
 /// Does the instruction name an XMM register?
 pub fn has_xmm(ins: &Instruction) -> bool {
-    (0..ins.op_count())
-        .any(|i| ins.op_kind(i) == OpKind::Register && ins.op_register(i).is_xmm())
+    (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Register && ins.op_register(i).is_xmm())
 }
 
 /// Legacy-SSE instructions whose 16-byte memory operand may be unaligned.

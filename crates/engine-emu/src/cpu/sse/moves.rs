@@ -29,9 +29,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         M::Movq | M::Movq2dq | M::Movdq2q => mov_q,
         M::Movd => mov_d,
         M::Movss => mov_ss,
-        M::Movsd if ins.code() != Code::Movsd_m32_m32 => {
-            mov_sd
-        }
+        M::Movsd if ins.code() != Code::Movsd_m32_m32 => mov_sd,
         M::Movsd => return None,
         M::Movhps | M::Movhpd => mov_high,
         M::Movlps | M::Movlpd => mov_low,

@@ -62,7 +62,9 @@ fn extend(b: u128, from: u32, to: u32, signed: bool) -> u128 {
 }
 
 fn blend(a: u128, b: u128, bits: u32, sel: impl Fn(u32) -> bool) -> u128 {
-    build(128 / bits, bits, |i| get(if sel(i) { b } else { a }, i, bits))
+    build(128 / bits, bits, |i| {
+        get(if sel(i) { b } else { a }, i, bits)
+    })
 }
 
 /// The result of a rearranging operation, or None when `m` is not one.
@@ -86,8 +88,7 @@ pub fn compute(m: M, a: u128, b: u128, imm: u8, w: u32, x0: u128, mem_src: bool)
         M::Pshufd => build(4, 32, |i| get(b, (imm32 >> (2 * i)) & 3, 32)),
         M::Pshufw => build(4, 16, |i| get(b, (imm32 >> (2 * i)) & 3, 16)),
         M::Pshuflw => {
-            (b & !0xffff_ffff_ffff_ffffu128)
-                | build(4, 16, |i| get(b, (imm32 >> (2 * i)) & 3, 16))
+            (b & !0xffff_ffff_ffff_ffffu128) | build(4, 16, |i| get(b, (imm32 >> (2 * i)) & 3, 16))
         }
         M::Pshufhw => {
             (b & 0xffff_ffff_ffff_ffffu128)

@@ -109,7 +109,13 @@ fn pcmpstr(cpu: &mut Cpu, ins: &Instruction) -> Res {
     );
     let (la, lb) = if explicit {
         let wide = matches!(m, M::Pcmpestri64 | M::Pcmpestrm64);
-        let rd = |v: u64| if wide { v as i64 } else { v as u32 as i32 as i64 };
+        let rd = |v: u64| {
+            if wide {
+                v as i64
+            } else {
+                v as u32 as i32 as i64
+            }
+        };
         (
             explicit_len(rd(cpu.gpr[0]), n),
             explicit_len(rd(cpu.gpr[2]), n),
@@ -135,14 +141,8 @@ fn pcmpstr(cpu: &mut Cpu, ins: &Instruction) -> Res {
             u128::from(r.res)
         };
     }
-    cpu.flags.set_arith(
-        r.res != 0,
-        false,
-        false,
-        r.lb < n,
-        r.la < n,
-        r.res & 1 != 0,
-    );
+    cpu.flags
+        .set_arith(r.res != 0, false, false, r.lb < n, r.la < n, r.res & 1 != 0);
     Ok(())
 }
 

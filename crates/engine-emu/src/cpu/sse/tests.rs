@@ -39,31 +39,67 @@ fn integer_ops_match_host() {
             (|a| a.psadbw(xmm1, xmm2), m128(_mm_sad_epu8(x(A), x(B)))),
             (|a| a.pavgb(xmm1, xmm2), m128(_mm_avg_epu8(x(A), x(B)))),
             (|a| a.pcmpgtw(xmm1, xmm2), m128(_mm_cmpgt_epi16(x(A), x(B)))),
-            (|a| a.packsswb(xmm1, xmm2), m128(_mm_packs_epi16(x(A), x(B)))),
-            (|a| a.packuswb(xmm1, xmm2), m128(_mm_packus_epi16(x(A), x(B)))),
-            (|a| a.punpckhwd(xmm1, xmm2), m128(_mm_unpackhi_epi16(x(A), x(B)))),
-            (|a| a.pshufd(xmm1, xmm2, 0x1b), m128(_mm_shuffle_epi32::<0x1b>(x(B)))),
-            (|a| a.pshufhw(xmm1, xmm2, 0x4e), m128(_mm_shufflehi_epi16::<0x4e>(x(B)))),
+            (
+                |a| a.packsswb(xmm1, xmm2),
+                m128(_mm_packs_epi16(x(A), x(B))),
+            ),
+            (
+                |a| a.packuswb(xmm1, xmm2),
+                m128(_mm_packus_epi16(x(A), x(B))),
+            ),
+            (
+                |a| a.punpckhwd(xmm1, xmm2),
+                m128(_mm_unpackhi_epi16(x(A), x(B))),
+            ),
+            (
+                |a| a.pshufd(xmm1, xmm2, 0x1b),
+                m128(_mm_shuffle_epi32::<0x1b>(x(B))),
+            ),
+            (
+                |a| a.pshufhw(xmm1, xmm2, 0x4e),
+                m128(_mm_shufflehi_epi16::<0x4e>(x(B))),
+            ),
             (|a| a.psraw(xmm1, 3), m128(_mm_srai_epi16::<3>(x(A)))),
             (|a| a.psrldq(xmm1, 5), m128(_mm_srli_si128::<5>(x(A)))),
             (|a| a.pshufb(xmm1, xmm2), m128(_mm_shuffle_epi8(x(A), x(B)))),
-            (|a| a.palignr(xmm1, xmm2, 7), m128(_mm_alignr_epi8::<7>(x(A), x(B)))),
-            (|a| a.pmaddubsw(xmm1, xmm2), m128(_mm_maddubs_epi16(x(A), x(B)))),
-            (|a| a.pmulhrsw(xmm1, xmm2), m128(_mm_mulhrs_epi16(x(A), x(B)))),
+            (
+                |a| a.palignr(xmm1, xmm2, 7),
+                m128(_mm_alignr_epi8::<7>(x(A), x(B))),
+            ),
+            (
+                |a| a.pmaddubsw(xmm1, xmm2),
+                m128(_mm_maddubs_epi16(x(A), x(B))),
+            ),
+            (
+                |a| a.pmulhrsw(xmm1, xmm2),
+                m128(_mm_mulhrs_epi16(x(A), x(B))),
+            ),
             (|a| a.psignw(xmm1, xmm2), m128(_mm_sign_epi16(x(A), x(B)))),
             (|a| a.phaddsw(xmm1, xmm2), m128(_mm_hadds_epi16(x(A), x(B)))),
             (|a| a.pminsb(xmm1, xmm2), m128(_mm_min_epi8(x(A), x(B)))),
             (|a| a.pmaxud(xmm1, xmm2), m128(_mm_max_epu32(x(A), x(B)))),
             (|a| a.pmulld(xmm1, xmm2), m128(_mm_mullo_epi32(x(A), x(B)))),
             (|a| a.pmuldq(xmm1, xmm2), m128(_mm_mul_epi32(x(A), x(B)))),
-            (|a| a.packusdw(xmm1, xmm2), m128(_mm_packus_epi32(x(A), x(B)))),
+            (
+                |a| a.packusdw(xmm1, xmm2),
+                m128(_mm_packus_epi32(x(A), x(B))),
+            ),
             (|a| a.pmovsxbw(xmm1, xmm2), m128(_mm_cvtepi8_epi16(x(B)))),
             (|a| a.pmovzxwq(xmm1, xmm2), m128(_mm_cvtepu16_epi64(x(B)))),
-            (|a| a.pblendw(xmm1, xmm2, 0xa5), m128(_mm_blend_epi16::<0xa5>(x(A), x(B)))),
-            (|a| a.mpsadbw(xmm1, xmm2, 5), m128(_mm_mpsadbw_epu8::<5>(x(A), x(B)))),
+            (
+                |a| a.pblendw(xmm1, xmm2, 0xa5),
+                m128(_mm_blend_epi16::<0xa5>(x(A), x(B))),
+            ),
+            (
+                |a| a.mpsadbw(xmm1, xmm2, 5),
+                m128(_mm_mpsadbw_epu8::<5>(x(A), x(B))),
+            ),
             (|a| a.pcmpgtq(xmm1, xmm2), m128(_mm_cmpgt_epi64(x(A), x(B)))),
             (|a| a.phminposuw(xmm1, xmm2), m128(_mm_minpos_epu16(x(B)))),
-            (|a| a.paddw(xmm1, xmmword_ptr(DATA)), m128(_mm_add_epi16(x(A), x(B)))),
+            (
+                |a| a.paddw(xmm1, xmmword_ptr(DATA)),
+                m128(_mm_add_epi16(x(A), x(B))),
+            ),
         ]
     };
     for (i, (op, want)) in cases.into_iter().enumerate() {
@@ -98,16 +134,34 @@ fn moves_masks_and_alignment() {
     assert_eq!(t.read_u128(DATA + 0x21), A);
     assert_eq!(t.cpu.gpr[6], (A >> 96) as u16 as u64);
     let zero_bytes = (0..16).filter(|i| (A >> (8 * i)) as u8 == 0).count();
-    assert_eq!(t.cpu.fpu.xmm[5].to_le_bytes().iter().filter(|&&b| b == 0xff).count(), zero_bytes);
+    assert_eq!(
+        t.cpu.fpu.xmm[5]
+            .to_le_bytes()
+            .iter()
+            .filter(|&&b| b == 0xff)
+            .count(),
+        zero_bytes
+    );
     // MOVDQA from a misaligned address: #GP; MOVUPS is fine.
-    assert_eq!(vector(t.run(|a| a.movdqa(xmm0, xmmword_ptr(DATA + 8)).unwrap())), Some(x86::GP));
-    assert!(t.run(|a| a.movups(xmm0, xmmword_ptr(DATA + 8)).unwrap()).is_ok());
+    assert_eq!(
+        vector(t.run(|a| a.movdqa(xmm0, xmmword_ptr(DATA + 8)).unwrap())),
+        Some(x86::GP)
+    );
+    assert!(t
+        .run(|a| a.movups(xmm0, xmmword_ptr(DATA + 8)).unwrap())
+        .is_ok());
     // CR0.TS: #NM; CR4.OSFXSR clear: #UD.
     t.cpu.cr0 |= x86::CR0_TS;
-    assert_eq!(vector(t.run(|a| a.pxor(xmm0, xmm0).unwrap())), Some(x86::NM));
+    assert_eq!(
+        vector(t.run(|a| a.pxor(xmm0, xmm0).unwrap())),
+        Some(x86::NM)
+    );
     t.cpu.cr0 &= !x86::CR0_TS;
     t.cpu.cr4 &= !x86::CR4_OSFXSR;
-    assert_eq!(vector(t.run(|a| a.pxor(xmm0, xmm0).unwrap())), Some(x86::UD));
+    assert_eq!(
+        vector(t.run(|a| a.pxor(xmm0, xmm0).unwrap())),
+        Some(x86::UD)
+    );
 }
 
 #[test]
@@ -132,18 +186,25 @@ fn scalar_double_arithmetic_and_conversions() {
     assert_ne!(t.cpu.fpu.mxcsr & 0x20, 0, "PE recorded");
     // Out-of-range truncation: integer indefinite and IE.
     t.write(DATA + 8, &1e300f64.to_bits().to_le_bytes());
-    t.run(|a| a.cvttsd2si(eax, qword_ptr(DATA + 8)).unwrap()).unwrap();
+    t.run(|a| a.cvttsd2si(eax, qword_ptr(DATA + 8)).unwrap())
+        .unwrap();
     assert_eq!(t.cpu.gpr[0], 0x8000_0000);
     assert_ne!(t.cpu.fpu.mxcsr & 1, 0);
     // Unmasked divide-by-zero: #XM, destination unchanged.
     t.cpu.fpu.mxcsr = 0x1f80 & !(1 << 9);
     t.cpu.fpu.xmm[2] = u128::from(1.0f64.to_bits());
     t.cpu.fpu.xmm[3] = 0;
-    assert_eq!(vector(t.run(|a| a.divsd(xmm2, xmm3).unwrap())), Some(x86::XM));
+    assert_eq!(
+        vector(t.run(|a| a.divsd(xmm2, xmm3).unwrap())),
+        Some(x86::XM)
+    );
     assert_eq!(t.cpu.fpu.xmm[2] as u64, 1.0f64.to_bits());
     // Reserved MXCSR bits: #GP.
     t.write(DATA + 16, &0x10000u32.to_le_bytes());
-    assert_eq!(vector(t.run(|a| a.ldmxcsr(dword_ptr(DATA + 16)).unwrap())), Some(x86::GP));
+    assert_eq!(
+        vector(t.run(|a| a.ldmxcsr(dword_ptr(DATA + 16)).unwrap())),
+        Some(x86::GP)
+    );
 }
 
 #[test]
@@ -151,7 +212,11 @@ fn packed_single_ops_match_host() {
     let mut t = TestCpu::new();
     let fa = [1.5f32, -0.0, 3.25e10, f32::NAN];
     let fb = [0.1f32, 2.0, -1.0, 7.0];
-    let pack = |v: [f32; 4]| v.iter().enumerate().fold(0u128, |acc, (i, f)| acc | (u128::from(f.to_bits()) << (32 * i)));
+    let pack = |v: [f32; 4]| {
+        v.iter().enumerate().fold(0u128, |acc, (i, f)| {
+            acc | (u128::from(f.to_bits()) << (32 * i))
+        })
+    };
     t.cpu.fpu.xmm[1] = pack(fa);
     t.cpu.fpu.xmm[2] = pack(fb);
     t.run(|a| {
@@ -218,7 +283,7 @@ fn string_compare_and_crc32() {
     t.run(|a| {
         a.pcmpistri(xmm1, xmm2, 0x0c).unwrap();
         a.mov(rdx, 0x3938_3736_3534_3332u64).unwrap();
-        a.crc32(ebx, rdx).unwrap();
+        a.crc32(rbx, rdx).unwrap();
     })
     .unwrap();
     assert_eq!(t.cpu.gpr[1], 3);
@@ -230,4 +295,45 @@ fn string_compare_and_crc32() {
         _mm_crc32_u64(0xffff_ffff, 0x3938_3736_3534_3332)
     };
     assert_eq!(t.cpu.gpr[3], want);
+}
+
+/// Every legacy-encoded instruction of the extensions this group claims
+/// complete has a handler (iced's instruction table is the reference).
+#[test]
+fn every_instruction_of_the_extensions_is_handled() {
+    use iced_x86::{Code, CpuidFeature as F, Instruction};
+    let complete = [
+        F::FPU,
+        F::FPU387,
+        F::CMOV,
+        F::MMX,
+        F::SSE,
+        F::SSE2,
+        F::SSE3,
+        F::SSSE3,
+        F::SSE4_1,
+        F::SSE4_2,
+        F::FXSR,
+        F::XSAVE,
+        F::XSAVEOPT,
+    ];
+    let mut missing = Vec::new();
+    for c in Code::values() {
+        let feats = c.cpuid_features();
+        if feats.is_empty()
+            || !feats.iter().all(|f| complete.contains(f))
+            || feats == [F::CMOV]
+            || format!("{:?}", c.mnemonic()).starts_with("Prefetch")
+        {
+            // CMOVcc and PREFETCH belong to the integer group.
+            continue;
+        }
+        let mut ins = Instruction::default();
+        ins.set_code(c);
+        let claimed = crate::cpu::fpu::handler(&ins).is_some() || super::handler(&ins).is_some();
+        if !claimed {
+            missing.push(format!("{c:?}"));
+        }
+    }
+    assert!(missing.is_empty(), "unhandled: {missing:?}");
 }
