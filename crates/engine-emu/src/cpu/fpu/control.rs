@@ -59,10 +59,16 @@ fn check(cpu: &Cpu, ins: &Instruction) -> Res {
     }
 }
 
+/// The control word as the hardware keeps it: bit 6 reads as 1, bits 7
+/// and 13..15 as 0.
+pub fn normalize_fcw(v: u16) -> u16 {
+    (v & 0x1f3f) | 0x40
+}
+
 fn fldcw(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.fpu_check()?;
     let v = cpu.x87_read_mem(ins, 2)? as u16;
-    cpu.fpu.fcw = v | 0x40;
+    cpu.fpu.fcw = normalize_fcw(v);
     cpu.fpu.update_es();
     Ok(())
 }
@@ -224,7 +230,7 @@ fn load_env(cpu: &mut Cpu, b: &[u8]) {
     };
     let real = real_format(cpu);
     let f = &mut cpu.fpu;
-    f.fcw = v(0) as u16 | 0x40;
+    f.fcw = normalize_fcw(v(0) as u16);
     let fsw = v(1) as u16;
     f.top = ((fsw >> 11) & 7) as u8;
     f.fsw = fsw & !0x3800;
@@ -354,7 +360,7 @@ fn legacy_x87(cpu: &Cpu, wide: bool) -> [u8; 160] {
 /// Load bytes 0..160 of an FXSAVE image except MXCSR.
 fn load_legacy_x87(cpu: &mut Cpu, b: &[u8], wide: bool) {
     let f = &mut cpu.fpu;
-    f.fcw = get16(b, 0);
+    f.fcw = normalize_fcw(get16(b, 0));
     let fsw = get16(b, 2);
     f.top = ((fsw >> 11) & 7) as u8;
     f.fsw = fsw & !0x3800;

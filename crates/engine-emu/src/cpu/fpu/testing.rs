@@ -25,6 +25,12 @@ pub struct TestCpu {
     mem: Vec<u8>,
 }
 
+impl Default for TestCpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TestCpu {
     /// A CPU in 64-bit mode, CPL 0, with CR4.OSFXSR/OSXMMEXCPT, CR0.NE/MP.
     pub fn new() -> TestCpu {

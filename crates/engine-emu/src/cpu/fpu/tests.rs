@@ -255,3 +255,34 @@ fn fnstenv_and_fnsave_formats() {
     assert_eq!((t.cpu.fpu.top, t.cpu.fpu.st(0)), (7, F80::ONE));
     assert_eq!(t.cpu.fpu.fcw & 0x3f, 0x3f);
 }
+
+#[test]
+fn api_state_round_trips() {
+    let mut t = TestCpu::new();
+    t.run(|a| {
+        a.fninit().unwrap();
+        a.fldpi().unwrap();
+        a.fldz().unwrap();
+        a.fld1().unwrap();
+    })
+    .unwrap();
+    t.cpu.fpu.xmm[3] = 0xdead_beef;
+    let api = t.cpu.fpu.to_api();
+    assert_eq!(api.ftwx, 0b1110_0000);
+    assert_eq!(&api.fpr[0][..10], &F80::ONE.to_bytes());
+    let mut back = super::FpuState::default();
+    back.from_api(&api);
+    assert_eq!(
+        (back.top, back.ftw, back.regs),
+        (t.cpu.fpu.top, t.cpu.fpu.ftw, t.cpu.fpu.regs)
+    );
+    assert_eq!(back.xmm[3], 0xdead_beef);
+    // FLDCW keeps bit 6 set and reserved bits clear.
+    t.write(DATA, &0xffffu16.to_le_bytes());
+    t.run(|a| {
+        a.fldcw(word_ptr(DATA)).unwrap();
+        a.fnstcw(word_ptr(DATA + 2)).unwrap();
+    })
+    .unwrap();
+    assert_eq!(t.read(DATA + 2, 2), vec![0x7f, 0x1f]);
+}

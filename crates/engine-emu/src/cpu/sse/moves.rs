@@ -175,11 +175,24 @@ fn pinsr(cpu: &mut Cpu, ins: &Instruction) -> Res {
 /// to DS:rDI (segment override allowed). Every page is checked first.
 fn maskmov(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.simd_check(ins)?;
-    let data = cpu.vread(ins, 0)?;
-    let sel = cpu.vread(ins, 1)?;
+    let mut regs = (0..ins.op_count())
+        .filter(|&i| ins.op_kind(i) == OpKind::Register)
+        .map(|i| ins.op_register(i));
+    let (Some(rd), Some(rs)) = (regs.next(), regs.next()) else {
+        return Err(crate::cpu::ud());
+    };
+    let data = cpu.vreg(rd);
+    let sel = cpu.vreg(rs);
     let n: u32 = if super::has_mm(ins) { 8 } else { 16 };
-    let seg = cpu.mem_seg(ins);
-    let off = cpu.ea(ins);
+    let rdi = cpu.gpr[crate::cpu::reg::RDI];
+    let off = if (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::MemorySegRDI) {
+        rdi
+    } else if (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::MemorySegEDI) {
+        rdi & 0xffff_ffff
+    } else {
+        rdi & 0xffff
+    };
+    let seg = crate::cpu::Seg::from_iced(ins.memory_segment()).unwrap_or(crate::cpu::Seg::Ds);
     let lin = cpu.seg_lin(seg, off, n, true)?;
     let picked: Vec<u32> = (0..n).filter(|&i| get(sel, i, 8) & 0x80 != 0).collect();
     let acc = Access {
