@@ -286,3 +286,103 @@ fn api_state_round_trips() {
     .unwrap();
     assert_eq!(t.read(DATA + 2, 2), vec![0x7f, 0x1f]);
 }
+
+#[test]
+fn remainder_scale_extract_and_two_result_ops() {
+    let mut t = TestCpu::new();
+    for (i, v) in [17.5f64, 5.0, 48.0, 0.25, 3.0].iter().enumerate() {
+        t.write(DATA + 8 * i as u64, &v.to_bits().to_le_bytes());
+    }
+    t.run(|a| {
+        a.fninit().unwrap();
+        a.fld(qword_ptr(DATA + 8)).unwrap(); // 5
+        a.fld(qword_ptr(DATA)).unwrap(); // 17.5
+        a.fprem().unwrap(); // 2.5, quotient 3
+        a.fnstsw(ax).unwrap();
+        a.fstp(qword_ptr(DATA + 0x40)).unwrap();
+        a.fstp(st0).unwrap();
+        a.fld(qword_ptr(DATA + 32)).unwrap(); // 3
+        a.fld(qword_ptr(DATA + 24)).unwrap(); // 0.25
+        a.fscale().unwrap(); // 0.25 * 2^3 = 2
+        a.fstp(qword_ptr(DATA + 0x48)).unwrap();
+        a.fstp(st0).unwrap();
+        a.fld(qword_ptr(DATA + 16)).unwrap(); // 48
+        a.fxtract().unwrap(); // ST0 = 1.5, ST1 = 5
+        a.fstp(qword_ptr(DATA + 0x50)).unwrap();
+        a.fstp(qword_ptr(DATA + 0x58)).unwrap();
+        a.fld(qword_ptr(DATA + 24)).unwrap();
+        a.fptan().unwrap(); // ST0 = 1, ST1 = tan(0.25)
+        a.fstp(qword_ptr(DATA + 0x60)).unwrap();
+        a.fstp(qword_ptr(DATA + 0x68)).unwrap();
+        a.fld(qword_ptr(DATA + 24)).unwrap();
+        a.fsincos().unwrap(); // ST0 = cos, ST1 = sin
+        a.fstp(qword_ptr(DATA + 0x70)).unwrap();
+        a.fstp(qword_ptr(DATA + 0x78)).unwrap();
+    })
+    .unwrap();
+    let q = t.cpu.gpr[0] as u16;
+    // Quotient 3 = 0b011: Q0 in C3... the SDM order is C0=Q2, C3=Q1, C1=Q0.
+    assert_eq!(q & (sw::C0 | sw::C1 | sw::C2 | sw::C3), sw::C3 | sw::C1);
+    assert_eq!(f64_at(&t, DATA + 0x40), 2.5);
+    assert_eq!(f64_at(&t, DATA + 0x48), 2.0);
+    assert_eq!(
+        (f64_at(&t, DATA + 0x50), f64_at(&t, DATA + 0x58)),
+        (1.5, 5.0)
+    );
+    assert_eq!(f64_at(&t, DATA + 0x60), 1.0);
+    assert!((f64_at(&t, DATA + 0x68) - 0.25f64.tan()).abs() < 1e-16);
+    assert!((f64_at(&t, DATA + 0x70) - 0.25f64.cos()).abs() < 1e-16);
+    assert!((f64_at(&t, DATA + 0x78) - 0.25f64.sin()).abs() < 1e-16);
+    assert_eq!(t.cpu.fpu.ftw, 0xffff);
+}
+
+#[test]
+fn rounding_control_invalid_stores_and_moves() {
+    let mut t = TestCpu::new();
+    t.write(DATA, &(-2.5f64).to_bits().to_le_bytes());
+    t.write(DATA + 8, &0x7f80_0001u32.to_le_bytes()); // SNaN
+    t.write(DATA + 12, &1e10f32.to_bits().to_le_bytes());
+    t.write(DATA + 16, &0x077fu16.to_le_bytes()); // RC = down
+    t.run(|a| {
+        a.fninit().unwrap();
+        a.fld(qword_ptr(DATA)).unwrap();
+        a.fld(st0).unwrap();
+        a.frndint().unwrap(); // nearest even: -2
+        a.fistp(dword_ptr(DATA + 0x20)).unwrap();
+        a.fldcw(word_ptr(DATA + 16)).unwrap();
+        a.fld(st0).unwrap();
+        a.frndint().unwrap(); // down: -3
+        a.fistp(dword_ptr(DATA + 0x24)).unwrap();
+        a.fchs().unwrap();
+        a.fist(word_ptr(DATA + 0x28)).unwrap(); // down: 2
+        a.fld(dword_ptr(DATA + 12)).unwrap();
+        a.fist(word_ptr(DATA + 0x2a)).unwrap(); // out of range: indefinite, IE
+    })
+    .unwrap();
+    assert_eq!(t.read_u64(DATA + 0x20) as u32 as i32, -2);
+    assert_eq!(t.read_u64(DATA + 0x20) >> 32, (-3i32) as u32 as u64);
+    assert_eq!(t.read(DATA + 0x28, 4), vec![2, 0, 0, 0x80]);
+    assert_ne!(t.cpu.fpu.fsw & sw::IE, 0);
+    // FLD of a single SNaN: IE, quieted.
+    t.run(|a| {
+        a.fninit().unwrap();
+        a.fld(dword_ptr(DATA + 8)).unwrap();
+    })
+    .unwrap();
+    assert_ne!(t.cpu.fpu.fsw & sw::IE, 0);
+    assert_eq!(t.cpu.fpu.st(0).mant, 0xc000_0100_0000_0000);
+    // FXCH and FCMOV.
+    t.cpu
+        .flags
+        .set_arith(true, false, false, false, false, false);
+    t.run(|a| {
+        a.fninit().unwrap();
+        a.fld1().unwrap();
+        a.fldz().unwrap();
+        a.fxch(st0, st1).unwrap(); // ST0 = 1, ST1 = 0
+        a.fcmovb(st0, st1).unwrap(); // CF = 1: ST0 = 0
+        a.fabs().unwrap();
+    })
+    .unwrap();
+    assert_eq!((t.cpu.fpu.st(0), t.cpu.fpu.st(1)), (F80::ZERO, F80::ZERO));
+}

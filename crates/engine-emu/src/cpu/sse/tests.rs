@@ -351,3 +351,179 @@ fn maskmovdqu_stores_selected_bytes() {
     want[15] = b'P';
     assert_eq!(t.read(DATA + 0x100, 16), want.to_vec());
 }
+
+#[test]
+fn more_integer_and_float_ops_match_host() {
+    let mut t = TestCpu::new();
+    let fa = 0x4049_0fdb_c2f6_0000_7fc0_0001_3f80_0000u128; // pi, -123, qnan-ish, 1.0
+    let fb = 0x3f00_0000_4120_0000_0000_0001_bf80_0000u128; // 0.5, 10, denormal, -1.0
+    type Op = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    // SAFETY (all below): SSE..SSE4.2 intrinsics on a host that has them.
+    let cases: Vec<(Op, u128, u128, u128)> = unsafe {
+        let f = |v: u128| _mm_castsi128_ps(x(v));
+        let d = |v: u128| _mm_castsi128_pd(x(v));
+        let fi = |v: __m128| m128(_mm_castps_si128(v));
+        let dq = |v: __m128d| m128(_mm_castpd_si128(v));
+        vec![
+            (
+                |a| a.packssdw(xmm1, xmm2),
+                A,
+                B,
+                m128(_mm_packs_epi32(x(A), x(B))),
+            ),
+            (
+                |a| a.phsubw(xmm1, xmm2),
+                A,
+                B,
+                m128(_mm_hsub_epi16(x(A), x(B))),
+            ),
+            (
+                |a| a.pshuflw(xmm1, xmm2, 0x93),
+                A,
+                B,
+                m128(_mm_shufflelo_epi16::<0x93>(x(B))),
+            ),
+            (
+                |a| a.punpcklbw(xmm1, xmm2),
+                A,
+                B,
+                m128(_mm_unpacklo_epi8(x(A), x(B))),
+            ),
+            (
+                |a| a.pslld(xmm1, xmm3),
+                A,
+                B,
+                m128(_mm_sll_epi32(x(A), x(5))),
+            ),
+            (
+                |a| a.psrlq(xmm1, xmm2),
+                A,
+                B,
+                m128(_mm_srl_epi64(x(A), x(B))),
+            ),
+            (
+                |a| a.pblendvb(xmm1, xmm2),
+                A,
+                B,
+                m128(_mm_blendv_epi8(x(A), x(B), x(A ^ B))),
+            ),
+            (
+                |a| a.insertps(xmm1, xmm2, 0x9a),
+                fa,
+                fb,
+                fi(_mm_insert_ps::<0x9a>(f(fa), f(fb))),
+            ),
+            (
+                |a| a.blendps(xmm1, xmm2, 0x5),
+                fa,
+                fb,
+                fi(_mm_blend_ps::<5>(f(fa), f(fb))),
+            ),
+            (
+                |a| a.mulps(xmm1, xmm2),
+                fa,
+                fb,
+                fi(_mm_mul_ps(f(fa), f(fb))),
+            ),
+            (|a| a.sqrtps(xmm1, xmm2), fa, fb, fi(_mm_sqrt_ps(f(fb)))),
+            (
+                |a| a.minps(xmm1, xmm2),
+                fa,
+                fb,
+                fi(_mm_min_ps(f(fa), f(fb))),
+            ),
+            (
+                |a| a.maxss(xmm1, xmm2),
+                fa,
+                fb,
+                fi(_mm_max_ss(f(fa), f(fb))),
+            ),
+            (
+                |a| a.roundps(xmm1, xmm2, 0x9),
+                fa,
+                fb,
+                fi(_mm_round_ps::<9>(f(fb))),
+            ),
+            (|a| a.cvtps2pd(xmm1, xmm2), fa, fb, dq(_mm_cvtps_pd(f(fb)))),
+            (|a| a.cvtdq2ps(xmm1, xmm2), A, B, fi(_mm_cvtepi32_ps(x(B)))),
+            (
+                |a| a.cvttps2dq(xmm1, xmm2),
+                fa,
+                fa,
+                m128(_mm_cvttps_epi32(f(fa))),
+            ),
+            (
+                |a| a.addsubpd(xmm1, xmm2),
+                fa,
+                fb,
+                dq(_mm_addsub_pd(d(fa), d(fb))),
+            ),
+            (
+                |a| a.cmppd(xmm1, xmm2, 3),
+                fa,
+                fb,
+                dq(_mm_cmpunord_pd(d(fa), d(fb))),
+            ),
+            (
+                |a| a.unpckhps(xmm1, xmm2),
+                fa,
+                fb,
+                fi(_mm_unpackhi_ps(f(fa), f(fb))),
+            ),
+            (
+                |a| a.movsldup(xmm1, xmm2),
+                fa,
+                fb,
+                fi(_mm_moveldup_ps(f(fb))),
+            ),
+            (
+                |a| a.movhlps(xmm1, xmm2),
+                fa,
+                fb,
+                fi(_mm_movehl_ps(f(fa), f(fb))),
+            ),
+            (
+                |a| a.andnpd(xmm1, xmm2),
+                fa,
+                fb,
+                dq(_mm_andnot_pd(d(fa), d(fb))),
+            ),
+        ]
+    };
+    for (i, (op, a, b, want)) in cases.into_iter().enumerate() {
+        t.cpu.fpu.xmm[0] = A ^ B;
+        t.cpu.fpu.xmm[1] = a;
+        t.cpu.fpu.xmm[2] = b;
+        t.cpu.fpu.xmm[3] = 5;
+        t.run(|asm| op(asm).unwrap()).unwrap();
+        assert_eq!(t.cpu.fpu.xmm[1], want, "case {i}");
+    }
+    // PCMPESTRM with a byte mask into XMM0, explicit lengths in EAX/EDX.
+    t.cpu.fpu.xmm[1] = A;
+    t.cpu.fpu.xmm[2] = B;
+    t.cpu.gpr[0] = 9;
+    t.cpu.gpr[2] = (-13i64) as u64;
+    t.run(|a| a.pcmpestrm(xmm1, xmm2, 0x48).unwrap()).unwrap();
+    // SAFETY: SSE4.2 on the host.
+    let want = unsafe { m128(_mm_cmpestrm::<0x48>(x(A), 9, x(B), -13)) };
+    assert_eq!(t.cpu.fpu.xmm[0], want);
+}
+
+#[test]
+fn mmx_pack_shuffle_and_shift() {
+    let mut t = TestCpu::new();
+    t.cpu.gpr[0] = 0x0100_ff80_007f_8000;
+    t.cpu.gpr[1] = 0x0004_0003_0002_0001;
+    t.run(|a| {
+        a.movq(mm2, rax).unwrap();
+        a.movq(mm3, rcx).unwrap();
+        a.packsswb(mm2, mm3).unwrap();
+        a.pshufw(mm4, mm3, 0x1b).unwrap();
+        a.psllq(mm3, 8).unwrap();
+        a.movq(rdx, mm2).unwrap();
+    })
+    .unwrap();
+    assert_eq!(t.cpu.gpr[2], 0x0403_0201_7f80_7f80);
+    assert_eq!(t.cpu.fpu.regs[4].mant, 0x0001_0002_0003_0004);
+    assert_eq!(t.cpu.fpu.regs[3].mant, 0x0400_0300_0200_0100);
+}
