@@ -344,7 +344,7 @@ fn maskmovdqu_stores_selected_bytes() {
     t.write(DATA + 0x100, &[0x55; 16]);
     t.cpu.gpr[7] = DATA + 0x100;
     t.cpu.fpu.xmm[1] = u128::from_le_bytes(*b"ABCDEFGHIJKLMNOP");
-    t.cpu.fpu.xmm[2] = 0x80 | (0xff << 8 * 15) | (0x7f << 8);
+    t.cpu.fpu.xmm[2] = 0x80 | (0xff << (8 * 15)) | (0x7f << 8);
     t.run(|a| a.maskmovdqu(xmm1, xmm2).unwrap()).unwrap();
     let mut want = [0x55u8; 16];
     want[0] = b'A';
