@@ -23,12 +23,9 @@ fn binop(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.vwrite(ins, 0, r)
 }
 
+/// The count of a shift by register: the low 64 bits (the rest is ignored).
 fn shift_count(b: u128) -> u64 {
-    if b >> 64 != 0 {
-        u64::MAX
-    } else {
-        b as u64
-    }
+    b as u64
 }
 
 fn shl(a: u128, b: u128, bits: u32, width: u32) -> u128 {

@@ -201,4 +201,6 @@ impl Cpu {
 }
 
 #[cfg(test)]
+mod native_check;
+#[cfg(test)]
 mod tests;
