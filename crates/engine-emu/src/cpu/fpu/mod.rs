@@ -1,16 +1,59 @@
-//! x87 FPU and MMX: state and instructions.
+//! x87 FPU: state and instructions, FXSAVE/FXRSTOR and XSAVE.
+//!
+//! Layout:
+//! - `mod.rs`: `FpuState` (the FXSAVE image's contents), the register stack
+//!   and tags, x87 exception bookkeeping, the #NM/#MF checks, dispatch;
+//! - `f80.rs`: the 80-bit register format (tags, classes, byte images);
+//! - `host.rs`: arithmetic kernels that run on the host's x87 unit with the
+//!   guest's precision and rounding control (bit-exact results);
+//! - `arith.rs`: FADD..FDIVR, compares, FXAM, FCHS/FABS, FSQRT, FRNDINT,
+//!   FSCALE, FXTRACT, FPREM/FPREM1, transcendental instructions;
+//! - `load_store.rs`: FLD/FST/FILD/FIST/FISTTP/FBLD/FBSTP, constants, FXCH,
+//!   FCMOVcc, FFREE, FINCSTP/FDECSTP;
+//! - `control.rs`: FLDCW/FNSTCW/FNSTSW/FNCLEX/FNINIT/FNSTENV/FLDENV/FNSAVE/
+//!   FRSTOR/FWAIT, FXSAVE/FXRSTOR, XSAVE/XSAVEOPT/XRSTOR/XGETBV/XSETBV.
+//!
+//! MMX instructions live with their SSE counterparts in `cpu/sse/`; they
+//! use the register mantissas here (`FpuState::regs[i].mant`).
+//!
+//! Unmasked x87 exceptions set ES and B; the next waiting x87 (or MMX)
+//! instruction raises #MF when CR0.NE is set. With CR0.NE clear (the
+//! legacy FERR#/IRQ13 path) the pending exception is left in FSW and
+//! execution continues.
 
-use iced_x86::Instruction;
+pub mod arith;
+pub mod control;
+pub mod f80;
+pub mod host;
+pub mod load_store;
+#[cfg(test)]
+pub mod testing;
+
+use iced_x86::{Instruction, Register};
+use kite_hypervisor::x86;
+
+pub use f80::F80;
 
 use super::exec::Handler;
+use super::{exception, Cpu, Res, Seg};
 
-/// An 80-bit extended-precision register, raw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct F80 {
-    /// Significand with the explicit integer bit (bit 63).
-    pub mant: u64,
-    /// Sign (bit 15) and biased exponent (bits 14:0).
-    pub se: u16,
+/// FSW bits.
+pub mod sw {
+    pub const IE: u16 = 1;
+    pub const DE: u16 = 2;
+    pub const ZE: u16 = 4;
+    pub const OE: u16 = 8;
+    pub const UE: u16 = 0x10;
+    pub const PE: u16 = 0x20;
+    pub const SF: u16 = 0x40;
+    pub const ES: u16 = 0x80;
+    pub const C0: u16 = 0x100;
+    pub const C1: u16 = 0x200;
+    pub const C2: u16 = 0x400;
+    pub const C3: u16 = 0x4000;
+    pub const B: u16 = 0x8000;
+    /// C0..C3.
+    pub const CC: u16 = C0 | C1 | C2 | C3;
 }
 
 /// x87, MMX and SSE register state (the FXSAVE image's contents).
@@ -142,7 +185,154 @@ impl FpuState {
     }
 }
 
-/// The handler for an x87/MMX instruction, if this group implements it.
-pub fn handler(_ins: &Instruction) -> Option<Handler> {
-    None
+/// The handler for an x87 instruction (or FXSAVE/XSAVE), if this group
+/// implements it.
+pub fn handler(ins: &Instruction) -> Option<Handler> {
+    arith::handler(ins)
+        .or_else(|| load_store::handler(ins))
+        .or_else(|| control::handler(ins))
 }
+
+impl FpuState {
+    /// Physical register of ST(i).
+    #[inline]
+    pub fn phys(&self, i: usize) -> usize {
+        (usize::from(self.top) + i) & 7
+    }
+
+    /// Tag of ST(i).
+    #[inline]
+    pub fn tag(&self, i: usize) -> u16 {
+        (self.ftw >> (2 * self.phys(i))) & 3
+    }
+
+    #[inline]
+    pub fn set_tag_phys(&mut self, p: usize, t: u16) {
+        let sh = 2 * (p & 7);
+        self.ftw = (self.ftw & !(3 << sh)) | ((t & 3) << sh);
+    }
+
+    #[inline]
+    pub fn is_empty(&self, i: usize) -> bool {
+        self.tag(i) == f80::TAG_EMPTY
+    }
+
+    #[inline]
+    pub fn st(&self, i: usize) -> F80 {
+        self.regs[self.phys(i)]
+    }
+
+    /// Write ST(i) and its tag.
+    pub fn set_st(&mut self, i: usize, v: F80) {
+        let p = self.phys(i);
+        self.regs[p] = v;
+        self.set_tag_phys(p, v.tag());
+    }
+
+    pub fn push(&mut self, v: F80) {
+        self.top = self.top.wrapping_sub(1) & 7;
+        self.set_st(0, v);
+    }
+
+    pub fn pop(&mut self) {
+        let p = self.phys(0);
+        self.set_tag_phys(p, f80::TAG_EMPTY);
+        self.top = (self.top + 1) & 7;
+    }
+
+    /// Replace C0..C3.
+    pub fn set_cc(&mut self, c: u16) {
+        self.fsw = (self.fsw & !sw::CC) | (c & sw::CC);
+    }
+
+    /// ES and B follow the unmasked exception flags.
+    pub fn update_es(&mut self) {
+        if self.fsw & 0x3f & !self.fcw != 0 {
+            self.fsw |= sw::ES | sw::B;
+        } else {
+            self.fsw &= !(sw::ES | sw::B);
+        }
+    }
+
+    /// FNINIT: control word 0x37F, status and pointers clear, all empty.
+    pub fn finit(&mut self) {
+        self.fcw = 0x37f;
+        self.fsw = 0;
+        self.top = 0;
+        self.ftw = 0xffff;
+        self.fop = 0;
+        self.fip = 0;
+        self.fcs = 0;
+        self.fdp = 0;
+        self.fds = 0;
+    }
+}
+
+/// Index of an ST(i) register operand.
+pub fn st_index(r: Register) -> usize {
+    (r as usize).wrapping_sub(Register::ST0 as usize) & 7
+}
+
+impl Cpu {
+    /// #NM for an x87 instruction when CR0.EM or CR0.TS (without the
+    /// pending-exception check: FNINIT, FNSTSW...).
+    pub fn fpu_check_nowait(&self) -> Res {
+        if self.cr0 & (x86::CR0_EM | x86::CR0_TS) != 0 {
+            return Err(exception(x86::NM, None));
+        }
+        Ok(())
+    }
+
+    /// #NM, then #MF for a pending unmasked exception (waiting instructions).
+    pub fn fpu_check(&self) -> Res {
+        self.fpu_check_nowait()?;
+        self.fpu_pending_check()
+    }
+
+    /// #MF when an unmasked x87 exception is pending and CR0.NE is set.
+    pub fn fpu_pending_check(&self) -> Res {
+        if self.fpu.fsw & sw::ES != 0 && self.cr0 & x86::CR0_NE != 0 {
+            return Err(exception(x86::MF, None));
+        }
+        Ok(())
+    }
+
+    /// Record x87 exception flags (bits 6:0). Returns false when an
+    /// unmasked invalid, denormal or divide-by-zero exception means the
+    /// destination must not be written.
+    pub fn x87_raise(&mut self, exc: u16) -> bool {
+        let exc = exc & 0x7f;
+        self.fpu.fsw |= exc;
+        let unmasked = exc & 0x3f & !self.fpu.fcw;
+        if unmasked != 0 {
+            self.fpu.fsw |= sw::ES | sw::B;
+        }
+        unmasked & (sw::IE | sw::DE | sw::ZE) == 0
+    }
+
+    /// Stack underflow (an empty register was read): IE|SF, C1 = 0.
+    /// Returns true when masked (the destination gets the indefinite).
+    pub fn x87_underflow(&mut self) -> bool {
+        self.fpu.fsw &= !sw::C1;
+        self.x87_raise(sw::IE | sw::SF)
+    }
+
+    /// Stack overflow (a push onto a full register): IE|SF, C1 = 1.
+    pub fn x87_overflow(&mut self) -> bool {
+        self.fpu.fsw |= sw::C1;
+        self.x87_raise(sw::IE | sw::SF)
+    }
+
+    /// Remember the last x87 instruction (FIP/FCS, FDP/FDS for memory).
+    pub fn x87_note(&mut self, ins: &Instruction) {
+        self.fpu.fip = self.rip;
+        self.fpu.fcs = self.seg[Seg::Cs as usize].selector;
+        if (0..ins.op_count()).any(|i| ins.op_kind(i) == iced_x86::OpKind::Memory) {
+            self.fpu.fdp = self.ea(ins);
+            self.fpu.fds = self.seg[self.mem_seg(ins) as usize].selector;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
