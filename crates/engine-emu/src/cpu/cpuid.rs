@@ -151,8 +151,23 @@ pub fn supported() -> Vec<CpuidEntry> {
     ]
 }
 
+/// The default leaves for the vCPU with this APIC id (leaf 1 EBX[31:24],
+/// leaf 0xB EDX). Leaves set through `Vcpu::set_cpuid` are used as given,
+/// as on KVM: the VMM puts the APIC id in them.
+pub fn for_vcpu(apic_id: u32) -> Vec<CpuidEntry> {
+    let mut v = supported();
+    for e in v.iter_mut() {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00ff_ffff) | (apic_id << 24),
+            0xb => e.edx = apic_id,
+            _ => {}
+        }
+    }
+    v
+}
+
 impl Cpu {
-    /// CPUID for (leaf, subleaf), with the per-vCPU fields (APIC id, OSXSAVE).
+    /// CPUID for (leaf, subleaf), with the dynamic bits (OSXSAVE).
     pub fn cpuid_query(&self, function: u32, index: u32) -> [u32; 4] {
         let max_basic = self
             .cpuid
@@ -180,17 +195,12 @@ impl Cpu {
             .iter()
             .find(|e| e.function == f && (!e.significant_index || e.index == index));
         let mut r = e.map_or([0; 4], |e| [e.eax, e.ebx, e.ecx, e.edx]);
-        match f {
-            1 => {
-                r[1] = (r[1] & 0x00ff_ffff) | (self.apic_id << 24);
-                if self.cr4 & kite_hypervisor::x86::CR4_OSXSAVE != 0 && r[2] & ecx1::XSAVE != 0 {
-                    r[2] |= ecx1::OSXSAVE;
-                } else {
-                    r[2] &= !ecx1::OSXSAVE;
-                }
+        if f == 1 {
+            if self.cr4 & kite_hypervisor::x86::CR4_OSXSAVE != 0 && r[2] & ecx1::XSAVE != 0 {
+                r[2] |= ecx1::OSXSAVE;
+            } else {
+                r[2] &= !ecx1::OSXSAVE;
             }
-            0xb => r[3] = self.apic_id,
-            _ => {}
         }
         r
     }

@@ -163,14 +163,6 @@ impl Cpu {
                 return Stop::Halted;
             }
             let lin = self.rip_lin();
-            if !self.breakpoints.is_empty()
-                && self.breakpoints.contains(&lin)
-                && !self.skip_breakpoint
-            {
-                self.pending = Some(Pending::Debug);
-                return Stop::Debug;
-            }
-            self.skip_breakpoint = false;
             let index = match self
                 .translate_fetch(lin)
                 .and_then(|phys| blocks.get(self, lin, phys))
@@ -184,16 +176,34 @@ impl Cpu {
             self.end_block = false;
             let block = blocks.block(index);
             for d in block.insns.iter() {
+                if !self.breakpoints.is_empty() && !self.skip_breakpoint {
+                    let lin = self.rip_lin();
+                    if self.breakpoints.contains(&lin) {
+                        self.pending = Some(Pending::Debug);
+                        return Stop::Debug;
+                    }
+                }
+                self.skip_breakpoint = false;
                 let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & self.ip_mask();
                 self.next_rip = fallthrough;
                 self.replay_pos = 0;
                 let shadow = self.interrupt_shadow;
+                let trap = self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
                 match (d.handler)(self, &d.ins) {
                     Ok(()) => {
                         self.rip = self.next_rip;
                         self.replay.clear();
                         if shadow {
                             self.interrupt_shadow = false;
+                        }
+                        if trap {
+                            // TF was set when the instruction began: #DB trap after it.
+                            if let Err(f) = self.single_step_trap() {
+                                if let Some(stop) = self.fault(f) {
+                                    return stop;
+                                }
+                            }
+                            break;
                         }
                         if self.single_step {
                             self.pending = Some(Pending::Debug);

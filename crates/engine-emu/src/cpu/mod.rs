@@ -296,7 +296,7 @@ impl Cpu {
             nmi_blocked: false,
             halted: false,
             end_block: false,
-            cpuid: cpuid::supported(),
+            cpuid: cpuid::for_vcpu(apic_id),
             apic_id,
             pending: None,
             replay: Vec::new(),
