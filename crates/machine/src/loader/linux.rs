@@ -264,20 +264,27 @@ fn load_bzimage(
     }
 
     let load = params.kernel_address;
-    let init_size = if version >= 0x020a {
-        u64::from(hdr.init_size)
-    } else {
-        0
-    };
-    let footprint = init_size.max(pm.len() as u64);
-    if !params.in_ram(load, footprint) {
+    let pm_len = pm.len() as u64;
+    if !params.in_ram(load, pm_len) {
         return Err(too_large(
             &params.kernel_name,
-            format!("the kernel needs {footprint:#x} bytes of RAM from {load:#x}; give the guest more memory"),
+            format!("the kernel's {pm_len:#x} bytes do not fit in RAM at {load:#x}; give the guest more memory"),
+        ));
+    }
+    // Where the kernel decompresses itself and runs (boot.rst, init_size):
+    // a relocatable kernel at the load address aligned up, but no lower
+    // than pref_address; a fixed one at pref_address.
+    let (runtime_start, init_size) = runtime_area(&hdr, version, load);
+    if !params.in_ram(runtime_start, init_size) {
+        return Err(too_large(
+            &params.kernel_name,
+            format!(
+                "the kernel needs {init_size:#x} bytes of RAM from {runtime_start:#x} to start; give the guest more memory"
+            ),
         ));
     }
     write(mem, &params.kernel_name, load, pm)?;
-    let kernel_end = load + footprint;
+    let kernel_end = (load + pm_len).max(runtime_start + init_size);
 
     write_cmdline(mem, cmdline, u64::from(hdr.cmdline_size), params)?;
     let ramdisk = match initrd {
@@ -311,6 +318,27 @@ fn load_bzimage(
         Ok(long_mode_state(load + 0x200, params.zero_page_address))
     } else {
         Ok(protected_mode_state(load, params.zero_page_address, 0))
+    }
+}
+
+/// The kernel's runtime start address and the bytes it needs there.
+fn runtime_area(
+    hdr: &linux_loader::loader::bootparam::setup_header,
+    version: u16,
+    load: u64,
+) -> (u64, u64) {
+    if version < 0x020a {
+        return (load, 0);
+    }
+    let pref = hdr.pref_address;
+    let init_size = u64::from(hdr.init_size);
+    if hdr.relocatable_kernel != 0 {
+        let align = u64::from(hdr.kernel_alignment).max(1);
+        let base = load.max(pref);
+        let start = base.checked_next_multiple_of(align).unwrap_or(base);
+        (start, init_size)
+    } else {
+        (pref, init_size)
     }
 }
 
@@ -1037,6 +1065,24 @@ mod tests {
         assert!(load_linux(&mem, &k, None, &long[..2047], &params).is_ok());
     }
 
+    #[test]
+    fn initrd_avoids_the_kernels_runtime_area() {
+        let (mem, params) = guest(64 * MIB);
+        let mut k = bzimage(0x020f, XLF_KERNEL_64, 0x1000);
+        // Runs at pref_address 16 MiB and needs 40 MiB there: up to 56 MiB.
+        k[0x258..0x260].copy_from_slice(&(16 * MIB).to_le_bytes());
+        put32(&mut k, 0x260, (40 * MIB) as u32);
+        load_linux(&mem, &k, Some(&vec![1u8; (7 * MIB) as usize]), "", &params).unwrap();
+        assert!(u64::from(read_params(&mem).hdr.ramdisk_image) >= 56 * MIB);
+        let err =
+            load_linux(&mem, &k, Some(&vec![1u8; (9 * MIB) as usize]), "", &params).unwrap_err();
+        assert!(err.to_string().starts_with("initrd does not fit"), "{err}");
+        // Needing more than RAM holds is refused up front.
+        put32(&mut k, 0x260, (60 * MIB) as u32);
+        let err = load_linux(&mem, &k, None, "", &params).unwrap_err();
+        assert!(err.to_string().contains("from 0x1000000 to start"), "{err}");
+    }
+
     /// A 64-bit ELF with one PT_LOAD at `paddr` and optionally a PVH note.
     fn elf64(paddr: u64, entry: u64, pvh: Option<u32>) -> Vec<u8> {
         let code = vec![0x90u8; 0x300];
@@ -1179,52 +1225,81 @@ mod tests {
         }
     }
 
-    /// The real Debian cloud kernel, if it was fetched with
-    /// `apt-get download linux-image-<version>-cloud-amd64` and unpacked with
-    /// `dpkg-deb -x` under /var/cache/kite-test/root.
+    /// Debian's kernels, if they were fetched into /var/cache/kite-test with
+    /// `apt-get download linux-image-<version>-cloud-amd64` (and the i386
+    /// `-686` / `-686-pae` packages) and unpacked with `dpkg-deb -x` under
+    /// root/ and root686/. amd64 kernels take the 64-bit entry, 686 ones
+    /// the 32-bit entry.
     #[test]
-    fn debian_cloud_kernel_loads() {
-        let dir = std::path::Path::new("/var/cache/kite-test/root/boot");
-        let Some(path) = std::fs::read_dir(dir).ok().and_then(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
-        }) else {
-            eprintln!(
-                "skipping: no Debian kernel under {} (see the test's doc comment)",
-                dir.display()
-            );
+    fn debian_kernels_load() {
+        let kernels: Vec<std::path::PathBuf> = [
+            "/var/cache/kite-test/root/boot",
+            "/var/cache/kite-test/root686/boot",
+        ]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|d| d.filter_map(|e| e.ok().map(|e| e.path())))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .collect();
+        if kernels.is_empty() {
+            eprintln!("skipping: no Debian kernel under /var/cache/kite-test (see the test's doc comment)");
             return;
-        };
-        let kernel = std::fs::read(&path).unwrap();
-        let (mem, params) = guest(512 * MIB);
-        let st = load_linux(
-            &mem,
-            &kernel,
-            Some(&[0u8; 0x10_0000]),
-            "console=ttyS0",
-            &params,
-        )
-        .unwrap();
-        let version = u16_at(&kernel, 0x206);
-        assert!(version >= 0x020f, "protocol {version:#x}");
-        assert_eq!(
-            st.regs.rip,
-            0x10_0200,
-            "{} should take the 64-bit entry",
-            path.display()
-        );
-        let bp = read_params(&mem);
-        assert_eq!({ bp.hdr.header }, u32::from_le_bytes(*b"HdrS"));
-        assert_eq!({ bp.hdr.version }, version);
-        assert_eq!(bp.hdr.type_of_loader, 0xff);
-        assert_ne!(bp.hdr.relocatable_kernel, 0);
-        let init_size = u64::from(bp.hdr.init_size);
-        assert!(u64::from(bp.hdr.ramdisk_image) >= 0x10_0000 + init_size);
-        let setup = (usize::from(kernel[0x1f1]) + 1) * 512;
-        let mut head = vec![0u8; 4096];
-        mem.read_slice(&mut head, GuestAddress(0x10_0000)).unwrap();
-        assert_eq!(head, kernel[setup..setup + 4096]);
+        }
+        for path in kernels {
+            let name = path.display().to_string();
+            let kernel = std::fs::read(&path).unwrap();
+            let (mem, params) = guest(512 * MIB);
+            let st = load_linux(
+                &mem,
+                &kernel,
+                Some(&[0u8; 0x10_0000]),
+                "console=ttyS0",
+                &params,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let version = u16_at(&kernel, 0x206);
+            assert!(version >= 0x020f, "{name}: protocol {version:#x}");
+            if name.ends_with("amd64") {
+                assert_eq!(
+                    st.regs.rip, 0x10_0200,
+                    "{name} should take the 64-bit entry"
+                );
+                assert!(st.sregs.cs.l);
+            } else {
+                assert_eq!(
+                    st.regs.rip, 0x10_0000,
+                    "{name} should take the 32-bit entry"
+                );
+                assert_eq!(st.sregs.cr0 & x86::CR0_PG, 0);
+                assert!(st.sregs.cs.db);
+            }
+            assert_eq!(st.regs.rsi, ZERO_PAGE_ADDRESS);
+            let bp = read_params(&mem);
+            assert_eq!({ bp.hdr.header }, u32::from_le_bytes(*b"HdrS"));
+            assert_eq!({ bp.hdr.version }, version);
+            assert_eq!(bp.hdr.type_of_loader, 0xff);
+            assert_eq!({ bp.hdr.cmd_line_ptr }, CMDLINE_ADDRESS as u32);
+            let init_size = u64::from(bp.hdr.init_size);
+            let rd = u64::from(bp.hdr.ramdisk_image);
+            assert!(
+                rd >= 0x10_0000 + init_size,
+                "{name}: initrd {rd:#x} overlaps the kernel"
+            );
+            assert!(rd + 0x10_0000 <= u64::from(bp.hdr.initrd_addr_max) + 1);
+            eprintln!(
+                "{name}: protocol {}.{:02}, init_size {init_size:#x}, pref_address {:#x}, initrd at {rd:#x}, entry {:#x}",
+                version >> 8,
+                version & 0xff,
+                { bp.hdr.pref_address },
+                st.regs.rip
+            );
+            let setup = (usize::from(kernel[0x1f1]) + 1) * 512;
+            let mut head = vec![0u8; 4096];
+            mem.read_slice(&mut head, GuestAddress(0x10_0000)).unwrap();
+            assert_eq!(head, kernel[setup..setup + 4096]);
+        }
     }
 }
