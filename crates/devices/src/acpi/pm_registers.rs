@@ -244,7 +244,10 @@ mod tests {
         // At least the 50 ms slept, at most the time measured around both reads.
         let hz = PM_TIMER_HZ as f64;
         assert!(ticks >= 0.050 * hz * 0.999, "{ticks} ticks in >= 50 ms");
-        assert!(ticks <= outer * hz * 1.001 + 2.0, "{ticks} ticks in {outer} s");
+        assert!(
+            ticks <= outer * hz * 1.001 + 2.0,
+            "{ticks} ticks in {outer} s"
+        );
         assert!(t1 <= 0x00ff_ffff, "24-bit timer read {t1:#x}");
         // Writes do not change it.
         p.write(8, &[0; 4]);
