@@ -5,6 +5,9 @@
 //! This crate must not know which engine runs the guest, nor the hypervisor API:
 //! the machine wires the buses to vCPU exits and the interrupt lines to the VM.
 
+pub mod acpi;
 pub mod bus;
+pub mod pci;
+pub mod rtc_cmos;
 
 pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};

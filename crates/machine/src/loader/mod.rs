@@ -1,6 +1,8 @@
 //! Kernel loaders: each puts an image into guest memory and says how the boot
 //! vCPU starts.
 
+pub mod linux;
+
 use kite_hypervisor::{Regs, Sregs};
 use thiserror::Error;
 
@@ -21,6 +23,8 @@ pub enum LoadError {
     Corrupt { what: String, detail: String },
     #[error("{what} does not fit in guest memory: {detail}")]
     TooLarge { what: String, detail: String },
+    #[error("{what}: {detail}")]
+    Unsupported { what: String, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: String,
