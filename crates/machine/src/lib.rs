@@ -6,3 +6,4 @@
 //! code: it talks to engines only through the hypervisor API.
 
 pub mod loader;
+pub mod memory;

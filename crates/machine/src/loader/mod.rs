@@ -1,8 +1,17 @@
 //! Kernel loaders: each puts an image into guest memory and says how the boot
-//! vCPU starts.
+//! vCPU starts. `load_kernel` tells the formats apart by their headers:
+//! Multiboot v1 first (its header may sit inside an ELF file), then Linux
+//! (bzImage or vmlinux ELF) through `load_linux_hook`.
+
+pub mod multiboot;
+
+use std::path::Path;
 
 use kite_hypervisor::{Regs, Sregs};
 use thiserror::Error;
+use vm_memory::GuestMemoryMmap;
+
+use crate::memory::MemoryLayout;
 
 /// The state the boot vCPU starts in, once a kernel is loaded.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +30,112 @@ pub enum LoadError {
     Corrupt { what: String, detail: String },
     #[error("{what} does not fit in guest memory: {detail}")]
     TooLarge { what: String, detail: String },
+    #[error("{what}: {detail}")]
+    Unsupported { what: String, detail: String },
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// A file's name (for messages) and contents.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Image {
+    /// Read `path` whole. An empty file is refused here, so no loader sees one.
+    pub fn read(path: &Path) -> Result<Image, LoadError> {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        if bytes.is_empty() {
+            return Err(LoadError::Corrupt {
+                what: name,
+                detail: "the file is empty".into(),
+            });
+        }
+        Ok(Image { name, bytes })
+    }
+
+    pub fn from_bytes(name: impl Into<String>, bytes: Vec<u8>) -> Image {
+        Image {
+            name: name.into(),
+            bytes,
+        }
+    }
+}
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct BootSpec<'a> {
+    pub kernel: &'a Image,
+    pub initrd: Option<&'a Image>,
+    pub cmdline: &'a str,
+}
+
+/// Load `spec` into `mem` by the kernel's format.
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    layout: &MemoryLayout,
+    spec: &BootSpec<'_>,
+) -> Result<BootState, LoadError> {
+    if let Some(header) = multiboot::find_header(&spec.kernel.bytes) {
+        return multiboot::load(mem, layout, spec, &header);
+    }
+    load_linux_hook(mem, layout, spec)
+}
+
+/// The Linux loader's entry point (bzImage and vmlinux ELF). Until
+/// `loader::linux` lands, no image is recognised here.
+pub fn load_linux_hook(
+    _mem: &GuestMemoryMmap,
+    _layout: &MemoryLayout,
+    spec: &BootSpec<'_>,
+) -> Result<BootState, LoadError> {
+    Err(LoadError::UnknownFormat(spec.kernel.name.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::create_guest_memory;
+
+    #[test]
+    fn junk_is_unknown_format() {
+        let layout = MemoryLayout::new(16 << 20).unwrap();
+        let mem = create_guest_memory(&layout).unwrap();
+        let junk = Image::from_bytes("junk.bin", vec![0x5a; 10_000]);
+        let err = load_kernel(
+            &mem,
+            &layout,
+            &BootSpec {
+                kernel: &junk,
+                initrd: None,
+                cmdline: "",
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, LoadError::UnknownFormat(_)));
+        assert!(err.to_string().starts_with("junk.bin: not a kernel image"));
+    }
+
+    #[test]
+    fn missing_and_empty_files_are_clear_errors() {
+        let err = Image::read(Path::new("/nonexistent/kite-kernel")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/kite-kernel"),
+            "{err}"
+        );
+        let dir = std::env::temp_dir().join(format!("kite-empty-{}", std::process::id()));
+        std::fs::write(&dir, b"").unwrap();
+        let err = Image::read(&dir).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        std::fs::remove_file(&dir).unwrap();
+    }
 }
