@@ -64,7 +64,7 @@ impl MemoryLayout {
                 why: "at most 1 TiB is supported",
             });
         }
-        if size % 4096 != 0 {
+        if !size.is_multiple_of(4096) {
             return Err(MemoryError::BadSize {
                 size,
                 why: "it must be a multiple of 4 KiB",

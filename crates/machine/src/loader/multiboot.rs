@@ -386,7 +386,7 @@ fn build_info(
     if module.is_some() {
         b.extend_from_slice(&[0u8; 16]);
     }
-    while b.len() % 8 != 0 {
+    while !b.len().is_multiple_of(8) {
         b.push(0);
     }
     let gdt_addr = u64::from(addr(&b));
