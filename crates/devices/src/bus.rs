@@ -54,7 +54,9 @@ pub struct Bus<D: ?Sized> {
 
 impl<D: ?Sized> Default for Bus<D> {
     fn default() -> Self {
-        Bus { ranges: BTreeMap::new() }
+        Bus {
+            ranges: BTreeMap::new(),
+        }
     }
 }
 
@@ -178,7 +180,10 @@ mod tests {
         bus.insert(0x3f8, 8, Arc::new(Mutex::new(Echo(1)))).unwrap();
         assert_eq!(
             bus.insert(0x3f0, 9, Arc::new(Mutex::new(Echo(0)))),
-            Err(BusError::Overlap { base: 0x3f0, len: 9 })
+            Err(BusError::Overlap {
+                base: 0x3f0,
+                len: 9
+            })
         );
         bus.insert(0x3f0, 8, Arc::new(Mutex::new(Echo(0)))).unwrap();
         let mut b = [0u8; 1];

@@ -6,5 +6,6 @@
 //! the machine wires the buses to vCPU exits and the interrupt lines to the VM.
 
 pub mod bus;
+pub mod legacy;
 
-pub use bus::{IoBus, IrqLine, MmioBus, MsiSender, PioDevice, MmioDevice, BusError};
+pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};
