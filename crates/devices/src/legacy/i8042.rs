@@ -220,7 +220,7 @@ impl I8042 {
             }
             0xee => self.push(0xee),
             // Enable, disable, set defaults, and the set-all-keys family.
-            0xf4 | 0xf5 | 0xf6 | 0xf7..=0xfd => self.push(KBD_ACK),
+            0xf4..=0xfd => self.push(KBD_ACK),
             _ => self.push(KBD_RESEND),
         }
     }
