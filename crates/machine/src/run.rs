@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kite_devices::legacy::debug_exit::exit_status;
 use kite_devices::{IoBus, MmioBus};
-use kite_hypervisor::{Vcpu, VcpuKick};
+use kite_hypervisor::{Hypervisor, Vcpu, VcpuKick};
 use vm_memory::GuestMemoryMmap;
 
 use crate::builder::{self, VmHandle};
@@ -184,10 +184,18 @@ impl Machine {
 pub fn run_session(config: &MachineConfig) -> Result<Outcome, MachineError> {
     builder::validate(config)?;
     let hv = open_engine(config.engine)?;
+    run_session_on(config, hv.as_ref())
+}
+
+/// `run_session` on an engine already open.
+pub fn run_session_on(
+    config: &MachineConfig,
+    hv: &dyn Hypervisor,
+) -> Result<Outcome, MachineError> {
     let (tx, rx) = channel();
     let console = Console::open(&config.serial, tx.clone())?;
     loop {
-        let machine = builder::build(config, hv.as_ref(), &console, &tx)?;
+        let machine = builder::build(config, hv, &console, &tx)?;
         let event = machine.run(&rx)?;
         // Events raised by other vCPUs while this one ended are moot.
         while rx.try_recv().is_ok() {}
@@ -204,3 +212,6 @@ pub fn run_session(config: &MachineConfig) -> Result<Outcome, MachineError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
