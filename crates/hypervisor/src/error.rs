@@ -10,7 +10,10 @@ pub enum Error {
     Unavailable(String),
     /// A host system call failed.
     #[error("{op} failed: {source}")]
-    Host { op: &'static str, source: std::io::Error },
+    Host {
+        op: &'static str,
+        source: std::io::Error,
+    },
     /// The request does not fit this VM or vCPU (bad slot, overlapping memory,
     /// unknown MSR, vCPU id in use...).
     #[error("invalid request: {0}")]
@@ -24,6 +27,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn host(op: &'static str, source: impl Into<std::io::Error>) -> Self {
-        Error::Host { op, source: source.into() }
+        Error::Host {
+            op,
+            source: source.into(),
+        }
     }
 }

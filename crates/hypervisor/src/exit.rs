@@ -14,7 +14,11 @@ pub enum SystemEvent {
 #[derive(Debug)]
 pub enum VcpuExit<'a> {
     /// IN/INS: `data.len()` is `size * count`; fill it.
-    IoIn { port: u16, size: u8, data: &'a mut [u8] },
+    IoIn {
+        port: u16,
+        size: u8,
+        data: &'a mut [u8],
+    },
     /// OUT/OUTS: `data.len()` is `size * count`.
     IoOut { port: u16, size: u8, data: &'a [u8] },
     /// A read of guest-physical memory that no RAM slot backs; fill `data`.

@@ -55,7 +55,11 @@ pub struct VmConfig {
 
 impl Default for VmConfig {
     fn default() -> Self {
-        VmConfig { irqchip: true, pit: false, vcpus: 1 }
+        VmConfig {
+            irqchip: true,
+            pit: false,
+            vcpus: 1,
+        }
     }
 }
 

@@ -28,8 +28,8 @@ impl Regs {
     /// The 16 GPRs in encoding order (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15).
     pub fn gprs(&self) -> [u64; 16] {
         [
-            self.rax, self.rcx, self.rdx, self.rbx, self.rsp, self.rbp, self.rsi, self.rdi, self.r8,
-            self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
+            self.rax, self.rcx, self.rdx, self.rbx, self.rsp, self.rbp, self.rsi, self.rdi,
+            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
         ]
     }
 

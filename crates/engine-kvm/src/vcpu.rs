@@ -1,0 +1,378 @@
+//! `KvmVcpu`: a KVM vCPU file descriptor, its `kvm_run` page and exits.
+
+use std::sync::Arc;
+
+use kite_hypervisor::exit::SystemEvent;
+use kite_hypervisor::{
+    CpuidEntry, Error, Event, Fpu, GuestDebug, Regs, Result, Sregs, Translation, Vcpu, VcpuExit,
+    VcpuKick,
+};
+use kvm_bindings::{
+    kvm_guest_debug, kvm_msr_entry, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_GUESTDBG_ENABLE,
+    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
+
+use crate::convert::{
+    cpuid_to_kvm, fpu_from_kvm, fpu_to_kvm, regs_from_kvm, regs_to_kvm, sregs_from_kvm,
+    sregs_to_kvm,
+};
+use crate::kick::KickState;
+
+/// Hardware breakpoint registers DR0-DR3.
+const HW_BREAKPOINTS: usize = 4;
+
+/// A vCPU on /dev/kvm.
+pub struct KvmVcpu {
+    id: u32,
+    fd: VcpuFd,
+    /// Size of the `kvm_run` mapping, to check the I/O data offset against.
+    run_size: usize,
+    kick: Arc<KickState>,
+}
+
+/// An exit with the borrow of the `kvm_run` page dropped; the data-carrying
+/// ones are re-read from `kvm_run`.
+enum RawExit {
+    Io,
+    Mmio,
+    Hlt,
+    Shutdown,
+    FailEntry(u64),
+    SystemEvent(u32),
+    Debug,
+    Interrupted,
+    InternalError,
+    Other(String),
+}
+
+impl KvmVcpu {
+    pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize) -> Self {
+        let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
+        KvmVcpu {
+            id,
+            fd,
+            run_size,
+            kick: Arc::new(KickState::new(immediate_exit)),
+        }
+    }
+
+    fn raw_run(&mut self) -> Result<RawExit> {
+        self.kick.enter_run();
+        let result = self.fd.run();
+        self.kick.leave_run();
+        let exit = match result {
+            Ok(exit) => exit,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.kick.clear();
+                return Ok(RawExit::Interrupted);
+            }
+            Err(e) => return Err(Error::host("KVM_RUN", e)),
+        };
+        Ok(match exit {
+            KvmExit::IoIn(..) | KvmExit::IoOut(..) => RawExit::Io,
+            KvmExit::MmioRead(..) | KvmExit::MmioWrite(..) => RawExit::Mmio,
+            KvmExit::Hlt => RawExit::Hlt,
+            KvmExit::Shutdown => RawExit::Shutdown,
+            KvmExit::FailEntry(reason, _cpu) => RawExit::FailEntry(reason),
+            KvmExit::SystemEvent(kind, _) => RawExit::SystemEvent(kind),
+            KvmExit::Debug(_) => RawExit::Debug,
+            KvmExit::Intr => RawExit::Interrupted,
+            KvmExit::InternalError => RawExit::InternalError,
+            other => RawExit::Other(format!("{other:?}")),
+        })
+    }
+
+    /// The I/O exit in `kvm_run`, with its data in the page after it.
+    fn io_exit(&mut self) -> Result<VcpuExit<'_>> {
+        let run_size = self.run_size;
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason was KVM_EXIT_IO, so `io` is the live union field.
+        let io = unsafe { run.__bindgen_anon_1.io };
+        let len = usize::from(io.size) * io.count as usize;
+        let offset = usize::try_from(io.data_offset).unwrap_or(usize::MAX);
+        if offset.checked_add(len).is_none_or(|end| end > run_size) {
+            return Ok(VcpuExit::InternalError(format!(
+                "KVM reported port I/O data outside kvm_run (offset {offset:#x}, {len} bytes)"
+            )));
+        }
+        let base = (run as *mut kvm_bindings::kvm_run).cast::<u8>();
+        // SAFETY: offset..offset+len lies inside the kvm_run mapping (checked
+        // above), which lives as long as `self.fd`, borrowed mutably here.
+        let data = unsafe { std::slice::from_raw_parts_mut(base.add(offset), len) };
+        Ok(if u32::from(io.direction) == KVM_EXIT_IO_IN {
+            VcpuExit::IoIn {
+                port: io.port,
+                size: io.size,
+                data,
+            }
+        } else {
+            VcpuExit::IoOut {
+                port: io.port,
+                size: io.size,
+                data,
+            }
+        })
+    }
+
+    fn mmio_exit(&mut self) -> VcpuExit<'_> {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason was KVM_EXIT_MMIO, so `mmio` is the live union field.
+        let mmio = unsafe { &mut run.__bindgen_anon_1.mmio };
+        let len = (mmio.len as usize).min(mmio.data.len());
+        let addr = mmio.phys_addr;
+        if mmio.is_write != 0 {
+            VcpuExit::MmioWrite {
+                addr,
+                data: &mmio.data[..len],
+            }
+        } else {
+            VcpuExit::MmioRead {
+                addr,
+                data: &mut mmio.data[..len],
+            }
+        }
+    }
+
+    fn internal_error(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is live.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        let what = match internal.suberror {
+            1 => "emulation failure",
+            2 => "exception while delivering an exception",
+            3 => "cannot deliver an event",
+            4 => "unexpected exit reason",
+            _ => "unknown suberror",
+        };
+        format!(
+            "KVM internal error, suberror {} ({what}), data {:x?}",
+            internal.suberror,
+            &internal.data[..n]
+        )
+    }
+}
+
+impl Drop for KvmVcpu {
+    fn drop(&mut self) {
+        self.kick.detach();
+    }
+}
+
+impl Vcpu for KvmVcpu {
+    fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn run(&mut self) -> Result<VcpuExit<'_>> {
+        Ok(match self.raw_run()? {
+            RawExit::Io => return self.io_exit(),
+            RawExit::Mmio => self.mmio_exit(),
+            RawExit::Hlt => VcpuExit::Hlt,
+            RawExit::Shutdown => VcpuExit::Shutdown,
+            RawExit::FailEntry(reason) => VcpuExit::FailEntry { reason },
+            RawExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN) => {
+                VcpuExit::SystemEvent(SystemEvent::Shutdown)
+            }
+            RawExit::SystemEvent(KVM_SYSTEM_EVENT_RESET) => {
+                VcpuExit::SystemEvent(SystemEvent::Reset)
+            }
+            RawExit::SystemEvent(KVM_SYSTEM_EVENT_CRASH) => VcpuExit::InternalError(
+                "the guest reported a crash (KVM_SYSTEM_EVENT_CRASH)".into(),
+            ),
+            RawExit::SystemEvent(kind) => {
+                VcpuExit::InternalError(format!("unexpected KVM system event type {kind}"))
+            }
+            RawExit::Debug => VcpuExit::Debug {
+                rip: self.regs()?.rip,
+            },
+            RawExit::Interrupted => VcpuExit::Interrupted,
+            RawExit::InternalError => VcpuExit::InternalError(self.internal_error()),
+            RawExit::Other(what) => VcpuExit::InternalError(format!("unexpected KVM exit: {what}")),
+        })
+    }
+
+    fn kick_handle(&self) -> Arc<dyn VcpuKick> {
+        self.kick.clone()
+    }
+
+    fn regs(&self) -> Result<Regs> {
+        self.fd
+            .get_regs()
+            .map(|r| regs_from_kvm(&r))
+            .map_err(|e| Error::host("KVM_GET_REGS", e))
+    }
+
+    fn set_regs(&mut self, regs: &Regs) -> Result<()> {
+        self.fd
+            .set_regs(&regs_to_kvm(regs))
+            .map_err(|e| Error::host("KVM_SET_REGS", e))
+    }
+
+    fn sregs(&self) -> Result<Sregs> {
+        self.fd
+            .get_sregs()
+            .map(|s| sregs_from_kvm(&s))
+            .map_err(|e| Error::host("KVM_GET_SREGS", e))
+    }
+
+    fn set_sregs(&mut self, sregs: &Sregs) -> Result<()> {
+        let current = self
+            .fd
+            .get_sregs()
+            .map_err(|e| Error::host("KVM_GET_SREGS", e))?;
+        self.fd
+            .set_sregs(&sregs_to_kvm(sregs, &current))
+            .map_err(|e| Error::host("KVM_SET_SREGS", e))
+    }
+
+    fn fpu(&self) -> Result<Fpu> {
+        self.fd
+            .get_fpu()
+            .map(|f| fpu_from_kvm(&f))
+            .map_err(|e| Error::host("KVM_GET_FPU", e))
+    }
+
+    fn set_fpu(&mut self, fpu: &Fpu) -> Result<()> {
+        self.fd
+            .set_fpu(&fpu_to_kvm(fpu))
+            .map_err(|e| Error::host("KVM_SET_FPU", e))
+    }
+
+    fn msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>> {
+        let entries: Vec<kvm_msr_entry> = indices
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries)
+            .map_err(|e| Error::Invalid(format!("too many MSRs in one request: {e:?}")))?;
+        let read = self
+            .fd
+            .get_msrs(&mut msrs)
+            .map_err(|e| Error::host("KVM_GET_MSRS", e))?;
+        if read < indices.len() {
+            return Err(Error::Invalid(format!(
+                "MSR {:#x} is not known to KVM",
+                indices[read]
+            )));
+        }
+        Ok(msrs.as_slice().iter().map(|e| (e.index, e.data)).collect())
+    }
+
+    fn set_msrs(&mut self, values: &[(u32, u64)]) -> Result<()> {
+        let entries: Vec<kvm_msr_entry> = values
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries)
+            .map_err(|e| Error::Invalid(format!("too many MSRs in one request: {e:?}")))?;
+        let written = self
+            .fd
+            .set_msrs(&msrs)
+            .map_err(|e| Error::host("KVM_SET_MSRS", e))?;
+        if written < values.len() {
+            let (index, data) = values[written];
+            return Err(Error::Invalid(format!(
+                "KVM refused to set MSR {index:#x} to {data:#x} (unknown MSR or invalid value)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<()> {
+        let kvm: Vec<_> = entries.iter().map(cpuid_to_kvm).collect();
+        let cpuid = CpuId::from_entries(&kvm)
+            .map_err(|e| Error::Invalid(format!("too many CPUID entries: {e:?}")))?;
+        self.fd
+            .set_cpuid2(&cpuid)
+            .map_err(|e| Error::host("KVM_SET_CPUID2", e))
+    }
+
+    fn inject(&mut self, event: Event) -> Result<()> {
+        match event {
+            Event::Nmi => self.fd.nmi().map_err(|e| Error::host("KVM_NMI", e)),
+            Event::Interrupt(vector) => {
+                let mut events = self
+                    .fd
+                    .get_vcpu_events()
+                    .map_err(|e| Error::host("KVM_GET_VCPU_EVENTS", e))?;
+                events.interrupt.injected = 1;
+                events.interrupt.nr = vector;
+                events.interrupt.soft = 0;
+                events.flags = 0;
+                self.fd
+                    .set_vcpu_events(&events)
+                    .map_err(|e| Error::host("KVM_SET_VCPU_EVENTS", e))
+            }
+            Event::Exception { vector, error_code } => {
+                if vector >= 32 {
+                    return Err(Error::Invalid(format!(
+                        "vector {vector} is not an exception"
+                    )));
+                }
+                let mut events = self
+                    .fd
+                    .get_vcpu_events()
+                    .map_err(|e| Error::host("KVM_GET_VCPU_EVENTS", e))?;
+                events.exception.injected = 1;
+                events.exception.nr = vector;
+                events.exception.has_error_code = u8::from(error_code.is_some());
+                events.exception.error_code = error_code.unwrap_or(0);
+                events.flags = 0;
+                self.fd
+                    .set_vcpu_events(&events)
+                    .map_err(|e| Error::host("KVM_SET_VCPU_EVENTS", e))
+            }
+        }
+    }
+
+    fn translate(&self, gva: u64) -> Result<Option<Translation>> {
+        let t = self
+            .fd
+            .translate_gva(gva)
+            .map_err(|e| Error::host("KVM_TRANSLATE", e))?;
+        Ok((t.valid != 0).then_some(Translation {
+            phys: t.physical_address,
+            writable: t.writeable != 0,
+            user: t.usermode != 0,
+        }))
+    }
+
+    fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {
+        if debug.breakpoints.len() > HW_BREAKPOINTS {
+            return Err(Error::Invalid(format!(
+                "{} breakpoints requested, KVM offers {HW_BREAKPOINTS} hardware breakpoints",
+                debug.breakpoints.len()
+            )));
+        }
+        let mut kvm = kvm_guest_debug::default();
+        if debug.single_step || !debug.breakpoints.is_empty() {
+            kvm.control = KVM_GUESTDBG_ENABLE;
+        }
+        if debug.single_step {
+            kvm.control |= KVM_GUESTDBG_SINGLESTEP;
+        }
+        if !debug.breakpoints.is_empty() {
+            kvm.control |= KVM_GUESTDBG_USE_HW_BP;
+            let mut dr7 = 0u64;
+            for (i, &addr) in debug.breakpoints.iter().enumerate() {
+                kvm.arch.debugreg[i] = addr;
+                // Global enable Gi; R/W and LEN zero: break on execution.
+                dr7 |= 1 << (2 * i + 1);
+            }
+            kvm.arch.debugreg[7] = dr7;
+        }
+        self.fd
+            .set_guest_debug(&kvm)
+            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))
+    }
+}
