@@ -26,9 +26,9 @@ pub fn open_engine(choice: EngineChoice) -> Result<Arc<dyn Hypervisor>, MachineE
 
 /// The kvm engine (/dev/kvm).
 fn open_kvm() -> Result<Arc<dyn Hypervisor>, MachineError> {
-    Err(MachineError::EngineUnavailable(
-        "the kvm engine is not yet built into this kite".into(),
-    ))
+    let hv = kite_engine_kvm::KvmHypervisor::new()
+        .map_err(|e| MachineError::EngineUnavailable(format!("kvm engine: {e}")))?;
+    Ok(Arc::new(hv))
 }
 
 /// The emu engine (Kite's software x86).
