@@ -1,6 +1,6 @@
-//! Assembles a machine from its configuration, in one readable place: the
-//! VM, its memory, the board's devices and interrupt wiring, the kernel, and
-//! the vCPUs in their boot state.
+//! Assembles a machine from its configuration, in one readable place: guest
+//! memory with the kernel loaded (`load_guest`), then the VM, the board's
+//! devices and interrupt wiring, and the vCPUs in their boot state (`build`).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use kite_devices::legacy::{debug_exit, i8042, uart16550, DebugExit, Uart16550, I8042};
 use kite_devices::{IoBus, MmioBus, PioDevice};
 use kite_hypervisor::{CpuidEntry, Hypervisor, Vcpu, Vm, VmConfig};
+use vm_memory::GuestMemoryMmap;
 
 use crate::config::{MachineConfig, MAX_CPUS};
 use crate::console::Console;
@@ -29,14 +30,40 @@ pub fn validate(config: &MachineConfig) -> Result<MemoryLayout, MachineError> {
     Ok(MemoryLayout::new(config.memory)?)
 }
 
-/// Build a machine ready to run; `events` receives whatever ends its run.
+/// Guest RAM with the kernel (and initrd) in place: everything that needs no
+/// engine, so a bad image is reported before an engine is opened.
+pub struct LoadedGuest {
+    pub layout: MemoryLayout,
+    pub mem: Arc<GuestMemoryMmap>,
+    pub boot: BootState,
+}
+
+/// Map RAM and load the kernel into it.
+pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
+    let layout = validate(config)?;
+    let mem = Arc::new(create_guest_memory(&layout)?);
+    let boot = load_kernel(
+        &mem,
+        &layout,
+        &BootSpec {
+            kernel: &config.kernel,
+            initrd: config.initrd.as_ref(),
+            cmdline: &config.cmdline,
+        },
+    )?;
+    Ok(LoadedGuest { layout, mem, boot })
+}
+
+/// Build a machine ready to run around a loaded guest; `events` receives
+/// whatever ends its run.
 pub fn build(
     config: &MachineConfig,
+    guest: LoadedGuest,
     hv: &dyn Hypervisor,
     console: &Console,
     events: &Sender<VmEvent>,
 ) -> Result<Machine, MachineError> {
-    let layout = validate(config)?;
+    let LoadedGuest { mem, boot, .. } = guest;
 
     // The VM and its RAM.
     let vm = hv
@@ -46,7 +73,6 @@ pub fn build(
             vcpus: config.cpus,
         })
         .map_err(MachineError::engine("creating the VM"))?;
-    let mem = Arc::new(create_guest_memory(&layout)?);
     register_guest_memory(&vm, &mem)?;
 
     // The board.
@@ -84,17 +110,6 @@ pub fn build(
         let dev: Arc<Mutex<dyn PioDevice>> = Arc::new(Mutex::new(port));
         io_bus.insert(base, 1, dev)?;
     }
-
-    // The kernel.
-    let boot = load_kernel(
-        &mem,
-        &layout,
-        &BootSpec {
-            kernel: &config.kernel,
-            initrd: config.initrd.as_ref(),
-            cmdline: &config.cmdline,
-        },
-    )?;
 
     // The vCPUs: vCPU 0 starts at the kernel's entry; the others wait for
     // the boot vCPU to start them (INIT/SIPI through the local APICs).

@@ -182,9 +182,10 @@ impl Machine {
 /// Build and run the machine `config` describes, rebooting on reset unless
 /// `no_reboot`, until it ends.
 pub fn run_session(config: &MachineConfig) -> Result<Outcome, MachineError> {
-    builder::validate(config)?;
+    // A bad image is the user's error whichever engine would have run it.
+    let guest = builder::load_guest(config)?;
     let hv = open_engine(config.engine)?;
-    run_session_on(config, hv.as_ref())
+    run_loaded(config, guest, hv.as_ref())
 }
 
 /// `run_session` on an engine already open.
@@ -192,10 +193,25 @@ pub fn run_session_on(
     config: &MachineConfig,
     hv: &dyn Hypervisor,
 ) -> Result<Outcome, MachineError> {
+    let guest = builder::load_guest(config)?;
+    run_loaded(config, guest, hv)
+}
+
+fn run_loaded(
+    config: &MachineConfig,
+    first: builder::LoadedGuest,
+    hv: &dyn Hypervisor,
+) -> Result<Outcome, MachineError> {
     let (tx, rx) = channel();
     let console = Console::open(&config.serial, tx.clone())?;
+    let mut guest = Some(first);
     loop {
-        let machine = builder::build(config, hv, &console, &tx)?;
+        // Each boot starts from fresh memory with the kernel reloaded.
+        let loaded = match guest.take() {
+            Some(g) => g,
+            None => builder::load_guest(config)?,
+        };
+        let machine = builder::build(config, loaded, hv, &console, &tx)?;
         let event = machine.run(&rx)?;
         // Events raised by other vCPUs while this one ended are moot.
         while rx.try_recv().is_ok() {}
