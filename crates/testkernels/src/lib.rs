@@ -109,6 +109,39 @@ pub fn print_cmdline(value: u8) -> Vec<u8> {
     })
 }
 
+/// Enters long mode, prints `halted` and halts with interrupts off, for good:
+/// only the VMM (Ctrl-A x, a signal) ends it.
+pub fn halt() -> Vec<u8> {
+    build_long_mode(|a| serial_asm::print_str64(a, "halted\n"))
+}
+
+/// Stays in 32-bit mode, loads an empty IDT and executes UD2: the #UD cannot
+/// be delivered, nor the #DF after it, so the CPU shuts down (triple fault).
+pub fn triple_fault() -> Vec<u8> {
+    build_protected_mode(|a| {
+        let mut idtr = a.create_label();
+        let mut after = a.create_label();
+        a.call(after)?;
+        a.set_label(&mut idtr)?;
+        a.db(&[0; 6])?; // limit 0, base 0
+        a.set_label(&mut after)?;
+        a.pop(eax)?;
+        a.lidt(ptr(eax))?;
+        serial_asm::print_str32(a, "faulting\n")?;
+        a.ud2()
+    })
+}
+
+/// Stays in 32-bit mode and asks the i8042 keyboard controller to pulse the
+/// CPU reset line (command 0xfe on port 0x64).
+pub fn i8042_reset() -> Vec<u8> {
+    build_protected_mode(|a| {
+        serial_asm::print_str32(a, "resetting\n")?;
+        a.mov(al, 0xfe)?;
+        a.out(0x64, al)
+    })
+}
+
 fn build_long_mode(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
     // The assembler only fails on a bug in this crate (a bad operand
     // combination); the kernels take no outside input.
