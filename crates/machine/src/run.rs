@@ -182,10 +182,13 @@ impl Machine {
 /// Build and run the machine `config` describes, rebooting on reset unless
 /// `no_reboot`, until it ends.
 pub fn run_session(config: &MachineConfig) -> Result<Outcome, MachineError> {
-    // A bad image is the user's error whichever engine would have run it.
+    // Bad images and unusable serial files are the user's errors whichever
+    // engine would have run the guest: find them before opening one.
     let guest = builder::load_guest(config)?;
+    let (tx, rx) = channel();
+    let console = Console::open(&config.serial, tx.clone())?;
     let hv = open_engine(config.engine)?;
-    run_loaded(config, guest, hv.as_ref())
+    run_loaded(config, guest, hv.as_ref(), console, (tx, rx))
 }
 
 /// `run_session` on an engine already open.
@@ -194,16 +197,18 @@ pub fn run_session_on(
     hv: &dyn Hypervisor,
 ) -> Result<Outcome, MachineError> {
     let guest = builder::load_guest(config)?;
-    run_loaded(config, guest, hv)
+    let (tx, rx) = channel();
+    let console = Console::open(&config.serial, tx.clone())?;
+    run_loaded(config, guest, hv, console, (tx, rx))
 }
 
 fn run_loaded(
     config: &MachineConfig,
     first: builder::LoadedGuest,
     hv: &dyn Hypervisor,
+    console: Console,
+    (tx, rx): (Sender<VmEvent>, Receiver<VmEvent>),
 ) -> Result<Outcome, MachineError> {
-    let (tx, rx) = channel();
-    let console = Console::open(&config.serial, tx.clone())?;
     let mut guest = Some(first);
     loop {
         // Each boot starts from fresh memory with the kernel reloaded.
