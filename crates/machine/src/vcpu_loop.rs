@@ -40,7 +40,7 @@ pub fn run_vcpu(mut vcpu: Box<dyn Vcpu>, io: &IoBus, mmio: &MmioBus, control: &C
     let _guard = PanicGuard { id, control };
     while !control.stopping() {
         let next = match vcpu.run() {
-            Err(e) => Next::End(VmEvent::Failed(format!("vCPU {id}: {e}"))),
+            Err(e) => Next::End(VmEvent::Failed(name_vcpu(id, e.to_string()))),
             Ok(exit) => dispatch(id, exit, io, mmio),
         };
         match next {
@@ -92,7 +92,17 @@ fn dispatch(id: u32, exit: VcpuExit<'_>, io: &IoBus, mmio: &MmioBus) -> Next {
             "vCPU {id}: the engine could not enter guest mode (hardware reason {reason:#x})"
         ))),
         VcpuExit::Debug { .. } | VcpuExit::Interrupted => Next::Continue,
-        VcpuExit::InternalError(msg) => Next::End(VmEvent::Failed(format!("vCPU {id}: {msg}"))),
+        VcpuExit::InternalError(msg) => Next::End(VmEvent::Failed(name_vcpu(id, msg))),
+    }
+}
+
+/// `msg` prefixed with `vCPU <id>: ` unless the engine named the vCPU already.
+fn name_vcpu(id: u32, msg: String) -> String {
+    let prefix = format!("vCPU {id}:");
+    if msg.starts_with(&prefix) {
+        msg
+    } else {
+        format!("{prefix} {msg}")
     }
 }
 
@@ -112,5 +122,17 @@ pub fn describe_state(vcpu: &dyn Vcpu) -> String {
             u8::from(s.cs.db)
         ),
         (Err(e), _) | (_, Err(e)) => format!("vCPU state unavailable: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_vcpu;
+
+    #[test]
+    fn messages_name_the_vcpu_once() {
+        assert_eq!(name_vcpu(1, "bad opcode".into()), "vCPU 1: bad opcode");
+        assert_eq!(name_vcpu(1, "vCPU 1: bad opcode".into()), "vCPU 1: bad opcode");
+        assert_eq!(name_vcpu(1, "vCPU 10: x".into()), "vCPU 1: vCPU 10: x");
     }
 }
