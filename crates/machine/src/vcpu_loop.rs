@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn messages_name_the_vcpu_once() {
         assert_eq!(name_vcpu(1, "bad opcode".into()), "vCPU 1: bad opcode");
-        assert_eq!(name_vcpu(1, "vCPU 1: bad opcode".into()), "vCPU 1: bad opcode");
+        assert_eq!(
+            name_vcpu(1, "vCPU 1: bad opcode".into()),
+            "vCPU 1: bad opcode"
+        );
         assert_eq!(name_vcpu(1, "vCPU 10: x".into()), "vCPU 1: vCPU 10: x");
     }
 }
