@@ -177,15 +177,28 @@ fn keyboard_controller_reset_reboots_or_ends() {
     let mut stdout = child.stdout.take().unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
+    use std::io::Read;
     while seen.windows(10).filter(|w| w == b"resetting\n").count() < 3 {
-        use std::io::Read;
         let n = stdout.read(&mut buf).unwrap();
         assert!(n > 0, "kite ended before rebooting three times");
         seen.extend_from_slice(&buf[..n]);
     }
     use std::io::Write;
     child.stdin.as_mut().unwrap().write_all(b"\x01x").unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // Keep draining the console so kite never blocks on a full pipe.
+    std::thread::spawn(move || while matches!(stdout.read(&mut buf), Ok(n) if n > 0) {});
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("Ctrl-A x did not stop a rebooting guest within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

@@ -218,8 +218,15 @@ fn run_loaded(
         };
         let machine = builder::build(config, loaded, hv, &console, &tx)?;
         let event = machine.run(&rx)?;
-        // Events raised by other vCPUs while this one ended are moot.
-        while rx.try_recv().is_ok() {}
+        // Events raised by other vCPUs while this one ended are moot, but a
+        // quit from the console still counts.
+        let mut quit = false;
+        while let Ok(ev) = rx.try_recv() {
+            quit |= ev == VmEvent::Quit;
+        }
+        if quit && matches!(event, VmEvent::Reset | VmEvent::TripleFault(_)) {
+            return Ok(Outcome::Quit);
+        }
         match event {
             VmEvent::DebugExit(v) => return Ok(Outcome::DebugExit(v)),
             VmEvent::PowerOff => return Ok(Outcome::PowerOff),
