@@ -60,6 +60,12 @@ fn missing_files() {
 }
 
 #[test]
+fn not_a_regular_file() {
+    assert_bad_input(&["run", "--kernel", "/dev/zero"], "not a regular file");
+    assert_bad_input(&["run", "--kernel", "/tmp"], "not a regular file");
+}
+
+#[test]
 fn empty_kernel_file() {
     let empty = temp_file("empty.bin", b"");
     assert_bad_input(&["run", "--kernel", &empty], "empty");

@@ -39,6 +39,9 @@ pub enum LoadError {
     },
 }
 
+/// The largest kernel or initrd file Kite reads: everything is placed below 4 GiB.
+pub const MAX_IMAGE_SIZE: u64 = 4 << 30;
+
 /// A file's name (for messages) and contents.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -50,10 +53,24 @@ impl Image {
     /// Read `path` whole. An empty file is refused here, so no loader sees one.
     pub fn read(path: &Path) -> Result<Image, LoadError> {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        let io = |source| LoadError::Io {
             path: name.clone(),
             source,
-        })?;
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(LoadError::Unsupported {
+                what: name,
+                detail: "not a regular file".into(),
+            });
+        }
+        if meta.len() > MAX_IMAGE_SIZE {
+            return Err(LoadError::TooLarge {
+                what: name,
+                detail: format!("{} bytes; images are loaded below 4 GiB", meta.len()),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         if bytes.is_empty() {
             return Err(LoadError::Corrupt {
                 what: name,
@@ -137,5 +154,10 @@ mod tests {
         let err = Image::read(&dir).unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
         std::fs::remove_file(&dir).unwrap();
+        // Devices and directories are refused without reading them.
+        for odd in ["/dev/zero", "/tmp"] {
+            let err = Image::read(Path::new(odd)).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
     }
 }
