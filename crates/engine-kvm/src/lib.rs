@@ -8,6 +8,7 @@
 mod convert;
 mod hypervisor;
 mod kick;
+mod page_walk;
 mod vcpu;
 mod vm;
 

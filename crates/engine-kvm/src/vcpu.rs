@@ -19,6 +19,7 @@ use crate::convert::{
     sregs_to_kvm,
 };
 use crate::kick::KickState;
+use crate::page_walk::{self, Slots};
 
 /// Hardware breakpoint registers DR0-DR3.
 const HW_BREAKPOINTS: usize = 4;
@@ -30,6 +31,8 @@ pub struct KvmVcpu {
     /// Size of the `kvm_run` mapping, to check the I/O data offset against.
     run_size: usize,
     kick: Arc<KickState>,
+    /// The VM's memory slots, for page-table walks.
+    slots: Slots,
 }
 
 /// An exit with the borrow of the `kvm_run` page dropped; the data-carrying
@@ -48,13 +51,14 @@ enum RawExit {
 }
 
 impl KvmVcpu {
-    pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize) -> Self {
+    pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize, slots: Slots) -> Self {
         let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         KvmVcpu {
             id,
             fd,
             run_size,
             kick: Arc::new(KickState::new(immediate_exit)),
+            slots,
         }
     }
 
@@ -340,10 +344,20 @@ impl Vcpu for KvmVcpu {
             .fd
             .translate_gva(gva)
             .map_err(|e| Error::host("KVM_TRANSLATE", e))?;
-        Ok((t.valid != 0).then_some(Translation {
+        if t.valid == 0 {
+            return Ok(None);
+        }
+        // KVM_TRANSLATE's permission bits are fixed on x86; walk for the real ones.
+        let sregs = self
+            .fd
+            .get_sregs()
+            .map_err(|e| Error::host("KVM_GET_SREGS", e))?;
+        let (writable, user) = page_walk::permissions(&self.slots, &sregs, gva)
+            .unwrap_or((t.writeable != 0, t.usermode != 0));
+        Ok(Some(Translation {
             phys: t.physical_address,
-            writable: t.writeable != 0,
-            user: t.usermode != 0,
+            writable,
+            user,
         }))
     }
 

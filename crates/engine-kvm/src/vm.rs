@@ -1,7 +1,7 @@
 //! `KvmVm`: a KVM VM file descriptor, its memory slots and in-kernel irqchip.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kite_hypervisor::{Error, MemoryRegion, Msi, Result, Vcpu, Vm, VmConfig};
 use kvm_bindings::{
@@ -11,6 +11,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 
+use crate::page_walk::{self, Slots};
 use crate::vcpu::KvmVcpu;
 
 /// Where KVM puts the three pages of its real-mode TSS (Intel only): just below
@@ -27,8 +28,9 @@ const PAGE_SIZE: u64 = 4096;
 pub struct KvmVm {
     fd: VmFd,
     irqchip: bool,
-    /// Slots added so far, by slot number (dirty_log needs each slot's size).
-    slots: Mutex<HashMap<u32, MemoryRegion>>,
+    /// Slots added so far, by slot number: dirty_log needs each slot's size,
+    /// translate reads page tables through them.
+    slots: Slots,
 }
 
 impl KvmVm {
@@ -62,14 +64,12 @@ impl KvmVm {
         Ok(KvmVm {
             fd,
             irqchip: config.irqchip,
-            slots: Mutex::new(HashMap::new()),
+            slots: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<u32, MemoryRegion>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        page_walk::lock(&self.slots)
     }
 
     fn need_irqchip(&self, what: &str) -> Result<()> {
@@ -170,7 +170,12 @@ impl Vm for KvmVm {
             .fd
             .create_vcpu(u64::from(id))
             .map_err(|e| Error::host("KVM_CREATE_VCPU", e))?;
-        Ok(Box::new(KvmVcpu::new(id, fd, self.fd.run_size())))
+        Ok(Box::new(KvmVcpu::new(
+            id,
+            fd,
+            self.fd.run_size(),
+            self.slots.clone(),
+        )))
     }
 
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()> {

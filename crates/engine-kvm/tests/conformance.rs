@@ -28,10 +28,7 @@ fn instruction_emulating_host() -> bool {
 }
 
 fn known_failures() -> Vec<(&'static str, &'static str)> {
-    let mut known = vec![(
-        "translate_permissions",
-        "KVM_TRANSLATE on x86 always reports writeable=1 and usermode=0",
-    )];
+    let mut known = Vec::new();
     if instruction_emulating_host() {
         known.push((
             "fpu_round_trip",
