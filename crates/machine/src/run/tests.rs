@@ -33,6 +33,7 @@ struct Record {
     regions: Mutex<Vec<MemoryRegion>>,
     boot_rip: Mutex<Vec<u64>>,
     io_in: Mutex<Vec<u8>>,
+    irq_lines: Mutex<Vec<(u32, bool)>>,
 }
 
 struct FakeHv {
@@ -111,7 +112,8 @@ impl Vm for FakeVm {
             record: self.record.clone(),
         }))
     }
-    fn set_irq_line(&self, _gsi: u32, _level: bool) -> Result<()> {
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()> {
+        self.record.irq_lines.lock().unwrap().push((gsi, level));
         Ok(())
     }
     fn signal_msi(&self, _msi: Msi) -> Result<()> {
@@ -371,4 +373,20 @@ fn bad_configs_are_user_errors() {
     let e = run_session_on(&c, &hv).unwrap_err();
     assert!(e.is_user_error());
     assert!(e.to_string().contains("junk: not a kernel image"));
+}
+
+#[test]
+fn device_interrupts_reach_the_vm_lines() {
+    let script = vec![
+        // COM1: enable the THR-empty interrupt; the transmitter is empty, so
+        // the UART interrupts at once on IRQ 4.
+        Step::Out(0x3f9, vec![0x02]),
+        // i8042 self-test with the keyboard interrupt enabled: IRQ 1.
+        Step::Out(0x64, vec![0xaa]),
+        Step::Out(0xf4, vec![1]),
+    ];
+    let (outcome, rec) = session(vec![script], &config(1, SerialMode::None, false));
+    assert_eq!(outcome, Outcome::DebugExit(1));
+    let lines = rec.irq_lines.lock().unwrap().clone();
+    assert_eq!(lines, vec![(4, true), (4, false), (1, true), (1, false)]);
 }
