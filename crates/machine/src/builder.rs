@@ -73,7 +73,7 @@ pub fn build(
             vcpus: config.cpus,
         })
         .map_err(MachineError::engine("creating the VM"))?;
-    register_guest_memory(&vm, &mem)?;
+    let slots = register_guest_memory(&vm, &mem)?;
 
     // The board.
     let control = Control::new(events.clone(), Arc::new(AtomicBool::new(false)));
@@ -89,7 +89,6 @@ pub fn build(
         uart16550::UART_PORT_LEN,
         com1.clone(),
     )?;
-    console.attach(com1);
 
     let c = control.clone();
     let exit = DebugExit::new(Box::new(move |v| c.request(VmEvent::DebugExit(v))));
@@ -133,9 +132,12 @@ pub fn build(
         vcpus.push(vcpu);
     }
 
+    // Last, so a failed build leaves the console (and the VM) as it was.
+    console.attach(com1);
     Ok(Machine::new(
         vm,
         mem,
+        slots,
         Arc::new(io_bus),
         Arc::new(mmio_bus),
         vcpus,

@@ -115,7 +115,12 @@ pub fn create_guest_memory(layout: &MemoryLayout) -> Result<GuestMemoryMmap, Mem
 }
 
 /// Register every region of `mem` with `vm`, one slot each (slot = index).
-pub fn register_guest_memory(vm: &Arc<dyn Vm>, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+/// Returns the slots, for `unregister_guest_memory`.
+pub fn register_guest_memory(
+    vm: &Arc<dyn Vm>,
+    mem: &GuestMemoryMmap,
+) -> Result<Vec<MemoryRegion>, MemoryError> {
+    let mut slots = Vec::new();
     for (slot, region) in mem.iter().enumerate() {
         let host = mem
             .get_host_address(region.start_addr())
@@ -132,11 +137,25 @@ pub fn register_guest_memory(vm: &Arc<dyn Vm>, mem: &GuestMemoryMmap) -> Result<
             log_dirty: false,
         };
         // SAFETY: the mapping belongs to `mem`, which the machine keeps alive
-        // (in an Arc shared with the vCPU threads) for as long as the VM lives;
-        // it is writable and `region.size` bytes long.
+        // until it deletes the slot again (`Machine`'s drop calls
+        // `unregister_guest_memory` before the memory goes); it is writable
+        // and `region.size` bytes long.
         unsafe { vm.set_memory_region(region)? };
+        slots.push(region);
     }
-    Ok(())
+    Ok(slots)
+}
+
+/// Delete the slots `register_guest_memory` added, so the VM (which devices
+/// may keep alive a little longer) no longer refers to the mappings.
+pub fn unregister_guest_memory(vm: &Arc<dyn Vm>, slots: &[MemoryRegion]) {
+    for region in slots {
+        let gone = MemoryRegion { size: 0, ..*region };
+        // SAFETY: a zero-sized region deletes the slot; no mapping is named.
+        if let Err(e) = unsafe { vm.set_memory_region(gone) } {
+            log::warn!("cannot delete memory slot {}: {e}", region.slot);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kite_devices::legacy::debug_exit::exit_status;
 use kite_devices::{IoBus, MmioBus};
-use kite_hypervisor::{Hypervisor, Vcpu, VcpuKick};
+use kite_hypervisor::{Hypervisor, MemoryRegion, Vcpu, VcpuKick};
 use vm_memory::GuestMemoryMmap;
 
 use crate::builder::{self, VmHandle};
@@ -19,6 +19,7 @@ use crate::config::MachineConfig;
 use crate::console::Console;
 use crate::engine::open_engine;
 use crate::error::MachineError;
+use crate::memory::unregister_guest_memory;
 use crate::vcpu_loop::run_vcpu;
 
 /// Something that ends a machine's run.
@@ -99,6 +100,7 @@ pub struct Machine {
     vcpus: Vec<Box<dyn Vcpu>>,
     vm: VmHandle,
     mem: Arc<GuestMemoryMmap>,
+    slots: Vec<MemoryRegion>,
     io_bus: Arc<IoBus>,
     mmio_bus: Arc<MmioBus>,
     control: Control,
@@ -108,6 +110,7 @@ impl Machine {
     pub(crate) fn new(
         vm: VmHandle,
         mem: Arc<GuestMemoryMmap>,
+        slots: Vec<MemoryRegion>,
         io_bus: Arc<IoBus>,
         mmio_bus: Arc<MmioBus>,
         vcpus: Vec<Box<dyn Vcpu>>,
@@ -117,6 +120,7 @@ impl Machine {
             vcpus,
             vm,
             mem,
+            slots,
             io_bus,
             mmio_bus,
             control,
@@ -176,6 +180,14 @@ impl Machine {
             let _ = t.join();
         }
         first
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // Devices (and the console) may hold the VM a while longer; the
+        // memory goes now, so the VM must stop referring to it first.
+        unregister_guest_memory(&self.vm, &self.slots);
     }
 }
 

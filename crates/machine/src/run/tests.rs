@@ -286,6 +286,11 @@ fn serial_output_then_debug_exit_on_two_vcpus() {
         (0, 0, 32 << 20)
     );
     assert_eq!(
+        (regions.last().unwrap().slot, regions.last().unwrap().size),
+        (0, 0),
+        "the slot is deleted before the memory is unmapped"
+    );
+    assert_eq!(
         *rec.boot_rip.lock().unwrap(),
         vec![0x10_0040],
         "only vCPU 0 gets the entry point"
