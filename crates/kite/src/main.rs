@@ -40,7 +40,7 @@ fn clap_error(e: clap::Error) -> i32 {
             0
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
+            eprintln!("kite: a command is needed: kite run [OPTIONS] (see kite --help)");
             STATUS_BAD_INPUT
         }
         _ => {

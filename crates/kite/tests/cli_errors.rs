@@ -83,6 +83,7 @@ fn bad_flags() {
     assert_bad_input(&["run", "--serial", "pty"], "pty");
     assert_bad_input(&["run", "--net", "bridge"], "bridge");
     assert_bad_input(&["walk"], "walk");
+    assert_bad_input(&[], "kite run");
 }
 
 #[test]
