@@ -1,1 +1,117 @@
-fn main() {}
+//! kite: the command-line virtual machine monitor.
+//!
+//! Exit status: the guest's debug-exit value `v` as `(v << 1) | 1`; 0 when
+//! the guest powers off (or resets under --no-reboot, or the user quits with
+//! Ctrl-A x); 1 when the guest or the engine fails; 2 for bad input (flags,
+//! files, image formats), with one line on stderr saying what is wrong.
+
+mod cli;
+mod terminal;
+
+use clap::Parser;
+use kite_machine::{run_session, Image, MachineConfig, SerialMode};
+
+use cli::{Cli, Command, RunArgs};
+
+const STATUS_FAILURE: i32 = 1;
+const STATUS_BAD_INPUT: i32 = 2;
+
+fn main() {
+    let status = real_main();
+    std::process::exit(status);
+}
+
+fn real_main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return clap_error(e),
+    };
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+/// Help and version go to stdout as usual; errors become one line.
+fn clap_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("kite: a command is needed: kite run [OPTIONS] (see kite --help)");
+            STATUS_BAD_INPUT
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("kite: {first} (see kite run --help)");
+            STATUS_BAD_INPUT
+        }
+    }
+}
+
+fn bad_input(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("kite: {msg}");
+    STATUS_BAD_INPUT
+}
+
+fn run(args: RunArgs) -> i32 {
+    if let Some(d) = args.disk.first() {
+        return bad_input(format!(
+            "--disk {}: virtio block devices are not yet supported",
+            d.path.display()
+        ));
+    }
+    if args.net.is_some() {
+        return bad_input("--net: virtio network devices are not yet supported");
+    }
+    let kernel = match &args.kernel {
+        Some(p) => match Image::read(p) {
+            Ok(i) => i,
+            Err(e) => return bad_input(e),
+        },
+        None => Image::from_bytes("built-in guest", kite_testkernels::hello()),
+    };
+    let initrd = match args.initrd.as_deref().map(Image::read).transpose() {
+        Ok(i) => i,
+        Err(e) => return bad_input(e),
+    };
+    let config = MachineConfig {
+        engine: args.engine.into(),
+        memory: args.memory,
+        cpus: args.cpus,
+        kernel,
+        initrd,
+        cmdline: args.cmdline,
+        serial: args.serial,
+        no_reboot: args.no_reboot,
+    };
+
+    let raw = if config.serial == SerialMode::Stdio {
+        terminal::RawMode::enter()
+    } else {
+        None
+    };
+    let result = run_session(&config);
+    drop(raw);
+
+    match result {
+        Ok(outcome) => {
+            if let Some(m) = outcome.message() {
+                eprintln!("kite: {m}");
+            }
+            outcome.status()
+        }
+        Err(e) => {
+            eprintln!("kite: {e}");
+            if e.is_user_error() {
+                STATUS_BAD_INPUT
+            } else {
+                STATUS_FAILURE
+            }
+        }
+    }
+}

@@ -3,6 +3,21 @@
 //! dispatches its exits.
 //!
 //! This crate knows what a PC is; it must not know how an engine runs guest
-//! code: it talks to engines only through the hypervisor API.
+//! code: it talks to engines only through the hypervisor API (and picks one
+//! in `engine`).
 
+pub mod builder;
+pub mod config;
+pub mod console;
+pub mod engine;
+pub mod error;
+pub mod irq;
 pub mod loader;
+pub mod memory;
+pub mod run;
+pub mod vcpu_loop;
+
+pub use config::{EngineChoice, MachineConfig, SerialMode};
+pub use error::MachineError;
+pub use loader::Image;
+pub use run::{run_session, Outcome};

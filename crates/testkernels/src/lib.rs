@@ -1,1 +1,202 @@
-//! placeholder
+//! Kite's built-in guests: small Multiboot v1 kernels assembled in memory with
+//! iced-x86's `code_asm`, returned as ELF32 images any Multiboot loader boots.
+//!
+//! Each kernel talks to the PC only through COM1 (0x3f8, polled: wait for LSR
+//! bit 5 "THR empty", then write THR) and the isa-debug-exit port 0xf4 (a write
+//! of `v` ends the VMM with status `(v << 1) | 1`). They use no interrupts and
+//! no IRET, and keep their loops short, so they run on slow engines too.
+//!
+//! Long-mode kernels start in 32-bit protected mode (as Multiboot enters), load
+//! their own GDT, identity-map the first GiB with 2 MiB pages, set CR4.PAE,
+//! EFER.LME and CR0.PG, and far-jump to 64-bit code.
+//!
+//! This crate knows nothing about Kite's engines or devices; it only makes bytes.
+
+mod elf;
+mod layout;
+mod long_mode;
+mod serial_asm;
+
+use iced_x86::code_asm::*;
+use iced_x86::IcedError;
+
+pub use layout::{LOAD_ADDR, MULTIBOOT_MAGIC_BOOTLOADER};
+
+/// The isa-debug-exit value the built-in greeting kernel writes: the process
+/// ends with status `(0x10 << 1) | 1 = 33` (the "success" convention of
+/// bootimage-style test kernels).
+pub const HELLO_EXIT_VALUE: u8 = 0x10;
+
+/// The line the greeting kernel prints.
+pub const HELLO_GREETING: &str = "Hello from Kite! (64-bit long mode)";
+
+/// The line the 32-bit kernel prints.
+pub const HELLO32_GREETING: &str = "Hello from Kite! (32-bit protected mode)";
+
+/// The number of 64-bit words the compute kernel fills and checks.
+pub const COMPUTE_WORDS: usize = 2048;
+
+/// The process exit status a debug-exit write of `value` produces.
+pub fn debug_exit_status(value: u8) -> i32 {
+    (i32::from(value) << 1) | 1
+}
+
+/// The default guest: enters long mode, prints [`HELLO_GREETING`] on COM1 and
+/// writes [`HELLO_EXIT_VALUE`] to port 0xf4.
+pub fn hello() -> Vec<u8> {
+    build_long_mode(|a| {
+        serial_asm::print_str64(a, &format!("{HELLO_GREETING}\n"))?;
+        serial_asm::debug_exit64(a, HELLO_EXIT_VALUE)
+    })
+}
+
+/// Enters long mode and writes `value` to port 0xf4 without printing anything.
+pub fn exit_with(value: u8) -> Vec<u8> {
+    build_long_mode(|a| serial_asm::debug_exit64(a, value))
+}
+
+/// Enters long mode, fills a buffer of [`COMPUTE_WORDS`] words from a linear
+/// congruential generator, folds it back into a checksum, prints
+/// `checksum=<16 hex digits>` on COM1, and writes `value` to port 0xf4.
+/// [`compute_checksum`] gives the line's expected value.
+pub fn compute(value: u8) -> Vec<u8> {
+    build_long_mode(|a| {
+        long_mode::emit_compute(a, COMPUTE_WORDS as u32)?;
+        serial_asm::debug_exit64(a, value)
+    })
+}
+
+/// What the compute kernel prints after `checksum=`: the same algorithm in Rust.
+pub fn compute_checksum() -> u64 {
+    let mut x: u64 = long_mode::COMPUTE_SEED;
+    let mut buf = vec![0u64; COMPUTE_WORDS];
+    for w in buf.iter_mut() {
+        x = x
+            .wrapping_mul(long_mode::LCG_MUL)
+            .wrapping_add(long_mode::LCG_ADD);
+        *w = x;
+    }
+    let mut sum: u64 = 0;
+    for (i, w) in buf.iter().enumerate() {
+        sum = sum.rotate_left(5) ^ w.wrapping_add(i as u64);
+    }
+    sum
+}
+
+/// Stays in 32-bit protected mode (paging off): checks that EAX holds the
+/// Multiboot magic, prints [`HELLO32_GREETING`] and writes `value` to port
+/// 0xf4. If EAX was wrong it prints `bad multiboot magic` and writes 0x7f.
+pub fn hello32(value: u8) -> Vec<u8> {
+    build_protected_mode(|a| {
+        let mut bad = a.create_label();
+        a.cmp(eax, MULTIBOOT_MAGIC_BOOTLOADER)?;
+        a.jne(bad)?;
+        serial_asm::print_str32(a, &format!("{HELLO32_GREETING}\n"))?;
+        serial_asm::debug_exit32(a, value)?;
+        a.set_label(&mut bad)?;
+        serial_asm::print_str32(a, "bad multiboot magic\n")?;
+        serial_asm::debug_exit32(a, 0x7f)
+    })
+}
+
+/// Enters long mode, prints `mbi cmdline=<cmdline>` taken from the Multiboot
+/// information structure (flag bit 2), and writes `value` to port 0xf4. Tests
+/// use it to check the loader's info structure from inside the guest.
+pub fn print_cmdline(value: u8) -> Vec<u8> {
+    build_long_mode(|a| {
+        long_mode::emit_print_cmdline(a)?;
+        serial_asm::debug_exit64(a, value)
+    })
+}
+
+/// Enters long mode, prints `halted` and halts with interrupts off, for good:
+/// only the VMM (Ctrl-A x, a signal) ends it.
+pub fn halt() -> Vec<u8> {
+    build_long_mode(|a| serial_asm::print_str64(a, "halted\n"))
+}
+
+/// Stays in 32-bit mode, loads an empty IDT and executes UD2: the #UD cannot
+/// be delivered, nor the #DF after it, so the CPU shuts down (triple fault).
+pub fn triple_fault() -> Vec<u8> {
+    build_protected_mode(|a| {
+        let mut idtr = a.create_label();
+        let mut after = a.create_label();
+        a.call(after)?;
+        a.set_label(&mut idtr)?;
+        a.db(&[0; 6])?; // limit 0, base 0
+        a.set_label(&mut after)?;
+        a.pop(eax)?;
+        a.lidt(ptr(eax))?;
+        serial_asm::print_str32(a, "faulting\n")?;
+        a.ud2()
+    })
+}
+
+/// Stays in 32-bit mode and asks the i8042 keyboard controller to pulse the
+/// CPU reset line (command 0xfe on port 0x64).
+pub fn i8042_reset() -> Vec<u8> {
+    build_protected_mode(|a| {
+        serial_asm::print_str32(a, "resetting\n")?;
+        a.mov(al, 0xfe)?;
+        a.out(0x64, al)
+    })
+}
+
+fn build_long_mode(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    // The assembler only fails on a bug in this crate (a bad operand
+    // combination); the kernels take no outside input.
+    long_mode::build(body).unwrap_or_else(|e| panic!("testkernels: assembling failed: {e}"))
+}
+
+fn build_protected_mode(body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
+    long_mode::build_protected(body)
+        .unwrap_or_else(|e| panic!("testkernels: assembling failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn images_are_multiboot_elf32() {
+        for img in [
+            hello(),
+            exit_with(3),
+            compute(5),
+            hello32(1),
+            print_cmdline(2),
+        ] {
+            assert_eq!(&img[..4], b"\x7fELF");
+            assert_eq!(img[4], 1, "ELFCLASS32");
+            // The multiboot header sits in the first 8 KiB, 4-aligned, with a
+            // checksum that makes the three words sum to zero.
+            let off = (0..8192 - 12)
+                .step_by(4)
+                .find(|&o| u32_at(&img, o) == 0x1bad_b002)
+                .expect("multiboot header");
+            let sum = u32_at(&img, off)
+                .wrapping_add(u32_at(&img, off + 4))
+                .wrapping_add(u32_at(&img, off + 8));
+            assert_eq!(sum, 0);
+            assert!(img.len() < 64 * 1024, "kernels stay small");
+        }
+    }
+
+    #[test]
+    fn exit_status_formula() {
+        assert_eq!(debug_exit_status(HELLO_EXIT_VALUE), 33);
+        assert_eq!(debug_exit_status(0), 1);
+        assert_eq!(debug_exit_status(0x7f), 255);
+    }
+
+    #[test]
+    fn greeting_bytes_are_in_the_image() {
+        let img = hello();
+        let g = HELLO_GREETING.as_bytes();
+        assert!(img.windows(g.len()).any(|w| w == g));
+    }
+}

@@ -1,0 +1,10 @@
+//! The PC's legacy ISA devices: the 16550A UART, the isa-debug-exit port and
+//! the i8042 keyboard controller (enough of it for reset and Linux's probe).
+
+pub mod debug_exit;
+pub mod i8042;
+pub mod uart16550;
+
+pub use debug_exit::DebugExit;
+pub use i8042::I8042;
+pub use uart16550::Uart16550;

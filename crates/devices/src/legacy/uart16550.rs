@@ -1,0 +1,167 @@
+//! A 16550A UART (vm-superio's `Serial`) on the port bus: the guest's console.
+//!
+//! Output bytes go to a host writer as the guest writes them (no buffering
+//! beyond the writer's own); input bytes are queued by the host with
+//! `enqueue_input` and raise the UART's interrupt line when the guest enabled
+//! the receive interrupt.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+
+use crate::bus::{IrqLine, PioDevice};
+
+/// COM1's port base and interrupt line.
+pub const COM1_PORT: u16 = 0x3f8;
+pub const COM1_IRQ: u32 = 4;
+/// The UART's eight registers.
+pub const UART_PORT_LEN: u64 = 8;
+
+/// Pulses an interrupt line each time the UART asks for attention (the ISA
+/// UART interrupt is edge-triggered).
+pub struct IrqTrigger(pub Arc<dyn IrqLine>);
+
+impl Trigger for IrqTrigger {
+    type E = std::convert::Infallible;
+
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.pulse();
+        Ok(())
+    }
+}
+
+/// A host writer for guest output.
+pub type SerialOut = Box<dyn Write + Send>;
+
+pub struct Uart16550 {
+    serial: Serial<IrqTrigger, NoEvents, SerialOut>,
+    /// Whether a failed host write was already reported (report once).
+    out_failed: bool,
+}
+
+impl Uart16550 {
+    pub fn new(irq: Arc<dyn IrqLine>, out: SerialOut) -> Self {
+        Uart16550 {
+            serial: Serial::new(IrqTrigger(irq), out),
+            out_failed: false,
+        }
+    }
+
+    /// Queue host input for the guest; returns how many bytes fit in the
+    /// receive FIFO (the rest should be offered again later).
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        if bytes.is_empty() || self.serial.fifo_capacity() == 0 {
+            return 0;
+        }
+        self.serial.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
+    /// Room left in the receive FIFO.
+    pub fn input_capacity(&self) -> usize {
+        self.serial.fifo_capacity()
+    }
+}
+
+impl PioDevice for Uart16550 {
+    fn read(&mut self, offset: u16, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = match u8::try_from(usize::from(offset) + i) {
+                Ok(reg) if reg < UART_PORT_LEN as u8 => self.serial.read(reg),
+                _ => 0xff,
+            };
+        }
+    }
+
+    fn write(&mut self, offset: u16, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            let Ok(reg) = u8::try_from(usize::from(offset) + i) else {
+                return;
+            };
+            if reg >= UART_PORT_LEN as u8 {
+                return;
+            }
+            if let Err(e) = self.serial.write(reg, b) {
+                if !self.out_failed {
+                    log::warn!("serial output lost: {e:?}");
+                    self.out_failed = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct CountingIrq(AtomicUsize);
+    impl IrqLine for CountingIrq {
+        fn set_level(&self, level: bool) {
+            if level {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_input_and_interrupts() {
+        let irq = Arc::new(CountingIrq::default());
+        let out = Shared::default();
+        let mut u = Uart16550::new(irq.clone(), Box::new(out.clone()));
+        // Transmitter is empty: LSR bit 5.
+        let mut b = [0u8];
+        u.read(5, &mut b);
+        assert_ne!(b[0] & 0x20, 0);
+        for c in b"hi" {
+            u.write(0, &[*c]);
+        }
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"hi");
+        assert_eq!(
+            irq.0.load(Ordering::SeqCst),
+            0,
+            "no interrupt while IER is 0"
+        );
+
+        // Enable the receive interrupt, feed input: one pulse, data ready.
+        u.write(1, &[0x01]);
+        assert_eq!(u.enqueue_input(b"ok"), 2);
+        assert_eq!(irq.0.load(Ordering::SeqCst), 1);
+        u.read(5, &mut b);
+        assert_ne!(b[0] & 0x01, 0);
+        u.read(0, &mut b);
+        assert_eq!(b[0], b'o');
+        u.read(0, &mut b);
+        assert_eq!(b[0], b'k');
+        u.read(5, &mut b);
+        assert_eq!(b[0] & 0x01, 0);
+        // Out-of-range offsets read as ones, not panic.
+        let mut wide = [0u8; 4];
+        u.read(6, &mut wide);
+        assert_eq!(&wide[2..], &[0xff, 0xff]);
+    }
+
+    #[test]
+    fn fifo_fills_up() {
+        let mut u = Uart16550::new(Arc::new(CountingIrq::default()), Box::new(std::io::sink()));
+        let cap = u.input_capacity();
+        assert_eq!(u.enqueue_input(&vec![b'x'; cap + 10]), cap);
+        assert_eq!(u.enqueue_input(b"y"), 0);
+    }
+}

@@ -1,0 +1,271 @@
+//! The command line: `kite run` and its flags, with the parsers for sizes,
+//! disks, networks and serial modes.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kite_machine::{EngineChoice, SerialMode};
+
+#[derive(Debug, Parser)]
+#[command(name = "kite", version, about = "Kite: a virtual machine monitor")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a virtual machine. Without --kernel, boot the built-in guest,
+    /// which greets on the serial console and exits with status 33.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// kvm when the CPU has VT-x/AMD-V and /dev/kvm opens, else emu.
+    Auto,
+    /// The software x86 engine.
+    Emu,
+    /// The host's /dev/kvm.
+    Kvm,
+}
+
+impl From<EngineArg> for EngineChoice {
+    fn from(e: EngineArg) -> Self {
+        match e {
+            EngineArg::Auto => EngineChoice::Auto,
+            EngineArg::Emu => EngineChoice::Emu,
+            EngineArg::Kvm => EngineChoice::Kvm,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Which engine runs the guest.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub engine: EngineArg,
+    /// Guest RAM: a number with K, M, G or T suffix (no suffix: MiB).
+    #[arg(long, default_value = "512M", value_parser = parse_memory, value_name = "SIZE")]
+    pub memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=254), value_name = "N")]
+    pub cpus: u32,
+    /// Kernel image (Multiboot; Linux bzImage/ELF when supported).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk (the first Multiboot module, or Linux's initrd).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "", value_name = "STRING")]
+    pub cmdline: String,
+    /// A disk image for a virtio block device; repeatable.
+    #[arg(long, value_parser = parse_disk, value_name = "PATH[,readonly]")]
+    pub disk: Vec<DiskSpec>,
+    /// A network device: user-mode networking or a host tap interface.
+    #[arg(long, value_parser = parse_net, value_name = "user|tap=NAME")]
+    pub net: Option<NetSpec>,
+    /// Where COM1 goes: stdio (Ctrl-A x quits), none, or file=PATH.
+    #[arg(long, default_value = "stdio", value_parser = parse_serial, value_name = "stdio|none|file=PATH")]
+    pub serial: SerialMode,
+    /// Exit instead of rebooting when the guest resets or triple-faults.
+    #[arg(long)]
+    pub no_reboot: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetSpec {
+    User,
+    Tap(String),
+}
+
+/// `512M`, `2G`, `65536K`, `1T`, `4096` (MiB); an optional `B`/`iB` after
+/// the suffix. Sizes are binary (K = 1024).
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' is not a size (examples: 512M, 2G, 65536K)");
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(bad()),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 20),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// `PATH` or `PATH,readonly`; the file must exist.
+pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
+    let mut parts = s.split(',');
+    let path = parts.next().unwrap_or_default();
+    if path.is_empty() {
+        return Err("a disk needs a path: --disk PATH[,readonly]".into());
+    }
+    let mut readonly = false;
+    for opt in parts {
+        match opt {
+            "readonly" | "ro" => readonly = true,
+            other => return Err(format!("unknown disk option '{other}' (known: readonly)")),
+        }
+    }
+    let path = PathBuf::from(path);
+    std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(DiskSpec { path, readonly })
+}
+
+/// `user` or `tap=NAME` (NAME at most 15 bytes, as Linux allows).
+pub fn parse_net(s: &str) -> Result<NetSpec, String> {
+    match s.split_once('=') {
+        None if s == "user" => Ok(NetSpec::User),
+        Some(("tap", name)) if !name.is_empty() && name.len() <= 15 && !name.contains('/') => {
+            Ok(NetSpec::Tap(name.to_string()))
+        }
+        Some(("tap", _)) => Err("tap=NAME needs an interface name of 1 to 15 bytes".into()),
+        _ => Err(format!("'{s}' is not a network (use user or tap=NAME)")),
+    }
+}
+
+/// `stdio`, `none` or `file=PATH`.
+pub fn parse_serial(s: &str) -> Result<SerialMode, String> {
+    match s.split_once('=') {
+        None if s == "stdio" => Ok(SerialMode::Stdio),
+        None if s == "none" => Ok(SerialMode::None),
+        Some(("file", p)) if !p.is_empty() => Ok(SerialMode::File(PathBuf::from(p))),
+        Some(("file", _)) => Err("file=PATH needs a path".into()),
+        _ => Err(format!(
+            "'{s}' is not a serial mode (use stdio, none or file=PATH)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512M"), Ok(512 << 20));
+        assert_eq!(parse_memory("2G"), Ok(2 << 30));
+        assert_eq!(parse_memory("2g"), Ok(2 << 30));
+        assert_eq!(parse_memory("65536K"), Ok(64 << 20));
+        assert_eq!(parse_memory("1T"), Ok(1 << 40));
+        assert_eq!(parse_memory("256"), Ok(256 << 20));
+        assert_eq!(parse_memory("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_memory("1GB"), Ok(1 << 30));
+        for bad in [
+            "",
+            "M",
+            "12Q",
+            "-1G",
+            "1.5G",
+            "G1",
+            "99999999999999999999T",
+            "1 G",
+        ] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+        assert!(parse_memory("20000000T").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn disks() {
+        let me = std::env::current_exe().unwrap();
+        let p = me.display().to_string();
+        assert_eq!(
+            parse_disk(&p),
+            Ok(DiskSpec {
+                path: me.clone(),
+                readonly: false
+            })
+        );
+        assert_eq!(
+            parse_disk(&format!("{p},readonly")),
+            Ok(DiskSpec {
+                path: me,
+                readonly: true
+            })
+        );
+        assert!(parse_disk(&format!("{p},cache=none"))
+            .unwrap_err()
+            .contains("cache=none"));
+        assert!(parse_disk("/nonexistent/disk.img")
+            .unwrap_err()
+            .contains("/nonexistent/disk.img"));
+        assert!(parse_disk(",readonly").is_err());
+    }
+
+    #[test]
+    fn nets_and_serials() {
+        assert_eq!(parse_net("user"), Ok(NetSpec::User));
+        assert_eq!(parse_net("tap=tap0"), Ok(NetSpec::Tap("tap0".into())));
+        for bad in ["tap=", "tap=abcdefghijklmnop", "bridge", "user=1", "tap"] {
+            assert!(parse_net(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_serial("stdio"), Ok(SerialMode::Stdio));
+        assert_eq!(parse_serial("none"), Ok(SerialMode::None));
+        assert_eq!(
+            parse_serial("file=/tmp/x"),
+            Ok(SerialMode::File("/tmp/x".into()))
+        );
+        for bad in ["file=", "pty", "tcp=1"] {
+            assert!(parse_serial(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cli = Cli::try_parse_from(["kite", "run"]).unwrap();
+        let Command::Run(a) = cli.command;
+        assert_eq!(a.memory, 512 << 20);
+        assert_eq!(a.cpus, 1);
+        assert_eq!(a.engine, EngineArg::Auto);
+        assert_eq!(a.serial, SerialMode::Stdio);
+        assert!(!a.no_reboot && a.kernel.is_none() && a.disk.is_empty() && a.net.is_none());
+        assert!(Cli::try_parse_from(["kite", "run", "--cpus", "0"]).is_err());
+        assert!(Cli::try_parse_from(["kite", "run", "--engine", "xen"]).is_err());
+        let cli = Cli::try_parse_from([
+            "kite",
+            "run",
+            "--engine",
+            "kvm",
+            "--memory",
+            "1G",
+            "--cpus",
+            "2",
+            "--cmdline",
+            "a b",
+            "--serial",
+            "none",
+            "--no-reboot",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command;
+        assert_eq!(
+            (a.engine, a.memory, a.cpus, a.cmdline.as_str()),
+            (EngineArg::Kvm, 1 << 30, 2, "a b")
+        );
+        assert!(a.no_reboot);
+    }
+}

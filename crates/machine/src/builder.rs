@@ -1,0 +1,181 @@
+//! Assembles a machine from its configuration, in one readable place: guest
+//! memory with the kernel loaded (`load_guest`), then the VM, the board's
+//! devices and interrupt wiring, and the vCPUs in their boot state (`build`).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use kite_devices::legacy::{debug_exit, i8042, uart16550, DebugExit, Uart16550, I8042};
+use kite_devices::{IoBus, MmioBus, PioDevice};
+use kite_hypervisor::{CpuidEntry, Hypervisor, Vcpu, Vm, VmConfig};
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::{MachineConfig, MAX_CPUS};
+use crate::console::Console;
+use crate::error::MachineError;
+use crate::irq::VmIrqLine;
+use crate::loader::{load_kernel, BootSpec, BootState};
+use crate::memory::{create_guest_memory, register_guest_memory, MemoryLayout};
+use crate::run::{Control, Machine, VmEvent};
+
+/// Check what can be checked before building anything.
+pub fn validate(config: &MachineConfig) -> Result<MemoryLayout, MachineError> {
+    if config.cpus == 0 || config.cpus > MAX_CPUS {
+        return Err(MachineError::Config(format!(
+            "--cpus {}: a machine has 1 to {MAX_CPUS} vCPUs",
+            config.cpus
+        )));
+    }
+    Ok(MemoryLayout::new(config.memory)?)
+}
+
+/// Guest RAM with the kernel (and initrd) in place: everything that needs no
+/// engine, so a bad image is reported before an engine is opened.
+pub struct LoadedGuest {
+    pub layout: MemoryLayout,
+    pub mem: Arc<GuestMemoryMmap>,
+    pub boot: BootState,
+}
+
+/// Map RAM and load the kernel into it.
+pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
+    let layout = validate(config)?;
+    let mem = Arc::new(create_guest_memory(&layout)?);
+    let boot = load_kernel(
+        &mem,
+        &layout,
+        &BootSpec {
+            kernel: &config.kernel,
+            initrd: config.initrd.as_ref(),
+            cmdline: &config.cmdline,
+            rsdp_address: None,
+        },
+    )?;
+    Ok(LoadedGuest { layout, mem, boot })
+}
+
+/// Build a machine ready to run around a loaded guest; `events` receives
+/// whatever ends its run.
+pub fn build(
+    config: &MachineConfig,
+    guest: LoadedGuest,
+    hv: &dyn Hypervisor,
+    console: &Console,
+    events: &Sender<VmEvent>,
+) -> Result<Machine, MachineError> {
+    let LoadedGuest { mem, boot, .. } = guest;
+
+    // The VM and its RAM.
+    let vm = hv
+        .create_vm(&VmConfig {
+            irqchip: true,
+            pit: false,
+            vcpus: config.cpus,
+        })
+        .map_err(MachineError::engine("creating the VM"))?;
+    let slots = register_guest_memory(&vm, &mem)?;
+
+    // The board.
+    let control = Control::new(events.clone(), Arc::new(AtomicBool::new(false)));
+    let mut io_bus = IoBus::new();
+    let mmio_bus = MmioBus::new();
+
+    let com1 = Arc::new(Mutex::new(Uart16550::new(
+        VmIrqLine::new(vm.clone(), uart16550::COM1_IRQ),
+        console.writer(),
+    )));
+    io_bus.insert(
+        u64::from(uart16550::COM1_PORT),
+        uart16550::UART_PORT_LEN,
+        com1.clone(),
+    )?;
+
+    let c = control.clone();
+    let exit = DebugExit::new(Box::new(move |v| c.request(VmEvent::DebugExit(v))));
+    io_bus.insert(
+        u64::from(debug_exit::DEBUG_EXIT_PORT),
+        debug_exit::DEBUG_EXIT_LEN,
+        Arc::new(Mutex::new(exit)),
+    )?;
+
+    let c = control.clone();
+    let kbd = Arc::new(Mutex::new(I8042::new(
+        Some(VmIrqLine::new(vm.clone(), i8042::KEYBOARD_IRQ)),
+        Box::new(move || c.request(VmEvent::Reset)),
+    )));
+    let (data, cmd) = I8042::ports(&kbd);
+    for port in [data, cmd] {
+        let base = u64::from(port.port());
+        let dev: Arc<Mutex<dyn PioDevice>> = Arc::new(Mutex::new(port));
+        io_bus.insert(base, 1, dev)?;
+    }
+
+    // The vCPUs: vCPU 0 starts at the kernel's entry; the others wait for
+    // the boot vCPU to start them (INIT/SIPI through the local APICs).
+    let cpuid = match hv.supported_cpuid() {
+        Ok(c) => Some(c),
+        Err(kite_hypervisor::Error::Unsupported { .. }) => None,
+        Err(e) => return Err(MachineError::engine("reading supported CPUID")(e)),
+    };
+    let mut vcpus = Vec::new();
+    for id in 0..config.cpus {
+        let mut vcpu = vm
+            .create_vcpu(id)
+            .map_err(MachineError::engine("creating a vCPU"))?;
+        if let Some(cpuid) = &cpuid {
+            vcpu.set_cpuid(&cpuid_for(cpuid, id))
+                .map_err(MachineError::engine("setting CPUID"))?;
+        }
+        if id == 0 {
+            set_boot_state(vcpu.as_mut(), &boot)?;
+        }
+        vcpus.push(vcpu);
+    }
+
+    // Last, so a failed build leaves the console (and the VM) as it was.
+    console.attach(com1);
+    Ok(Machine::new(
+        vm,
+        mem,
+        slots,
+        Arc::new(io_bus),
+        Arc::new(mmio_bus),
+        vcpus,
+        control,
+    ))
+}
+
+/// The CPUID table with vCPU `id`'s APIC id in leaves 1 and 0xb.
+fn cpuid_for(entries: &[CpuidEntry], id: u32) -> Vec<CpuidEntry> {
+    entries
+        .iter()
+        .map(|e| {
+            let mut e = *e;
+            match e.function {
+                1 => e.ebx = (e.ebx & 0x00ff_ffff) | (id << 24),
+                0xb | 0x1f => e.edx = id,
+                _ => {}
+            }
+            e
+        })
+        .collect()
+}
+
+/// Put the loader's boot state into the boot vCPU, keeping the engine's own
+/// APIC base (the loader does not own the local APIC).
+fn set_boot_state(vcpu: &mut dyn Vcpu, boot: &BootState) -> Result<(), MachineError> {
+    let current = vcpu
+        .sregs()
+        .map_err(MachineError::engine("reading vCPU state"))?;
+    let mut sregs = boot.sregs;
+    sregs.apic_base = current.apic_base;
+    vcpu.set_sregs(&sregs)
+        .map_err(MachineError::engine("setting segment registers"))?;
+    vcpu.set_regs(&boot.regs)
+        .map_err(MachineError::engine("setting registers"))?;
+    Ok(())
+}
+
+/// The VM handle type the machine keeps.
+pub type VmHandle = Arc<dyn Vm>;

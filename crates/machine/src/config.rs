@@ -1,0 +1,45 @@
+//! What a user asks for: the machine's configuration, before anything is built.
+
+use std::path::PathBuf;
+
+use crate::loader::Image;
+
+/// Which engine runs guest mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EngineChoice {
+    /// kvm when the host CPU has VT-x/AMD-V and /dev/kvm opens, else emu.
+    #[default]
+    Auto,
+    Kvm,
+    Emu,
+}
+
+/// Where the guest's COM1 goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SerialMode {
+    /// Output to stdout, input from stdin (raw mode on a terminal; Ctrl-A x quits).
+    #[default]
+    Stdio,
+    /// Output dropped, no input.
+    None,
+    /// Output written to this file (created or truncated), no input.
+    File(PathBuf),
+}
+
+/// Everything needed to build (and rebuild, on reboot) the machine.
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    pub engine: EngineChoice,
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    pub cpus: u32,
+    pub kernel: Image,
+    pub initrd: Option<Image>,
+    pub cmdline: String,
+    pub serial: SerialMode,
+    /// A reset or triple fault ends the run instead of rebooting.
+    pub no_reboot: bool,
+}
+
+/// The most vCPUs a machine may have (one xAPIC id byte, minus broadcast).
+pub const MAX_CPUS: u32 = 254;

@@ -1,0 +1,97 @@
+//! Code snippets that print on COM1 by polling and leave through port 0xf4.
+
+use iced_x86::code_asm::*;
+use iced_x86::IcedError;
+
+const COM1_THR: u16 = 0x3f8;
+const COM1_LSR: u16 = 0x3fd;
+const LSR_THR_EMPTY: u32 = 0x20;
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// Write the byte in BL to COM1 once the transmitter is empty. Clobbers AL, DX.
+pub fn putc_bl(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut wait = a.create_label();
+    a.mov(dx, COM1_LSR as u32)?;
+    a.set_label(&mut wait)?;
+    a.in_(al, dx)?;
+    a.test(al, LSR_THR_EMPTY)?;
+    a.jz(wait)?;
+    a.mov(dx, COM1_THR as u32)?;
+    a.mov(al, bl)?;
+    a.out(dx, al)?;
+    Ok(())
+}
+
+/// Print the NUL-terminated string at RSI (64-bit code). Clobbers RAX, RBX,
+/// RDX, RSI.
+pub fn print_at_rsi64(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut next = a.create_label();
+    let mut done = a.create_label();
+    a.set_label(&mut next)?;
+    a.mov(bl, byte_ptr(rsi))?;
+    a.test(bl, bl)?;
+    a.jz(done)?;
+    putc_bl(a)?;
+    a.inc(rsi)?;
+    a.jmp(next)?;
+    a.set_label(&mut done)?;
+    a.nop()?;
+    Ok(())
+}
+
+/// Print `s` (64-bit code): the string travels inline, its address taken
+/// with the call/pop idiom. Clobbers RAX, RBX, RDX, RSI.
+pub fn print_str64(a: &mut CodeAssembler, s: &str) -> Result<(), IcedError> {
+    let mut after = a.create_label();
+    a.call(after)?;
+    a.db(s.as_bytes())?;
+    a.db(&[0])?;
+    a.set_label(&mut after)?;
+    a.pop(rsi)?;
+    print_at_rsi64(a)
+}
+
+/// Print `s` (32-bit code). Clobbers EAX, EBX, EDX, ESI.
+pub fn print_str32(a: &mut CodeAssembler, s: &str) -> Result<(), IcedError> {
+    let mut after = a.create_label();
+    let mut next = a.create_label();
+    let mut done = a.create_label();
+    a.call(after)?;
+    a.db(s.as_bytes())?;
+    a.db(&[0])?;
+    a.set_label(&mut after)?;
+    a.pop(esi)?;
+    a.set_label(&mut next)?;
+    a.mov(bl, byte_ptr(esi))?;
+    a.test(bl, bl)?;
+    a.jz(done)?;
+    putc_bl(a)?;
+    a.inc(esi)?;
+    a.jmp(next)?;
+    a.set_label(&mut done)?;
+    a.nop()?;
+    Ok(())
+}
+
+/// Write `value` to the debug-exit port, then stop for good (64-bit code).
+pub fn debug_exit64(a: &mut CodeAssembler, value: u8) -> Result<(), IcedError> {
+    a.mov(dx, DEBUG_EXIT_PORT as u32)?;
+    a.mov(al, value as u32)?;
+    a.out(dx, al)?;
+    halt_forever(a)
+}
+
+/// Write `value` to the debug-exit port, then stop for good (32-bit code).
+pub fn debug_exit32(a: &mut CodeAssembler, value: u8) -> Result<(), IcedError> {
+    debug_exit64(a, value)
+}
+
+/// `cli; hlt` in a loop: if the VMM ignores the exit, the CPU stays put.
+pub fn halt_forever(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    let mut again = a.create_label();
+    a.set_label(&mut again)?;
+    a.cli()?;
+    a.hlt()?;
+    a.jmp(again)?;
+    Ok(())
+}
