@@ -82,7 +82,10 @@ impl KvmVcpu {
             KvmExit::FailEntry(reason, _cpu) => RawExit::FailEntry(reason),
             KvmExit::SystemEvent(kind, _) => RawExit::SystemEvent(kind),
             KvmExit::Debug(_) => RawExit::Debug,
-            KvmExit::Intr => RawExit::Interrupted,
+            KvmExit::Intr => {
+                self.kick.clear();
+                RawExit::Interrupted
+            }
             KvmExit::InternalError => RawExit::InternalError,
             other => RawExit::Other(format!("{other:?}")),
         })

@@ -949,6 +949,39 @@ fn injection_guest(t: &mut TestVm, vector: u8, pops_error_code: bool) -> CaseRes
     t.vcpu.set_regs(&regs).ctx("set_regs")
 }
 
+/// INT n in protected mode runs the handler, whose IRET returns after the INT
+/// with the stack as before.
+pub fn software_interrupt_and_iret(hv: &dyn Hypervisor) -> CaseResult {
+    const ISR: u64 = CODE + 0x100;
+    let mut t = TestVm::new(hv, false)?;
+    t.load_code(32, CODE, |a| {
+        a.int(0x30)?;
+        a.mov(al, 2)?;
+        a.out(REPORT as u32, al)?;
+        a.hlt()
+    })?;
+    t.load_code(32, ISR, |a| {
+        a.mov(al, 1)?;
+        a.out(REPORT as u32, al)?;
+        a.iretd()
+    })?;
+    t.protected_mode(CODE)?;
+    t.idt32_gate(0x30, ISR as u32)?;
+    t.expect(
+        0,
+        Exit::out(REPORT, 1, &[1]),
+        "report from the INT 0x30 handler",
+    )?;
+    check_eq(
+        t.regs()?.rsp,
+        STACK_TOP - 12,
+        "ESP inside the handler (EIP, CS, EFLAGS pushed)",
+    )?;
+    t.expect(0, Exit::out(REPORT, 1, &[2]), "report after IRET")?;
+    t.expect(0, Exit::Hlt, "hlt")?;
+    check_eq(t.regs()?.rsp, STACK_TOP, "ESP after IRET")
+}
+
 /// inject(Interrupt) runs the guest's handler for that vector.
 pub fn inject_interrupt(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
