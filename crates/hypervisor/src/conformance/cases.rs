@@ -863,6 +863,57 @@ pub fn interrupt_via_pic(hv: &dyn Hypervisor) -> CaseResult {
     )
 }
 
+/// The engine's 8254 PIT, programmed by the guest (channel 0, mode 2, about
+/// 1 ms), raises IRQ 0 through the 8259: the handler for vector 0x20 runs.
+pub fn pit_timer_interrupt(hv: &dyn Hypervisor) -> CaseResult {
+    const ISR: u64 = CODE + 0x100;
+    let config = crate::VmConfig {
+        irqchip: true,
+        pit: true,
+        vcpus: 1,
+    };
+    let mut t = TestVm::with_config(hv, &config)?;
+    t.mem
+        .write(0x20 * 4, &[(ISR & 0xff) as u8, (ISR >> 8) as u8, 0, 0])?;
+    t.load_code(16, CODE, |a| {
+        let mut idle = a.create_label();
+        a.cli()?;
+        let setup = [
+            (0x20, 0x11), // 8259: ICW1
+            (0x21, 0x20), // ICW2: vectors 0x20-0x27
+            (0x21, 0x04), // ICW3
+            (0x21, 0x01), // ICW4: 8086 mode
+            (0x21, 0xfe), // OCW1: only IRQ 0 unmasked
+            (0x43, 0x34), // 8254: channel 0, lobyte/hibyte, mode 2
+            (0x40, 0xa9), // count 1193 (0x04a9): about 1 ms
+            (0x40, 0x04),
+        ];
+        for (port, value) in setup {
+            a.mov(al, value)?;
+            a.out(port, al)?;
+        }
+        a.sti()?;
+        a.set_label(&mut idle)?;
+        a.hlt()?;
+        a.jmp(idle)
+    })?;
+    t.load_code(16, ISR, |a| {
+        let mut stop = a.create_label();
+        a.mov(al, 0x20)?;
+        a.out(ISR_PORT as u32, al)?;
+        a.cli()?;
+        a.set_label(&mut stop)?;
+        a.hlt()?;
+        a.jmp(stop)
+    })?;
+    t.real_mode(CODE)?;
+    t.expect(
+        0,
+        Exit::out(ISR_PORT, 1, &[0x20]),
+        "timer interrupt handler report",
+    )
+}
+
 /// Guest code that enables its LAPIC, optionally routes IOAPIC pin `pin` to
 /// `vector`, reports readiness and idles with interrupts on; the handler for
 /// `vector` reports it. Flat protected mode.

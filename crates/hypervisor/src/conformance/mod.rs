@@ -107,6 +107,7 @@ macro_rules! conformance_tests {
             interrupt_via_ioapic,
             interrupt_via_msi,
             interrupt_lines_checked,
+            pit_timer_interrupt,
             software_interrupt_and_iret,
             inject_interrupt,
             inject_nmi,

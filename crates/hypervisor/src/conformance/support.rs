@@ -172,13 +172,17 @@ pub struct TestVm {
 impl TestVm {
     /// A VM with `RAM_SIZE` of RAM in slot 0 and vCPU 0 with the engine's CPUID.
     pub fn new(hv: &dyn Hypervisor, irqchip: bool) -> Result<TestVm, String> {
-        let vm = hv
-            .create_vm(&VmConfig {
-                irqchip,
-                pit: false,
-                vcpus: 1,
-            })
-            .ctx("create_vm")?;
+        let config = VmConfig {
+            irqchip,
+            pit: false,
+            vcpus: 1,
+        };
+        Self::with_config(hv, &config)
+    }
+
+    /// As `new`, with a chosen VM configuration.
+    pub fn with_config(hv: &dyn Hypervisor, config: &VmConfig) -> Result<TestVm, String> {
+        let vm = hv.create_vm(config).ctx("create_vm")?;
         let mem = GuestMemory::new(RAM_SIZE)?;
         let region = MemoryRegion {
             slot: 0,
