@@ -9,8 +9,10 @@ use kite_hypervisor::{
 };
 use kvm_bindings::{
     kvm_guest_debug, kvm_msr_entry, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_GUESTDBG_ENABLE,
-    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_SYSTEM_EVENT_CRASH,
-    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_INTERNAL_ERROR_DELIVERY_EV,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
+    KVM_INTERNAL_ERROR_SIMUL_EX, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 
@@ -82,7 +84,10 @@ impl KvmVcpu {
             KvmExit::FailEntry(reason, _cpu) => RawExit::FailEntry(reason),
             KvmExit::SystemEvent(kind, _) => RawExit::SystemEvent(kind),
             KvmExit::Debug(_) => RawExit::Debug,
-            KvmExit::Intr => RawExit::Interrupted,
+            KvmExit::Intr => {
+                self.kick.clear();
+                RawExit::Interrupted
+            }
             KvmExit::InternalError => RawExit::InternalError,
             other => RawExit::Other(format!("{other:?}")),
         })
@@ -143,20 +148,40 @@ impl KvmVcpu {
         let run = self.fd.get_kvm_run();
         // SAFETY: the exit reason was KVM_EXIT_INTERNAL_ERROR, so `internal` is live.
         let internal = unsafe { run.__bindgen_anon_1.internal };
-        let n = (internal.ndata as usize).min(internal.data.len());
-        let what = match internal.suberror {
-            1 => "emulation failure",
-            2 => "exception while delivering an exception",
-            3 => "cannot deliver an event",
-            4 => "unexpected exit reason",
-            _ => "unknown suberror",
+        let data = &internal.data[..(internal.ndata as usize).min(internal.data.len())];
+        let where_ = match self.fd.get_regs() {
+            Ok(regs) => format!(" at RIP {:#x}", regs.rip),
+            Err(_) => String::new(),
         };
-        format!(
-            "KVM internal error, suberror {} ({what}), data {:x?}",
-            internal.suberror,
-            &internal.data[..n]
-        )
+        match internal.suberror {
+            KVM_INTERNAL_ERROR_EMULATION => match emulation_bytes(data) {
+                Some(bytes) => format!("KVM cannot emulate the instruction {bytes:02x?}{where_}"),
+                None => format!("KVM cannot emulate an instruction{where_} (data {data:x?})"),
+            },
+            KVM_INTERNAL_ERROR_SIMUL_EX => {
+                format!(
+                    "KVM hit an exception while delivering an exception{where_} (data {data:x?})"
+                )
+            }
+            KVM_INTERNAL_ERROR_DELIVERY_EV => {
+                format!("KVM cannot deliver an event{where_} (data {data:x?})")
+            }
+            other => format!("KVM internal error, suberror {other}{where_} (data {data:x?})"),
+        }
     }
+}
+
+/// The instruction bytes of a KVM_INTERNAL_ERROR_EMULATION report, when the
+/// kernel included them: data[0] = flags, then a length byte and up to 15
+/// instruction bytes, packed little-endian into the following words.
+fn emulation_bytes(data: &[u64]) -> Option<Vec<u8>> {
+    let flags = *data.first()?;
+    if flags & u64::from(KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) == 0 {
+        return None;
+    }
+    let packed: Vec<u8> = data[1..].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let (&len, bytes) = packed.split_first()?;
+    Some(bytes[..usize::from(len).min(15).min(bytes.len())].to_vec())
 }
 
 impl Drop for KvmVcpu {
@@ -388,5 +413,22 @@ impl Vcpu for KvmVcpu {
         self.fd
             .set_guest_debug(&kvm)
             .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::emulation_bytes;
+
+    #[test]
+    fn emulation_failure_bytes_are_unpacked() {
+        // As reported for `int 0x30; mov al, 2; out 0x10, al; hlt` with length 7.
+        let data = [1, 0xf410_e602_b030_cd07, 0];
+        assert_eq!(
+            emulation_bytes(&data),
+            Some(vec![0xcd, 0x30, 0xb0, 0x02, 0xe6, 0x10, 0xf4])
+        );
+        assert_eq!(emulation_bytes(&[0, 0x1234]), None);
+        assert_eq!(emulation_bytes(&[]), None);
     }
 }

@@ -211,3 +211,17 @@ fn ctrl_a_x_quits_a_halted_guest() {
     assert_eq!(r.status, Some(0), "stderr: {}", r.stderr);
     assert!(r.stderr.is_empty());
 }
+
+#[test]
+fn stdin_reaches_the_guest_console() {
+    if !kvm_available("stdin_reaches_the_guest_console") {
+        return;
+    }
+    let k = temp_file("echo.elf", &tk::echo(5));
+    let r = kite(
+        &["run", "--engine", "kvm", "--kernel", &k],
+        b"typed to COM1.ignored",
+    );
+    assert_eq!(r.status, Some(11), "stderr: {}", r.stderr);
+    assert_eq!(r.stdout, "typed to COM1.");
+}

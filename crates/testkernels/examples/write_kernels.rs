@@ -12,6 +12,7 @@ fn main() -> std::io::Result<()> {
         ("halt.elf", kite_testkernels::halt()),
         ("triple_fault.elf", kite_testkernels::triple_fault()),
         ("i8042_reset.elf", kite_testkernels::i8042_reset()),
+        ("echo.elf", kite_testkernels::echo(0x05)),
     ];
     for (name, bytes) in kernels {
         std::fs::write(dir.join(name), bytes)?;

@@ -115,6 +115,18 @@ pub fn halt() -> Vec<u8> {
     build_long_mode(|a| serial_asm::print_str64(a, "halted\n"))
 }
 
+/// The byte that ends [`echo`].
+pub const ECHO_END: u8 = b'.';
+
+/// Enters long mode and echoes COM1 input back (polling LSR bit 0, "data
+/// ready"), until it has echoed [`ECHO_END`]; then writes `value` to 0xf4.
+pub fn echo(value: u8) -> Vec<u8> {
+    build_long_mode(|a| {
+        serial_asm::emit_echo_until(a, ECHO_END)?;
+        serial_asm::debug_exit64(a, value)
+    })
+}
+
 /// Stays in 32-bit mode, loads an empty IDT and executes UD2: the #UD cannot
 /// be delivered, nor the #DF after it, so the CPU shuts down (triple fault).
 pub fn triple_fault() -> Vec<u8> {

@@ -6,6 +6,7 @@ use iced_x86::IcedError;
 const COM1_THR: u16 = 0x3f8;
 const COM1_LSR: u16 = 0x3fd;
 const LSR_THR_EMPTY: u32 = 0x20;
+const LSR_DATA_READY: u32 = 0x01;
 const DEBUG_EXIT_PORT: u16 = 0xf4;
 
 /// Write the byte in BL to COM1 once the transmitter is empty. Clobbers AL, DX.
@@ -93,5 +94,23 @@ pub fn halt_forever(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.cli()?;
     a.hlt()?;
     a.jmp(again)?;
+    Ok(())
+}
+
+/// Read COM1 by polling and write each byte back, until `end` has been
+/// echoed. Clobbers AL, BL, DX.
+pub fn emit_echo_until(a: &mut CodeAssembler, end: u8) -> Result<(), IcedError> {
+    let mut wait = a.create_label();
+    a.set_label(&mut wait)?;
+    a.mov(dx, COM1_LSR as u32)?;
+    a.in_(al, dx)?;
+    a.test(al, LSR_DATA_READY)?;
+    a.jz(wait)?;
+    a.mov(dx, COM1_THR as u32)?;
+    a.in_(al, dx)?;
+    a.mov(bl, al)?;
+    putc_bl(a)?;
+    a.cmp(bl, end as u32)?;
+    a.jne(wait)?;
     Ok(())
 }

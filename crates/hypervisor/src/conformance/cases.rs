@@ -140,6 +140,42 @@ pub fn string_out(hv: &dyn Hypervisor) -> CaseResult {
     check_eq(r.rcx & 0xffff, 0, "CX after rep")
 }
 
+/// REP INSB with CX=4: the bytes the test supplies (in one or several exits,
+/// each of size 1) land in memory at ES:DI in order; DI and CX advance.
+pub fn string_in(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    t.load_code(16, CODE, |a| {
+        a.cld()?;
+        a.mov(di, DATA as u32)?;
+        a.mov(dx, 0x60)?;
+        a.mov(cx, 4)?;
+        a.rep().insb()?;
+        a.hlt()
+    })?;
+    t.real_mode(CODE)?;
+    let mut supplied = Vec::new();
+    loop {
+        let value = 0x41 + supplied.len() as u64;
+        match t.run(value)? {
+            Exit::IoIn {
+                port: 0x60,
+                size: 1,
+                len,
+            } => supplied.extend(std::iter::repeat_n(value as u8, len)),
+            Exit::Hlt => break,
+            other => return Err(format!("rep insb: unexpected exit {other:x?}")),
+        }
+        if supplied.len() > 4 {
+            return Err(format!("rep insb read too much: {supplied:?}"));
+        }
+    }
+    check_eq(supplied.len(), 4, "bytes read by rep insb with CX=4")?;
+    check_eq(t.mem.read(DATA, 4)?, supplied, "memory written by rep insb")?;
+    let r = t.regs()?;
+    check_eq(r.rdi & 0xffff, DATA + 4, "DI after rep insb")?;
+    check_eq(r.rcx & 0xffff, 0, "CX after rep insb")
+}
+
 /// Writes of 1, 2, 4 and 8 bytes and reads of 8 and 4 bytes to an address no
 /// slot backs, in 64-bit mode: exits carry address, size and data; read data
 /// lands in the destination register.
@@ -827,6 +863,57 @@ pub fn interrupt_via_pic(hv: &dyn Hypervisor) -> CaseResult {
     )
 }
 
+/// The engine's 8254 PIT, programmed by the guest (channel 0, mode 2, about
+/// 1 ms), raises IRQ 0 through the 8259: the handler for vector 0x20 runs.
+pub fn pit_timer_interrupt(hv: &dyn Hypervisor) -> CaseResult {
+    const ISR: u64 = CODE + 0x100;
+    let config = crate::VmConfig {
+        irqchip: true,
+        pit: true,
+        vcpus: 1,
+    };
+    let mut t = TestVm::with_config(hv, &config)?;
+    t.mem
+        .write(0x20 * 4, &[(ISR & 0xff) as u8, (ISR >> 8) as u8, 0, 0])?;
+    t.load_code(16, CODE, |a| {
+        let mut idle = a.create_label();
+        a.cli()?;
+        let setup = [
+            (0x20, 0x11), // 8259: ICW1
+            (0x21, 0x20), // ICW2: vectors 0x20-0x27
+            (0x21, 0x04), // ICW3
+            (0x21, 0x01), // ICW4: 8086 mode
+            (0x21, 0xfe), // OCW1: only IRQ 0 unmasked
+            (0x43, 0x34), // 8254: channel 0, lobyte/hibyte, mode 2
+            (0x40, 0xa9), // count 1193 (0x04a9): about 1 ms
+            (0x40, 0x04),
+        ];
+        for (port, value) in setup {
+            a.mov(al, value)?;
+            a.out(port, al)?;
+        }
+        a.sti()?;
+        a.set_label(&mut idle)?;
+        a.hlt()?;
+        a.jmp(idle)
+    })?;
+    t.load_code(16, ISR, |a| {
+        let mut stop = a.create_label();
+        a.mov(al, 0x20)?;
+        a.out(ISR_PORT as u32, al)?;
+        a.cli()?;
+        a.set_label(&mut stop)?;
+        a.hlt()?;
+        a.jmp(stop)
+    })?;
+    t.real_mode(CODE)?;
+    t.expect(
+        0,
+        Exit::out(ISR_PORT, 1, &[0x20]),
+        "timer interrupt handler report",
+    )
+}
+
 /// Guest code that enables its LAPIC, optionally routes IOAPIC pin `pin` to
 /// `vector`, reports readiness and idles with interrupts on; the handler for
 /// `vector` reports it. Flat protected mode.
@@ -913,6 +1000,39 @@ fn injection_guest(t: &mut TestVm, vector: u8, pops_error_code: bool) -> CaseRes
     t.vcpu.set_regs(&regs).ctx("set_regs")
 }
 
+/// INT n in protected mode runs the handler, whose IRET returns after the INT
+/// with the stack as before.
+pub fn software_interrupt_and_iret(hv: &dyn Hypervisor) -> CaseResult {
+    const ISR: u64 = CODE + 0x100;
+    let mut t = TestVm::new(hv, false)?;
+    t.load_code(32, CODE, |a| {
+        a.int(0x30)?;
+        a.mov(al, 2)?;
+        a.out(REPORT as u32, al)?;
+        a.hlt()
+    })?;
+    t.load_code(32, ISR, |a| {
+        a.mov(al, 1)?;
+        a.out(REPORT as u32, al)?;
+        a.iretd()
+    })?;
+    t.protected_mode(CODE)?;
+    t.idt32_gate(0x30, ISR as u32)?;
+    t.expect(
+        0,
+        Exit::out(REPORT, 1, &[1]),
+        "report from the INT 0x30 handler",
+    )?;
+    check_eq(
+        t.regs()?.rsp,
+        STACK_TOP - 12,
+        "ESP inside the handler (EIP, CS, EFLAGS pushed)",
+    )?;
+    t.expect(0, Exit::out(REPORT, 1, &[2]), "report after IRET")?;
+    t.expect(0, Exit::Hlt, "hlt")?;
+    check_eq(t.regs()?.rsp, STACK_TOP, "ESP after IRET")
+}
+
 /// inject(Interrupt) runs the guest's handler for that vector.
 pub fn inject_interrupt(hv: &dyn Hypervisor) -> CaseResult {
     let mut t = TestVm::new(hv, false)?;
@@ -986,6 +1106,107 @@ pub fn kick_running_vcpu(hv: &dyn Hypervisor) -> CaseResult {
     check_eq(exit?, Exit::Interrupted, "exit after the second kick")?;
     if t.regs()?.rax <= spins {
         return Err("the guest made no progress after the first kick".into());
+    }
+    Ok(())
+}
+
+/// With an irqchip, HLT with interrupts off sleeps inside run; a kick from
+/// another thread wakes it with Interrupted.
+pub fn kick_halted_vcpu(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, true)?;
+    t.load_code(16, CODE, |a| {
+        a.cli()?;
+        a.mov(al, 1)?;
+        a.out(REPORT as u32, al)?;
+        a.hlt()?;
+        a.mov(al, 2)?;
+        a.out(REPORT as u32, al)?;
+        a.hlt()
+    })?;
+    t.real_mode(CODE)?;
+    t.expect(0, Exit::out(REPORT, 1, &[1]), "report before hlt")?;
+    let kick = t.vcpu.kick_handle();
+    let kicker = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        kick.kick();
+    });
+    let exit = t.run(0);
+    kicker.join().map_err(|_| "the kicking thread panicked")?;
+    check_eq(
+        exit?,
+        Exit::Interrupted,
+        "exit of a halted vCPU after a kick",
+    )
+}
+
+/// Two vCPUs of one VM run at once on their own threads, each its own code;
+/// a vCPU id cannot be created twice.
+pub fn two_vcpus_on_threads(hv: &dyn Hypervisor) -> CaseResult {
+    const CODE1: u64 = CODE + 0x100;
+    let mut t = TestVm::new(hv, false)?;
+    let mut vcpu1 = t.vm.create_vcpu(1).ctx("create_vcpu(1)")?;
+    if t.vm.create_vcpu(1).is_ok() {
+        return Err("creating vCPU 1 a second time succeeded".into());
+    }
+    vcpu1
+        .set_cpuid(&hv.supported_cpuid().ctx("supported_cpuid")?)
+        .ctx("set_cpuid")?;
+    check_eq(vcpu1.id(), 1, "id of vCPU 1")?;
+    for (at, value) in [(CODE, 0xa0), (CODE1, 0xa1)] {
+        t.load_code(16, at, |a| {
+            a.mov(al, value)?;
+            a.out(REPORT as u32, al)?;
+            a.hlt()
+        })?;
+    }
+    t.real_mode(CODE)?;
+    real_mode_state(vcpu1.as_mut(), CODE1)?;
+    let other = thread::spawn(move || -> Result<Vec<Exit>, String> {
+        Ok(vec![
+            run_with_watchdog(vcpu1.as_mut(), 0)?,
+            run_with_watchdog(vcpu1.as_mut(), 0)?,
+        ])
+    });
+    let mine = vec![t.run(0)?, t.run(0)?];
+    let theirs = other.join().map_err(|_| "vCPU 1's thread panicked")??;
+    check_eq(
+        mine,
+        vec![Exit::out(REPORT, 1, &[0xa0]), Exit::Hlt],
+        "vCPU 0 exits",
+    )?;
+    check_eq(
+        theirs,
+        vec![Exit::out(REPORT, 1, &[0xa1]), Exit::Hlt],
+        "vCPU 1 exits",
+    )
+}
+
+/// Interrupt lines and MSIs need the irqchip; GSIs stop at 23.
+pub fn interrupt_lines_checked(hv: &dyn Hypervisor) -> CaseResult {
+    let plain = hv
+        .create_vm(&crate::VmConfig {
+            irqchip: false,
+            pit: false,
+            vcpus: 1,
+        })
+        .ctx("create_vm")?;
+    if plain.set_irq_line(4, true).is_ok() {
+        return Err("set_irq_line without an irqchip succeeded".into());
+    }
+    if plain
+        .signal_msi(Msi {
+            address: 0xfee0_0000,
+            data: 0x30,
+        })
+        .is_ok()
+    {
+        return Err("signal_msi without an irqchip succeeded".into());
+    }
+    let chip = hv.create_vm(&crate::VmConfig::default()).ctx("create_vm")?;
+    chip.set_irq_line(23, true).ctx("set_irq_line(23)")?;
+    chip.set_irq_line(23, false).ctx("set_irq_line(23)")?;
+    if chip.set_irq_line(24, true).is_ok() {
+        return Err("set_irq_line(24) succeeded".into());
     }
     Ok(())
 }

@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             port_out_sizes,
             port_in_sizes,
             string_out,
+            string_in,
             mmio_write_read,
             readonly_memory,
             hlt_without_irqchip,
@@ -105,11 +106,16 @@ macro_rules! conformance_tests {
             interrupt_via_pic,
             interrupt_via_ioapic,
             interrupt_via_msi,
+            interrupt_lines_checked,
+            pit_timer_interrupt,
+            software_interrupt_and_iret,
             inject_interrupt,
             inject_nmi,
             inject_exception,
             kick_running_vcpu,
-            kick_before_run
+            kick_before_run,
+            kick_halted_vcpu,
+            two_vcpus_on_threads
         );
     };
 }

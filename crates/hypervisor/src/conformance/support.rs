@@ -172,13 +172,17 @@ pub struct TestVm {
 impl TestVm {
     /// A VM with `RAM_SIZE` of RAM in slot 0 and vCPU 0 with the engine's CPUID.
     pub fn new(hv: &dyn Hypervisor, irqchip: bool) -> Result<TestVm, String> {
-        let vm = hv
-            .create_vm(&VmConfig {
-                irqchip,
-                pit: false,
-                vcpus: 1,
-            })
-            .ctx("create_vm")?;
+        let config = VmConfig {
+            irqchip,
+            pit: false,
+            vcpus: 1,
+        };
+        Self::with_config(hv, &config)
+    }
+
+    /// As `new`, with a chosen VM configuration.
+    pub fn with_config(hv: &dyn Hypervisor, config: &VmConfig) -> Result<TestVm, String> {
+        let vm = hv.create_vm(config).ctx("create_vm")?;
         let mem = GuestMemory::new(RAM_SIZE)?;
         let region = MemoryRegion {
             slot: 0,
@@ -211,22 +215,7 @@ impl TestVm {
 
     /// Start in real mode (CS=DS=ES=SS=0) at `entry`, stack at `STACK_TOP`.
     pub fn real_mode(&mut self, entry: u64) -> Result<(), String> {
-        let mut sregs = self.vcpu.sregs().ctx("sregs")?;
-        sregs.cs = Segment::real_mode(0, true);
-        for seg in [
-            &mut sregs.ds,
-            &mut sregs.es,
-            &mut sregs.fs,
-            &mut sregs.gs,
-            &mut sregs.ss,
-        ] {
-            *seg = Segment::real_mode(0, false);
-        }
-        sregs.cr0 = CR0_ET;
-        sregs.cr4 = 0;
-        sregs.efer = 0;
-        self.vcpu.set_sregs(&sregs).ctx("set_sregs (real mode)")?;
-        self.set_entry(entry)
+        real_mode_state(self.vcpu.as_mut(), entry)
     }
 
     /// Start in flat 32-bit protected mode without paging at `entry`.
@@ -340,6 +329,32 @@ impl TestVm {
     }
 }
 
+/// Put `vcpu` in real mode (CS=DS=ES=SS=0) at `entry`, stack at `STACK_TOP`.
+pub fn real_mode_state(vcpu: &mut dyn Vcpu, entry: u64) -> Result<(), String> {
+    let mut sregs = vcpu.sregs().ctx("sregs")?;
+    sregs.cs = Segment::real_mode(0, true);
+    for seg in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *seg = Segment::real_mode(0, false);
+    }
+    sregs.cr0 = CR0_ET;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    vcpu.set_sregs(&sregs).ctx("set_sregs (real mode)")?;
+    let regs = Regs {
+        rip: entry,
+        rsp: STACK_TOP,
+        rflags: RFLAGS_FIXED,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).ctx("set_regs")
+}
+
 fn flat_segments(sregs: &mut Sregs, code: FlatKind, code_sel: u16) {
     sregs.cs = Segment::flat(code_sel, code);
     for seg in [
@@ -443,6 +458,13 @@ impl Watchdog {
         let thread = thread::spawn(move || match stopped.recv_timeout(WATCHDOG) {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 kick.kick();
+                // A vCPU that ignores its kick would hang the test run: fail loudly.
+                if let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCHDOG) {
+                    eprintln!(
+                        "conformance watchdog: the vCPU did not leave run after a kick; aborting"
+                    );
+                    std::process::abort();
+                }
                 true
             }
             _ => false,
