@@ -33,9 +33,7 @@ fn open_kvm() -> Result<Arc<dyn Hypervisor>, MachineError> {
 
 /// The emu engine (Kite's software x86).
 fn open_emu() -> Result<Arc<dyn Hypervisor>, MachineError> {
-    Err(MachineError::EngineUnavailable(
-        "the emu engine is not yet built into this kite; use --engine kvm".into(),
-    ))
+    Ok(Arc::new(kite_engine_emu::EmuHypervisor::new()))
 }
 
 /// Whether /proc/cpuinfo lists the vmx (Intel VT-x) or svm (AMD-V) flag.
