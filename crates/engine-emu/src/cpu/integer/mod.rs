@@ -235,7 +235,8 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         M::Out => io::out,
 
         // Miscellaneous.
-        M::Nop | M::Reservednop | M::Pause => misc::nop,
+        // ENDBR32/64 are hint NOPs while CET is off (it is not advertised).
+        M::Nop | M::Reservednop | M::Pause | M::Endbr32 | M::Endbr64 => misc::nop,
         M::Ud0 | M::Ud1 | M::Ud2 => misc::undefined,
         M::Hlt => misc::hlt,
         M::Lfence | M::Mfence | M::Sfence => misc::fence,
