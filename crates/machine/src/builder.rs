@@ -42,6 +42,7 @@ pub struct LoadedGuest {
 pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
     let layout = validate(config)?;
     let mem = Arc::new(create_guest_memory(&layout)?);
+    let rsdp = crate::board::write_acpi_tables(&mem, &layout, config.cpus)?;
     let boot = load_kernel(
         &mem,
         &layout,
@@ -49,7 +50,7 @@ pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
             kernel: &config.kernel,
             initrd: config.initrd.as_ref(),
             cmdline: &config.cmdline,
-            rsdp_address: None,
+            rsdp_address: Some(rsdp),
         },
     )?;
     Ok(LoadedGuest { layout, mem, boot })
@@ -64,13 +65,13 @@ pub fn build(
     console: &Console,
     events: &Sender<VmEvent>,
 ) -> Result<Machine, MachineError> {
-    let LoadedGuest { mem, boot, .. } = guest;
+    let LoadedGuest { mem, boot, layout } = guest;
 
     // The VM and its RAM.
     let vm = hv
         .create_vm(&VmConfig {
             irqchip: true,
-            pit: false,
+            pit: true,
             vcpus: config.cpus,
         })
         .map_err(MachineError::engine("creating the VM"))?;
@@ -110,6 +111,8 @@ pub fn build(
         let dev: Arc<Mutex<dyn PioDevice>> = Arc::new(Mutex::new(port));
         io_bus.insert(base, 1, dev)?;
     }
+
+    crate::board::add_pc_devices(&mut io_bus, &vm, &layout, &control)?;
 
     // The vCPUs: vCPU 0 starts at the kernel's entry; the others wait for
     // the boot vCPU to start them (INIT/SIPI through the local APICs).

@@ -6,6 +6,7 @@
 //! code: it talks to engines only through the hypervisor API (and picks one
 //! in `engine`).
 
+pub mod board;
 pub mod builder;
 pub mod config;
 pub mod console;
