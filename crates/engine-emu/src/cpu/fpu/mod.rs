@@ -297,9 +297,13 @@ impl Cpu {
         Ok(())
     }
 
-    /// Record x87 exception flags (bits 6:0). Returns false when an
-    /// unmasked invalid, denormal or divide-by-zero exception means the
-    /// destination must not be written.
+    /// Record x87 exception flags (bits 6:0) raised by an operation. The
+    /// host kernels run with the guest's exception masks, so the flags are
+    /// exactly those of the hardware (an operation stopped by an unmasked
+    /// invalid, denormal or divide-by-zero exception reports no precision
+    /// or underflow flags). Returns false when such an unmasked
+    /// pre-computation exception means the destination must not be
+    /// written (and the stack not popped or pushed).
     pub fn x87_raise(&mut self, exc: u16) -> bool {
         let exc = exc & 0x7f;
         self.fpu.fsw |= exc;
@@ -334,5 +338,7 @@ impl Cpu {
     }
 }
 
+#[cfg(test)]
+pub mod native_check;
 #[cfg(test)]
 mod tests;

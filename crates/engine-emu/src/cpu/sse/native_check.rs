@@ -232,7 +232,7 @@ fn register_forms_match_the_host_cpu() {
         F::SSE4_2,
     ];
     let pats = patterns();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ crate::cpu::fpu::native_check::seed());
     let mut tested = 0;
     let mut failures = Vec::new();
     for code in Code::values() {
@@ -250,7 +250,7 @@ fn register_forms_match_the_host_cpu() {
             continue;
         };
         tested += 1;
-        for _ in 0..64 {
+        for _ in 0..crate::cpu::fpu::native_check::iterations() {
             let imm = rng.next() as u8;
             let Some(insn) = build(code, pat, imm) else {
                 continue;
