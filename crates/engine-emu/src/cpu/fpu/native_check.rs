@@ -117,7 +117,7 @@ impl Rng {
                 // Packed BCD, sometimes with invalid digits.
                 for x in b.iter_mut().take(9) {
                     let v = self.next() as u8;
-                    *x = if self.next() % 8 == 0 {
+                    *x = if self.next().is_multiple_of(8) {
                         v
                     } else {
                         (v % 10) | ((v / 10 % 10) << 4)
@@ -305,7 +305,7 @@ fn x87_forms_match_the_host_fpu() {
             }
             let pc = [0x000, 0x200, 0x300, 0x300][(rng.next() % 4) as usize];
             let rc = ((rng.next() % 4) << 10) as u16;
-            let masks = if rng.next() % 4 == 0 {
+            let masks = if rng.next().is_multiple_of(4) {
                 (rng.next() & 0x3f) as u16
             } else {
                 0x3f
@@ -313,7 +313,7 @@ fn x87_forms_match_the_host_fpu() {
             st.cw = 0x40 | pc | rc | masks;
             st.mem = rng.mem();
             st.rax = rng.next();
-            let empty = if rng.next() % 3 == 0 {
+            let empty = if rng.next().is_multiple_of(3) {
                 rng.next() as u8
             } else {
                 0
