@@ -211,7 +211,13 @@ fn env_image(cpu: &Cpu, size: usize) -> Vec<u8> {
         if size == 14 {
             put16(&mut b, 2 * i, *v as u16);
         } else {
-            put32(&mut b, 4 * i, *v);
+            // The reserved upper halves of the 16-bit fields read as ones.
+            let reserved = match i {
+                0..=2 => 0xffff_0000,
+                6 if !real => 0xffff_0000,
+                _ => 0,
+            };
+            put32(&mut b, 4 * i, *v | reserved);
         }
     }
     b
