@@ -310,8 +310,35 @@ impl Cpu {
         let unmasked = exc & 0x3f & !self.fpu.fcw;
         if unmasked != 0 {
             self.fpu.fsw |= sw::ES | sw::B;
+            self.fpu.fop = self.x87_opcode();
         }
         unmasked & (sw::IE | sw::DE | sw::ZE) == 0
+    }
+
+    /// FOP of the current instruction: the low 3 bits of its D8..DF opcode
+    /// byte and its ModRM byte. As on Intel processors with the FOP
+    /// compatibility mode off, FOP is recorded only for instructions that
+    /// raise an unmasked exception, so the code bytes are read only then.
+    fn x87_opcode(&mut self) -> u16 {
+        let mut b = [0u8; 15];
+        let lin = self.rip_lin();
+        let n = (0x1000 - (lin & 0xfff) as usize).min(15);
+        if self.read_lin_bytes(lin, &mut b[..n], true).is_err() {
+            return self.fpu.fop;
+        }
+        let long = self.mode == super::Mode::Long;
+        let mut i = 0;
+        while i + 1 < n {
+            match b[i] {
+                0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {
+                    i += 1
+                }
+                0x40..=0x4f if long => i += 1,
+                0xd8..=0xdf => return (u16::from(b[i] & 7) << 8) | u16::from(b[i + 1]),
+                _ => break,
+            }
+        }
+        self.fpu.fop
     }
 
     /// Stack underflow (an empty register was read): IE|SF, C1 = 0.

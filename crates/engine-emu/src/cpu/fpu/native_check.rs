@@ -321,7 +321,13 @@ fn x87_forms_match_the_host_fpu() {
                 _ => 0..0,
             };
             let mem_same = (0..128).all(|k| ptrs.contains(&k) || native.mem[k] == st.mem[k]);
+            // FOP (bytes 6..8): recorded for an unmasked exception only, as
+            // both Intel (FOP compatibility off) and this AMD-style FXSAVE
+            // show it; FLDENV/FRSTOR load it from memory.
+            let fop_same =
+                matches!(m, Mnemonic::Fldenv | Mnemonic::Frstor) || native.fx[6..8] == st.fx[6..8];
             let same = native.fx[..6] == st.fx[..6]
+                && fop_same
                 && native.fx[32..160] == st.fx[32..160]
                 && mem_same
                 && native.flags & arith == st.flags & arith
