@@ -4,8 +4,11 @@
 //! - `mod.rs`: `FpuState` (the FXSAVE image's contents), the register stack
 //!   and tags, x87 exception bookkeeping, the #NM/#MF checks, dispatch;
 //! - `f80.rs`: the 80-bit register format (tags, classes, byte images);
-//! - `host.rs`: arithmetic kernels that run on the host's x87 unit with the
-//!   guest's precision and rounding control (bit-exact results);
+//! - `host.rs`: arithmetic kernels that run the guest's x87 operation on the
+//!   host's x87 unit with the guest's control word (precision, rounding,
+//!   exception masks): results, condition codes, exception flags and the
+//!   unmasked-exception behaviour are those of the hardware, including the
+//!   transcendental instructions (no soft-float approximation);
 //! - `arith.rs`: FADD..FDIVR, compares, FXAM, FCHS/FABS, FSQRT, FRNDINT,
 //!   FSCALE, FXTRACT, FPREM/FPREM1, transcendental instructions;
 //! - `load_store.rs`: FLD/FST/FILD/FIST/FISTTP/FBLD/FBSTP, constants, FXCH,
@@ -15,6 +18,10 @@
 //!
 //! MMX instructions live with their SSE counterparts in `cpu/sse/`; they
 //! use the register mantissas here (`FpuState::regs[i].mant`).
+//!
+//! The engine therefore needs an x86-64 host (SSE4.1 for ROUNDPS/DPPS).
+//! `native_check.rs` (tests) runs every x87 form on the host and through
+//! the engine from random states and compares the FXSAVE images.
 //!
 //! Unmasked x87 exceptions set ES and B; the next waiting x87 (or MMX)
 //! instruction raises #MF when CR0.NE is set. With CR0.NE clear (the
