@@ -127,7 +127,11 @@ fn run_native(insn: &[u8], st: &mut State) {
             -1,
             0,
         );
-        assert_ne!(p, libc::MAP_FAILED);
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "cannot map writable+executable memory for the native stub"
+        );
         std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
         let f: extern "C" fn(*mut State) = std::mem::transmute(p);
         f(st as *mut State);
