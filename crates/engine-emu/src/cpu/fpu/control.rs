@@ -444,11 +444,16 @@ fn xcr0(cpu: &Cpu) -> u64 {
     (cpu.msr.xcr0 | 1) & XCR0_SUPPORTED
 }
 
+/// XSAVE/XRSTOR: #UD without CR4.OSXSAVE, #NM on CR0.TS (CR0.EM does not
+/// matter, unlike FXSAVE).
 fn xsave_check(cpu: &Cpu) -> Res {
     if cpu.cr4 & x86::CR4_OSXSAVE == 0 {
         return Err(ud());
     }
-    save_check(cpu)
+    if cpu.cr0 & x86::CR0_TS != 0 {
+        return Err(exception(x86::NM, None));
+    }
+    Ok(())
 }
 
 /// Requested-feature bitmap: XCR0 & EDX:EAX.
