@@ -199,8 +199,8 @@ fn arith(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let a = cpu.fpu.st(dst).to_buf();
     let b = src_buf(cpu, src);
     let out = TABLE[op][form](cpu.fpu.fcw, &a, &b);
-    cpu.fpu.set_cc(out.c_bits());
     if cpu.x87_raise(out.exc) {
+        cpu.fpu.set_cc(out.c_bits());
         cpu.fpu.set_st(dst, F80::from_bytes(&out.r));
         if pop {
             cpu.fpu.pop();
@@ -226,11 +226,10 @@ fn compare(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let eflags = matches!(m, M::Fcomi | M::Fcomip | M::Fucomi | M::Fucomip);
     cpu.x87_note(ins);
     let unordered = sw::C3 | sw::C2 | sw::C0;
-    let cc = if cpu.fpu.is_empty(0) || src_empty(cpu, src) {
-        if !cpu.x87_underflow() {
-            return Ok(());
-        }
-        unordered
+    // An unmasked invalid operation still sets the condition codes (to
+    // unordered) but does not pop.
+    let (cc, done) = if cpu.fpu.is_empty(0) || src_empty(cpu, src) {
+        (unordered, cpu.x87_underflow())
     } else {
         let unordered_kind = matches!(
             m,
@@ -253,10 +252,8 @@ fn compare(cpu: &mut Cpu, ins: &Instruction) -> Res {
             _ => host::com_i32,
         };
         let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &src_buf(cpu, src));
-        if !cpu.x87_raise(out.exc) {
-            return Ok(());
-        }
-        out.sw_op & unordered
+        let done = cpu.x87_raise(out.exc);
+        (out.sw_op & unordered, done)
     };
     if eflags {
         cpu.fpu.fsw &= !sw::C1;
@@ -271,8 +268,10 @@ fn compare(cpu: &mut Cpu, ins: &Instruction) -> Res {
     } else {
         cpu.fpu.set_cc(cc);
     }
-    for _ in 0..pops {
-        cpu.fpu.pop();
+    if done {
+        for _ in 0..pops {
+            cpu.fpu.pop();
+        }
     }
     Ok(())
 }
@@ -330,12 +329,9 @@ fn unary(cpu: &mut Cpu, ins: &Instruction) -> Res {
         _ => host::cos,
     };
     let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &[0; 16]);
-    cpu.fpu.set_cc(out.c_bits());
-    if out.sw_op & sw::C2 != 0 && matches!(ins.mnemonic(), M::Fsin | M::Fcos) {
-        // Operand out of range: ST(0) unchanged.
-        return Ok(());
-    }
     if cpu.x87_raise(out.exc) {
+        cpu.fpu.set_cc(out.c_bits());
+        // FSIN/FCOS out of range (C2): the kernel left ST(0) unchanged.
         cpu.fpu.set_st(0, F80::from_bytes(&out.r));
     }
     Ok(())
@@ -363,11 +359,13 @@ fn two_results(cpu: &mut Cpu, ins: &Instruction) -> Res {
         _ => host::xtract,
     };
     let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &[0; 16]);
-    cpu.fpu.set_cc(out.c_bits());
-    if out.sw_op & sw::C2 != 0 && ins.mnemonic() != M::Fxtract {
+    if !cpu.x87_raise(out.exc) {
         return Ok(());
     }
-    if cpu.x87_raise(out.exc) {
+    cpu.fpu.set_cc(out.c_bits());
+    // The host pushed (TOP 7 -> 6) unless the operand was out of range
+    // (C2): then nothing changes but C2.
+    if out.top() == 6 {
         cpu.fpu.set_st(0, F80::from_bytes(&out.r));
         cpu.fpu.push(F80::from_bytes(&out.r2));
     }

@@ -211,7 +211,13 @@ fn env_image(cpu: &Cpu, size: usize) -> Vec<u8> {
         if size == 14 {
             put16(&mut b, 2 * i, *v as u16);
         } else {
-            put32(&mut b, 4 * i, *v);
+            // The reserved upper halves of the 16-bit fields read as ones.
+            let reserved = match i {
+                0..=2 => 0xffff_0000,
+                6 if !real => 0xffff_0000,
+                _ => 0,
+            };
+            put32(&mut b, 4 * i, *v | reserved);
         }
     }
     b
@@ -438,11 +444,16 @@ fn xcr0(cpu: &Cpu) -> u64 {
     (cpu.msr.xcr0 | 1) & XCR0_SUPPORTED
 }
 
+/// XSAVE/XRSTOR: #UD without CR4.OSXSAVE, #NM on CR0.TS (CR0.EM does not
+/// matter, unlike FXSAVE).
 fn xsave_check(cpu: &Cpu) -> Res {
     if cpu.cr4 & x86::CR4_OSXSAVE == 0 {
         return Err(ud());
     }
-    save_check(cpu)
+    if cpu.cr0 & x86::CR0_TS != 0 {
+        return Err(exception(x86::NM, None));
+    }
+    Ok(())
 }
 
 /// Requested-feature bitmap: XCR0 & EDX:EAX.

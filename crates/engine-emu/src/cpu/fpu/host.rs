@@ -29,6 +29,13 @@ impl Out {
     pub fn c_bits(&self) -> u16 {
         self.sw_op & 0x4700
     }
+
+    /// The host's TOP right after the operation. Each kernel starts from
+    /// an empty stack (TOP = 0), so this tells whether the operation
+    /// pushed or popped, i.e. whether the hardware completed it.
+    pub fn top(&self) -> u16 {
+        (self.sw_op >> 11) & 7
+    }
 }
 
 /// A kernel: (guest FCW, a, b) -> Out. `a` is ST(0)'s image; `b` the other
@@ -36,26 +43,33 @@ impl Out {
 pub type Kernel = fn(u16, &[u8; 16], &[u8; 16]) -> Out;
 
 macro_rules! x87 {
-    ($($name:ident = [$($body:expr),+ $(,)?];)*) => {$(
+    ($($name:ident = [$($op:expr),+ $(,)?] [$($post:expr),* $(,)?];)*) => {$(
         pub fn $name(cw: u16, a: &[u8; 16], b: &[u8; 16]) -> Out {
             let mut o = Out::default();
-            let cwm: u16 = (cw & 0x0f00) | 0x7f;
+            let cwg: u16 = (cw & 0x0f3f) | 0x40;
+            let cwm: u16 = cwg | 0x3f;
             let mut env = [0u16; 2];
             // SAFETY: the asm touches only the buffers passed by pointer and
-            // the x87 registers (declared clobbered); it leaves the host x87
-            // unit reset (FNINIT) with its original control word.
+            // the x87 registers (declared clobbered). Unmasked exceptions
+            // never trap: the status is read and cleared (FNSTSW, FNCLEX,
+            // both non-waiting) right after the operation, and the host x87
+            // unit is left reset (FNINIT) with its original control word.
             unsafe {
                 asm!(
                     "fnstcw word ptr [{env}]",
                     "fninit",
                     "fldcw word ptr [{cw}]",
-                    $($body,)+
-                    "fnstsw word ptr [{env} + 2]",
+                    $($op,)+
+                    "fnstsw word ptr [{s1}]",
+                    "fnclex",
+                    "fldcw word ptr [{cwm}]",
+                    $($post,)*
                     "fninit",
                     "fldcw word ptr [{env}]",
-                    "/* {a} {b} {r} {r2} {s1} */",
+                    "/* {a} {b} {r} {r2} */",
                     env = in(reg) env.as_mut_ptr(),
-                    cw = in(reg) &cwm as *const u16,
+                    cw = in(reg) &cwg as *const u16,
+                    cwm = in(reg) &cwm as *const u16,
                     a = in(reg) a.as_ptr(),
                     b = in(reg) b.as_ptr(),
                     r = in(reg) o.r.as_mut_ptr(),
@@ -66,7 +80,8 @@ macro_rules! x87 {
                     options(nostack),
                 );
             }
-            o.exc = env[1] & 0x3f;
+            o.exc = o.sw_op & 0x3f;
+            let _ = env;
             o
         }
     )*};
@@ -77,16 +92,16 @@ macro_rules! x87 {
 macro_rules! arith {
     ($($st:ident, $m32:ident, $m64:ident, $i16:ident, $i32:ident = $op:literal, $iop:literal;)*) => {$(
         x87! {
-            $st = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", concat!($op, " st, st(1)"),
-                   "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-            $m32 = ["fld tbyte ptr [{a}]", concat!($op, " dword ptr [{b}]"),
-                    "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-            $m64 = ["fld tbyte ptr [{a}]", concat!($op, " qword ptr [{b}]"),
-                    "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-            $i16 = ["fld tbyte ptr [{a}]", concat!($iop, " word ptr [{b}]"),
-                    "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-            $i32 = ["fld tbyte ptr [{a}]", concat!($iop, " dword ptr [{b}]"),
-                    "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
+            $st = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", concat!($op, " st, st(1)")] [
+                   "fstp tbyte ptr [{r}]"];
+            $m32 = ["fld tbyte ptr [{a}]", concat!($op, " dword ptr [{b}]")] [
+                    "fstp tbyte ptr [{r}]"];
+            $m64 = ["fld tbyte ptr [{a}]", concat!($op, " qword ptr [{b}]")] [
+                    "fstp tbyte ptr [{r}]"];
+            $i16 = ["fld tbyte ptr [{a}]", concat!($iop, " word ptr [{b}]")] [
+                    "fstp tbyte ptr [{r}]"];
+            $i32 = ["fld tbyte ptr [{a}]", concat!($iop, " dword ptr [{b}]")] [
+                    "fstp tbyte ptr [{r}]"];
         }
     )*};
 }
@@ -102,70 +117,70 @@ arith! {
 
 x87! {
     // Compares of ST(0) with the operand: C3 C2 C0 in sw_op.
-    com_st = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fcom st(1)", "fnstsw word ptr [{s1}]"];
-    ucom_st = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fucom st(1)", "fnstsw word ptr [{s1}]"];
-    com_m32 = ["fld tbyte ptr [{a}]", "fcom dword ptr [{b}]", "fnstsw word ptr [{s1}]"];
-    com_m64 = ["fld tbyte ptr [{a}]", "fcom qword ptr [{b}]", "fnstsw word ptr [{s1}]"];
-    com_i16 = ["fld tbyte ptr [{a}]", "ficom word ptr [{b}]", "fnstsw word ptr [{s1}]"];
-    com_i32 = ["fld tbyte ptr [{a}]", "ficom dword ptr [{b}]", "fnstsw word ptr [{s1}]"];
-    tst = ["fld tbyte ptr [{a}]", "ftst", "fnstsw word ptr [{s1}]"];
+    com_st = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fcom st(1)"] [];
+    ucom_st = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fucom st(1)"] [];
+    com_m32 = ["fld tbyte ptr [{a}]", "fcom dword ptr [{b}]"] [];
+    com_m64 = ["fld tbyte ptr [{a}]", "fcom qword ptr [{b}]"] [];
+    com_i16 = ["fld tbyte ptr [{a}]", "ficom word ptr [{b}]"] [];
+    com_i32 = ["fld tbyte ptr [{a}]", "ficom dword ptr [{b}]"] [];
+    tst = ["fld tbyte ptr [{a}]", "ftst"] [];
 
     // Loads: the memory operand to an 80-bit image.
-    ld_m32 = ["fld dword ptr [{b}]", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    ld_m64 = ["fld qword ptr [{b}]", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    ild_16 = ["fild word ptr [{b}]", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    ild_32 = ["fild dword ptr [{b}]", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    ild_64 = ["fild qword ptr [{b}]", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    bld = ["fbld tbyte ptr [{b}]", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
+    ld_m32 = ["fld dword ptr [{b}]"] ["fstp tbyte ptr [{r}]"];
+    ld_m64 = ["fld qword ptr [{b}]"] ["fstp tbyte ptr [{r}]"];
+    ild_16 = ["fild word ptr [{b}]"] ["fstp tbyte ptr [{r}]"];
+    ild_32 = ["fild dword ptr [{b}]"] ["fstp tbyte ptr [{r}]"];
+    ild_64 = ["fild qword ptr [{b}]"] ["fstp tbyte ptr [{r}]"];
+    bld = ["fbld tbyte ptr [{b}]"] ["fstp tbyte ptr [{r}]"];
 
     // Stores: ST(0) to the memory image in r.
-    st_m32 = ["fld tbyte ptr [{a}]", "fstp dword ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    st_m64 = ["fld tbyte ptr [{a}]", "fstp qword ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    ist_16 = ["fld tbyte ptr [{a}]", "fistp word ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    ist_32 = ["fld tbyte ptr [{a}]", "fistp dword ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    ist_64 = ["fld tbyte ptr [{a}]", "fistp qword ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    istt_16 = ["fld tbyte ptr [{a}]", "fisttp word ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    istt_32 = ["fld tbyte ptr [{a}]", "fisttp dword ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    istt_64 = ["fld tbyte ptr [{a}]", "fisttp qword ptr [{r}]", "fnstsw word ptr [{s1}]"];
-    bstp = ["fld tbyte ptr [{a}]", "fbstp tbyte ptr [{r}]", "fnstsw word ptr [{s1}]"];
+    st_m32 = ["fld tbyte ptr [{a}]", "fstp dword ptr [{r}]"] [];
+    st_m64 = ["fld tbyte ptr [{a}]", "fstp qword ptr [{r}]"] [];
+    ist_16 = ["fld tbyte ptr [{a}]", "fistp word ptr [{r}]"] [];
+    ist_32 = ["fld tbyte ptr [{a}]", "fistp dword ptr [{r}]"] [];
+    ist_64 = ["fld tbyte ptr [{a}]", "fistp qword ptr [{r}]"] [];
+    istt_16 = ["fld tbyte ptr [{a}]", "fisttp word ptr [{r}]"] [];
+    istt_32 = ["fld tbyte ptr [{a}]", "fisttp dword ptr [{r}]"] [];
+    istt_64 = ["fld tbyte ptr [{a}]", "fisttp qword ptr [{r}]"] [];
+    bstp = ["fld tbyte ptr [{a}]", "fbstp tbyte ptr [{r}]"] [];
 
     // Constants (rounded per FCW.RC as the hardware does).
-    c_one = ["fld1", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    c_l2t = ["fldl2t", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    c_l2e = ["fldl2e", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    c_pi = ["fldpi", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    c_lg2 = ["fldlg2", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    c_ln2 = ["fldln2", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    c_zero = ["fldz", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
+    c_one = ["fld1"] ["fstp tbyte ptr [{r}]"];
+    c_l2t = ["fldl2t"] ["fstp tbyte ptr [{r}]"];
+    c_l2e = ["fldl2e"] ["fstp tbyte ptr [{r}]"];
+    c_pi = ["fldpi"] ["fstp tbyte ptr [{r}]"];
+    c_lg2 = ["fldlg2"] ["fstp tbyte ptr [{r}]"];
+    c_ln2 = ["fldln2"] ["fstp tbyte ptr [{r}]"];
+    c_zero = ["fldz"] ["fstp tbyte ptr [{r}]"];
 
     // Operations on ST(0).
-    sqrt = ["fld tbyte ptr [{a}]", "fsqrt", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    rndint = ["fld tbyte ptr [{a}]", "frndint", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    f2xm1 = ["fld tbyte ptr [{a}]", "f2xm1", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    sin = ["fld tbyte ptr [{a}]", "fsin", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    cos = ["fld tbyte ptr [{a}]", "fcos", "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
+    sqrt = ["fld tbyte ptr [{a}]", "fsqrt"] ["fstp tbyte ptr [{r}]"];
+    rndint = ["fld tbyte ptr [{a}]", "frndint"] ["fstp tbyte ptr [{r}]"];
+    f2xm1 = ["fld tbyte ptr [{a}]", "f2xm1"] ["fstp tbyte ptr [{r}]"];
+    sin = ["fld tbyte ptr [{a}]", "fsin"] ["fstp tbyte ptr [{r}]"];
+    cos = ["fld tbyte ptr [{a}]", "fcos"] ["fstp tbyte ptr [{r}]"];
     // Two results: r = the new ST(1), r2 = the new ST(0).
-    ptan = ["fld tbyte ptr [{a}]", "fptan", "fnstsw word ptr [{s1}]",
+    ptan = ["fld tbyte ptr [{a}]", "fptan"] [
             "fstp tbyte ptr [{r2}]", "fstp tbyte ptr [{r}]"];
-    sincos = ["fld tbyte ptr [{a}]", "fsincos", "fnstsw word ptr [{s1}]",
+    sincos = ["fld tbyte ptr [{a}]", "fsincos"] [
               "fstp tbyte ptr [{r2}]", "fstp tbyte ptr [{r}]"];
-    xtract = ["fld tbyte ptr [{a}]", "fxtract", "fnstsw word ptr [{s1}]",
+    xtract = ["fld tbyte ptr [{a}]", "fxtract"] [
               "fstp tbyte ptr [{r2}]", "fstp tbyte ptr [{r}]"];
 
     // Operations on ST(0) = a and ST(1) = b; r is the new ST(0)
     // (FSCALE, FPREM, FPREM1) or the popped result (FPATAN, FYL2X, FYL2XP1).
-    scale = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fscale",
-             "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    prem = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fprem",
-            "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    prem1 = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fprem1",
-             "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    patan = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fpatan",
-             "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    yl2x = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fyl2x",
-            "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
-    yl2xp1 = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fyl2xp1",
-              "fnstsw word ptr [{s1}]", "fstp tbyte ptr [{r}]"];
+    scale = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fscale"] [
+             "fstp tbyte ptr [{r}]"];
+    prem = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fprem"] [
+            "fstp tbyte ptr [{r}]"];
+    prem1 = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fprem1"] [
+             "fstp tbyte ptr [{r}]"];
+    patan = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fpatan"] [
+             "fstp tbyte ptr [{r}]"];
+    yl2x = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fyl2x"] [
+            "fstp tbyte ptr [{r}]"];
+    yl2xp1 = ["fld tbyte ptr [{b}]", "fld tbyte ptr [{a}]", "fyl2xp1"] [
+              "fstp tbyte ptr [{r}]"];
 }
 
 #[cfg(test)]

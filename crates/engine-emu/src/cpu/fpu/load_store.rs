@@ -56,9 +56,7 @@ fn load(cpu: &mut Cpu, ins: &Instruction) -> Res {
         let i = st_index(ins.op_register(0));
         cpu.x87_note(ins);
         if cpu.fpu.is_empty(i) {
-            if !cpu.fpu.is_empty(7) {
-                cpu.x87_overflow();
-            } else if cpu.x87_underflow() {
+            if cpu.x87_underflow() {
                 cpu.fpu.push(F80::INDEFINITE);
             }
             return Ok(());
@@ -89,7 +87,10 @@ fn load(cpu: &mut Cpu, ins: &Instruction) -> Res {
                 }
                 return Ok(());
             }
-            if !cpu.x87_raise(out.exc) {
+            cpu.x87_raise(out.exc);
+            // The hardware loads unless an unmasked exception stopped it
+            // (a denormal source still loads): the host's push says which.
+            if out.top() != 7 {
                 return Ok(());
             }
             F80::from_bytes(&out.r)
@@ -116,16 +117,24 @@ fn constant(cpu: &mut Cpu, ins: &Instruction) -> Res {
     Ok(())
 }
 
-/// Would a store with these exceptions write its destination?
-fn stores(cpu: &Cpu, exc: u16) -> bool {
-    exc & 0x3f & !cpu.fpu.fcw & (sw::IE | sw::DE | sw::ZE) == 0
-}
-
 fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.fpu_check()?;
     let m = ins.mnemonic();
     let pop = matches!(m, M::Fstp | M::Fstpnce | M::Fistp | M::Fisttp | M::Fbstp);
     let empty = cpu.fpu.is_empty(0);
+    if m == M::Fstpnce {
+        // FSTPNCE (D9 D8+i): no empty check; an empty ST(0) leaves the
+        // destination as it was (what the hardware does).
+        let i = st_index(ins.op_register(0));
+        cpu.x87_note(ins);
+        if !empty {
+            let v = cpu.fpu.st(0);
+            cpu.fpu.set_st(i, v);
+        }
+        cpu.fpu.fsw &= !sw::C1;
+        cpu.fpu.pop();
+        return Ok(());
+    }
     if ins.op_kind(0) == OpKind::Register {
         let i = st_index(ins.op_register(0));
         cpu.x87_note(ins);
@@ -147,8 +156,9 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
         return Ok(());
     }
     let size = ins.memory_size().size() as u32;
-    // The memory image and the exceptions the store raises.
-    let (img, exc, c1): ([u8; 16], u16, u16) = if empty {
+    // The memory image, the exceptions the store raises, C1, and whether
+    // the store (and pop) happens.
+    let (img, exc, c1, done): ([u8; 16], u16, u16, bool) = if empty {
         let mut b = [0u8; 16];
         match (m, size) {
             (M::Fst | M::Fstp, 4) => b[..4].copy_from_slice(&0xffc0_0000u32.to_le_bytes()),
@@ -160,9 +170,10 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
             _ => b[..size as usize]
                 .copy_from_slice(&(1u64 << (8 * size - 1)).to_le_bytes()[..size as usize]),
         }
-        (b, sw::IE | sw::SF, 0)
+        let masked = cpu.fpu.fcw & sw::IE != 0;
+        (b, sw::IE | sw::SF, 0, masked)
     } else if size == 10 && m != M::Fbstp {
-        (cpu.fpu.st(0).to_buf(), 0, 0)
+        (cpu.fpu.st(0).to_buf(), 0, 0, true)
     } else {
         let k: Kernel = match (m, size) {
             (M::Fst | M::Fstp, 4) => host::st_m32,
@@ -176,9 +187,11 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
             _ => host::bstp,
         };
         let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &buf_u64(0));
-        (out.r, out.exc, out.sw_op & sw::C1)
+        // The host's store popped its stack unless an unmasked exception
+        // stopped it.
+        (out.r, out.exc, out.sw_op & sw::C1, out.top() == 0)
     };
-    if stores(cpu, exc) {
+    if done {
         let seg = cpu.mem_seg(ins);
         let off = cpu.ea(ins);
         if size <= 8 {
@@ -196,9 +209,12 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
         }
         return Ok(());
     }
-    cpu.fpu.fsw = (cpu.fpu.fsw & !sw::C1) | c1;
-    if cpu.x87_raise(exc) && pop {
-        cpu.fpu.pop();
+    cpu.x87_raise(exc);
+    if done {
+        cpu.fpu.fsw = (cpu.fpu.fsw & !sw::C1) | c1;
+        if pop {
+            cpu.fpu.pop();
+        }
     }
     Ok(())
 }

@@ -4,8 +4,11 @@
 //! - `mod.rs`: `FpuState` (the FXSAVE image's contents), the register stack
 //!   and tags, x87 exception bookkeeping, the #NM/#MF checks, dispatch;
 //! - `f80.rs`: the 80-bit register format (tags, classes, byte images);
-//! - `host.rs`: arithmetic kernels that run on the host's x87 unit with the
-//!   guest's precision and rounding control (bit-exact results);
+//! - `host.rs`: arithmetic kernels that run the guest's x87 operation on the
+//!   host's x87 unit with the guest's control word (precision, rounding,
+//!   exception masks): results, condition codes, exception flags and the
+//!   unmasked-exception behaviour are those of the hardware, including the
+//!   transcendental instructions (no soft-float approximation);
 //! - `arith.rs`: FADD..FDIVR, compares, FXAM, FCHS/FABS, FSQRT, FRNDINT,
 //!   FSCALE, FXTRACT, FPREM/FPREM1, transcendental instructions;
 //! - `load_store.rs`: FLD/FST/FILD/FIST/FISTTP/FBLD/FBSTP, constants, FXCH,
@@ -15,6 +18,10 @@
 //!
 //! MMX instructions live with their SSE counterparts in `cpu/sse/`; they
 //! use the register mantissas here (`FpuState::regs[i].mant`).
+//!
+//! The engine therefore needs an x86-64 host (SSE4.1 for ROUNDPS/DPPS).
+//! `native_check.rs` (tests) runs every x87 form on the host and through
+//! the engine from random states and compares the FXSAVE images.
 //!
 //! Unmasked x87 exceptions set ES and B; the next waiting x87 (or MMX)
 //! instruction raises #MF when CR0.NE is set. With CR0.NE clear (the
@@ -297,17 +304,48 @@ impl Cpu {
         Ok(())
     }
 
-    /// Record x87 exception flags (bits 6:0). Returns false when an
-    /// unmasked invalid, denormal or divide-by-zero exception means the
-    /// destination must not be written.
+    /// Record x87 exception flags (bits 6:0) raised by an operation. The
+    /// host kernels run with the guest's exception masks, so the flags are
+    /// exactly those of the hardware (an operation stopped by an unmasked
+    /// invalid, denormal or divide-by-zero exception reports no precision
+    /// or underflow flags). Returns false when such an unmasked
+    /// pre-computation exception means the destination must not be
+    /// written (and the stack not popped or pushed).
     pub fn x87_raise(&mut self, exc: u16) -> bool {
         let exc = exc & 0x7f;
         self.fpu.fsw |= exc;
         let unmasked = exc & 0x3f & !self.fpu.fcw;
         if unmasked != 0 {
             self.fpu.fsw |= sw::ES | sw::B;
+            self.fpu.fop = self.x87_opcode();
         }
         unmasked & (sw::IE | sw::DE | sw::ZE) == 0
+    }
+
+    /// FOP of the current instruction: the low 3 bits of its D8..DF opcode
+    /// byte and its ModRM byte. As on Intel processors with the FOP
+    /// compatibility mode off, FOP is recorded only for instructions that
+    /// raise an unmasked exception, so the code bytes are read only then.
+    fn x87_opcode(&mut self) -> u16 {
+        let mut b = [0u8; 15];
+        let lin = self.rip_lin();
+        let n = (0x1000 - (lin & 0xfff) as usize).min(15);
+        if self.read_lin_bytes(lin, &mut b[..n], true).is_err() {
+            return self.fpu.fop;
+        }
+        let long = self.mode == super::Mode::Long;
+        let mut i = 0;
+        while i + 1 < n {
+            match b[i] {
+                0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 => {
+                    i += 1
+                }
+                0x40..=0x4f if long => i += 1,
+                0xd8..=0xdf => return (u16::from(b[i] & 7) << 8) | u16::from(b[i + 1]),
+                _ => break,
+            }
+        }
+        self.fpu.fop
     }
 
     /// Stack underflow (an empty register was read): IE|SF, C1 = 0.
@@ -334,5 +372,7 @@ impl Cpu {
     }
 }
 
+#[cfg(test)]
+pub mod native_check;
 #[cfg(test)]
 mod tests;

@@ -386,3 +386,18 @@ fn rounding_control_invalid_stores_and_moves() {
     .unwrap();
     assert_eq!((t.cpu.fpu.st(0), t.cpu.fpu.st(1)), (F80::ZERO, F80::ZERO));
 }
+
+#[test]
+fn fop_records_the_instruction_with_an_unmasked_exception() {
+    let mut t = TestCpu::new();
+    t.write(DATA, &0x37bu16.to_le_bytes()); // ZE unmasked
+    t.run(|a| {
+        a.fninit().unwrap();
+        a.fldcw(word_ptr(DATA)).unwrap();
+        a.fld1().unwrap();
+        a.fldz().unwrap();
+        a.fdiv_2(st1, st0).unwrap(); // DC F9: ZE
+    })
+    .unwrap();
+    assert_eq!(t.cpu.fpu.fop, 0x4f9);
+}

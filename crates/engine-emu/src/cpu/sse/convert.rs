@@ -64,7 +64,7 @@ fn from_pi(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let a = cpu.vread(ins, 0)?;
     let b = cpu.vread(ins, 1)? & LO;
     let r = if ins.mnemonic() == M::Cvtpi2ps {
-        let (r, flags) = host::cvtdq2ps(0, b, cpu.fpu.mxcsr);
+        let (r, flags) = cpu.simd_kernel(host::cvtdq2ps, 0, b);
         cpu.simd_fp_exceptions(flags)?;
         (a & !LO) | (r & LO)
     } else {
@@ -82,7 +82,7 @@ fn to_pi(cpu: &mut Cpu, ins: &Instruction) -> Res {
         M::Cvtpd2pi => (host::cvtpd2dq, b),
         _ => (host::cvttpd2dq, b),
     };
-    let (r, flags) = k(0, b, cpu.fpu.mxcsr);
+    let (r, flags) = cpu.simd_kernel(k, 0, b);
     cpu.simd_fp_exceptions(flags)?;
     cpu.vwrite(ins, 0, r & LO)
 }

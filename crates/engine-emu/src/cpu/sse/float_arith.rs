@@ -95,6 +95,18 @@ fn float_op(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let a = cpu.vread(ins, 0)?;
     let b = cpu.vread(ins, 1)?;
     let k = match imm_op(ins) {
+        Some(
+            op @ (ImmOp::Roundps
+            | ImmOp::Roundpd
+            | ImmOp::Roundss
+            | ImmOp::Roundsd
+            | ImmOp::Dpps
+            | ImmOp::Dppd),
+        ) if !host::has_sse41() => {
+            return Err(cpu.internal(format!(
+                "{op:?} needs a host CPU with SSE4.1 (the emu engine runs SIMD float operations on the host)"
+            )));
+        }
         Some(op) => {
             let imm = if ins.op_count() >= 3 && ins.op_kind(2) == OpKind::Immediate8 {
                 ins.immediate8()
@@ -108,18 +120,40 @@ fn float_op(cpu: &mut Cpu, ins: &Instruction) -> Res {
             None => return Err(ud()),
         },
     };
-    let (r, flags) = k(a, b, cpu.fpu.mxcsr);
+    let (r, flags) = cpu.simd_kernel(k, a, b);
     cpu.simd_fp_exceptions(flags)?;
     cpu.vwrite(ins, 0, r)
 }
 
 impl Cpu {
+    /// Run a float kernel with the guest's MXCSR. The kernels run with every
+    /// exception masked; when the guest unmasks underflow, a tiny result
+    /// raises UE even when exact, which a second run with flush-to-zero
+    /// (where every tiny result flags UE) detects.
+    pub fn simd_kernel(&self, k: Kernel, a: u128, b: u128) -> (u128, u32) {
+        let csr = self.fpu.mxcsr;
+        let (r, mut flags) = k(a, b, csr);
+        if csr & (1 << 11) == 0 && flags & 0x10 == 0 {
+            let (_, f) = k(a, b, csr | (1 << 15));
+            flags |= f & 0x10;
+        }
+        (r, flags)
+    }
+
     /// Record SIMD floating-point exception flags; an unmasked one raises
     /// #XM (CR4.OSXMMEXCPT) or #UD, and the destination is left unchanged.
+    ///
+    /// An unmasked invalid, denormal or divide-by-zero exception stops the
+    /// operation before it completes, so the overflow, underflow and
+    /// precision flags a completed operation would add are not recorded.
     pub fn simd_fp_exceptions(&mut self, flags: u32) -> Res {
-        let flags = flags & 0x3f;
+        let mut flags = flags & 0x3f;
+        let masks = self.fpu.mxcsr >> 7;
+        if flags & 0x7 & !masks != 0 {
+            flags &= 0x7;
+        }
         self.fpu.mxcsr |= flags;
-        let unmasked = flags & !(self.fpu.mxcsr >> 7) & 0x3f;
+        let unmasked = flags & !masks & 0x3f;
         if unmasked != 0 {
             if self.cr4 & x86::CR4_OSXMMEXCPT != 0 {
                 return Err(exception(x86::XM, None));

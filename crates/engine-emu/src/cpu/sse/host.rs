@@ -10,6 +10,12 @@
 
 use core::arch::asm;
 
+/// Does the host have SSE4.1 (ROUNDPS, DPPS)? Every other kernel needs
+/// only SSE2/SSE3, which all x86-64 hosts this engine targets have.
+pub fn has_sse41() -> bool {
+    std::is_x86_feature_detected!("sse4.1")
+}
+
 /// `(dst, src, guest mxcsr) -> (result, raised exception flags)`.
 pub type Kernel = fn(u128, u128, u32) -> (u128, u32);
 

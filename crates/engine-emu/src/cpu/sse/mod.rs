@@ -16,7 +16,10 @@
 //! - `float_arith.rs`: float arithmetic and SIMD floating-point exceptions;
 //! - `compare.rs`: COMISS/UCOMISS/COMISD/UCOMISD and PTEST (RFLAGS);
 //! - `convert.rs`: the CVT* family;
-//! - `string.rs`: PCMPESTRI/PCMPESTRM/PCMPISTRI/PCMPISTRM and CRC32.
+//! - `string.rs`: PCMPESTRI/PCMPESTRM/PCMPISTRI/PCMPISTRM and CRC32;
+//! - `tests.rs`, `native_check.rs` (tests): instruction tests with host
+//!   intrinsics as the oracle, and a differential test of every register
+//!   and memory form against the host CPU.
 
 pub mod compare;
 pub mod convert;

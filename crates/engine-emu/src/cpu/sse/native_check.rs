@@ -1,13 +1,15 @@
-//! Differential test: every register form of the MMX/SSE..SSE4.2
-//! instructions, executed on the host CPU and through the engine with the
+//! Differential test: every register form and memory form ([rdi+disp],
+//! 16-byte aligned) of the MMX/SSE..SSE4.2 instructions, executed on the host CPU and through the engine with the
 //! same random operands (special float values mixed in), random immediates
 //! and random MXCSR rounding/DAZ/FTZ modes; results, RFLAGS and MXCSR must
 //! match bit for bit.
 
 use iced_x86::code_asm::*;
-use iced_x86::{Code, CpuidFeature as F, Decoder, DecoderOptions, Encoder, Instruction, Register};
+use iced_x86::{
+    Code, CpuidFeature as F, Decoder, DecoderOptions, Encoder, Instruction, MemoryOperand, Register,
+};
 
-use crate::cpu::fpu::testing::TestCpu;
+use crate::cpu::fpu::testing::{TestCpu, DATA};
 use crate::cpu::fpu::F80;
 
 /// Register state shared with the native stub (layout fixed: offsets below).
@@ -20,7 +22,11 @@ struct State {
     flags: u64,
     csr: u32,
     host_csr: u32,
+    /// The memory operand of memory forms, at [rdi + 112].
+    mem: [u8; 32],
 }
+
+const MEM: i64 = 112;
 
 struct Rng(u64);
 
@@ -121,7 +127,11 @@ fn run_native(insn: &[u8], st: &mut State) {
             -1,
             0,
         );
-        assert_ne!(p, libc::MAP_FAILED);
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "cannot map writable+executable memory for the native stub"
+        );
         std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
         let f: extern "C" fn(*mut State) = std::mem::transmute(p);
         f(st as *mut State);
@@ -142,6 +152,8 @@ fn run_emu(insn: &[u8], st: &mut State) {
     t.cpu.gpr[1] = st.gpr[1];
     t.cpu.gpr[2] = st.gpr[2];
     t.cpu.fpu.mxcsr = st.csr;
+    t.cpu.gpr[7] = DATA;
+    t.write(DATA + MEM as u64, &st.mem);
     t.cpu
         .flags
         .set_arith(false, true, false, true, false, false);
@@ -155,12 +167,15 @@ fn run_emu(insn: &[u8], st: &mut State) {
     st.gpr = [t.cpu.gpr[0], t.cpu.gpr[1], t.cpu.gpr[2]];
     st.flags = t.cpu.flags.rflags();
     st.csr = t.cpu.fpu.mxcsr;
+    st.mem.copy_from_slice(&t.read(DATA + MEM as u64, 32));
 }
 
 #[derive(Clone, Copy)]
 enum Op {
     R(Register),
     Imm,
+    /// [rdi + MEM].
+    M,
 }
 
 /// Operand patterns tried for each instruction, first match wins.
@@ -196,8 +211,23 @@ fn patterns() -> Vec<Vec<Op>> {
     v
 }
 
+/// Memory-operand patterns, first match wins.
+fn mem_patterns() -> Vec<Vec<Op>> {
+    use Op::*;
+    use Register as G;
+    let mut v = Vec::new();
+    for r in [G::XMM1, G::MM1, G::EAX, G::RAX] {
+        v.push(vec![R(r), M]);
+        v.push(vec![M, R(r)]);
+        v.push(vec![R(r), M, Imm]);
+        v.push(vec![M, R(r), Imm]);
+    }
+    v
+}
+
 fn build(code: Code, pat: &[Op], imm: u8) -> Option<Vec<u8>> {
     let op = |o: Op| o;
+    let mem = MemoryOperand::with_base_displ(Register::RDI, MEM);
     let ins = match pat {
         [] => {
             let mut i = Instruction::default();
@@ -207,9 +237,13 @@ fn build(code: Code, pat: &[Op], imm: u8) -> Option<Vec<u8>> {
         [a, b] => match (op(*a), op(*b)) {
             (Op::R(a), Op::R(b)) => Instruction::with2(code, a, b),
             (Op::R(a), Op::Imm) => Instruction::with2(code, a, u32::from(imm)),
+            (Op::R(a), Op::M) => Instruction::with2(code, a, mem),
+            (Op::M, Op::R(b)) => Instruction::with2(code, mem, b),
             _ => return None,
         },
         [Op::R(a), Op::R(b), Op::Imm] => Instruction::with3(code, *a, *b, u32::from(imm)),
+        [Op::R(a), Op::M, Op::Imm] => Instruction::with3(code, *a, mem, u32::from(imm)),
+        [Op::M, Op::R(b), Op::Imm] => Instruction::with3(code, mem, *b, u32::from(imm)),
         _ => return None,
     }
     .ok()?;
@@ -221,7 +255,7 @@ fn build(code: Code, pat: &[Op], imm: u8) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn register_forms_match_the_host_cpu() {
+fn register_and_memory_forms_match_the_host_cpu() {
     let feats = [
         F::MMX,
         F::SSE,
@@ -232,7 +266,8 @@ fn register_forms_match_the_host_cpu() {
         F::SSE4_2,
     ];
     let pats = patterns();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mems = mem_patterns();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ crate::cpu::fpu::native_check::seed());
     let mut tested = 0;
     let mut failures = Vec::new();
     for code in Code::values() {
@@ -243,45 +278,52 @@ fn register_forms_match_the_host_cpu() {
         let mut probe = Instruction::default();
         probe.set_code(code);
         let n = probe.op_count() as usize;
-        let Some(pat) = pats
+        let reg = pats
             .iter()
-            .find(|p| p.len() == n && build(code, p, 0).is_some())
-        else {
-            continue;
-        };
-        tested += 1;
-        for _ in 0..64 {
-            let imm = rng.next() as u8;
-            let Some(insn) = build(code, pat, imm) else {
-                continue;
-            };
-            let mut st = State {
-                xmm: [rng.v128(), rng.v128(), rng.v128()],
-                mm: [rng.chunk(), rng.chunk(), rng.chunk()],
-                gpr: [rng.next() % 40, rng.chunk(), rng.next() % 40],
-                csr: 0x1f80
-                    | (((rng.next() % 4) as u32) << 13)
-                    | ((rng.next() % 2) as u32 * 0x8040),
-                ..Default::default()
-            };
-            let input = st;
-            let mut native = st;
-            run_native(&insn, &mut native);
-            run_emu(&insn, &mut st);
-            let arith = crate::cpu::flags::ARITH;
-            native.flags &= arith;
-            st.flags &= arith;
-            native.host_csr = 0;
-            if native != st {
-                failures.push(format!(
-                    "{code:?} imm={imm:#x}\n  input  {input:x?}\n  native {native:x?}\n  emu    {st:x?}"
-                ));
-                break;
+            .find(|p| p.len() == n && build(code, p, 0).is_some());
+        let mem = mems
+            .iter()
+            .find(|p| p.len() == n && build(code, p, 0).is_some());
+        for pat in [reg, mem].into_iter().flatten() {
+            tested += 1;
+            for _ in 0..crate::cpu::fpu::native_check::iterations() {
+                let imm = rng.next() as u8;
+                let Some(insn) = build(code, pat, imm) else {
+                    continue;
+                };
+                let mut m = [0u8; 32];
+                for c in m.chunks_mut(8) {
+                    c.copy_from_slice(&rng.chunk().to_le_bytes());
+                }
+                let mut st = State {
+                    xmm: [rng.v128(), rng.v128(), rng.v128()],
+                    mm: [rng.chunk(), rng.chunk(), rng.chunk()],
+                    gpr: [rng.next() % 40, rng.chunk(), rng.next() % 40],
+                    csr: 0x1f80
+                        | (((rng.next() % 4) as u32) << 13)
+                        | ((rng.next() % 2) as u32 * 0x8040),
+                    mem: m,
+                    ..Default::default()
+                };
+                let input = st;
+                let mut native = st;
+                run_native(&insn, &mut native);
+                run_emu(&insn, &mut st);
+                let arith = crate::cpu::flags::ARITH;
+                native.flags &= arith;
+                st.flags &= arith;
+                native.host_csr = 0;
+                if native != st {
+                    failures.push(format!(
+                        "{code:?} imm={imm:#x}\n  input  {input:x?}\n  native {native:x?}\n  emu    {st:x?}"
+                    ));
+                    break;
+                }
             }
         }
     }
     eprintln!("native check: {tested} instruction forms");
-    assert!(tested > 300, "only {tested} instructions tested");
+    assert!(tested > 600, "only {tested} instruction forms tested");
     assert!(
         failures.is_empty(),
         "{} mismatches:\n{}",

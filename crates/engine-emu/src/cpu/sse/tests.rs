@@ -527,3 +527,33 @@ fn mmx_pack_shuffle_and_shift() {
     assert_eq!(t.cpu.fpu.regs[4].mant, 0x0001_0002_0003_0004);
     assert_eq!(t.cpu.fpu.regs[3].mant, 0x0400_0300_0200_0100);
 }
+
+#[test]
+fn unmasked_simd_exceptions() {
+    let mut t = TestCpu::new();
+    // Exact tiny result with UE unmasked: #XM although nothing was rounded.
+    let tiny = u128::from(f64::MIN_POSITIVE.to_bits());
+    t.cpu.fpu.xmm[1] = tiny;
+    t.cpu.fpu.xmm[2] = u128::from(0.5f64.to_bits());
+    t.cpu.fpu.mxcsr = 0x1f80 & !(1 << 11);
+    assert_eq!(
+        vector(t.run(|a| a.mulsd(xmm1, xmm2).unwrap())),
+        Some(x86::XM)
+    );
+    assert_eq!(t.cpu.fpu.xmm[1], tiny, "destination unchanged");
+    assert_eq!(t.cpu.fpu.mxcsr & 0x3f, 0x10);
+    // Masked, the same multiply is exact: no flags.
+    t.cpu.fpu.mxcsr = 0x1f80;
+    t.run(|a| a.mulsd(xmm1, xmm2).unwrap()).unwrap();
+    assert_eq!(t.cpu.fpu.mxcsr & 0x3f, 0);
+    // Unmasked invalid with CR4.OSXMMEXCPT clear: #UD, and no PE recorded.
+    t.cpu.cr4 &= !x86::CR4_OSXMMEXCPT;
+    t.cpu.fpu.mxcsr = 0x1f80 & !(1 << 7);
+    t.cpu.fpu.xmm[1] = u128::from(f64::INFINITY.to_bits());
+    t.cpu.fpu.xmm[2] = 0;
+    assert_eq!(
+        vector(t.run(|a| a.mulsd(xmm1, xmm2).unwrap())),
+        Some(x86::UD)
+    );
+    assert_eq!(t.cpu.fpu.mxcsr & 0x3f, 1);
+}
