@@ -130,6 +130,9 @@ pub fn build(
             vcpu.set_cpuid(&cpuid_for(cpuid, id))
                 .map_err(MachineError::engine("setting CPUID"))?;
         }
+        // What firmware would do: MTRRs enabled, write-back by default.
+        vcpu.set_msrs(&[(MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB)])
+            .map_err(MachineError::engine("enabling MTRRs"))?;
         if id == 0 {
             set_boot_state(vcpu.as_mut(), &boot)?;
         }
@@ -148,6 +151,10 @@ pub fn build(
         control,
     ))
 }
+
+/// IA32_MTRR_DEF_TYPE, and its value with MTRRs on and write-back default.
+const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+const MTRR_ENABLE_WB: u64 = (1 << 11) | 6;
 
 /// The CPUID table with vCPU `id`'s APIC id in leaves 1 and 0xb.
 fn cpuid_for(entries: &[CpuidEntry], id: u32) -> Vec<CpuidEntry> {

@@ -86,7 +86,7 @@ pub fn supported() -> Vec<CpuidEntry> {
         | FXSR
         | SSE
         | SSE2;
-    let ecx = SSE3 | SSSE3 | CX16 | SSE41 | SSE42 | MOVBE | POPCNT | TSC_DEADLINE;
+    let ecx = SSE3 | SSSE3 | CX16 | SSE41 | SSE42 | MOVBE | POPCNT | TSC_DEADLINE | XSAVE;
     let brand = *b"Kite emu x86-64 virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
     let b = |i: usize| -> [u32; 4] {
         let o = i * 16;
@@ -109,8 +109,9 @@ pub fn supported() -> Vec<CpuidEntry> {
                 ascii4(&vendor[4..]),
             ],
         ),
-        // Family 6, model 0x3a... kept generic: family 6 model 6 stepping 3.
-        leaf(1, 0, false, [0x0000_0663, 0x0001_0800, ecx, edx]),
+        // Family 6, model 0x3a, stepping 9 (a model without the early PAT
+        // errata Linux works around by disabling PAT).
+        leaf(1, 0, false, [0x0003_06a9, 0x0001_0800, ecx, edx]),
         leaf(2, 0, false, [1, 0, 0, 0x002c_307d]),
         leaf(4, 0, true, [0x0000_0121, 0x01c0_003f, 0x3f, 0]),
         leaf(4, 1, true, [0x0000_0122, 0x01c0_003f, 0x3f, 0]),
@@ -120,12 +121,14 @@ pub fn supported() -> Vec<CpuidEntry> {
         leaf(7, 0, true, [0, 0, 0, 0]),
         leaf(0xb, 0, true, [0, 1, 0x100, 0]),
         leaf(0xb, 1, true, [0, 1, 0x201, 0]),
-        leaf(0xd, 0, true, [0, 0, 0, 0]),
+        // XSAVE: x87 and SSE state (XCR0 bits 0-1), 576-byte area; XSAVEOPT.
+        leaf(0xd, 0, true, [3, 576, 576, 0]),
+        leaf(0xd, 1, true, [1, 0, 0, 0]),
         // TSC/crystal ratio: crystal 25 MHz * 40 = 1 GHz.
         leaf(0x15, 0, false, [1, 40, 25_000_000, 0]),
         leaf(0x16, 0, false, [1000, 1000, 100, 0]),
         leaf(0x8000_0000, 0, false, [0x8000_0008, 0, 0, 0]),
-        // LAHF/SAHF in 64-bit mode; SYSCALL, NX, 1 GiB pages, RDTSCP, long mode.
+        // LAHF/SAHF in 64-bit mode, ABM (LZCNT); SYSCALL, NX, 1 GiB pages, RDTSCP, long mode.
         leaf(
             0x8000_0001,
             0,
@@ -133,7 +136,7 @@ pub fn supported() -> Vec<CpuidEntry> {
             [
                 0,
                 0,
-                1,
+                1 | (1 << 5),
                 (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29),
             ],
         ),

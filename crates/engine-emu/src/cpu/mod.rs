@@ -366,6 +366,7 @@ impl Cpu {
         self.dr = [0, 0, 0, 0, 0xffff_0ff0, 0x400, 0xffff_0ff0, 0x400];
         self.msr.pat = 0x0007_0406_0007_0406;
         self.msr.misc_enable = 1; // fast strings
+        self.msr.xcr0 = 1; // x87 state is always enabled
         self.fpu = fpu::FpuState::default();
         self.interrupt_shadow = false;
         self.nmi_blocked = false;
