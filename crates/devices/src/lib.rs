@@ -7,8 +7,8 @@
 
 pub mod acpi;
 pub mod bus;
+pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;
-pub mod legacy;
 
 pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};

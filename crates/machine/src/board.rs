@@ -87,6 +87,10 @@ pub fn add_pc_devices(
     io_bus.insert(PCI_CONFIG_PORT, 8, Arc::new(Mutex::new(config_io)))?;
 
     let pm = AcpiPmRegisters::new(VmIrqLine::new(vm.clone(), SCI_IRQ), sink, true);
-    io_bus.insert(u64::from(PM_BASE), u64::from(PM_LEN), Arc::new(Mutex::new(pm)))?;
+    io_bus.insert(
+        u64::from(PM_BASE),
+        u64::from(PM_LEN),
+        Arc::new(Mutex::new(pm)),
+    )?;
     Ok(())
 }

@@ -174,6 +174,9 @@ impl Cpu {
                 },
             };
             self.end_block = false;
+            if let Some(p) = self.profile.as_mut() {
+                p.sample(lin);
+            }
             let block = blocks.block(index);
             for d in block.insns.iter() {
                 if !self.breakpoints.is_empty() && !self.skip_breakpoint {

@@ -26,6 +26,7 @@ pub mod flags;
 pub mod fpu;
 pub mod integer;
 pub mod operand;
+pub mod profile;
 pub mod sse;
 pub mod system;
 
@@ -256,6 +257,8 @@ pub struct Cpu {
     pub intr_pending: bool,
     /// Addresses already reported as unimplemented.
     pub reported_ud: Vec<u64>,
+    /// Guest-RIP sampling for developers (KITE_EMU_PROFILE=path).
+    pub profile: Option<Box<profile::Profile>>,
     /// An application processor waiting for a start-up IPI.
     pub wait_for_sipi: bool,
     /// Set by `VcpuKick`: leave `run` at the next block boundary.
@@ -318,6 +321,7 @@ impl Cpu {
             reported_ud: Vec::new(),
             kick: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wait_for_sipi: false,
+            profile: profile::Profile::from_env(apic_id),
         };
         cpu.reset();
         cpu
