@@ -278,6 +278,8 @@ pub struct FormReport {
     pub broken: usize,
     /// Cases the generator could not build.
     pub gen_failed: usize,
+    /// Cases where the host raised an exception (whatever the emu did).
+    pub host_faults: usize,
     /// The first few failure descriptions.
     pub examples: Vec<String>,
 }
@@ -295,6 +297,7 @@ impl FormReport {
             unimplemented: 0,
             broken: 0,
             gen_failed: 0,
+            host_faults: 0,
             examples: Vec::new(),
         }
     }
@@ -351,12 +354,12 @@ impl FormReport {
 pub fn table(reports: &[FormReport]) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "{:<40} {:<8} {:<11} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
-        "form", "ext", "status", "cases", "pass", "fault", "mism", "unimp"
+        "{:<40} {:<8} {:<11} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
+        "form", "ext", "status", "cases", "pass", "fault", "mism", "unimp", "hfault"
     ));
     for r in reports {
         s.push_str(&format!(
-            "{:<40} {:<8} {:<11} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
+            "{:<40} {:<8} {:<11} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}\n",
             r.name,
             format!("{:?}", r.ext),
             r.status(),
@@ -364,7 +367,8 @@ pub fn table(reports: &[FormReport]) -> String {
             r.pass,
             r.both_fault,
             r.mismatch,
-            r.unimplemented
+            r.unimplemented,
+            r.host_faults
         ));
     }
     s.push('\n');

@@ -415,7 +415,7 @@ fn memory_operand(
     let lo = 0x100usize;
     let hi = DATA_SIZE - 0x100 - size;
     let mut off = lo + rng.below((hi - lo) as u64) as usize;
-    if rng.chance(7, 10) {
+    if rng.chance(6, 7) {
         off &= !(align - 1);
     }
     let addr = DATA_ADDR + off as u64;

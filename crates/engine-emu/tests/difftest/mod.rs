@@ -295,6 +295,9 @@ pub fn run_forms(forms: &[forms::Form], settings: &Settings) -> Vec<compare::For
         rep.gen_failed = failed;
         let host = run_native(&stubs, &cases);
         for (case, h) in cases.iter().zip(host.iter()) {
+            if matches!(h.outcome, Outcome::Exception(_)) {
+                rep.host_faults += 1;
+            }
             let e = emu.run_one(&case.code, &case.state, &case.data);
             rep.add(compare::compare(form, case, h, &e));
         }
