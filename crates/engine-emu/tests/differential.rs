@@ -20,7 +20,7 @@
 mod difftest;
 
 use difftest::compare::{self, Verdict};
-use difftest::forms::{self, Ext, Form, Rep};
+use difftest::forms::{self, Ext, Form, RepPrefix};
 use difftest::gen::Case;
 use difftest::{
     emu, native, CpuState, Outcome, Settings, DATA_ADDR, DATA_SIZE, END_ADDR, TEST_ADDR,
@@ -49,6 +49,7 @@ fn manual_case(bytes: Vec<u8>, state: CpuState) -> Case {
         state,
         data,
         flags_undefined: 0,
+        fsw_undefined: 0,
         result_undefined: false,
     }
 }
@@ -395,10 +396,10 @@ fn forms_cover_the_promised_instruction_set() {
     }
     assert!(all
         .iter()
-        .any(|f| f.rep == Rep::Rep && f.code == Code::Movsq_m64_m64));
+        .any(|f| f.rep == RepPrefix::Rep && f.code == Code::Movsq_m64_m64));
     assert!(all
         .iter()
-        .any(|f| f.rep == Rep::Repne && f.code == Code::Scasb_AL_m8));
+        .any(|f| f.rep == RepPrefix::Repne && f.code == Code::Scasb_AL_m8));
     // Every form can be generated.
     let nogen: Vec<&str> = all
         .iter()

@@ -117,11 +117,11 @@ fn diff_states(form: &Form, case: &Case, host: &Result, emu: &Result) -> Vec<Str
     let mut d = Vec::new();
     let (h, e): (&CpuState, &CpuState) = (&host.state, &emu.state);
     let inp = &case.state;
-    for i in 0..16 {
+    for (i, name) in GPR_NAMES.iter().enumerate() {
         if h.gpr[i] != e.gpr[i] {
             d.push(format!(
-                "{}: in {:#x} host {:#x} emu {:#x}",
-                GPR_NAMES[i], inp.gpr[i], h.gpr[i], e.gpr[i]
+                "{name}: in {:#x} host {:#x} emu {:#x}",
+                inp.gpr[i], h.gpr[i], e.gpr[i]
             ));
         }
     }
@@ -176,11 +176,10 @@ fn diff_states(form: &Form, case: &Case, host: &Result, emu: &Result) -> Vec<Str
             e.fcw()
         ));
     }
-    let fsw_mask = if form.relax == Relax::X87Approx {
-        !0x0220 // C1 and PE depend on the rounding of the approximation
-    } else {
-        0xffff
-    };
+    let mut fsw_mask = !case.fsw_undefined;
+    if form.relax == Relax::X87Approx {
+        fsw_mask &= !0x0220; // C1 and PE depend on the rounding of the approximation
+    }
     if (h.fsw() ^ e.fsw()) & fsw_mask != 0 {
         d.push(format!(
             "fsw: in {:#x} host {:#x} emu {:#x}",

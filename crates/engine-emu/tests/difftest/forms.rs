@@ -116,7 +116,7 @@ impl Ext {
 
 /// The REP prefix a string form uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rep {
+pub enum RepPrefix {
     None,
     Rep,
     Repne,
@@ -140,7 +140,7 @@ pub struct Form {
     pub code: Code,
     /// The r/m operand (if any) is memory.
     pub mem: bool,
-    pub rep: Rep,
+    pub rep: RepPrefix,
     /// The extensions it needs (all of them).
     pub exts: Vec<Ext>,
     pub relax: Relax,
@@ -313,35 +313,34 @@ pub fn all() -> Vec<Form> {
         let string = kinds
             .iter()
             .any(|&k| matches!(k, OpCodeOperandKind::seg_rSI | OpCodeOperandKind::es_rDI));
-        let reps: Vec<Rep> = if string {
-            let mut r = vec![Rep::None];
+        let reps: Vec<RepPrefix> = if string {
+            let mut r = vec![RepPrefix::None];
             if op.can_use_rep_prefix() {
-                r.push(Rep::Rep);
+                r.push(RepPrefix::Rep);
             }
             if op.can_use_repne_prefix() {
-                r.push(Rep::Repne);
+                r.push(RepPrefix::Repne);
             }
             r
         } else {
-            vec![Rep::None]
+            vec![RepPrefix::None]
         };
         for &mem in variants {
-            // 0F 0D /m decodes as PREFETCHW on the host, not as a reserved NOP.
-            if mem
-                && matches!(
-                    code,
-                    Code::Reservednop_rm16_r16_0F0D
-                        | Code::Reservednop_rm32_r32_0F0D
-                        | Code::Reservednop_rm64_r64_0F0D
-                )
-            {
+            // 0F 0D is PREFETCH/PREFETCHW on AMD hosts (/r: #UD), a
+            // reserved NOP on Intel: vendor-specific, not compared.
+            if matches!(
+                code,
+                Code::Reservednop_rm16_r16_0F0D
+                    | Code::Reservednop_rm32_r32_0F0D
+                    | Code::Reservednop_rm64_r64_0F0D
+            ) {
                 continue;
             }
             for &rep in &reps {
                 let mut name = match rep {
-                    Rep::None => String::new(),
-                    Rep::Rep => "rep ".into(),
-                    Rep::Repne => "repne ".into(),
+                    RepPrefix::None => String::new(),
+                    RepPrefix::Rep => "rep ".into(),
+                    RepPrefix::Repne => "repne ".into(),
                 };
                 name.push_str(&base);
                 if has_rm {

@@ -10,7 +10,7 @@ use iced_x86::{
     OpKind, Register,
 };
 
-use super::forms::{Form, Rep};
+use super::forms::{Form, RepPrefix};
 use super::{CpuState, Rng, CODE_MAX, DATA_ADDR, DATA_SIZE, END_ADDR, TEST_ADDR};
 
 /// The marker a not-taken branch leaves in RAX.
@@ -27,6 +27,8 @@ pub struct Case {
     pub data: Box<[u8; DATA_SIZE]>,
     /// RFLAGS bits the SDM leaves undefined after this instruction.
     pub flags_undefined: u64,
+    /// x87 status word condition bits (C0-C3) the SDM leaves undefined.
+    pub fsw_undefined: u16,
     /// The architectural result is undefined for these inputs (e.g. SHLD r16
     /// with a count above 16): only the outcome (completed/exception) counts.
     pub result_undefined: bool,
@@ -638,9 +640,9 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
         }
     }
     match form.rep {
-        Rep::None => {}
-        Rep::Rep => ins.set_has_rep_prefix(true),
-        Rep::Repne => ins.set_has_repne_prefix(true),
+        RepPrefix::None => {}
+        RepPrefix::Rep => ins.set_has_rep_prefix(true),
+        RepPrefix::Repne => ins.set_has_repne_prefix(true),
     }
     Some(Built { ins, pins, mem })
 }
@@ -722,6 +724,7 @@ pub fn generate(form: &Form, rng: &mut Rng) -> Option<Case> {
             state,
             data,
             flags_undefined: rflags_of(ins.rflags_undefined()),
+            fsw_undefined: x87_cc_undefined(&ins),
             result_undefined: false,
         };
         adjust(form, &mut case, b.mem, target, rng);
@@ -775,14 +778,14 @@ fn adjust(form: &Form, case: &mut Case, mem: Option<MemTarget>, target: u64, rng
         if matches!(m, M::Maskmovq | M::Maskmovdqu) {
             st.gpr[7] = DATA_ADDR + 0x600 + rng.below(0x400);
         }
-        if form.rep != Rep::None || rng.chance(1, 2) {
+        if form.rep != RepPrefix::None || rng.chance(1, 2) {
             st.gpr[1] = if rng.chance(9, 10) {
                 rng.below(9)
             } else {
                 rng.below(17)
             };
         }
-        if form.rep != Rep::None
+        if form.rep != RepPrefix::None
             && matches!(
                 m,
                 M::Cmpsb
@@ -912,6 +915,69 @@ fn adjust(form: &Form, case: &mut Case, mem: Option<MemTarget>, target: u64, rng
         && rng.chance(3, 5)
     {
         write_reg(st, Register::CL, u64::from(shift_count(rng)));
+    }
+}
+
+const C0: u16 = 1 << 8;
+const C1: u16 = 1 << 9;
+const C2: u16 = 1 << 10;
+const C3: u16 = 1 << 14;
+
+/// The x87 condition codes an instruction leaves undefined (SDM vol. 2,
+/// "FPU Flags Affected" of each instruction). Compares, FXAM and the
+/// remainders define them all; FCOMI & co leave C0/C2/C3 unchanged (C1:
+/// see below); control
+/// instructions leave all four undefined; the rest define only C1.
+pub fn x87_cc_undefined(ins: &Instruction) -> u16 {
+    use Mnemonic as M;
+    let is_x87 = ins.cpuid_features().iter().any(|f| {
+        matches!(
+            f,
+            iced_x86::CpuidFeature::FPU
+                | iced_x86::CpuidFeature::FPU387
+                | iced_x86::CpuidFeature::FPU287
+        )
+    });
+    if !is_x87 {
+        return 0;
+    }
+    match ins.mnemonic() {
+        M::Fcom
+        | M::Fcomp
+        | M::Fcompp
+        | M::Fucom
+        | M::Fucomp
+        | M::Fucompp
+        | M::Ficom
+        | M::Ficomp
+        | M::Ftst
+        | M::Fxam
+        | M::Fprem
+        | M::Fprem1
+        | M::Fninit => 0,
+        // The SDM says C1 := 0; AMD hosts leave it unchanged. Vendor-specific.
+        M::Fcomi | M::Fcomip | M::Fucomi | M::Fucomip => C1,
+        M::Fcmovb
+        | M::Fcmove
+        | M::Fcmovbe
+        | M::Fcmovu
+        | M::Fcmovnb
+        | M::Fcmovne
+        | M::Fcmovnbe
+        | M::Fcmovnu => C0 | C2 | C3,
+        M::Fsin | M::Fcos | M::Fsincos | M::Fptan => C0 | C3,
+        M::Fnstsw
+        | M::Fnstcw
+        | M::Fldcw
+        | M::Fnclex
+        | M::Ffree
+        | M::Ffreep
+        | M::Fnop
+        | M::Fneni
+        | M::Fndisi
+        | M::Fnsetpm
+        | M::Wait => C0 | C1 | C2 | C3,
+        _ => C0 | C2 | C3,
     }
 }
 

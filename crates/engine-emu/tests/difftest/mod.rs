@@ -160,7 +160,7 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5eed_0f_d1ff_7e57)
+        Rng(seed ^ 0x5eed_0fd1_ff7e_5701)
     }
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -298,7 +298,26 @@ pub fn run_forms(forms: &[forms::Form], settings: &Settings) -> Vec<compare::For
             if matches!(h.outcome, Outcome::Exception(_)) {
                 rep.host_faults += 1;
             }
-            let e = emu.run_one(&case.code, &case.state, &case.data);
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                emu.run_one(&case.code, &case.state, &case.data)
+            }));
+            let e = match run {
+                Ok(e) => e,
+                Err(p) => {
+                    // An emu bug: report it, and start over with a fresh VM.
+                    emu = emu::EmuRunner::new();
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    Result {
+                        outcome: Outcome::Broken(format!("the emu panicked: {msg}")),
+                        state: case.state,
+                        data: case.data.clone(),
+                    }
+                }
+            };
             rep.add(compare::compare(form, case, h, &e));
         }
         reports.push(rep);
