@@ -257,8 +257,12 @@ impl EmuRunner {
         for _ in 0..16 {
             let exit = self.vcpu.run().map_err(|e| format!("run: {e}"))?;
             match exit {
-                VcpuExit::IoOut { port, data, .. } if port == PORT_DONE => {
-                    let _ = data;
+                VcpuExit::IoOut { port, .. } if port == PORT_DONE => {
+                    // Only the end stub's OUT (2 bytes at END_ADDR) counts.
+                    let rip = self.vcpu.regs().map_err(|e| format!("regs: {e}"))?.rip;
+                    if rip != END_ADDR + 2 {
+                        return Err(format!("OUT to the end port from {rip:#x}"));
+                    }
                     return Ok(Outcome::Done);
                 }
                 VcpuExit::IoOut { port, data, .. } if port == PORT_EXCEPTION => {

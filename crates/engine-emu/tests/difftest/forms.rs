@@ -5,7 +5,8 @@
 //! cannot compare (I/O, system and segment instructions, far and indirect
 //! transfers, nondeterministic ones like RDTSC/RDRAND/CPUID, whole-state
 //! saves whose image holds host addresses). A `Code` with an r/m operand is
-//! two forms: register and memory. String instructions also get REP/REPNE forms.
+//! two forms: register and memory. String instructions also get REP/REPNE
+//! forms, memory forms that allow LOCK also a locked form.
 //!
 //! A form is tested only if the emu advertises its extension in CPUID (and
 //! the host has it); the others are reported as skipped.
@@ -141,6 +142,8 @@ pub struct Form {
     /// The r/m operand (if any) is memory.
     pub mem: bool,
     pub rep: RepPrefix,
+    /// With a LOCK prefix (memory forms that allow one).
+    pub lock: bool,
     /// The extensions it needs (all of them).
     pub exts: Vec<Ext>,
     pub relax: Relax,
@@ -336,24 +339,36 @@ pub fn all() -> Vec<Form> {
             ) {
                 continue;
             }
+            // Memory forms that take LOCK are also tested locked.
+            let locks: &[bool] = if mem && op.can_use_lock_prefix() {
+                &[false, true]
+            } else {
+                &[false]
+            };
             for &rep in &reps {
-                let mut name = match rep {
-                    RepPrefix::None => String::new(),
-                    RepPrefix::Rep => "rep ".into(),
-                    RepPrefix::Repne => "repne ".into(),
-                };
-                name.push_str(&base);
-                if has_rm {
-                    name.push_str(if mem { "/m" } else { "/r" });
+                for &lock in locks {
+                    let mut name = match rep {
+                        RepPrefix::None => String::new(),
+                        RepPrefix::Rep => "rep ".into(),
+                        RepPrefix::Repne => "repne ".into(),
+                    };
+                    if lock {
+                        name.push_str("lock ");
+                    }
+                    name.push_str(&base);
+                    if has_rm {
+                        name.push_str(if mem { "/m" } else { "/r" });
+                    }
+                    out.push(Form {
+                        code,
+                        mem,
+                        rep,
+                        lock,
+                        exts: exts.clone(),
+                        relax,
+                        name,
+                    });
                 }
-                out.push(Form {
-                    code,
-                    mem,
-                    rep,
-                    exts: exts.clone(),
-                    relax,
-                    name,
-                });
             }
         }
     }

@@ -639,6 +639,9 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
             had_imm = true;
         }
     }
+    if form.lock {
+        ins.set_has_lock_prefix(true);
+    }
     match form.rep {
         RepPrefix::None => {}
         RepPrefix::Rep => ins.set_has_rep_prefix(true),
