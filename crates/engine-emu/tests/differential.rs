@@ -50,6 +50,7 @@ fn manual_case(bytes: Vec<u8>, state: CpuState) -> Case {
         data,
         flags_undefined: 0,
         fsw_undefined: 0,
+        mem: None,
         result_undefined: false,
     }
 }

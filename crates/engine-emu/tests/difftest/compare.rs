@@ -85,6 +85,28 @@ fn inputs_text(case: &Case) -> String {
         s.fsw(),
         s.ftw()
     ));
+    for i in 0..case.ins.op_count() {
+        if case.ins.op_kind(i) != iced_x86::OpKind::Register {
+            continue;
+        }
+        let r = case.ins.op_register(i);
+        if r.is_xmm() {
+            let n = r.number();
+            t.push_str(&format!("\n    {r:?}={:#034x}", s.xmm(n)));
+        } else if r.is_mm() {
+            // MMn is the significand of physical register n.
+            let n = r.number();
+            let (m, _) = s.st((n + 8 - s.top()) & 7);
+            t.push_str(&format!("\n    {r:?}={m:#018x}"));
+        }
+    }
+    if let Some((off, size)) = case.mem {
+        let end = (off + size.min(32)).min(case.data.len());
+        t.push_str(&format!(
+            "\n    memory operand data+{off:#x} ({size} bytes): {:02x?}",
+            &case.data[off..end]
+        ));
+    }
     for i in 0..8 {
         if s.st_valid(i) {
             let (m, e) = s.st(i);

@@ -29,6 +29,8 @@ pub struct Case {
     pub flags_undefined: u64,
     /// x87 status word condition bits (C0-C3) the SDM leaves undefined.
     pub fsw_undefined: u16,
+    /// The explicit memory operand: (offset in the data page, size).
+    pub mem: Option<(usize, usize)>,
     /// The architectural result is undefined for these inputs (e.g. SHLD r16
     /// with a count above 16): only the outcome (completed/exception) counts.
     pub result_undefined: bool,
@@ -728,6 +730,7 @@ pub fn generate(form: &Form, rng: &mut Rng) -> Option<Case> {
             data,
             flags_undefined: rflags_of(ins.rflags_undefined()),
             fsw_undefined: x87_cc_undefined(&ins),
+            mem: b.mem.map(|t| (t.off, t.size)),
             result_undefined: false,
         };
         adjust(form, &mut case, b.mem, target, rng);
