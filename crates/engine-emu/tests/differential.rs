@@ -44,6 +44,7 @@ fn manual_case(bytes: Vec<u8>, state: CpuState) -> Case {
         *b = (i * 7 + 3) as u8;
     }
     Case {
+        bits: 64,
         code: bytes,
         ins,
         state,
@@ -137,6 +138,47 @@ fn native_runner_known_answers() {
 
     assert_eq!(r[5].outcome, Outcome::Exception(13), "non-canonical is #GP");
     assert_eq!(r[6].outcome, Outcome::Exception(14), "unmapped is #PF");
+}
+
+/// 32-bit (compatibility mode) cases: the far jumps in and out, and a
+/// fault in 32-bit code.
+#[test]
+fn native_runner_runs_compatibility_mode() {
+    let code32 = |f: &dyn Fn(&mut CodeAssembler) -> Result<(), IcedError>| {
+        let mut a = CodeAssembler::new(32).unwrap();
+        f(&mut a).unwrap();
+        a.jmp(difftest::END32_ADDR).unwrap();
+        a.assemble(TEST_ADDR).unwrap()
+    };
+    let mut s = base_state();
+    s.gpr[0] = 0xdead_beef_0000_00ae; // AL = 0x79 + 0x35 (BCD)
+    s.rflags = 0x202;
+    let mut daa = manual_case(code32(&|a| a.daa()), s);
+    daa.bits = 32;
+    let mut ud = manual_case(code32(&|a| a.ud2()), base_state());
+    ud.bits = 32;
+    let r = run_native(&[daa.clone(), ud, daa.clone()]);
+    assert_eq!(r[0].outcome, Outcome::Done);
+    assert_eq!(
+        r[0].state.gpr[0] & 0xffff_ffff,
+        0x14,
+        "DAA: 0x79 + 0x35 = 114"
+    );
+    assert_eq!(r[0].state.rflags & 0x11, 0x11, "CF and AF set");
+    assert_eq!(r[1].outcome, Outcome::Exception(6));
+    assert_eq!(
+        r[2].outcome,
+        Outcome::Done,
+        "64-bit stubs work after a 32-bit fault"
+    );
+    // And on the emu.
+    let mut e = emu::EmuRunner::new();
+    let er = e.run_one(32, &daa.code, &daa.state, &daa.data);
+    assert!(
+        matches!(er.outcome, Outcome::Done | Outcome::Exception(6)),
+        "{:?}",
+        er.outcome
+    );
 }
 
 /// Running the same random cases twice natively gives identical results
@@ -255,7 +297,7 @@ fn emu_runner_runs_a_case_and_reports_exceptions() {
     s.gpr[3] = 2;
     let add = manual_case(code(|a| a.add(rax, rbx)), s);
     let mut e = emu::EmuRunner::new();
-    let r = e.run_one(&add.code, &add.state, &add.data);
+    let r = e.run_one(64, &add.code, &add.state, &add.data);
     assert_eq!(r.outcome, Outcome::Done);
     assert_eq!(r.state.gpr[0], 42);
     assert_eq!(r.state.gpr[3], 2);
@@ -263,10 +305,10 @@ fn emu_runner_runs_a_case_and_reports_exceptions() {
     let mut um = base_state();
     um.gpr[3] = 0x5000_0000;
     let pf = manual_case(code(|a| a.mov(rax, qword_ptr(rbx))), um);
-    let r = e.run_one(&pf.code, &pf.state, &pf.data);
+    let r = e.run_one(64, &pf.code, &pf.state, &pf.data);
     assert_eq!(r.outcome, Outcome::Exception(14), "unmapped is #PF");
     // And the runner recovers for the next case.
-    let r = e.run_one(&add.code, &add.state, &add.data);
+    let r = e.run_one(64, &add.code, &add.state, &add.data);
     assert_eq!(r.state.gpr[0], 42);
 }
 

@@ -21,7 +21,7 @@ use kite_hypervisor::{
     VcpuKick, Vm, VmConfig,
 };
 
-use super::{CpuState, Outcome, Result, DATA_ADDR, DATA_SIZE, END_ADDR, TEST_ADDR};
+use super::{CpuState, Outcome, Result, DATA_ADDR, DATA_SIZE, END32_ADDR, END_ADDR, TEST_ADDR};
 
 /// Guest RAM: test page .. system pages.
 const MEM_SIZE: usize = 0x3_0000;
@@ -46,6 +46,7 @@ const SEL_KDATA: u16 = 0x10;
 const SEL_UCODE: u16 = 0x18 | 3;
 const SEL_UDATA: u16 = 0x20 | 3;
 const SEL_TSS: u16 = 0x28;
+const SEL_UCODE32: u16 = 0x38 | 3;
 
 /// Page-aligned guest RAM, unmapped on drop.
 struct GuestRam {
@@ -149,7 +150,8 @@ pub struct EmuRunner {
     _vm: Arc<dyn Vm>,
     ram: GuestRam,
     sregs: kite_hypervisor::Sregs,
-    last_code: Vec<u8>,
+    /// The same with a 32-bit code segment (compatibility mode).
+    sregs32: kite_hypervisor::Sregs,
 }
 
 fn user_seg(selector: u16, kind: FlatKind) -> Segment {
@@ -185,6 +187,10 @@ impl EmuRunner {
         build_system(&mut ram);
         let vcpu = vm.create_vcpu(0).expect("emu vCPU");
         let sregs = long_mode_sregs(vcpu.sregs().expect("sregs"));
+        let sregs32 = kite_hypervisor::Sregs {
+            cs: user_seg(SEL_UCODE32, FlatKind::Code32),
+            ..sregs
+        };
         let watchdog = Watchdog::new(vcpu.kick_handle());
         EmuRunner {
             watchdog,
@@ -192,12 +198,19 @@ impl EmuRunner {
             _vm: vm,
             ram,
             sregs,
-            last_code: Vec::new(),
+            sregs32,
         }
     }
 
     /// Run one case.
-    pub fn run_one(&mut self, code: &[u8], state: &CpuState, data: &[u8; DATA_SIZE]) -> Result {
+    /// Run one case: `bits` 64 for 64-bit mode, 32 for compatibility mode.
+    pub fn run_one(
+        &mut self,
+        bits: u32,
+        code: &[u8],
+        state: &CpuState,
+        data: &[u8; DATA_SIZE],
+    ) -> Result {
         let broken = |why: String| Result {
             outcome: Outcome::Broken(why),
             state: *state,
@@ -208,11 +221,14 @@ impl EmuRunner {
         self.ram.slice(DATA_ADDR, DATA_SIZE).copy_from_slice(data);
         // Changed code bytes: set_sregs drops the decoded blocks (and resets
         // the mode and CPL an exception handler may have changed).
-        if let Err(e) = self.vcpu.set_sregs(&self.sregs) {
+        let sregs = if bits == 32 {
+            &self.sregs32
+        } else {
+            &self.sregs
+        };
+        if let Err(e) = self.vcpu.set_sregs(sregs) {
             return broken(format!("set_sregs: {e}"));
         }
-        self.last_code.clear();
-        self.last_code.extend_from_slice(code);
         let mut regs = kite_hypervisor::Regs::default();
         regs.set_gprs(&state.gpr);
         regs.rip = TEST_ADDR;
@@ -225,7 +241,8 @@ impl EmuRunner {
         }
         self.watchdog.ticks.fetch_add(1, Ordering::Relaxed);
         self.watchdog.running.store(true, Ordering::Relaxed);
-        let outcome = self.run_to_end();
+        let end = if bits == 32 { END32_ADDR } else { END_ADDR };
+        let outcome = self.run_to_end(end);
         self.watchdog.running.store(false, Ordering::Relaxed);
         let outcome = match outcome {
             Ok(o) => o,
@@ -253,14 +270,14 @@ impl EmuRunner {
         }
     }
 
-    fn run_to_end(&mut self) -> std::result::Result<Outcome, String> {
+    fn run_to_end(&mut self, end: u64) -> std::result::Result<Outcome, String> {
         for _ in 0..16 {
             let exit = self.vcpu.run().map_err(|e| format!("run: {e}"))?;
             match exit {
                 VcpuExit::IoOut { port, .. } if port == PORT_DONE => {
                     // Only the end stub's OUT (2 bytes at END_ADDR) counts.
                     let rip = self.vcpu.regs().map_err(|e| format!("regs: {e}"))?.rip;
-                    if rip != END_ADDR + 2 {
+                    if rip != end + 2 {
                         return Err(format!("OUT to the end port from {rip:#x}"));
                     }
                     return Ok(Outcome::Done);
@@ -370,6 +387,10 @@ fn build_system(ram: &mut GuestRam) {
     );
     ram.write_u64(GDT + 40, tss_seg().to_descriptor());
     ram.write_u64(GDT + 48, TSS >> 32);
+    ram.write_u64(
+        GDT + 56,
+        user_seg(SEL_UCODE32, FlatKind::Code32).to_descriptor(),
+    );
     // TSS: RSP0 and IST1, I/O bitmap allowing ports 0xe0/0xe1 only.
     ram.write_u64(TSS + 4, IST_TOP);
     ram.write_u64(TSS + 0x24, IST_TOP);
@@ -391,9 +412,11 @@ fn build_system(ram: &mut GuestRam) {
         ram.write_u64(IDT + 16 * v, lo);
         ram.write_u64(IDT + 16 * v + 8, h >> 32);
     }
-    // End stub: out 0xe0, al; hlt.
-    ram.slice(END_ADDR, 3)
-        .copy_from_slice(&[0xe6, PORT_DONE as u8, 0xf4]);
+    // End stubs (64-bit and 32-bit code): out 0xe0, al; hlt.
+    for end in [END_ADDR, END32_ADDR] {
+        ram.slice(end, 3)
+            .copy_from_slice(&[0xe6, PORT_DONE as u8, 0xf4]);
+    }
 }
 
 fn tss_seg() -> Segment {
@@ -424,7 +447,7 @@ fn long_mode_sregs(mut s: kite_hypervisor::Sregs) -> kite_hypervisor::Sregs {
     s.tr = tss_seg();
     s.gdt = DescriptorTable {
         base: GDT,
-        limit: 55,
+        limit: 63,
     };
     s.idt = DescriptorTable {
         base: IDT,

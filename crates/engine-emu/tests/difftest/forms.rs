@@ -139,6 +139,9 @@ pub enum Relax {
 #[derive(Debug, Clone)]
 pub struct Form {
     pub code: Code,
+    /// 64: 64-bit mode; 32: 32-bit compatibility mode (forms that do not
+    /// exist in 64-bit mode).
+    pub bits: u32,
     /// The r/m operand (if any) is memory.
     pub mem: bool,
     pub rep: RepPrefix,
@@ -216,6 +219,8 @@ fn supported_kind(k: OpCodeOperandKind) -> bool {
             | K::seg_rBX_al
             | K::br64_1
             | K::br64_4
+            | K::br32_1
+            | K::br32_4
     )
 }
 
@@ -262,8 +267,23 @@ pub fn all() -> Vec<Form> {
     let mut out = Vec::new();
     for code in Code::values() {
         let op = code.op_code();
+        // 64-bit forms, and the forms that exist only outside 64-bit mode
+        // (BCD, PUSHA/POPA, INC/DEC r32 short forms...) in 32-bit
+        // compatibility mode.
+        let bits = if op.mode64() {
+            64
+        } else if op.mode32() {
+            32
+        } else {
+            continue;
+        };
+        let decodes = if bits == 64 {
+            op.amd_decoder64() && op.intel_decoder64()
+        } else {
+            op.amd_decoder32() && op.intel_decoder32()
+        };
         if !op.is_instruction()
-            || !op.mode64()
+            || !decodes
             || op.encoding() != EncodingKind::Legacy
             || !op.cpl3()
             || code.is_privileged()
@@ -272,8 +292,6 @@ pub fn all() -> Vec<Form> {
             || op.decoder_option() != 0
             // WAIT + FNxxx pairs: covered by WAIT and the FNxxx forms.
             || op.fwait()
-            || !op.amd_decoder64()
-            || !op.intel_decoder64()
             || excluded(code.mnemonic())
         {
             continue;
@@ -310,7 +328,11 @@ pub fn all() -> Vec<Form> {
         } else {
             Relax::Exact
         };
-        let base = format!("{code:?}");
+        let base = if bits == 32 {
+            format!("{code:?}[32]")
+        } else {
+            format!("{code:?}")
+        };
         let has_rm = kinds.iter().any(|&k| is_rm(k));
         let variants: &[bool] = if has_rm { &[false, true] } else { &[false] };
         let string = kinds
@@ -361,6 +383,7 @@ pub fn all() -> Vec<Form> {
                     }
                     out.push(Form {
                         code,
+                        bits,
                         mem,
                         rep,
                         lock,

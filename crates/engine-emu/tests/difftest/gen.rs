@@ -11,7 +11,7 @@ use iced_x86::{
 };
 
 use super::forms::{Form, RepPrefix};
-use super::{CpuState, Rng, CODE_MAX, DATA_ADDR, DATA_SIZE, END_ADDR, TEST_ADDR};
+use super::{CpuState, Rng, CODE_MAX, DATA_ADDR, DATA_SIZE, END32_ADDR, END_ADDR, TEST_ADDR};
 
 /// The marker a not-taken branch leaves in RAX.
 pub const BRANCH_MARKER: u64 = 0x5a5a_0f0f_1234_8765;
@@ -19,6 +19,8 @@ pub const BRANCH_MARKER: u64 = 0x5a5a_0f0f_1234_8765;
 /// One test case.
 #[derive(Clone)]
 pub struct Case {
+    /// 64 or 32 (compatibility mode).
+    pub bits: u32,
     /// The test code: the instruction, a marker move for branches, `jmp END_ADDR`.
     pub code: Vec<u8>,
     /// The instruction under test (as decoded from `code`).
@@ -325,7 +327,7 @@ fn random_mxcsr(rng: &mut Rng) -> u32 {
     m
 }
 
-fn pick_reg(rng: &mut Rng, k: OpCodeOperandKind) -> Register {
+fn pick_reg(rng: &mut Rng, k: OpCodeOperandKind, bits: u32) -> Register {
     use OpCodeOperandKind as K;
     use Register as R;
     const R8: [Register; 20] = [
@@ -350,9 +352,13 @@ fn pick_reg(rng: &mut Rng, k: OpCodeOperandKind) -> Register {
         R::R14L,
         R::R15L,
     ];
-    let i = rng.below(16) as u32;
+    // No REX (R8-R15, SPL..DIL) outside 64-bit mode.
+    let n = if bits == 64 { 16 } else { 8 };
+    let i = rng.below(n) as u32;
     match k {
-        K::r8_reg | K::r8_opcode | K::r8_or_mem => *rng.pick(&R8),
+        K::r8_reg | K::r8_opcode | K::r8_or_mem => {
+            *rng.pick(&R8[..if bits == 64 { 20 } else { 8 }])
+        }
         K::r16_reg | K::r16_rm | K::r16_opcode | K::r16_or_mem => R::AX + i,
         K::r32_reg | K::r32_rm | K::r32_opcode | K::r32_or_mem => R::EAX + i,
         K::r64_reg | K::r64_rm | K::r64_opcode | K::r64_or_mem => R::RAX + i,
@@ -400,6 +406,15 @@ struct MemTarget {
     size: usize,
 }
 
+/// A random address register of the mode's width.
+fn gpr(rng: &mut Rng, bits: u32) -> Register {
+    if bits == 64 {
+        GPR64[rng.below(16) as usize]
+    } else {
+        Register::EAX + rng.below(8) as u32
+    }
+}
+
 /// Choose a memory operand for operand `i`: base/index/displacement (or
 /// RIP-relative, or a 64-bit absolute moffs) such that it addresses
 /// `DATA_ADDR + off`. Returns the target and the register values to pin.
@@ -409,6 +424,7 @@ fn memory_operand(
     i: u32,
     k: OpCodeOperandKind,
     stack: bool,
+    bits: u32,
     pins: &mut Vec<(Register, u64)>,
 ) -> MemTarget {
     let size = match ins.memory_size().size() {
@@ -428,10 +444,10 @@ fn memory_operand(
         ins.set_memory_base(Register::None);
         ins.set_memory_index(Register::None);
         ins.set_memory_displacement64(addr);
-        ins.set_memory_displ_size(8);
+        ins.set_memory_displ_size(if bits == 64 { 8 } else { 4 });
         return MemTarget { off, size };
     }
-    if rng.chance(1, 8) {
+    if bits == 64 && rng.chance(1, 8) {
         ins.set_memory_base(Register::RIP);
         ins.set_memory_index(Register::None);
         ins.set_memory_displacement64(addr);
@@ -439,16 +455,16 @@ fn memory_operand(
         return MemTarget { off, size };
     }
     let base = loop {
-        let b = GPR64[rng.below(16) as usize];
+        let b = gpr(rng, bits);
         // The stack pointer must stay in the page for PUSH/POP [mem].
-        if !(stack && b == Register::RSP) {
+        if !(stack && b.full_register() == Register::RSP) {
             break b;
         }
     };
     let (index, scale, index_val) = if rng.chance(2, 5) {
         let idx = loop {
-            let x = GPR64[rng.below(16) as usize];
-            if x != base && x != Register::RSP {
+            let x = gpr(rng, bits);
+            if x != base && x.full_register() != Register::RSP {
                 break x;
             }
         };
@@ -506,7 +522,9 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
         let i = i as u32;
         match k {
             K::mem | K::mem_offs => {
-                mem = Some(memory_operand(rng, &mut ins, i, k, stack, &mut pins));
+                mem = Some(memory_operand(
+                    rng, &mut ins, i, k, stack, form.bits, &mut pins,
+                ));
             }
             K::r8_or_mem
             | K::r16_or_mem
@@ -516,7 +534,9 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
             | K::xmm_or_mem
                 if form.mem =>
             {
-                mem = Some(memory_operand(rng, &mut ins, i, k, stack, &mut pins));
+                mem = Some(memory_operand(
+                    rng, &mut ins, i, k, stack, form.bits, &mut pins,
+                ));
             }
             K::r8_or_mem
             | K::r16_or_mem
@@ -540,7 +560,7 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
             | K::xmm_reg
             | K::xmm_rm => {
                 ins.set_op_kind(i, OpKind::Register);
-                ins.set_op_register(i, pick_reg(rng, k));
+                ins.set_op_register(i, pick_reg(rng, k, form.bits));
             }
             K::al | K::cl | K::ax | K::dx | K::eax | K::rax | K::st0 => {
                 let r = match k {
@@ -624,6 +644,10 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
                 ins.set_op_kind(i, OpKind::NearBranch64);
                 ins.set_near_branch64(TEST_ADDR + 0x20);
             }
+            K::br32_1 | K::br32_4 => {
+                ins.set_op_kind(i, OpKind::NearBranch32);
+                ins.set_near_branch32((TEST_ADDR + 0x20) as u32);
+            }
             _ => return None,
         }
         if matches!(
@@ -652,14 +676,23 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
     Some(Built { ins, pins, mem })
 }
 
-fn encode(ins: &Instruction, ip: u64) -> Option<Vec<u8>> {
-    let mut e = Encoder::new(64);
+fn encode(ins: &Instruction, ip: u64, bits: u32) -> Option<Vec<u8>> {
+    let mut e = Encoder::new(bits);
     e.encode(ins, ip).ok()?;
     Some(e.take_buffer())
 }
 
 fn is_branch(ins: &Instruction) -> bool {
-    (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::NearBranch64)
+    (0..ins.op_count())
+        .any(|i| matches!(ins.op_kind(i), OpKind::NearBranch64 | OpKind::NearBranch32))
+}
+
+fn set_branch_target(ins: &mut Instruction, target: u64) {
+    if (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::NearBranch32) {
+        ins.set_near_branch32(target as u32);
+    } else {
+        ins.set_near_branch64(target);
+    }
 }
 
 /// The RFLAGS bits of iced's RflagsBits, as RFLAGS bit positions.
@@ -687,32 +720,44 @@ pub fn generate(form: &Form, rng: &mut Rng) -> Option<Case> {
             continue;
         };
         // Encode (twice for branches: the target follows the instruction).
-        let Some(mut bytes) = encode(&b.ins, TEST_ADDR) else {
+        let bits = form.bits;
+        let Some(mut bytes) = encode(&b.ins, TEST_ADDR, bits) else {
             continue;
         };
         let branch = is_branch(&b.ins);
-        let target = TEST_ADDR + bytes.len() as u64 + if branch { 10 } else { 0 };
+        // The marker move: mov rax, imm64 (64-bit) / mov eax, imm32.
+        let marker_len = if bits == 64 { 10 } else { 5 };
+        let target = TEST_ADDR + bytes.len() as u64 + if branch { marker_len } else { 0 };
         if branch {
-            b.ins.set_near_branch64(target);
-            match encode(&b.ins, TEST_ADDR) {
-                Some(x) if TEST_ADDR + x.len() as u64 + 10 == target => bytes = x,
+            set_branch_target(&mut b.ins, target);
+            match encode(&b.ins, TEST_ADDR, bits) {
+                Some(x) if TEST_ADDR + x.len() as u64 + marker_len == target => bytes = x,
                 _ => continue,
             }
         }
         let mut code = bytes.clone();
         if branch {
-            code.push(0x48); // mov rax, imm64
-            code.push(0xb8);
-            code.extend_from_slice(&BRANCH_MARKER.to_le_bytes());
+            if bits == 64 {
+                code.push(0x48); // mov rax, imm64
+                code.push(0xb8);
+                code.extend_from_slice(&BRANCH_MARKER.to_le_bytes());
+            } else {
+                code.push(0xb8); // mov eax, imm32
+                code.extend_from_slice(&(BRANCH_MARKER as u32).to_le_bytes());
+            }
         }
         let jmp_at = TEST_ADDR + code.len() as u64;
-        let jmp = Instruction::with_branch(Code::Jmp_rel32_64, END_ADDR).ok()?;
-        code.extend_from_slice(&encode(&jmp, jmp_at)?);
+        let jmp = if bits == 64 {
+            Instruction::with_branch(Code::Jmp_rel32_64, END_ADDR).ok()?
+        } else {
+            Instruction::with_branch(Code::Jmp_rel32_32, END32_ADDR).ok()?
+        };
+        code.extend_from_slice(&encode(&jmp, jmp_at, bits)?);
         if code.len() > CODE_MAX {
             continue;
         }
         // What the host will decode.
-        let mut dec = Decoder::with_ip(64, &bytes, TEST_ADDR, DecoderOptions::NONE);
+        let mut dec = Decoder::with_ip(bits, &bytes, TEST_ADDR, DecoderOptions::NONE);
         let ins = dec.decode();
         if ins.code() != form.code || ins.len() != bytes.len() {
             continue;
@@ -724,6 +769,7 @@ pub fn generate(form: &Form, rng: &mut Rng) -> Option<Case> {
             write_reg(&mut state, r, v);
         }
         let mut case = Case {
+            bits,
             code,
             ins,
             state,
@@ -881,11 +927,32 @@ fn adjust(form: &Form, case: &mut Case, mem: Option<MemTarget>, target: u64, rng
                 }
             }
         }
-        M::Popf | M::Popfq => {
+        M::Popf | M::Popfd | M::Popfq => {
             let rsp = (st.gpr[4] - DATA_ADDR) as usize;
             let v = 0x202 | (rng.next() & super::FLAGS_COMPARED);
-            let size = if ins.code() == Code::Popfw { 2 } else { 8 };
+            let size = match ins.code() {
+                Code::Popfw => 2,
+                Code::Popfd => 4,
+                _ => 8,
+            };
             write_mem(data, rsp, size, v);
+        }
+        M::Bound if rng.chance(1, 2) => {
+            // Bounds around the index half the time (else #BR mostly).
+            if let (Some(t), OpKind::Register) = (mem, ins.op_kind(0)) {
+                let r = ins.op_register(0);
+                let half = r.size();
+                let raw = read_reg(st, r);
+                let v = if half == 2 {
+                    raw as i16 as i64
+                } else {
+                    raw as i32 as i64
+                };
+                let lo = v - rng.below(3) as i64;
+                let hi = v + rng.below(3) as i64;
+                write_mem(data, t.off, half, lo as u64);
+                write_mem(data, t.off + half, half, hi as u64);
+            }
         }
         M::Ret => {
             let rsp = (st.gpr[4] - DATA_ADDR) as usize;

@@ -32,6 +32,8 @@ pub mod native;
 pub const TEST_ADDR: u64 = 0x4000_0000;
 /// Where the test code jumps when the instruction completed.
 pub const END_ADDR: u64 = 0x4000_1000;
+/// Where 32-bit (compatibility mode) test code jumps when it completed.
+pub const END32_ADDR: u64 = END_ADDR + 0x800;
 /// The data page memory operands point into.
 pub const DATA_ADDR: u64 = 0x4001_0000;
 pub const DATA_SIZE: usize = 4096;
@@ -253,6 +255,7 @@ pub fn run_native(stubs: &native::Stubs, cases: &[gen::Case]) -> Vec<Result> {
         let inputs: Vec<native::Input> = chunk
             .iter()
             .map(|c| native::Input {
+                bits: c.bits,
                 code: &c.code,
                 state: &c.state,
                 data: &c.data,
@@ -299,7 +302,7 @@ pub fn run_forms(forms: &[forms::Form], settings: &Settings) -> Vec<compare::For
                 rep.host_faults += 1;
             }
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                emu.run_one(&case.code, &case.state, &case.data)
+                emu.run_one(case.bits, &case.code, &case.state, &case.data)
             }));
             let e = match run {
                 Ok(e) => e,

@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use iced_x86::code_asm::*;
 
-use super::{CpuState, Outcome, Result, DATA_ADDR, DATA_SIZE, END_ADDR, TEST_ADDR};
+use super::{CpuState, Outcome, Result, DATA_ADDR, DATA_SIZE, END32_ADDR, END_ADDR, TEST_ADDR};
 use super::{FX_OFF, GPR_OFF, RFLAGS_OFF};
 
-/// Prologue stub (called from Rust).
+/// Prologue stubs (called from Rust), for 64-bit and 32-bit test code.
 const PROLOGUE_ADDR: u64 = TEST_ADDR + 0x2000;
+const PROLOGUE32_ADDR: u64 = TEST_ADDR + 0x2400;
 /// Where a faulting case resumes.
 const RECOVER_ADDR: u64 = TEST_ADDR + 0x2800;
 /// Input and output state blocks, the host's FXSAVE image, saved RSP.
@@ -34,6 +35,13 @@ const OUT_ADDR: u64 = TEST_ADDR + 0x3400;
 const HOST_FX_ADDR: u64 = TEST_ADDR + 0x3800;
 const SAVED_RSP_ADDR: u64 = TEST_ADDR + 0x3c00;
 const FAULT_ADDR: u64 = TEST_ADDR + 0x3c08;
+/// Far pointers (m16:32) into 32-bit and back into 64-bit code.
+const FAR32_ADDR: u64 = TEST_ADDR + 0x3c10;
+const FAR64_ADDR: u64 = TEST_ADDR + 0x3c18;
+/// Linux's flat user selectors: 32-bit code, 64-bit code, data.
+const USER32_CS: u16 = 0x23;
+const USER_CS: u16 = 0x33;
+const USER_DS: u32 = 0x2b;
 /// Test page, end page, stub page, state page.
 const STUB_SPAN: usize = 0x4000;
 
@@ -49,6 +57,8 @@ struct Slot {
 
 /// The input of one case, as the child reads it.
 pub struct Input<'a> {
+    /// 64, or 32 for compatibility mode.
+    pub bits: u32,
     pub code: &'a [u8],
     pub state: &'a CpuState,
     pub data: &'a [u8; DATA_SIZE],
@@ -57,6 +67,8 @@ pub struct Input<'a> {
 /// Machine code of the stubs, assembled once in the parent.
 pub struct Stubs {
     prologue: Vec<u8>,
+    prologue32: Vec<u8>,
+    end32: Vec<u8>,
     epilogue: Vec<u8>,
     recover: Vec<u8>,
 }
@@ -74,6 +86,34 @@ fn assemble(
     a.assemble(at).expect("stub encodes")
 }
 
+/// Save the host state, load the input state, enter the test code (in
+/// compatibility mode through a far jump for 32-bit code).
+fn load_state(a: &mut CodeAssembler, compat: bool) -> std::result::Result<(), IcedError> {
+    for r in [rbx, rbp, r12, r13, r14, r15] {
+        a.push(r)?;
+    }
+    a.sub(rsp, 8)?;
+    a.mov(qword_ptr(SAVED_RSP_ADDR), rsp)?;
+    a.fxsave64(ptr(HOST_FX_ADDR))?;
+    a.fxrstor64(ptr(IN_ADDR + FX_OFF))?;
+    if compat {
+        // 32-bit code uses DS/ES (null in a 64-bit Linux process).
+        a.mov(eax, USER_DS)?;
+        a.mov(ds, ax)?;
+        a.mov(es, ax)?;
+    }
+    a.push(qword_ptr(IN_ADDR + RFLAGS_OFF))?;
+    a.popfq()?;
+    for (i, r) in GPRS.iter().enumerate() {
+        a.mov(*r, qword_ptr(IN_ADDR + GPR_OFF + 8 * i as u64))?;
+    }
+    if compat {
+        a.jmp(fword_ptr(FAR32_ADDR))
+    } else {
+        a.jmp(TEST_ADDR)
+    }
+}
+
 /// Restore the host state after RSP was reloaded, and return `status`.
 fn host_return(a: &mut CodeAssembler, status: u32) -> std::result::Result<(), IcedError> {
     a.fxrstor64(ptr(HOST_FX_ADDR))?;
@@ -88,21 +128,11 @@ fn host_return(a: &mut CodeAssembler, status: u32) -> std::result::Result<(), Ic
 
 impl Stubs {
     pub fn new() -> Stubs {
-        let prologue = assemble(PROLOGUE_ADDR, |a| {
-            for r in [rbx, rbp, r12, r13, r14, r15] {
-                a.push(r)?;
-            }
-            a.sub(rsp, 8)?;
-            a.mov(qword_ptr(SAVED_RSP_ADDR), rsp)?;
-            a.fxsave64(ptr(HOST_FX_ADDR))?;
-            a.fxrstor64(ptr(IN_ADDR + FX_OFF))?;
-            a.push(qword_ptr(IN_ADDR + RFLAGS_OFF))?;
-            a.popfq()?;
-            for (i, r) in GPRS.iter().enumerate() {
-                a.mov(*r, qword_ptr(IN_ADDR + GPR_OFF + 8 * i as u64))?;
-            }
-            a.jmp(TEST_ADDR)
-        });
+        let prologue = assemble(PROLOGUE_ADDR, |a| load_state(a, false));
+        let prologue32 = assemble(PROLOGUE32_ADDR, |a| load_state(a, true));
+        // 32-bit code at END32_ADDR: jmp far [FAR64] (FF /5, disp32).
+        let mut end32 = vec![0xff, 0x2d];
+        end32.extend_from_slice(&(FAR64_ADDR as u32).to_le_bytes());
         let epilogue = assemble(END_ADDR, |a| {
             for (i, r) in GPRS.iter().enumerate() {
                 a.mov(qword_ptr(OUT_ADDR + GPR_OFF + 8 * i as u64), *r)?;
@@ -119,6 +149,8 @@ impl Stubs {
         });
         Stubs {
             prologue,
+            prologue32,
+            end32,
             epilogue,
             recover,
         }
@@ -148,6 +180,11 @@ extern "C" fn on_fault(sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
         let trapno = gregs[libc::REG_TRAPNO as usize] as u64;
         std::ptr::write_volatile(FAULT_ADDR as *mut u64, trapno);
         gregs[libc::REG_RIP as usize] = RECOVER_ADDR as i64;
+        // No single-stepping or alignment checks in the recovery stub.
+        gregs[libc::REG_EFL as usize] &= !((1 << 8) | (1 << 18));
+        // The recovery stub is 64-bit code (the fault may be in 32-bit code).
+        let csgsfs = &mut gregs[libc::REG_CSGSFS as usize];
+        *csgsfs = (*csgsfs & !0xffff) | i64::from(USER_CS);
     }
 }
 
@@ -189,6 +226,16 @@ unsafe fn child(
         std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len());
     };
     copy(PROLOGUE_ADDR, &stubs.prologue);
+    copy(PROLOGUE32_ADDR, &stubs.prologue32);
+    copy(END32_ADDR, &stubs.end32);
+    let far = |at: u64, off: u64, sel: u16| {
+        let mut b = [0u8; 6];
+        b[..4].copy_from_slice(&(off as u32).to_le_bytes());
+        b[4..].copy_from_slice(&sel.to_le_bytes());
+        std::ptr::copy_nonoverlapping(b.as_ptr(), at as *mut u8, 6);
+    };
+    far(FAR32_ADDR, TEST_ADDR, USER32_CS);
+    far(FAR64_ADDR, END_ADDR, USER_CS);
     copy(END_ADDR, &stubs.epilogue);
     copy(RECOVER_ADDR, &stubs.recover);
 
@@ -229,14 +276,22 @@ unsafe fn child(
         }
     }
 
-    let entry: extern "C" fn() -> u64 = std::mem::transmute(PROLOGUE_ADDR as usize);
+    let entry64: extern "C" fn() -> u64 = std::mem::transmute(PROLOGUE_ADDR as usize);
+    let entry32: extern "C" fn() -> u64 = std::mem::transmute(PROLOGUE32_ADDR as usize);
     for (i, input) in inputs.iter().enumerate().skip(first) {
         progress.store(i as u64, Ordering::SeqCst);
+        // A case that never reaches the end (SIGALRM kills the child; the
+        // parent reports the case and goes on with the next).
+        libc::alarm(1);
         let n = input.code.len().min(0x1000);
         copy(TEST_ADDR, &input.code[..n]);
         copy(DATA_ADDR, &input.data[..]);
         std::ptr::copy_nonoverlapping(input.state, IN_ADDR as *mut CpuState, 1);
-        let status = entry();
+        let status = if input.bits == 32 {
+            entry32()
+        } else {
+            entry64()
+        };
         let slot = slots.add(i);
         (*slot).status = status;
         if status == 0 {
