@@ -362,7 +362,8 @@ pub fn all() -> Vec<Form> {
                 continue;
             }
             // Memory forms that take LOCK are also tested locked.
-            let locks: &[bool] = if mem && op.can_use_lock_prefix() {
+            let has_mem = mem || kinds.contains(&OpCodeOperandKind::mem);
+            let locks: &[bool] = if has_mem && op.can_use_lock_prefix() {
                 &[false, true]
             } else {
                 &[false]
