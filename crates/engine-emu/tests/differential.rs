@@ -7,7 +7,7 @@
 //! - `KITE_DIFF_SEED=S`: another seed (decimal or 0x-hex);
 //! - `KITE_DIFF_FILTER=text`: only forms whose name contains `text`
 //!   (names are iced `Code`s, `/r` or `/m` for the r/m operand, e.g.
-//!   `Adc_rm32_imm8/m`, `rep Movsb_m8_m8`);
+//!   `Adc_rm32_imm8/m`, `rep+Movsb_m8_m8`, `lock+Xadd_rm32_r32/m`);
 //! - `KITE_DIFF_REPORT=path`: also write the results table there.
 //!
 //! Extensions covered (`forms::Ext`): the base x86-64 integer set, x87,
@@ -195,7 +195,7 @@ fn native_runner_is_deterministic() {
         "Fadd_st0_sti",
         "Push_r64",
         "Div_rm64/r",
-        "rep Movsb_m8_m8",
+        "rep+Movsb_m8_m8",
         "Cmpxchg16b_m128",
         "Pshufb_xmm_xmmm128/r",
     ];

@@ -372,11 +372,11 @@ pub fn all() -> Vec<Form> {
                 for &lock in locks {
                     let mut name = match rep {
                         RepPrefix::None => String::new(),
-                        RepPrefix::Rep => "rep ".into(),
-                        RepPrefix::Repne => "repne ".into(),
+                        RepPrefix::Rep => "rep+".into(),
+                        RepPrefix::Repne => "repne+".into(),
                     };
                     if lock {
-                        name.push_str("lock ");
+                        name.push_str("lock+");
                     }
                     name.push_str(&base);
                     if has_rm {
