@@ -20,8 +20,6 @@
 //! - natively, the prologue and the state blocks follow the end page; on the
 //!   emu, the page tables, GDT, IDT, TSS and exception stubs live at `SYS_ADDR`.
 
-#![allow(dead_code)]
-
 pub mod compare;
 pub mod emu;
 pub mod forms;
