@@ -7,15 +7,18 @@
 //! every register from the input block (FXRSTOR64, POPFQ, 16 MOVs) and jumps
 //! to the test code. The test code ends with `jmp END_ADDR`, where the
 //! epilogue stores every register, RFLAGS and FXSAVE64 into the output block
-//! and returns to Rust.
+//! and returns to Rust. 32-bit cases enter through a far jump to Linux's
+//! 32-bit user code segment (0x23, with DS/ES loaded) and end with a jump to
+//! `END32_ADDR`, whose far jump returns to the 64-bit epilogue.
 //!
 //! A fault inside the test code raises a signal; the handler (on an
 //! alternate stack, since RSP is the test's) records the trap number the
 //! kernel reports (the exception vector) and resumes at a recovery stub that
 //! restores the host state and returns. The child allocates nothing after
 //! `fork` (the test harness is multi-threaded); its results go to a shared
-//! mapping. If the child dies anyway, the parent marks the case it was on as
-//! broken and forks again for the rest.
+//! mapping. If the child dies anyway (or a case runs for over a second and
+//! SIGALRM ends it), the parent marks the case it was on as broken and forks
+//! again for the rest.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
