@@ -267,6 +267,40 @@ fn native_runner_is_deterministic() {
     );
 }
 
+/// Memory operands take every addressing form (base/index/scale/disp,
+/// RIP-relative, absolute disp32, 32-bit addressing in 64-bit mode) and
+/// the native side reaches the data page with all of them.
+#[test]
+fn memory_operands_use_every_addressing_form() {
+    let all = forms::all();
+    let form = all.iter().find(|f| f.name == "Mov_r64_rm64/m").unwrap();
+    let (cases, _) = difftest::cases_for(form, 400, 11);
+    let host = run_native(&cases);
+    let (mut rip, mut abs, mut a32, mut sib) = (0, 0, 0, 0);
+    for (c, h) in cases.iter().zip(host.iter()) {
+        assert_eq!(h.outcome, Outcome::Done, "{}", compare::describe(c));
+        let (off, _) = c.mem.unwrap();
+        let want = u64::from_le_bytes(c.data[off..off + 8].try_into().unwrap());
+        let dst = c.ins.op0_register().number();
+        assert_eq!(h.state.gpr[dst], want, "{}", compare::describe(c));
+        let base = c.ins.memory_base();
+        if base == iced_x86::Register::RIP {
+            rip += 1;
+        } else if base == iced_x86::Register::None {
+            abs += 1;
+        } else if base.size() == 4 {
+            a32 += 1;
+        }
+        if c.ins.memory_index() != iced_x86::Register::None {
+            sib += 1;
+        }
+    }
+    assert!(
+        rip > 10 && abs > 5 && a32 > 10 && sib > 50,
+        "{rip} {abs} {a32} {sib}"
+    );
+}
+
 /// The comparison finds a difference in any compared field, and ignores
 /// the flags the SDM leaves undefined.
 #[test]

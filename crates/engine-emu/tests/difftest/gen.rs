@@ -406,12 +406,12 @@ struct MemTarget {
     size: usize,
 }
 
-/// A random address register of the mode's width.
-fn gpr(rng: &mut Rng, bits: u32) -> Register {
-    if bits == 64 {
+/// A random address register: 64-bit, or 32-bit (R8D-R15D only in 64-bit mode).
+fn gpr(rng: &mut Rng, addr_bits: u32, mode_bits: u32) -> Register {
+    if addr_bits == 64 {
         GPR64[rng.below(16) as usize]
     } else {
-        Register::EAX + rng.below(8) as u32
+        Register::EAX + rng.below(if mode_bits == 64 { 16 } else { 8 }) as u32
     }
 }
 
@@ -454,8 +454,23 @@ fn memory_operand(
         ins.set_memory_displ_size(8);
         return MemTarget { off, size };
     }
+    if rng.chance(1, 16) {
+        // Absolute [disp32] (a SIB without base and index in 64-bit mode).
+        ins.set_memory_base(Register::None);
+        ins.set_memory_index(Register::None);
+        ins.set_memory_displacement64(addr);
+        ins.set_memory_displ_size(4);
+        return MemTarget { off, size };
+    }
+    // Sometimes 32-bit addressing in 64-bit mode (67h): the upper halves of
+    // the registers must not matter.
+    let addr_bits = if bits == 64 && rng.chance(1, 8) {
+        32
+    } else {
+        bits
+    };
     let base = loop {
-        let b = gpr(rng, bits);
+        let b = gpr(rng, addr_bits, bits);
         // The stack pointer must stay in the page for PUSH/POP [mem].
         if !(stack && b.full_register() == Register::RSP) {
             break b;
@@ -463,7 +478,7 @@ fn memory_operand(
     };
     let (index, scale, index_val) = if rng.chance(2, 5) {
         let idx = loop {
-            let x = gpr(rng, bits);
+            let x = gpr(rng, addr_bits, bits);
             if x != base && x.full_register() != Register::RSP {
                 break x;
             }
