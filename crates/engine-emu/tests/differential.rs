@@ -301,6 +301,39 @@ fn memory_operands_use_every_addressing_form() {
     );
 }
 
+/// String instructions run with 64-bit and 32-bit (67h) addressing, REP
+/// counts and both directions, and complete natively.
+#[test]
+fn string_cases_cover_address_sizes_and_directions() {
+    let all = forms::all();
+    let form = all.iter().find(|f| f.name == "rep+Movsq_m64_m64").unwrap();
+    let (cases, _) = difftest::cases_for(form, 200, 5);
+    let host = run_native(&cases);
+    let a32 = cases
+        .iter()
+        .filter(|c| c.ins.op0_kind() == iced_x86::OpKind::MemoryESEDI)
+        .count();
+    let down = cases.iter().filter(|c| c.state.rflags & 0x400 != 0).count();
+    assert!(a32 > 20 && a32 < 180, "{a32} with 67h");
+    assert!(down > 50 && down < 150, "{down} with DF=1");
+    for (c, h) in cases.iter().zip(host.iter()) {
+        assert_eq!(h.outcome, Outcome::Done, "{}", compare::describe(c));
+        let count = if c.ins.op0_kind() == iced_x86::OpKind::MemoryESEDI {
+            c.state.gpr[1] & 0xffff_ffff
+        } else {
+            c.state.gpr[1]
+        };
+        assert_eq!(h.state.gpr[1] & 0xffff_ffff, 0, "RCX counts down to 0");
+        let step = if c.state.rflags & 0x400 != 0 {
+            0u64.wrapping_sub(8)
+        } else {
+            8
+        };
+        let end = (c.state.gpr[7] & 0xffff_ffff).wrapping_add(count.wrapping_mul(step));
+        assert_eq!(h.state.gpr[7] & 0xffff_ffff, end & 0xffff_ffff);
+    }
+}
+
 /// The comparison finds a difference in any compared field, and ignores
 /// the flags the SDM leaves undefined.
 #[test]

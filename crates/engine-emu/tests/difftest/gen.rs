@@ -533,6 +533,8 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
     let mut mem = None;
     let mut had_imm = false;
     let stack = code.is_stack_instruction();
+    // String operands: sometimes with 32-bit addressing (67h: ESI/EDI/ECX).
+    let str32 = form.bits == 64 && rng.chance(1, 4);
     for (i, &k) in op.op_kinds().iter().enumerate() {
         let i = i as u32;
         match k {
@@ -645,6 +647,9 @@ fn build(form: &Form, rng: &mut Rng) -> Option<Built> {
                 ins.set_op_kind(i, OpKind::Immediate64);
                 ins.set_immediate64(imm_value(rng));
             }
+            K::seg_rSI if str32 => ins.set_op_kind(i, OpKind::MemorySegESI),
+            K::es_rDI if str32 => ins.set_op_kind(i, OpKind::MemoryESEDI),
+            K::seg_rDI if str32 => ins.set_op_kind(i, OpKind::MemorySegEDI),
             K::seg_rSI => ins.set_op_kind(i, OpKind::MemorySegRSI),
             K::es_rDI => ins.set_op_kind(i, OpKind::MemoryESRDI),
             K::seg_rDI => ins.set_op_kind(i, OpKind::MemorySegRDI),
@@ -833,12 +838,19 @@ fn adjust(form: &Form, case: &mut Case, mem: Option<MemTarget>, target: u64, rng
     }
 
     // Implicit pointers: string instructions, XLAT, MASKMOV*, ENTER/LEAVE.
-    let string_mem = (0..ins.op_count()).any(|i| {
+    let str32 = (0..ins.op_count()).any(|i| {
         matches!(
             ins.op_kind(i),
-            OpKind::MemorySegRSI | OpKind::MemoryESRDI | OpKind::MemorySegRDI
+            OpKind::MemorySegESI | OpKind::MemoryESEDI | OpKind::MemorySegEDI
         )
     });
+    let string_mem = str32
+        || (0..ins.op_count()).any(|i| {
+            matches!(
+                ins.op_kind(i),
+                OpKind::MemorySegRSI | OpKind::MemoryESRDI | OpKind::MemorySegRDI
+            )
+        });
     if string_mem {
         st.gpr[6] = DATA_ADDR + 0x600 + rng.below(0x400);
         st.gpr[7] = DATA_ADDR + 0x600 + rng.below(0x400);
@@ -878,6 +890,12 @@ fn adjust(form: &Form, case: &mut Case, mem: Option<MemTarget>, target: u64, rng
             }
             if rng.chance(1, 2) {
                 st.gpr[0] = read_mem(data, dst, 8);
+            }
+        }
+        if str32 {
+            // 32-bit addressing: the upper halves of RSI, RDI, RCX must not matter.
+            for r in [1, 6, 7] {
+                st.gpr[r] |= rng.next() & 0xffff_ffff_0000_0000;
             }
         }
     }
