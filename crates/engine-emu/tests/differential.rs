@@ -143,6 +143,26 @@ fn native_runner_known_answers() {
     assert_eq!(r[6].outcome, Outcome::Exception(14), "unmapped is #PF");
 }
 
+/// A case that never ends natively is reported (not hung on), and the
+/// cases after it still run.
+#[test]
+fn native_runner_survives_a_hanging_case() {
+    let mut spin = manual_case(vec![0xeb, 0xfe], base_state()); // jmp $
+    spin.code.extend_from_slice(&code(|a| a.nop())[..]);
+    let mut s = base_state();
+    s.gpr[0] = 5;
+    s.gpr[3] = 6;
+    let add = manual_case(code(|a| a.add(rax, rbx)), s);
+    let r = run_native(&[spin, add]);
+    assert!(
+        matches!(&r[0].outcome, Outcome::Broken(why) if why.contains("CPU time")),
+        "{:?}",
+        r[0].outcome
+    );
+    assert_eq!(r[1].outcome, Outcome::Done);
+    assert_eq!(r[1].state.gpr[0], 11);
+}
+
 /// 32-bit (compatibility mode) cases: the far jumps in and out, and a
 /// fault in 32-bit code.
 #[test]

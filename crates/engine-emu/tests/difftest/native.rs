@@ -16,8 +16,8 @@
 //! kernel reports (the exception vector) and resumes at a recovery stub that
 //! restores the host state and returns. The child allocates nothing after
 //! `fork` (the test harness is multi-threaded); its results go to a shared
-//! mapping. If the child dies anyway (or a case runs for over a second and
-//! SIGALRM ends it), the parent marks the case it was on as broken and forks
+//! mapping. If the child dies anyway (or a case runs for over a second of
+//! CPU time and SIGPROF ends it), the parent marks the case it was on as broken and forks
 //! again for the rest.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -283,9 +283,20 @@ unsafe fn child(
     let entry32: extern "C" fn() -> u64 = std::mem::transmute(PROLOGUE32_ADDR as usize);
     for (i, input) in inputs.iter().enumerate().skip(first) {
         progress.store(i as u64, Ordering::SeqCst);
-        // A case that never reaches the end (SIGALRM kills the child; the
-        // parent reports the case and goes on with the next).
-        libc::alarm(1);
+        // A case that never reaches the end: SIGPROF after one second of
+        // CPU time (not wall time: the machine may be busy) kills the child;
+        // the parent reports the case and goes on with the next.
+        let limit = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: 1,
+                tv_usec: 0,
+            },
+        };
+        libc::setitimer(libc::ITIMER_PROF, &limit, std::ptr::null_mut());
         let n = input.code.len().min(0x1000);
         copy(TEST_ADDR, &input.code[..n]);
         copy(DATA_ADDR, &input.data[..]);
@@ -376,7 +387,9 @@ pub fn run(stubs: &Stubs, inputs: &[Input]) -> Vec<Result> {
         if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
             break;
         }
-        let why = if libc::WIFSIGNALED(status) {
+        let why = if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGPROF {
+            "the case ran for over a second of CPU time natively".to_string()
+        } else if libc::WIFSIGNALED(status) {
             format!("native child killed by signal {}", libc::WTERMSIG(status))
         } else {
             format!(
