@@ -33,27 +33,6 @@ fn set_gate(a: &mut CodeAssembler, vector: u32, handler: CodeLabel) -> Result<()
     Ok(())
 }
 
-/// Print `label` and R8 as 16 hex digits. Clobbers RAX, RBX, RCX, RDX, RSI, R8.
-pub fn print_hex_r8(a: &mut CodeAssembler, label: &str) -> Result<(), IcedError> {
-    let mut hex = a.create_label();
-    let mut digit = a.create_label();
-    serial_asm::print_str64(a, label)?;
-    a.mov(ecx, 16)?;
-    a.set_label(&mut hex)?;
-    a.rol(r8, 4)?;
-    a.mov(eax, r8d)?;
-    a.and(eax, 0xf)?;
-    a.add(eax, b'0' as u32)?;
-    a.cmp(eax, b'9' as u32)?;
-    a.jbe(digit)?;
-    a.add(eax, (b'a' - b'0' - 10) as u32)?;
-    a.set_label(&mut digit)?;
-    a.mov(ebx, eax)?;
-    serial_asm::putc_bl(a)?;
-    a.dec(ecx)?;
-    a.jnz(hex)
-}
-
 /// The body: R12 counts #DE, R13 counts #PF, R14 = CR2 and R15 = the error
 /// code the #PF handler saw, RBP = the value the faulting read returned.
 pub fn emit_exceptions(a: &mut CodeAssembler) -> Result<(), IcedError> {
@@ -103,14 +82,14 @@ pub fn emit_exceptions(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.mov(ebp, dword_ptr(rsi))?;
 
     a.mov(r8, r12)?;
-    print_hex_r8(a, "de=")?;
+    serial_asm::print_hex_r8(a, "de=")?;
     a.mov(r8, r13)?;
-    print_hex_r8(a, " pf=")?;
+    serial_asm::print_hex_r8(a, " pf=")?;
     a.mov(r8, r14)?;
-    print_hex_r8(a, " cr2=")?;
+    serial_asm::print_hex_r8(a, " cr2=")?;
     a.mov(r8, r15)?;
-    print_hex_r8(a, " err=")?;
+    serial_asm::print_hex_r8(a, " err=")?;
     a.mov(r8, rbp)?;
-    print_hex_r8(a, " read=")?;
+    serial_asm::print_hex_r8(a, " read=")?;
     serial_asm::print_str64(a, "\n")
 }

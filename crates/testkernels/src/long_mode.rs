@@ -148,8 +148,6 @@ pub fn emit_compute(a: &mut CodeAssembler, words: u32) -> Result<(), IcedError> 
     let buf = u64::from(LOAD_ADDR + BUFFER_OFF);
     let mut fill = a.create_label();
     let mut fold = a.create_label();
-    let mut hex = a.create_label();
-    let mut digit = a.create_label();
 
     a.mov(rdi, buf)?;
     a.mov(ecx, words)?;
@@ -176,21 +174,7 @@ pub fn emit_compute(a: &mut CodeAssembler, words: u32) -> Result<(), IcedError> 
     a.cmp(ecx, words)?;
     a.jb(fold)?;
 
-    serial_asm::print_str64(a, "checksum=")?;
-    a.mov(ecx, 16)?;
-    a.set_label(&mut hex)?;
-    a.rol(r8, 4)?;
-    a.mov(eax, r8d)?;
-    a.and(eax, 0xf)?;
-    a.add(eax, b'0' as u32)?;
-    a.cmp(eax, b'9' as u32)?;
-    a.jbe(digit)?;
-    a.add(eax, (b'a' - b'0' - 10) as u32)?;
-    a.set_label(&mut digit)?;
-    a.mov(ebx, eax)?;
-    serial_asm::putc_bl(a)?;
-    a.dec(ecx)?;
-    a.jnz(hex)?;
+    serial_asm::print_hex_r8(a, "checksum=")?;
     serial_asm::print_str64(a, "\n")
 }
 

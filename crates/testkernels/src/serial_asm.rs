@@ -114,3 +114,25 @@ pub fn emit_echo_until(a: &mut CodeAssembler, end: u8) -> Result<(), IcedError> 
     a.jne(wait)?;
     Ok(())
 }
+
+/// Print `label` and R8 as 16 hex digits (64-bit code). Clobbers RAX, RBX,
+/// RCX, RDX, RSI, R8.
+pub fn print_hex_r8(a: &mut CodeAssembler, label: &str) -> Result<(), IcedError> {
+    let mut hex = a.create_label();
+    let mut digit = a.create_label();
+    print_str64(a, label)?;
+    a.mov(ecx, 16)?;
+    a.set_label(&mut hex)?;
+    a.rol(r8, 4)?;
+    a.mov(eax, r8d)?;
+    a.and(eax, 0xf)?;
+    a.add(eax, b'0' as u32)?;
+    a.cmp(eax, b'9' as u32)?;
+    a.jbe(digit)?;
+    a.add(eax, (b'a' - b'0' - 10) as u32)?;
+    a.set_label(&mut digit)?;
+    a.mov(ebx, eax)?;
+    putc_bl(a)?;
+    a.dec(ecx)?;
+    a.jnz(hex)
+}
