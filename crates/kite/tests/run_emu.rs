@@ -71,3 +71,20 @@ fn triple_fault_on_emu_names_the_vcpu_state() {
         "{line}"
     );
 }
+
+#[test]
+fn an_unimplemented_instruction_is_named_with_its_bytes_and_address() {
+    let k = temp_file("unimpl.elf", &tk::unimplemented_instruction(0x23));
+    let r = kite(
+        &["run", "--engine", "emu", "--no-reboot", "--kernel", &k],
+        b"",
+    );
+    // #UD with no IDT escalates to a triple fault.
+    assert_eq!(r.status, Some(1), "stderr: {}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("unimplemented instruction `vzeroupper` (bytes c5 f8 77) at 0008:0x"),
+        "{}",
+        r.stderr
+    );
+}

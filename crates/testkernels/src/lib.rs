@@ -93,6 +93,16 @@ pub fn exceptions_report() -> String {
     )
 }
 
+/// Enters long mode and executes VZEROUPPER (VEX-encoded AVX, which the emu
+/// engine does not implement or advertise), with no IDT: the #UD becomes a
+/// triple fault. On a CPU with AVX it instead writes `value` to port 0xf4.
+pub fn unimplemented_instruction(value: u8) -> Vec<u8> {
+    build_long_mode(|a| {
+        a.vzeroupper()?;
+        serial_asm::debug_exit64(a, value)
+    })
+}
+
 /// What the compute kernel prints after `checksum=`: the same algorithm in Rust.
 pub fn compute_checksum() -> u64 {
     let mut x: u64 = long_mode::COMPUTE_SEED;
