@@ -230,10 +230,28 @@ mod tests {
     #[test]
     fn lzcnt_is_bsr_without_abm_in_cpuid() {
         let mut t = TestCpu::new(64);
+        for e in t.cpu.cpuid.iter_mut().filter(|e| e.function == 0x8000_0001) {
+            e.ecx &= !(1 << 5);
+        }
         t.exec(|a| {
             a.mov(ecx, 0x10u32).unwrap();
             a.lzcnt(eax, ecx).unwrap();
         });
         assert_eq!(t.cpu.gpr[0], 4);
+    }
+
+    #[test]
+    fn lzcnt_counts_leading_zeros_with_abm_in_cpuid() {
+        let mut t = TestCpu::new(64);
+        assert!(t
+            .cpu
+            .cpuid
+            .iter()
+            .any(|e| e.function == 0x8000_0001 && e.ecx & (1 << 5) != 0));
+        t.exec(|a| {
+            a.mov(ecx, 0x10u32).unwrap();
+            a.lzcnt(eax, ecx).unwrap();
+        });
+        assert_eq!(t.cpu.gpr[0], 27);
     }
 }
