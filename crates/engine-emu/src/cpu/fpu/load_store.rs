@@ -219,10 +219,8 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
     // round-up when it completed, cleared when an unmasked exception
     // stopped it.
     cpu.fpu.fsw = (cpu.fpu.fsw & !sw::C1) | c1;
-    if done {
-        if pop {
-            cpu.fpu.pop();
-        }
+    if done && pop {
+        cpu.fpu.pop();
     }
     Ok(())
 }
