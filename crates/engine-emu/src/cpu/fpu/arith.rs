@@ -198,9 +198,12 @@ fn arith(cpu: &mut Cpu, ins: &Instruction) -> Res {
     };
     let a = cpu.fpu.st(dst).to_buf();
     let b = src_buf(cpu, src);
-    let out = TABLE[op][form](cpu.fpu.fcw, &a, &b);
+    let out = TABLE[op][form](cpu.fpu.fcw, cpu.fpu.fsw, &a, &b);
+    // The kernel started from the guest's condition codes: its C0..C3 are
+    // the hardware's, also when an unmasked exception stopped the operation
+    // (which clears C1).
+    cpu.fpu.set_cc(out.c_bits());
     if cpu.x87_raise(out.exc) {
-        cpu.fpu.set_cc(out.c_bits());
         cpu.fpu.set_st(dst, F80::from_bytes(&out.r));
         if pop {
             cpu.fpu.pop();
@@ -251,7 +254,12 @@ fn compare(cpu: &mut Cpu, ins: &Instruction) -> Res {
             (_, Src::Mem { size: 2, .. }) => host::com_i16,
             _ => host::com_i32,
         };
-        let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &src_buf(cpu, src));
+        let out = k(
+            cpu.fpu.fcw,
+            cpu.fpu.fsw,
+            &cpu.fpu.st(0).to_buf(),
+            &src_buf(cpu, src),
+        );
         let done = cpu.x87_raise(out.exc);
         (out.sw_op & unordered, done)
     };
@@ -316,6 +324,7 @@ fn unary(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.fpu_check()?;
     cpu.x87_note(ins);
     if cpu.fpu.is_empty(0) {
+        clear_c2_on_stack_fault(cpu, ins);
         if cpu.x87_underflow() {
             cpu.fpu.set_st(0, F80::INDEFINITE);
         }
@@ -328,9 +337,9 @@ fn unary(cpu: &mut Cpu, ins: &Instruction) -> Res {
         M::Fsin => host::sin,
         _ => host::cos,
     };
-    let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &[0; 16]);
+    let out = k(cpu.fpu.fcw, cpu.fpu.fsw, &cpu.fpu.st(0).to_buf(), &[0; 16]);
+    cpu.fpu.set_cc(out.c_bits());
     if cpu.x87_raise(out.exc) {
-        cpu.fpu.set_cc(out.c_bits());
         // FSIN/FCOS out of range (C2): the kernel left ST(0) unchanged.
         cpu.fpu.set_st(0, F80::from_bytes(&out.r));
     }
@@ -342,6 +351,7 @@ fn two_results(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.fpu_check()?;
     cpu.x87_note(ins);
     if cpu.fpu.is_empty(0) || !cpu.fpu.is_empty(7) {
+        clear_c2_on_stack_fault(cpu, ins);
         let masked = if cpu.fpu.is_empty(0) {
             cpu.x87_underflow()
         } else {
@@ -358,11 +368,11 @@ fn two_results(cpu: &mut Cpu, ins: &Instruction) -> Res {
         M::Fsincos => host::sincos,
         _ => host::xtract,
     };
-    let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &[0; 16]);
+    let out = k(cpu.fpu.fcw, cpu.fpu.fsw, &cpu.fpu.st(0).to_buf(), &[0; 16]);
+    cpu.fpu.set_cc(out.c_bits());
     if !cpu.x87_raise(out.exc) {
         return Ok(());
     }
-    cpu.fpu.set_cc(out.c_bits());
     // The host pushed (TOP 7 -> 6) unless the operand was out of range
     // (C2): then nothing changes but C2.
     if out.top() == 6 {
@@ -376,6 +386,7 @@ fn st01(cpu: &mut Cpu, ins: &Instruction, k: Kernel) -> Res<Option<F80>> {
     cpu.fpu_check()?;
     cpu.x87_note(ins);
     if cpu.fpu.is_empty(0) || cpu.fpu.is_empty(1) {
+        clear_c2_on_stack_fault(cpu, ins);
         return Ok(if cpu.x87_underflow() {
             Some(F80::INDEFINITE)
         } else {
@@ -384,6 +395,7 @@ fn st01(cpu: &mut Cpu, ins: &Instruction, k: Kernel) -> Res<Option<F80>> {
     }
     let out = k(
         cpu.fpu.fcw,
+        cpu.fpu.fsw,
         &cpu.fpu.st(0).to_buf(),
         &cpu.fpu.st(1).to_buf(),
     );
@@ -420,4 +432,17 @@ fn with_st1_pop(cpu: &mut Cpu, ins: &Instruction) -> Res {
         cpu.fpu.pop();
     }
     Ok(())
+}
+
+/// A stack fault (underflow or overflow) in the instructions that define
+/// C2 (FPREM/FPREM1 "incomplete", FSIN/FCOS/FSINCOS/FPTAN "out of range")
+/// clears C2: the operation did not run, so it is neither incomplete nor
+/// out of range (what the hardware reports).
+fn clear_c2_on_stack_fault(cpu: &mut Cpu, ins: &Instruction) {
+    if matches!(
+        ins.mnemonic(),
+        M::Fprem | M::Fprem1 | M::Fsin | M::Fcos | M::Fsincos | M::Fptan
+    ) {
+        cpu.fpu.fsw &= !sw::C2;
+    }
 }

@@ -1,7 +1,10 @@
 //! x87 kernels that run the guest's operation on the host's x87 unit.
 //!
-//! Each kernel loads the guest's precision and rounding control into the
-//! host FCW with every exception masked, loads the operands (80-bit images
+//! Each kernel loads (FLDENV) the guest's control word and the guest's
+//! condition codes C0..C3 into the host unit (empty stack, TOP = 0, no
+//! exception flags), so bits the operation leaves unchanged come back
+//! unchanged and bits it clears come back cleared, exactly as on the
+//! hardware, also when an unmasked exception stops it. It loads the operands (80-bit images
 //! or the guest's memory operand bits), executes the same x87 instruction,
 //! stores the result(s) as 80-bit images, and reports the status word: the
 //! C0..C3 bits right after the operation and the exception flags it raised.
@@ -38,16 +41,30 @@ impl Out {
     }
 }
 
-/// A kernel: (guest FCW, a, b) -> Out. `a` is ST(0)'s image; `b` the other
-/// operand (80-bit image or memory bits).
-pub type Kernel = fn(u16, &[u8; 16], &[u8; 16]) -> Out;
+/// A kernel: (guest FCW, guest FSW, a, b) -> Out. Only C0..C3 of the FSW
+/// are used. `a` is ST(0)'s image; `b` the other operand (80-bit image or
+/// memory bits).
+pub type Kernel = fn(u16, u16, &[u8; 16], &[u8; 16]) -> Out;
+
+/// The 28-byte FLDENV image (32-bit protected-mode format) the kernels
+/// start from: the guest's FCW, the guest's C0..C3 with TOP = 0 and no
+/// exception flags, every register empty.
+#[inline]
+fn start_env(cw: u16, sw: u16) -> [u16; 14] {
+    let mut e = [0u16; 14];
+    e[0] = cw;
+    e[2] = sw & 0x4700;
+    e[4] = 0xffff;
+    e
+}
 
 macro_rules! x87 {
     ($($name:ident = [$($op:expr),+ $(,)?] [$($post:expr),* $(,)?];)*) => {$(
-        pub fn $name(cw: u16, a: &[u8; 16], b: &[u8; 16]) -> Out {
+        pub fn $name(cw: u16, sw: u16, a: &[u8; 16], b: &[u8; 16]) -> Out {
             let mut o = Out::default();
             let cwg: u16 = (cw & 0x0f3f) | 0x40;
             let cwm: u16 = cwg | 0x3f;
+            let start = start_env(cwg, sw);
             let mut env = [0u16; 2];
             // SAFETY: the asm touches only the buffers passed by pointer and
             // the x87 registers (declared clobbered). Unmasked exceptions
@@ -58,7 +75,7 @@ macro_rules! x87 {
                 asm!(
                     "fnstcw word ptr [{env}]",
                     "fninit",
-                    "fldcw word ptr [{cw}]",
+                    "fldenv [{start}]",
                     $($op,)+
                     "fnstsw word ptr [{s1}]",
                     "fnclex",
@@ -68,7 +85,7 @@ macro_rules! x87 {
                     "fldcw word ptr [{env}]",
                     "/* {a} {b} {r} {r2} */",
                     env = in(reg) env.as_mut_ptr(),
-                    cw = in(reg) &cwg as *const u16,
+                    start = in(reg) start.as_ptr(),
                     cwm = in(reg) &cwm as *const u16,
                     a = in(reg) a.as_ptr(),
                     b = in(reg) b.as_ptr(),
@@ -194,7 +211,7 @@ mod tests {
     }
 
     fn to_f64(img: &[u8; 16]) -> f64 {
-        let o = st_m64(0x37f, img, &[0; 16]);
+        let o = st_m64(0x37f, 0, img, &[0; 16]);
         let mut b = [0u8; 8];
         b.copy_from_slice(&o.r[..8]);
         f64::from_bits(u64::from_le_bytes(b))
@@ -202,11 +219,11 @@ mod tests {
 
     #[test]
     fn extended_precision_arithmetic() {
-        let one = ld_m64(0x37f, &[0; 16], &f64buf(1.0)).r;
+        let one = ld_m64(0x37f, 0, &[0; 16], &f64buf(1.0)).r;
         assert_eq!(&one[..10], &[0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f]);
-        let three = ld_m64(0x37f, &[0; 16], &f64buf(3.0)).r;
+        let three = ld_m64(0x37f, 0, &[0; 16], &f64buf(3.0)).r;
         // 1/3 in 64-bit precision: 0xAAAA...AAAB, exponent 0x3ffd (round to nearest).
-        let q = div_st(0x37f, &one, &three);
+        let q = div_st(0x37f, 0, &one, &three);
         assert_eq!(
             u64::from_le_bytes(q.r[..8].try_into().unwrap()),
             0xaaaa_aaaa_aaaa_aaab
@@ -215,19 +232,19 @@ mod tests {
         assert_eq!(q.exc, 0x20);
         assert_ne!(q.sw_op & 0x200, 0, "C1: rounded up");
         // Round toward zero (RC=11): ...AAAA.
-        let q = div_st(0x37f | 0xc00, &one, &three);
+        let q = div_st(0x37f | 0xc00, 0, &one, &three);
         assert_eq!(
             u64::from_le_bytes(q.r[..8].try_into().unwrap()),
             0xaaaa_aaaa_aaaa_aaaa
         );
         // Precision control 53 bits: the result is the double 1/3.
-        let q = div_st(0x27f, &one, &three);
+        let q = div_st(0x27f, 0, &one, &three);
         assert_eq!(to_f64(&q.r), 1.0 / 3.0);
-        let s = sqrt(0x37f, &f64buf_img(2.0), &[0; 16]);
+        let s = sqrt(0x37f, 0, &f64buf_img(2.0), &[0; 16]);
         assert_eq!(to_f64(&s.r), 2f64.sqrt());
     }
 
     fn f64buf_img(v: f64) -> [u8; 16] {
-        ld_m64(0x37f, &[0; 16], &f64buf(v)).r
+        ld_m64(0x37f, 0, &[0; 16], &f64buf(v)).r
     }
 }

@@ -80,7 +80,7 @@ fn load(cpu: &mut Cpu, ins: &Instruction) -> Res {
                 (M::Fild, _) => host::ild_64,
                 _ => host::bld,
             };
-            let out = k(cpu.fpu.fcw, &[0; 16], &b);
+            let out = k(cpu.fpu.fcw, cpu.fpu.fsw, &[0; 16], &b);
             if !cpu.fpu.is_empty(7) {
                 if cpu.x87_overflow() {
                     cpu.fpu.push(F80::INDEFINITE);
@@ -112,7 +112,7 @@ fn constant(cpu: &mut Cpu, ins: &Instruction) -> Res {
         M::Fldln2 => host::c_ln2,
         _ => host::c_zero,
     };
-    let out = k(cpu.fpu.fcw, &[0; 16], &[0; 16]);
+    let out = k(cpu.fpu.fcw, cpu.fpu.fsw, &[0; 16], &[0; 16]);
     push_checked(cpu, F80::from_bytes(&out.r));
     Ok(())
 }
@@ -186,7 +186,12 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
             (M::Fisttp, _) => host::istt_64,
             _ => host::bstp,
         };
-        let out = k(cpu.fpu.fcw, &cpu.fpu.st(0).to_buf(), &buf_u64(0));
+        let out = k(
+            cpu.fpu.fcw,
+            cpu.fpu.fsw,
+            &cpu.fpu.st(0).to_buf(),
+            &buf_u64(0),
+        );
         // The host's store popped its stack unless an unmasked exception
         // stopped it.
         (out.r, out.exc, out.sw_op & sw::C1, out.top() == 0)
@@ -210,11 +215,12 @@ fn store(cpu: &mut Cpu, ins: &Instruction) -> Res {
         return Ok(());
     }
     cpu.x87_raise(exc);
-    if done {
-        cpu.fpu.fsw = (cpu.fpu.fsw & !sw::C1) | c1;
-        if pop {
-            cpu.fpu.pop();
-        }
+    // C1 comes from the host's store, which started from the guest's C1:
+    // round-up when it completed, cleared when an unmasked exception
+    // stopped it.
+    cpu.fpu.fsw = (cpu.fpu.fsw & !sw::C1) | c1;
+    if done && pop {
+        cpu.fpu.pop();
     }
     Ok(())
 }

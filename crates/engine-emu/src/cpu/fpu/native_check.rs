@@ -99,7 +99,7 @@ impl Rng {
                 let f = (self.next() % 2000) as f64 / 7.0 - 100.0;
                 let mut b = [0u8; 16];
                 b[..8].copy_from_slice(&f.to_bits().to_le_bytes());
-                F80::from_bytes(&host::ld_m64(0x37f, &[0; 16], &b).r)
+                F80::from_bytes(&host::ld_m64(0x37f, 0, &[0; 16], &b).r)
             }
         };
         F80 {

@@ -401,3 +401,37 @@ fn fop_records_the_instruction_with_an_unmasked_exception() {
     .unwrap();
     assert_eq!(t.cpu.fpu.fop, 0x4f9);
 }
+
+#[test]
+fn condition_codes_follow_the_hardware_when_an_operation_stops() {
+    // FPREM with a zero divisor and IE unmasked: the hardware stops,
+    // keeps C3 and C0, clears C2 ("incomplete") and C1.
+    let mut t = TestCpu::new();
+    t.write(DATA, &0x37eu16.to_le_bytes());
+    t.run(|a| {
+        a.fninit().unwrap();
+        a.fldz().unwrap();
+        a.fld1().unwrap();
+        a.fldcw(word_ptr(DATA)).unwrap();
+    })
+    .unwrap();
+    t.cpu.fpu.fsw |= sw::CC;
+    t.run(|a| a.fprem().unwrap()).unwrap();
+    let fsw = t.cpu.fpu.fsw;
+    assert_eq!(fsw & sw::CC, sw::C3 | sw::C0, "fsw {fsw:#x}");
+    assert_eq!(fsw & (sw::IE | sw::ES), sw::IE | sw::ES);
+    assert_eq!(
+        t.cpu.fpu.st(0),
+        F80 {
+            mant: 1 << 63,
+            se: 0x3fff
+        },
+        "ST(0) unchanged"
+    );
+    // FSIN on an empty stack (masked underflow): C2 and C1 cleared.
+    t.run(|a| a.fninit().unwrap()).unwrap();
+    t.cpu.fpu.fsw |= sw::C2 | sw::C1;
+    t.run(|a| a.fsin().unwrap()).unwrap();
+    assert_eq!(t.cpu.fpu.fsw & (sw::C2 | sw::C1), 0);
+    assert_eq!(t.cpu.fpu.fsw & (sw::IE | sw::SF), sw::IE | sw::SF);
+}

@@ -192,6 +192,12 @@ fn bp_reg(size: u32) -> Register {
     }
 }
 
+/// ENTER runs its steps in order on the hardware: push rBP, then for each
+/// nesting level read the frame pointer at [rBP - n*size] and push it, then
+/// push the frame pointer. With a deep nesting level the reads can reach
+/// the slots this ENTER has just pushed (rBP close above rSP), so each read
+/// sees the earlier pushes. The pushes are kept pending (to fault before any
+/// state changes) and every read is overlaid with them.
 pub fn enter(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let size = sized_by_code(ins);
     let sz = u64::from(size);
@@ -201,35 +207,50 @@ pub fn enter(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let m = mask(size * 8);
     let sp = cpu.gpr[RSP] & smask;
     let mut bp = cpu.gpr[RBP] & smask;
-    // Everything to push, in order, read before anything is written.
-    let mut pushes = Vec::with_capacity(level as usize + 1);
-    pushes.push(cpu.gpr[RBP] & m);
-    let frame_temp = sp.wrapping_sub(sz) & smask;
+    // Pending pushes: (linear address, value), in order.
+    let mut writes: Vec<(u64, u64)> = Vec::with_capacity(level as usize + 1);
+    let mut cur = sp.wrapping_sub(sz) & smask;
+    writes.push((cpu.seg_lin(Seg::Ss, cur, size, true)?, cpu.gpr[RBP] & m));
+    let frame_temp = cur;
     if level > 0 {
         for _ in 1..level {
             bp = bp.wrapping_sub(sz) & smask;
             let lin = cpu.seg_lin(Seg::Ss, bp, size, false)?;
-            pushes.push(cpu.read_lin(lin, size, false)?);
+            let v = enter_overlay(cpu.read_lin(lin, size, false)?, lin, size, &writes);
+            cur = cur.wrapping_sub(sz) & smask;
+            writes.push((cpu.seg_lin(Seg::Ss, cur, size, true)?, v));
         }
-        pushes.push(frame_temp & m);
-    }
-    let mut lins = Vec::with_capacity(pushes.len());
-    let mut cur = sp;
-    for _ in &pushes {
         cur = cur.wrapping_sub(sz) & smask;
-        lins.push(cpu.seg_lin(Seg::Ss, cur, size, true)?);
+        writes.push((cpu.seg_lin(Seg::Ss, cur, size, true)?, frame_temp & m));
     }
     let new_sp = cur.wrapping_sub(alloc) & smask;
     if cpu.mode != Mode::Long && alloc != 0 {
         // The final stack pointer must be inside the stack segment.
         cpu.seg_lin(Seg::Ss, new_sp, size, true)?;
     }
-    for (l, v) in lins.iter().zip(pushes.iter()) {
-        cpu.write_lin(*l, size, *v, false)?;
+    for &(l, v) in &writes {
+        cpu.write_lin(l, size, v, false)?;
     }
     cpu.reg_write(bp_reg(size), frame_temp);
     cpu.set_sp(new_sp);
     Ok(())
+}
+
+/// `v`, read from `size` bytes at linear `lin`, with the bytes of the
+/// pending ENTER pushes (each `size` bytes) laid over it, later ones last.
+fn enter_overlay(v: u64, lin: u64, size: u32, writes: &[(u64, u64)]) -> u64 {
+    let n = size as usize;
+    let mut bytes = v.to_le_bytes();
+    for &(wl, wv) in writes {
+        let wb = wv.to_le_bytes();
+        for (j, b) in bytes.iter_mut().enumerate().take(n) {
+            let d = lin.wrapping_add(j as u64).wrapping_sub(wl);
+            if d < u64::from(size) {
+                *b = wb[d as usize];
+            }
+        }
+    }
+    u64::from_le_bytes(bytes)
 }
 
 pub fn leave(cpu: &mut Cpu, ins: &Instruction) -> Res {
@@ -302,6 +323,29 @@ mod tests {
         assert_eq!(t.read_u64(top - 12) as u32, (top - 4) as u32);
         assert_eq!(t.cpu.gpr[5], 0x7_0000);
         assert_eq!(t.cpu.gpr[4], top);
+    }
+
+    #[test]
+    fn enter_nesting_reads_the_slots_it_has_just_pushed() {
+        // rBP just above rSP: from the second level on, ENTER reads the
+        // frame pointers from the slots it pushed itself (as the hardware
+        // does, step by step), not from the memory as it was before.
+        let mut t = TestCpu::new(64);
+        let top = STACK_TOP;
+        t.cpu.gpr[5] = top + 8;
+        t.write_u64(top, 0xaaaa);
+        t.write_u64(top - 8, 0xdead_0008);
+        t.write_u64(top - 16, 0xdead_0010);
+        t.exec(|a| {
+            a.enter(0u32, 4u32).unwrap();
+        });
+        assert_eq!(t.read_u64(top - 8), top + 8, "old rBP");
+        assert_eq!(t.read_u64(top - 16), 0xaaaa, "[rBP - 8]");
+        assert_eq!(t.read_u64(top - 24), top + 8, "[rBP - 16]: pushed above");
+        assert_eq!(t.read_u64(top - 32), 0xaaaa, "[rBP - 24]: pushed above");
+        assert_eq!(t.read_u64(top - 40), top - 8, "the new frame pointer");
+        assert_eq!(t.cpu.gpr[5], top - 8);
+        assert_eq!(t.cpu.gpr[4], top - 40);
     }
 
     #[test]

@@ -213,8 +213,13 @@ fn maskmov(cpu: &mut Cpu, ins: &Instruction) -> Res {
 }
 
 /// EMMS: every x87 register empty.
+/// EMMS: every tag empty and, as every MMX instruction, TOP = 0 (SDM
+/// vol. 3, 12.2 "The MMX State and MMX Register Aliasing": "Each time an
+/// MMX instruction is executed, the TOS value is set to 000B"; table 12-2
+/// lists EMMS with TOS 000B). AMD processors do the same.
 fn emms(cpu: &mut Cpu, _ins: &Instruction) -> Res {
     cpu.mmx_check()?;
+    cpu.fpu.top = 0;
     cpu.fpu.ftw = 0xffff;
     Ok(())
 }
