@@ -45,7 +45,7 @@ fn run_program(hv: &dyn Hypervisor, seed: u64, mode: u32) -> usize {
     let mut g = [0u64; 16];
     for (i, r) in g.iter_mut().enumerate() {
         // Mostly small values (addresses in RAM), sometimes anything.
-        *r = if rng.next() % 4 == 0 {
+        *r = if rng.next().is_multiple_of(4) {
             rng.next()
         } else {
             rng.next() % 0x40_0000
