@@ -10,5 +10,6 @@ pub mod bus;
 pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;
+pub mod virtio;
 
 pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};

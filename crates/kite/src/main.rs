@@ -9,7 +9,7 @@ mod cli;
 mod terminal;
 
 use clap::Parser;
-use kite_machine::{run_session, Image, MachineConfig, SerialMode};
+use kite_machine::{run_session, BlockConfig, Image, MachineConfig, SerialMode};
 
 use cli::{Cli, Command, RunArgs};
 
@@ -59,12 +59,6 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
 }
 
 fn run(args: RunArgs) -> i32 {
-    if let Some(d) = args.disk.first() {
-        return bad_input(format!(
-            "--disk {}: virtio block devices are not yet supported",
-            d.path.display()
-        ));
-    }
     if args.net.is_some() {
         return bad_input("--net: virtio network devices are not yet supported");
     }
@@ -88,6 +82,16 @@ fn run(args: RunArgs) -> i32 {
         cmdline: args.cmdline,
         serial: args.serial,
         no_reboot: args.no_reboot,
+        disks: args
+            .disk
+            .iter()
+            .map(|d| BlockConfig {
+                path: d.path.clone(),
+                readonly: d.readonly,
+            })
+            .collect(),
+        // Every machine gets an entropy device: guests boot faster with it.
+        rng: true,
     };
 
     let raw = if config.serial == SerialMode::Stdio {
