@@ -87,11 +87,11 @@ fn bad_flags() {
 }
 
 #[test]
-fn devices_not_yet_supported() {
+fn bad_devices_and_networks_not_yet_supported() {
     let disk = temp_file("disk.img", &[0; 4096]);
     assert_bad_input(
-        &["run", "--disk", &format!("{disk},readonly")],
-        "not yet supported",
+        &["run", "--disk", "/nonexistent/disk.img"],
+        "/nonexistent/disk.img",
     );
     assert_bad_input(
         &["run", "--disk", &format!("{disk},cache=none")],
