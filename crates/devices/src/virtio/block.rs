@@ -24,6 +24,8 @@ const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Limits advertised for discard and write-zeroes.
 const MAX_DISCARD_SECTORS: u32 = 1 << 22;
 const MAX_DISCARD_SEG: u32 = 1;
+/// Bytes of a request header (type, reserved, sector).
+const HEADER_LEN: u64 = 16;
 /// Bytes of the device id string.
 const ID_LEN: usize = 20;
 
@@ -183,17 +185,18 @@ impl BlockDevice {
         req_type: u32,
         sector: u64,
         c: &ChainBuffers,
-        data_out: u64,
         data_in: &[Region],
         data_in_len: u64,
     ) -> Result<(u32, u32), ChainError> {
+        // Driver-readable data starts after the header.
+        let data_out = HEADER_LEN;
         let ioerr = |what: &str, e: std::io::Error| {
             log::warn!("virtio-blk: {what} failed on the host: {e}");
             VIRTIO_BLK_S_IOERR
         };
         match req_type {
             VIRTIO_BLK_T_IN => {
-                if data_in_len % SECTOR_SIZE != 0 || !self.in_range(sector, data_in_len) {
+                if !data_in_len.is_multiple_of(SECTOR_SIZE) || !self.in_range(sector, data_in_len) {
                     return Ok((VIRTIO_BLK_S_IOERR, 0));
                 }
                 let mut pos = sector * SECTOR_SIZE;
@@ -213,7 +216,7 @@ impl BlockDevice {
                     return Ok((VIRTIO_BLK_S_IOERR, 0));
                 }
                 let len = c.readable_len() - data_out;
-                if len % SECTOR_SIZE != 0 || !self.in_range(sector, len) {
+                if !len.is_multiple_of(SECTOR_SIZE) || !self.in_range(sector, len) {
                     return Ok((VIRTIO_BLK_S_IOERR, 0));
                 }
                 let mut buf = vec![0u8; len as usize];
@@ -245,7 +248,7 @@ impl BlockDevice {
                     return Ok((VIRTIO_BLK_S_UNSUPP, 0));
                 }
                 let len = c.readable_len() - data_out;
-                if len == 0 || len % 16 != 0 || len / 16 > u64::from(MAX_DISCARD_SEG) {
+                if len == 0 || !len.is_multiple_of(16) || len / 16 > u64::from(MAX_DISCARD_SEG) {
                     return Ok((VIRTIO_BLK_S_IOERR, 0));
                 }
                 let mut seg = [0u8; 16];
@@ -285,7 +288,7 @@ impl BlockDevice {
 
     /// Handle one chain: header, data, status byte.
     fn handle(&mut self, mem: &GuestMemoryMmap, c: &ChainBuffers) -> Result<u32, ChainError> {
-        let mut header = [0u8; 16];
+        let mut header = [0u8; HEADER_LEN as usize];
         read_regions(mem, &c.readable, 0, &mut header)
             .map_err(|_| ChainError::MissingBuffer("16-byte request header"))?;
         let req_type = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
@@ -313,8 +316,7 @@ impl BlockDevice {
             }
         }
         let status_at = status_at.ok_or(ChainError::MissingBuffer("status"))?;
-        let (status, written) =
-            self.execute(mem, req_type, sector, c, 16, &data_in, writable - 1)?;
+        let (status, written) = self.execute(mem, req_type, sector, c, &data_in, writable - 1)?;
         write_regions(mem, &[status_at], 0, &[status as u8])?;
         Ok(written + 1)
     }

@@ -185,7 +185,7 @@ pub(crate) mod test_ring {
     //! A tiny split-ring driver for tests: descriptors, avail ring and used
     //! ring at fixed places in a small guest memory.
     use virtio_queue::{Queue, QueueT};
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
     pub const DESC: u64 = 0x1000;
     pub const AVAIL: u64 = 0x2000;

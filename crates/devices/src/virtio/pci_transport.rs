@@ -409,7 +409,7 @@ impl VirtioPciDevice {
                 let Some(queue) = self.selected_queue() else {
                     return;
                 };
-                let (low, high) = if offset % 8 == 0 {
+                let (low, high) = if offset.is_multiple_of(8) {
                     (Some(v as u32), None)
                 } else {
                     (None, Some(v as u32))
@@ -496,7 +496,7 @@ impl MmioDevice for VirtioPciDevice {
                 let v = self.msix_table_read((o - MSIX_TABLE_OFFSET) & !3);
                 put_le(u64::from(v) >> ((o & 3) * 8), data);
             }
-            o if o >= MSIX_PBA_OFFSET && o < MSIX_PBA_OFFSET + 8 => {
+            o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + 8).contains(&o) => {
                 let bits = self
                     .pending
                     .iter()
@@ -532,10 +532,10 @@ impl MmioDevice for VirtioPciDevice {
             }
             o if (MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET).contains(&o) => {
                 let rel = o - MSIX_TABLE_OFFSET;
-                if len == 8 && rel % 8 == 0 {
+                if len == 8 && rel.is_multiple_of(8) {
                     self.msix_table_write(rel, v as u32);
                     self.msix_table_write(rel + 4, (v >> 32) as u32);
-                } else if rel % 4 == 0 {
+                } else if rel.is_multiple_of(4) {
                     self.msix_table_write(rel, v as u32);
                 }
             }
