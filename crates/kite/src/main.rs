@@ -9,9 +9,9 @@ mod cli;
 mod terminal;
 
 use clap::Parser;
-use kite_machine::{run_session, BlockConfig, Image, MachineConfig, SerialMode};
+use kite_machine::{run_session, BlockConfig, Image, MachineConfig, NetConfig, SerialMode};
 
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, NetSpec, RunArgs};
 
 const STATUS_FAILURE: i32 = 1;
 const STATUS_BAD_INPUT: i32 = 2;
@@ -59,9 +59,15 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
 }
 
 fn run(args: RunArgs) -> i32 {
-    if args.net.is_some() {
-        return bad_input("--net: virtio network devices are not yet supported");
-    }
+    let net = match &args.net {
+        None => None,
+        Some(NetSpec::Tap(name)) => Some(NetConfig::Tap(name.clone())),
+        Some(NetSpec::User) => {
+            return bad_input(
+                "--net user: user-mode networking is not yet supported (use tap=NAME)",
+            )
+        }
+    };
     let kernel = match &args.kernel {
         Some(p) => match Image::read(p) {
             Ok(i) => i,
@@ -92,6 +98,7 @@ fn run(args: RunArgs) -> i32 {
             .collect(),
         // Every machine gets an entropy device: guests boot faster with it.
         rng: true,
+        net,
     };
 
     let raw = if config.serial == SerialMode::Stdio {

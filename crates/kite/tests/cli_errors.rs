@@ -98,7 +98,7 @@ fn bad_devices_and_networks_not_yet_supported() {
         "cache=none",
     );
     assert_bad_input(&["run", "--net", "user"], "not yet supported");
-    assert_bad_input(&["run", "--net", "tap=tap0"], "not yet supported");
+    assert_bad_input(&["run", "--net", "tap=kite-name-far-too-long"], "longer than 15");
 }
 
 #[test]

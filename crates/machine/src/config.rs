@@ -45,6 +45,15 @@ pub struct MachineConfig {
     pub disks: Vec<BlockConfig>,
     /// A virtio entropy device fed by the host's getrandom.
     pub rng: bool,
+    /// A virtio network device and its host side.
+    pub net: Option<NetConfig>,
+}
+
+/// Where a virtio network device's frames go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetConfig {
+    /// A host tap interface, by name.
+    Tap(String),
 }
 
 /// The most vCPUs a machine may have (one xAPIC id byte, minus broadcast).

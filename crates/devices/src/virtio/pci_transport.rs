@@ -279,6 +279,12 @@ impl VirtioPciDevice {
         self.interrupt(self.config_vector, ISR_CONFIG);
     }
 
+    /// Run queue `index` for a backend that has work for it (e.g. frames
+    /// received from the host), as a driver notification would.
+    pub fn run_queue(&mut self, index: usize) {
+        self.notify(index);
+    }
+
     fn notify(&mut self, index: usize) {
         if self.broken || self.status & VIRTIO_CONFIG_S_DRIVER_OK as u8 == 0 {
             return;

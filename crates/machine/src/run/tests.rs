@@ -246,6 +246,7 @@ fn config(cpus: u32, serial: SerialMode, no_reboot: bool) -> MachineConfig {
         no_reboot,
         disks: Vec::new(),
         rng: false,
+        net: None,
     }
 }
 
