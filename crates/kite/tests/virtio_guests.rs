@@ -198,3 +198,73 @@ fn a_locked_disk_image_is_refused_in_one_line() {
     }
     drop(holder);
 }
+
+/// A host tap interface for one test, removed when dropped.
+struct HostTap(String);
+
+impl HostTap {
+    fn create(name: &str, cidr: &str) -> HostTap {
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap_or_else(|e| {
+                panic!("this test needs iproute2's ip (and root for a tap): {e}")
+            });
+            assert!(
+                st.success(),
+                "ip {args:?} failed: creating a tap needs root (CAP_NET_ADMIN)"
+            );
+        };
+        let _ = Command::new("ip")
+            .args(["tuntap", "del", "dev", name, "mode", "tap"])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["tuntap", "add", "dev", name, "mode", "tap"]);
+        let tap = HostTap(name.to_string());
+        ip(&["addr", "add", cidr, "dev", name]);
+        ip(&["link", "set", name, "up"]);
+        tap
+    }
+}
+
+impl Drop for HostTap {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["tuntap", "del", "dev", &self.0, "mode", "tap"])
+            .status();
+    }
+}
+
+#[test]
+fn guest_pings_the_host_over_a_tap() {
+    let guest = guest_dir();
+    let name = format!("kitevt{}", std::process::id() % 100_000);
+    let _tap = HostTap::create(&name, "10.0.77.1/24");
+    let script = "ip link set eth0 up; ip addr add 10.0.77.2/24 dev eth0; \
+                  ping -c 3 -W 3 10.0.77.1";
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--engine".into(),
+        "emu".into(),
+        "--kernel".into(),
+        guest.join("vmlinuz").display().to_string(),
+        "--initrd".into(),
+        guest.join("initrd.gz").display().to_string(),
+        "--net".into(),
+        format!("tap={name}"),
+        "--serial".into(),
+        "stdio".into(),
+        "--no-reboot".into(),
+        "--cmdline".into(),
+        format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\""),
+    ];
+    let (status, out, err) = run_guest(&args);
+    assert_eq!(
+        status,
+        Some(0),
+        "guest did not power off cleanly; stderr {err:?}\n{out}"
+    );
+    assert!(
+        out.contains("3 packets transmitted, 3 packets received"),
+        "ping over the tap failed:\n{out}"
+    );
+    assert!(out.contains("kite-guest: done, status 0"), "{out}");
+}
