@@ -42,7 +42,7 @@ pub fn add_virtio_devices(
     root: &mut PciRoot,
     mmio_bus: &mut MmioBus,
 ) -> Result<(), MachineError> {
-    let mut devices: Vec<(Box<dyn VirtioDevice>, Option<(Arc<Tap>, RxFrames)>)> = Vec::new();
+    let mut devices: Vec<(Box<dyn VirtioDevice>, Option<RxBackend>)> = Vec::new();
     for d in disks {
         devices.push((Box::new(d), None));
     }
@@ -93,6 +93,9 @@ pub fn add_virtio_devices(
     }
     Ok(())
 }
+
+/// A tap and the queue its reader thread fills.
+type RxBackend = (Arc<Tap>, RxFrames);
 
 /// The guest's MAC address (QEMU's first one).
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
