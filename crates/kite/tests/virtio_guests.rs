@@ -268,3 +268,33 @@ fn guest_pings_the_host_over_a_tap() {
     );
     assert!(out.contains("kite-guest: done, status 0"), "{out}");
 }
+
+#[test]
+fn a_disk_survives_a_reboot_and_its_lock_is_released() {
+    let guest = guest_dir();
+    let raw = temp_path("reboot.img");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).expect("raw image");
+    // First boot: mark the disk and reboot; the rebuilt machine must reopen
+    // (and relock) the image and see the mark.
+    let script = "if head -c 6 /dev/vda | grep -q BOOTED; then echo SECOND-BOOT-SEES-DISK; \
+                  else echo BOOTED > /dev/vda; sync; echo FIRST-BOOT-REBOOTING; reboot -f; fi";
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--engine".into(),
+        "emu".into(),
+        "--kernel".into(),
+        guest.join("vmlinuz").display().to_string(),
+        "--initrd".into(),
+        guest.join("initrd.gz").display().to_string(),
+        "--disk".into(),
+        raw.display().to_string(),
+        "--serial".into(),
+        "stdio".into(),
+        "--cmdline".into(),
+        format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\""),
+    ];
+    let (status, out, err) = run_guest(&args);
+    assert_eq!(status, Some(0), "stderr {err:?}\n{out}");
+    assert!(out.contains("FIRST-BOOT-REBOOTING"), "{out}");
+    assert!(out.contains("SECOND-BOOT-SEES-DISK"), "{out}");
+}
