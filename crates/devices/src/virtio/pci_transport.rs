@@ -41,6 +41,8 @@ const CAP_COMMON: u8 = 1;
 const CAP_NOTIFY: u8 = 2;
 const CAP_ISR: u8 = 3;
 const CAP_DEVICE: u8 = 4;
+/// The configuration-space window into the BARs (virtio_pci_cfg_cap).
+const CAP_PCI_CFG: u8 = 5;
 const PCI_CAP_VENDOR: u8 = 0x09;
 const PCI_CAP_MSIX: u8 = 0x11;
 
@@ -71,6 +73,8 @@ pub struct Interrupts {
 pub struct VirtioPciDevice {
     config: ConfigSpace,
     msix_cap: usize,
+    /// Offset of the VIRTIO_PCI_CAP_PCI_CFG capability.
+    pci_cfg_cap: usize,
     device: Box<dyn VirtioDevice>,
     mem: Arc<GuestMemoryMmap>,
     irq: Interrupts,
@@ -162,6 +166,15 @@ impl VirtioPciDevice {
             &cap_body(CAP_DEVICE, DEVICE_CFG_OFFSET, DEVICE_CFG_LEN, &[]),
             &[],
         )?;
+        // bar, offset, length and the 4-byte data window are the driver's.
+        let mut cfg_mask = vec![0u8; 18];
+        cfg_mask[2] = 0xff;
+        cfg_mask[6..18].fill(0xff);
+        let pci_cfg_cap = config.add_capability(
+            PCI_CAP_VENDOR,
+            &cap_body(CAP_PCI_CFG, 0, 0, &[0; 4]),
+            &cfg_mask,
+        )?;
         let mut queues = Vec::new();
         for &max in &queue_max {
             // virtio-queue refuses sizes that are zero, too big or not a power of two.
@@ -173,6 +186,7 @@ impl VirtioPciDevice {
         Ok(VirtioPciDevice {
             config,
             msix_cap,
+            pci_cfg_cap,
             device,
             mem,
             irq,
@@ -550,13 +564,46 @@ impl MmioDevice for VirtioPciDevice {
     }
 }
 
+impl VirtioPciDevice {
+    /// The PCI_CFG window's BAR access (offset, length) when the driver set
+    /// a valid one: BAR 0, 1, 2 or 4 bytes, aligned, inside the BAR.
+    fn pci_cfg_access(&self) -> Option<(u64, usize)> {
+        let b = self.config.bytes();
+        let at = self.pci_cfg_cap;
+        let word = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let (bar, off, len) = (b[at + 4], u64::from(word(at + 8)), word(at + 12) as usize);
+        (bar == 0
+            && matches!(len, 1 | 2 | 4)
+            && off % len as u64 == 0
+            && off + len as u64 <= BAR_SIZE)
+            .then_some((off, len))
+    }
+
+    /// Whether a config access at `offset` of `len` bytes is the data window.
+    fn is_pci_cfg_data(&self, offset: u16, len: usize) -> bool {
+        usize::from(offset) == self.pci_cfg_cap + 16 && len >= 1
+    }
+}
+
 impl PciDevice for VirtioPciDevice {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
         self.config.read(offset, data);
+        if self.is_pci_cfg_data(offset, data.len()) {
+            if let Some((off, len)) = self.pci_cfg_access() {
+                let n = len.min(data.len());
+                MmioDevice::read(self, off, &mut data[..n]);
+            }
+        }
     }
 
     fn write_config(&mut self, offset: u16, data: &[u8]) {
         self.config.write(offset, data);
+        if self.is_pci_cfg_data(offset, data.len()) {
+            if let Some((off, len)) = self.pci_cfg_access() {
+                let n = len.min(data.len());
+                MmioDevice::write(self, off, &data[..n]);
+            }
+        }
         if (0x10..0x14).contains(&offset) {
             if let Some((_, addr)) = self.config.bar(0) {
                 // Sizing writes all ones; a real move is something else.

@@ -144,7 +144,8 @@ fn identity_and_capabilities() {
             (CAP_COMMON, 0, 0, 0x38),
             (CAP_NOTIFY, 0, 0x3000, 4),
             (CAP_ISR, 0, 0x1000, 1),
-            (CAP_DEVICE, 0, 0x2000, 0x1000)
+            (CAP_DEVICE, 0, 0x2000, 0x1000),
+            (CAP_PCI_CFG, 0, 0, 0)
         ]
     );
     let notify = caps
@@ -326,4 +327,31 @@ fn hostile_offsets_and_widths_do_not_panic() {
     d.wr(0x16, 2, 0xffff);
     d.wr(0x1a, 2, 0x1234);
     d.wr(0x3000 + 4 * 900, 2, 0);
+}
+
+#[test]
+fn pci_cfg_window_reaches_the_bar() {
+    let mut d = Driver::new();
+    let at = caps(&mut d)
+        .into_iter()
+        .find(|&(id, at)| id == PCI_CAP_VENDOR && d.cfg_read(at + 3, 1) == u32::from(CAP_PCI_CFG))
+        .unwrap()
+        .1;
+    // Read num_queues (common cfg 0x12, 2 bytes) through the window.
+    d.cfg_write(at + 8, &0x12u32.to_le_bytes());
+    d.cfg_write(at + 12, &2u32.to_le_bytes());
+    assert_eq!(d.cfg_read(at + 16, 2), 1);
+    // Write the device status through it.
+    d.cfg_write(at + 8, &0x14u32.to_le_bytes());
+    d.cfg_write(at + 12, &1u32.to_le_bytes());
+    d.cfg_write(at + 16, &[1]);
+    assert_eq!(d.status(), 1);
+    // A bad length or an offset outside the BAR does nothing.
+    d.cfg_write(at + 12, &3u32.to_le_bytes());
+    d.cfg_write(at + 16, &[0]);
+    assert_eq!(d.status(), 1);
+    d.cfg_write(at + 8, &0xffff_fff0u32.to_le_bytes());
+    d.cfg_write(at + 12, &4u32.to_le_bytes());
+    d.cfg_write(at + 16, &[0, 0, 0, 0]);
+    assert_eq!(d.status(), 1);
 }
