@@ -68,7 +68,8 @@ build() {
     # modules' own depends= say) for /init to insmod. Compressed modules are
     # decompressed here: busybox insmod takes plain .ko files.
     local kmods
-    kmods="$(ls -d "$out"/kernel/lib/modules/*/kernel | head -1)"
+    kmods="$( (ls -d "$out"/kernel/lib/modules/*/kernel "$out"/kernel/usr/lib/modules/*/kernel 2>/dev/null || true) | head -1)"
+    [ -n "$kmods" ] || echo "guests: warning: no kernel modules in the $flavour package; no virtio" >&2
     mkdir -p "$r/lib/modules"
     : > "$r/lib/modules/load-order"
     for m in drivers/virtio/virtio_ring drivers/virtio/virtio \
