@@ -7,14 +7,15 @@
 #
 # Prints nothing but progress on stderr; the results are:
 #   $KITE_GUEST_CACHE/<flavour>/vmlinuz
-#   $KITE_GUEST_CACHE/<flavour>/initrd.gz     (busybox sh on the console; `poweroff` ends the VM)
+#   $KITE_GUEST_CACHE/<flavour>/initrd.gz     (busybox sh on the console; `poweroff` ends the VM;
+#                                             the kernel's virtio modules, loaded by /init)
 # KITE_GUEST_CACHE defaults to ~/.cache/kite-guests.
 set -euo pipefail
 
 cache="${KITE_GUEST_CACHE:-$HOME/.cache/kite-guests}"
 want="${1:-amd64}"
 mkdir -p "$cache/debs"
-for tool in cpio dpkg-deb gzip; do
+for tool in cpio dpkg-deb gzip xz; do
     if ! command -v "$tool" >/dev/null; then
         echo "guests: installing $tool" >&2
         apt-get install -y -qq "$tool" >&2
@@ -47,7 +48,8 @@ download() {
 build() {
     local flavour="$1" kpkg="$2" bpkg="$3"
     local out="$cache/$flavour"
-    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ]; then
+    # The stamp says the initramfs has this script's current layout (virtio modules).
+    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -e "$out/.layout-virtio" ]; then
         echo "guests: $flavour ready in $out" >&2
         return
     fi
@@ -62,11 +64,37 @@ build() {
     for app in $("$r/bin/busybox" --list 2>/dev/null || echo sh); do
         [ -e "$r/bin/$app" ] || ln -s busybox "$r/bin/$app"
     done
+    # Debian builds virtio as modules; copy them (in dependency order, as the
+    # modules' own depends= say) for /init to insmod. Compressed modules are
+    # decompressed here: busybox insmod takes plain .ko files.
+    local kmods
+    kmods="$( (ls -d "$out"/kernel/lib/modules/*/kernel "$out"/kernel/usr/lib/modules/*/kernel 2>/dev/null || true) | head -1)"
+    [ -n "$kmods" ] || echo "guests: warning: no kernel modules in the $flavour package; no virtio" >&2
+    mkdir -p "$r/lib/modules"
+    : > "$r/lib/modules/load-order"
+    for m in drivers/virtio/virtio_ring drivers/virtio/virtio \
+             drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
+             drivers/virtio/virtio_pci drivers/block/virtio_blk \
+             drivers/char/hw_random/virtio-rng net/core/failover \
+             drivers/net/net_failover drivers/net/virtio_net; do
+        local name="${m##*/}"
+        if [ -f "$kmods/$m.ko" ]; then
+            cp "$kmods/$m.ko" "$r/lib/modules/$name.ko"
+        elif [ -f "$kmods/$m.ko.xz" ]; then
+            xz -dc "$kmods/$m.ko.xz" > "$r/lib/modules/$name.ko"
+        else
+            continue   # built in, or absent from this flavour
+        fi
+        echo "$name" >> "$r/lib/modules/load-order"
+    done
     cat > "$r/init" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+for m in $(cat /lib/modules/load-order); do
+    insmod "/lib/modules/$m.ko" 2>/dev/null || echo "kite-guest: cannot load $m"
+done
 # kite.cmd="..." on the kernel command line runs those commands instead of
 # an interactive shell (tests and benchmarks), then powers off.
 if [ -n "$kite_cmd" ]; then
@@ -82,6 +110,7 @@ INIT
     chmod +x "$r/init"
     (cd "$r" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.gz"
     rm -rf "$out/kernel" "$out/busybox" "$r"
+    touch "$out/.layout-virtio"
     echo "guests: $flavour ready in $out" >&2
 }
 

@@ -1,4 +1,4 @@
-//! Kite's device model: the PC's legacy devices, PCI and (later) virtio, all in
+//! Kite's device model: the PC's legacy devices, PCI and virtio, all in
 //! user mode. Devices see port and MMIO accesses through `bus`, and raise
 //! interrupts through `IrqLine` and `MsiSender`.
 //!
@@ -10,5 +10,6 @@ pub mod bus;
 pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;
+pub mod virtio;
 
 pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};

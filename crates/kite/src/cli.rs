@@ -60,10 +60,12 @@ pub struct RunArgs {
     /// Kernel command line.
     #[arg(long, default_value = "", value_name = "STRING")]
     pub cmdline: String,
-    /// A disk image for a virtio block device; repeatable.
+    /// A raw disk image for a virtio block device (the guest's /dev/vda,
+    /// vdb, ... in order); repeatable. Locked against other writers.
     #[arg(long, value_parser = parse_disk, value_name = "PATH[,readonly]")]
     pub disk: Vec<DiskSpec>,
-    /// A network device: user-mode networking or a host tap interface.
+    /// A virtio network device on a host tap interface (tap=NAME); user-mode
+    /// networking (user) is not implemented yet.
     #[arg(long, value_parser = parse_net, value_name = "user|tap=NAME")]
     pub net: Option<NetSpec>,
     /// Where COM1 goes: stdio (Ctrl-A x quits), none, or file=PATH.

@@ -9,9 +9,9 @@ mod cli;
 mod terminal;
 
 use clap::Parser;
-use kite_machine::{run_session, Image, MachineConfig, SerialMode};
+use kite_machine::{run_session, BlockConfig, Image, MachineConfig, NetConfig, SerialMode};
 
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, NetSpec, RunArgs};
 
 const STATUS_FAILURE: i32 = 1;
 const STATUS_BAD_INPUT: i32 = 2;
@@ -59,15 +59,15 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
 }
 
 fn run(args: RunArgs) -> i32 {
-    if let Some(d) = args.disk.first() {
-        return bad_input(format!(
-            "--disk {}: virtio block devices are not yet supported",
-            d.path.display()
-        ));
-    }
-    if args.net.is_some() {
-        return bad_input("--net: virtio network devices are not yet supported");
-    }
+    let net = match &args.net {
+        None => None,
+        Some(NetSpec::Tap(name)) => Some(NetConfig::Tap(name.clone())),
+        Some(NetSpec::User) => {
+            return bad_input(
+                "--net user: user-mode networking is not yet supported (use tap=NAME)",
+            )
+        }
+    };
     let kernel = match &args.kernel {
         Some(p) => match Image::read(p) {
             Ok(i) => i,
@@ -88,6 +88,17 @@ fn run(args: RunArgs) -> i32 {
         cmdline: args.cmdline,
         serial: args.serial,
         no_reboot: args.no_reboot,
+        disks: args
+            .disk
+            .iter()
+            .map(|d| BlockConfig {
+                path: d.path.clone(),
+                readonly: d.readonly,
+            })
+            .collect(),
+        // Every machine gets an entropy device: guests boot faster with it.
+        rng: true,
+        net,
     };
 
     let raw = if config.serial == SerialMode::Stdio {

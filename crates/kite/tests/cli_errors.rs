@@ -87,18 +87,21 @@ fn bad_flags() {
 }
 
 #[test]
-fn devices_not_yet_supported() {
+fn bad_devices_and_networks_not_yet_supported() {
     let disk = temp_file("disk.img", &[0; 4096]);
     assert_bad_input(
-        &["run", "--disk", &format!("{disk},readonly")],
-        "not yet supported",
+        &["run", "--disk", "/nonexistent/disk.img"],
+        "/nonexistent/disk.img",
     );
     assert_bad_input(
         &["run", "--disk", &format!("{disk},cache=none")],
         "cache=none",
     );
     assert_bad_input(&["run", "--net", "user"], "not yet supported");
-    assert_bad_input(&["run", "--net", "tap=tap0"], "not yet supported");
+    assert_bad_input(
+        &["run", "--net", "tap=kite-name-far-too-long"],
+        "1 to 15 bytes",
+    );
 }
 
 #[test]

@@ -54,9 +54,11 @@ pub fn write_acpi_tables(
         .map_err(|e| MachineError::Config(format!("building the ACPI tables: {e}")))
 }
 
-/// Put the RTC, PCI and ACPI power devices on the port bus.
+/// Put the RTC, PCI (bus 0 as `root` holds it) and ACPI power devices on
+/// the port bus.
 pub fn add_pc_devices(
     io_bus: &mut IoBus,
+    root: PciRoot,
     vm: &Arc<dyn Vm>,
     layout: &MemoryLayout,
     control: &Control,
@@ -80,8 +82,6 @@ pub fn add_pc_devices(
         })
     }));
 
-    // PciRoot::new holds the host bridge at 00:00.0.
-    let root = PciRoot::new();
     let root = Arc::new(Mutex::new(root));
     let config_io = PciConfigIo::new(root, Some(ResetControl::new(sink.clone())));
     io_bus.insert(PCI_CONFIG_PORT, 8, Arc::new(Mutex::new(config_io)))?;

@@ -7,6 +7,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use kite_devices::legacy::{debug_exit, i8042, uart16550, DebugExit, Uart16550, I8042};
+use kite_devices::pci::PciRoot;
 use kite_devices::{IoBus, MmioBus, PioDevice};
 use kite_hypervisor::{CpuidEntry, Hypervisor, Vcpu, Vm, VmConfig};
 use vm_memory::GuestMemoryMmap;
@@ -66,6 +67,8 @@ pub fn build(
     events: &Sender<VmEvent>,
 ) -> Result<Machine, MachineError> {
     let LoadedGuest { mem, boot, layout } = guest;
+    // Disks first: a missing or locked image is the user's to fix.
+    let disks = crate::virtio_devices::open_disks(config)?;
 
     // The VM and its RAM.
     let vm = hv
@@ -80,7 +83,7 @@ pub fn build(
     // The board.
     let control = Control::new(events.clone(), Arc::new(AtomicBool::new(false)));
     let mut io_bus = IoBus::new();
-    let mmio_bus = MmioBus::new();
+    let mut mmio_bus = MmioBus::new();
 
     let com1 = Arc::new(Mutex::new(Uart16550::new(
         VmIrqLine::new(vm.clone(), uart16550::COM1_IRQ),
@@ -112,7 +115,18 @@ pub fn build(
         io_bus.insert(base, 1, dev)?;
     }
 
-    crate::board::add_pc_devices(&mut io_bus, &vm, &layout, &control)?;
+    // PCI bus 0: the host bridge (PciRoot::new) and the virtio devices.
+    let mut pci_root = PciRoot::new();
+    crate::virtio_devices::add_virtio_devices(
+        config,
+        disks,
+        &vm,
+        &mem,
+        &layout,
+        &mut pci_root,
+        &mut mmio_bus,
+    )?;
+    crate::board::add_pc_devices(&mut io_bus, pci_root, &vm, &layout, &control)?;
 
     // The vCPUs: vCPU 0 starts at the kernel's entry; the others wait for
     // the boot vCPU to start them (INIT/SIPI through the local APICs).

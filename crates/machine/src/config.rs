@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub use kite_devices::virtio::BlockConfig;
+
 use crate::loader::Image;
 
 /// Which engine runs guest mode.
@@ -39,6 +41,19 @@ pub struct MachineConfig {
     pub serial: SerialMode,
     /// A reset or triple fault ends the run instead of rebooting.
     pub no_reboot: bool,
+    /// Disk images for virtio-blk devices, in PCI slot order (/dev/vda first).
+    pub disks: Vec<BlockConfig>,
+    /// A virtio entropy device fed by the host's getrandom.
+    pub rng: bool,
+    /// A virtio network device and its host side.
+    pub net: Option<NetConfig>,
+}
+
+/// Where a virtio network device's frames go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetConfig {
+    /// A host tap interface, by name.
+    Tap(String),
 }
 
 /// The most vCPUs a machine may have (one xAPIC id byte, minus broadcast).

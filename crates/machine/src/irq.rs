@@ -32,3 +32,28 @@ impl IrqLine for VmIrqLine {
         }
     }
 }
+
+/// Message-signalled interrupts into the VM's local APICs.
+pub struct VmMsiSender {
+    vm: Arc<dyn Vm>,
+    warned: AtomicBool,
+}
+
+impl VmMsiSender {
+    pub fn new(vm: Arc<dyn Vm>) -> Arc<Self> {
+        Arc::new(VmMsiSender {
+            vm,
+            warned: AtomicBool::new(false),
+        })
+    }
+}
+
+impl kite_devices::MsiSender for VmMsiSender {
+    fn send_msi(&self, address: u64, data: u32) {
+        if let Err(e) = self.vm.signal_msi(kite_hypervisor::Msi { address, data }) {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                log::warn!("message-signalled interrupt {address:#x}/{data:#x} lost: {e}");
+            }
+        }
+    }
+}

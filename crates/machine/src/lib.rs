@@ -17,8 +17,9 @@ pub mod loader;
 pub mod memory;
 pub mod run;
 pub mod vcpu_loop;
+pub mod virtio_devices;
 
-pub use config::{EngineChoice, MachineConfig, SerialMode};
+pub use config::{BlockConfig, EngineChoice, MachineConfig, NetConfig, SerialMode};
 pub use error::MachineError;
 pub use loader::Image;
 pub use run::{run_session, Outcome};

@@ -244,6 +244,9 @@ fn config(cpus: u32, serial: SerialMode, no_reboot: bool) -> MachineConfig {
         cmdline: String::new(),
         serial,
         no_reboot,
+        disks: Vec::new(),
+        rng: false,
+        net: None,
     }
 }
 
