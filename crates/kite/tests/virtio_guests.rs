@@ -311,3 +311,67 @@ fn a_disk_survives_a_reboot_and_its_lock_is_released() {
         "virtio-blk is not on a level-triggered INTx line:\n{out}"
     );
 }
+
+/// Data the guest flushed is in the host file even when kite is killed with
+/// SIGKILL right after: the guest writes a marker with `dd
+/// conv=fsync` (a virtio-blk FLUSH, fdatasync on the host), says so, and
+/// the test kills kite as soon as it reads that line.
+#[test]
+fn flushed_data_survives_kill_9() {
+    let guest = guest_dir();
+    let raw = temp_path("kill9.img");
+    std::fs::write(&raw, vec![0u8; 4 << 20]).expect("raw image");
+    let script = "echo KITE-FLUSHED-BEFORE-KILL-5d2a | dd of=/dev/vda conv=fsync 2>/dev/null; \
+                  echo FLUSHED-NOW-KILL; sleep 600";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args([
+            "run",
+            "--engine",
+            "emu",
+            "--kernel",
+            &guest.join("vmlinuz").display().to_string(),
+            "--initrd",
+            &guest.join("initrd.gz").display().to_string(),
+            "--disk",
+            &raw.display().to_string(),
+            "--cmdline",
+            &format!("console=ttyS0 panic=-1 kite_cmd=\"{script}\""),
+            "--no-reboot",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kite");
+    let mut out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            // Only the guest's own line, not the kernel's echo of its command line.
+            if String::from_utf8_lossy(&seen)
+                .lines()
+                .any(|l| l.trim_end() == "FLUSHED-NOW-KILL")
+            {
+                let _ = tx.send(());
+                break;
+            }
+        }
+    });
+    let flushed = rx.recv_timeout(BOOT_TIMEOUT).is_ok();
+    // SIGKILL: no destructors, no chance to write anything more.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(flushed, "the guest never reported its flush");
+    let image = std::fs::read(&raw).expect("read the image");
+    let marker = b"KITE-FLUSHED-BEFORE-KILL-5d2a";
+    assert!(
+        image.windows(marker.len()).any(|w| w == marker),
+        "the flushed marker is not in the image after kill -9"
+    );
+}
