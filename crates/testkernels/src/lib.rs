@@ -66,6 +66,16 @@ pub fn compute(value: u8) -> Vec<u8> {
     })
 }
 
+/// The compute kernel with its fill-and-fold repeated `rounds` times before
+/// the checksum is printed (the same line as [`compute`]): a CPU-bound
+/// benchmark guest (scripts/bench.sh).
+pub fn compute_rounds(value: u8, rounds: u32) -> Vec<u8> {
+    build_long_mode(|a| {
+        long_mode::emit_compute_rounds(a, COMPUTE_WORDS as u32, rounds)?;
+        serial_asm::debug_exit64(a, value)
+    })
+}
+
 /// What the compute kernel prints after `checksum=`: the same algorithm in Rust.
 pub fn compute_checksum() -> u64 {
     let mut x: u64 = long_mode::COMPUTE_SEED;
@@ -179,6 +189,7 @@ mod tests {
             hello(),
             exit_with(3),
             compute(5),
+            compute_rounds(5, 3),
             hello32(1),
             print_cmdline(2),
         ] {
