@@ -25,7 +25,7 @@ need_i386() {
     if ! dpkg --print-foreign-architectures | grep -qx i386; then
         echo "guests: enabling the i386 architecture for apt (dpkg --add-architecture i386)" >&2
         dpkg --add-architecture i386
-        apt-get update -qq
+        apt-get update -qq || true
     fi
 }
 

@@ -7,6 +7,7 @@ fn main() -> std::io::Result<()> {
         ("hello.elf", kite_testkernels::hello()),
         ("exit_with_3.elf", kite_testkernels::exit_with(3)),
         ("compute.elf", kite_testkernels::compute(0x21)),
+        ("exceptions.elf", kite_testkernels::exceptions(0x22)),
         ("hello32.elf", kite_testkernels::hello32(0x11)),
         ("print_cmdline.elf", kite_testkernels::print_cmdline(0x12)),
         ("halt.elf", kite_testkernels::halt()),

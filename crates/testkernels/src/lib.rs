@@ -13,6 +13,7 @@
 //! This crate knows nothing about Kite's engines or devices; it only makes bytes.
 
 mod elf;
+mod exceptions;
 mod layout;
 mod long_mode;
 mod serial_asm;
@@ -74,6 +75,32 @@ pub fn compute_rounds(value: u8, rounds: u32) -> Vec<u8> {
         long_mode::emit_compute_rounds(a, COMPUTE_WORDS as u32, rounds)?;
         serial_asm::debug_exit64(a, value)
     })
+}
+
+/// Enters long mode, installs an IDT, takes a #DE (`div` by zero) and a #PF
+/// (a read of an unmapped page) through it and recovers from both with
+/// IRETQ, prints [`exceptions_report`] on COM1 and writes `value` to port
+/// 0xf4. Unlike the others, this kernel needs IRET.
+pub fn exceptions(value: u8) -> Vec<u8> {
+    build_long_mode(|a| {
+        exceptions::emit_exceptions(a)?;
+        serial_asm::debug_exit64(a, value)
+    })
+}
+
+/// The line the exceptions kernel prints when the CPU did everything right:
+/// one #DE, one #PF at the unmapped address with error code 0 (a supervisor
+/// read of a not-present page), and the read returning the Multiboot magic
+/// found through the new mapping.
+pub fn exceptions_report() -> String {
+    format!(
+        "de={:016x} pf={:016x} cr2={:016x} err={:016x} read={:016x}",
+        1,
+        1,
+        exceptions::FAULT_ADDR,
+        0,
+        layout::MULTIBOOT_HEADER_MAGIC
+    )
 }
 
 /// What the compute kernel prints after `checksum=`: the same algorithm in Rust.

@@ -33,6 +33,11 @@ impl Run {
 
 /// Run kite with `args`, feeding `stdin`.
 pub fn kite(args: &[&str], stdin: &[u8]) -> Run {
+    kite_with_timeout(args, stdin, TIMEOUT)
+}
+
+/// Run kite with `args`, cut off after `timeout` (whole-Linux boots).
+pub fn kite_with_timeout(args: &[&str], stdin: &[u8], timeout: Duration) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
         .args(args)
         .stdin(Stdio::piped())
@@ -52,7 +57,7 @@ pub fn kite(args: &[&str], stdin: &[u8]) -> Run {
         if child.try_wait().expect("wait").is_some() {
             break;
         }
-        if start.elapsed() > TIMEOUT {
+        if start.elapsed() > timeout {
             let _ = child.kill();
             break;
         }
