@@ -285,6 +285,23 @@ impl Flags {
         self.record(Lazy::Dec, a, 1, cf, res, bits);
     }
 
+    /// SHL SHR SAR with a nonzero count: ZF SF PF from the result, CF and OF
+    /// as given, AF set (as the host does).
+    #[inline]
+    pub fn set_shift(&mut self, res: u64, bits: u32, cf: bool, of: bool) {
+        let r = res & mask(bits);
+        self.set_arith(cf, parity(r), true, r == 0, r & sign_bit(bits) != 0, of);
+    }
+
+    /// CF and OF only (rotates).
+    #[inline]
+    pub fn set_cf_of(&mut self, cf: bool, of: bool) {
+        self.materialize();
+        self.bits = (self.bits & !(RFLAGS_CF | RFLAGS_OF))
+            | (cf as u64) * RFLAGS_CF
+            | (of as u64) * RFLAGS_OF;
+    }
+
     /// ZF SF PF from a result, leaving the others.
     #[inline]
     pub fn set_szp(&mut self, res: u64, bits: u32) {

@@ -53,19 +53,32 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         M::Dec => incdec_handler::<{ alu::DEC }>(ins),
 
         // Shifts and rotates.
-        M::Shl | M::Sal => shift_rotate::shift::<{ shift_rotate::SHL }>,
-        M::Shr => shift_rotate::shift::<{ shift_rotate::SHR }>,
-        M::Sar => shift_rotate::shift::<{ shift_rotate::SAR }>,
-        M::Rol => shift_rotate::shift::<{ shift_rotate::ROL }>,
-        M::Ror => shift_rotate::shift::<{ shift_rotate::ROR }>,
-        M::Rcl => shift_rotate::shift::<{ shift_rotate::RCL }>,
-        M::Rcr => shift_rotate::shift::<{ shift_rotate::RCR }>,
+        M::Shl | M::Sal => shift_handler::<{ shift_rotate::SHL }>(ins),
+        M::Shr => shift_handler::<{ shift_rotate::SHR }>(ins),
+        M::Sar => shift_handler::<{ shift_rotate::SAR }>(ins),
+        M::Rol => shift_handler::<{ shift_rotate::ROL }>(ins),
+        M::Ror => shift_handler::<{ shift_rotate::ROR }>(ins),
+        M::Rcl => shift_handler::<{ shift_rotate::RCL }>(ins),
+        M::Rcr => shift_handler::<{ shift_rotate::RCR }>(ins),
         M::Shld => shift_rotate::shld,
         M::Shrd => shift_rotate::shrd,
 
         // Multiply and divide.
         M::Mul => muldiv::mul,
-        M::Imul => muldiv::imul,
+        M::Imul => {
+            let regs = ins.op_count() == 2
+                && ins.op0_kind() == OpKind::Register
+                && ins.op1_kind() == OpKind::Register;
+            match (
+                regs,
+                gpr_size(ins.op0_register()),
+                gpr_size(ins.op1_register()),
+            ) {
+                (true, 8, 8) => muldiv::imul_rr::<8>,
+                (true, 4, 4) => muldiv::imul_rr::<4>,
+                _ => muldiv::imul,
+            }
+        }
         M::Div => muldiv::div,
         M::Idiv => muldiv::idiv,
 
@@ -312,6 +325,18 @@ fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
         }
     }
     alu::binop::<OP>
+}
+
+/// Shifts and rotates: specialized handlers for 32/64-bit registers.
+fn shift_handler<const OP: u8>(ins: &Instruction) -> Handler {
+    if ins.op0_kind() == OpKind::Register {
+        match gpr_size(ins.op0_register()) {
+            8 => return shift_rotate::shift_r::<OP, 8>,
+            4 => return shift_rotate::shift_r::<OP, 4>,
+            _ => {}
+        }
+    }
+    shift_rotate::shift::<OP>
 }
 
 /// INC/DEC: specialized handlers for 32/64-bit registers.
