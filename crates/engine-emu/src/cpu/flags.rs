@@ -130,12 +130,12 @@ impl Flags {
             return self.bits & ARITH;
         }
         let r = self.res;
-        (self.lazy_cf() as u64) * RFLAGS_CF
-            | (parity(r) as u64) * RFLAGS_PF
-            | (self.lazy_af() as u64) * RFLAGS_AF
-            | ((r == 0) as u64) * RFLAGS_ZF
-            | ((r & sign_bit(self.size) != 0) as u64) * RFLAGS_SF
-            | (self.lazy_of() as u64) * RFLAGS_OF
+        ((self.lazy_cf() as u64) * RFLAGS_CF)
+            | ((parity(r) as u64) * RFLAGS_PF)
+            | ((self.lazy_af() as u64) * RFLAGS_AF)
+            | (((r == 0) as u64) * RFLAGS_ZF)
+            | (((r & sign_bit(self.size) != 0) as u64) * RFLAGS_SF)
+            | ((self.lazy_of() as u64) * RFLAGS_OF)
     }
 
     /// Compute the lazy flags into `bits`.
@@ -298,8 +298,8 @@ impl Flags {
     pub fn set_cf_of(&mut self, cf: bool, of: bool) {
         self.materialize();
         self.bits = (self.bits & !(RFLAGS_CF | RFLAGS_OF))
-            | (cf as u64) * RFLAGS_CF
-            | (of as u64) * RFLAGS_OF;
+            | ((cf as u64) * RFLAGS_CF)
+            | ((of as u64) * RFLAGS_OF);
     }
 
     /// ZF SF PF from a result, leaving the others.
@@ -385,7 +385,7 @@ mod tests {
                         assert_eq!(f.of(), ((a ^ r) & (b ^ r) & sb) != 0);
                         assert_eq!(f.zf(), r == 0);
                         assert_eq!(f.sf(), r & sb != 0);
-                        assert_eq!(f.pf(), (r as u8).count_ones() % 2 == 0);
+                        assert_eq!(f.pf(), (r as u8).count_ones().is_multiple_of(2));
                         assert_eq!(f.af(), (a ^ b ^ r) & 0x10 != 0);
                         let want = f.rflags();
                         let mut g = f;

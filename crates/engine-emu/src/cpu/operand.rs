@@ -86,7 +86,7 @@ impl Cpu {
     }
 
     /// The effective address (segment offset) of the memory operand.
-    #[inline]
+    #[inline(always)]
     pub fn ea(&self, ins: &Instruction) -> u64 {
         let base = ins.memory_base();
         if base == Register::RIP {

@@ -113,6 +113,31 @@ pub fn binop_rm<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction)
     Ok(())
 }
 
+/// `binop` specialized for a 32/64-bit memory destination (no LOCK) and a
+/// GPR source (`IMM` false) or an immediate (`IMM` true).
+pub fn binop_m<const OP: u8, const SIZE: u32, const IMM: bool>(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+) -> Res {
+    let m = mask(SIZE * 8);
+    let b = if IMM {
+        ins.immediate(1)
+    } else {
+        cpu.gpr[super::gpr_index::<SIZE>(ins.op1_register())]
+    } & m;
+    let write = !matches!(OP, CMP | TEST);
+    let off = cpu.ea(ins);
+    let lin = cpu.seg_lin(cpu.mem_seg(ins), off, SIZE, write)?;
+    let a = cpu.read_lin(lin, SIZE, false)? & m;
+    let carry = cpu.flags.cf();
+    let r = compute::<OP>(a, b, carry) & m;
+    if write {
+        cpu.write_lin(lin, SIZE, r, false)?;
+    }
+    binop_flags::<OP>(cpu, a, b, carry, r, SIZE * 8);
+    Ok(())
+}
+
 /// INC/DEC specialized for a 32/64-bit GPR.
 pub fn incdec_r<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let m = mask(SIZE * 8);

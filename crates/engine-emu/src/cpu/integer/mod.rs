@@ -324,6 +324,26 @@ fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
             _ => {}
         }
     }
+    if !ins.has_lock_prefix() && plain_memory(ins, 0) {
+        let size = ins.memory_size().size();
+        let k1 = ins.op1_kind();
+        let r1 = if k1 == OpKind::Register {
+            gpr_size(ins.op1_register()) as usize
+        } else {
+            0
+        };
+        match size {
+            8 if r1 == 8 => return alu::binop_m::<OP, 8, false>,
+            4 if r1 == 4 => return alu::binop_m::<OP, 4, false>,
+            8 if matches!(k1, OpKind::Immediate8to64 | OpKind::Immediate32to64) => {
+                return alu::binop_m::<OP, 8, true>
+            }
+            4 if matches!(k1, OpKind::Immediate8to32 | OpKind::Immediate32) => {
+                return alu::binop_m::<OP, 4, true>
+            }
+            _ => {}
+        }
+    }
     alu::binop::<OP>
 }
 
