@@ -313,7 +313,7 @@ impl Flags {
     }
 
     /// Evaluate a condition code (the low 4 bits of Jcc/SETcc/CMOVcc).
-    #[inline]
+    #[inline(always)]
     pub fn cond(&self, cc: u8) -> bool {
         let r = match cc >> 1 {
             0 => self.of(),

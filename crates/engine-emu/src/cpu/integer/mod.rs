@@ -209,7 +209,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         | M::Jl
         | M::Jge
         | M::Jle
-        | M::Jg => control::jcc,
+        | M::Jg => control::JCC_BY_CC[usize::from(data_move::cc(ins))],
         M::Call => {
             if ins.is_call_far() || ins.is_call_far_indirect() {
                 return None;
