@@ -21,8 +21,9 @@
 #   os       Inside Linux: a shell loop of fork/exec and file operations; the
 #            guest prints /proc/uptime before and after, the loop time is the
 #            difference (guest clock, which follows the host's on both).
-#   idle     Inside Linux: `sleep 10`; host CPU seconds used during it, as
-#            CPU(boot + sleep 10) - CPU(boot).
+#   idle     Inside Linux: `sleep 10`; host CPU seconds the engine process
+#            used during it (its /proc/PID/stat CPU time sampled when the
+#            guest prints a marker before and after the sleep).
 # Any failure (a guest that does not reach `kite-guest: done, status 0`, a
 # wrong checksum, a missing tool that cannot be installed) stops the script
 # with a message: nothing is skipped silently.
@@ -193,18 +194,51 @@ bench_os() {
     report os-total os
 }
 
+# idle_run ENG OUT: boots Linux running `sleep 10` between two markers and
+# samples the engine process's CPU time (utime + stime from /proc) when
+# each marker appears on the console; writes the difference in seconds.
+# The markers are computed by the guest shell so that the echoed command
+# line itself does not match.
+idle_run() {
+    local eng="$1" out="$2" cmd pid t0="" t1="" tick
+    tick="$(getconf CLK_TCK)"
+    # The trailing sleep keeps the VM alive while the second sample is taken.
+    cmd="echo idle-mark-\$((10+1)); sleep 10; echo idle-mark-\$((20+2)); sleep 2"
+    if [ "$eng" = kite ]; then
+        "$KITE" run --engine emu --memory 512M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.gz" \
+            --cmdline "console=ttyS0 panic=-1 kite_cmd=\"$cmd\"" --no-reboot >"$out.log" 2>&1 </dev/null &
+    else
+        "$QEMU" -accel tcg -m 512M -nographic -no-reboot -kernel "$guest/vmlinuz" -initrd "$guest/initrd.gz" \
+            -append "console=ttyS0 panic=-1 kite_cmd=\"$cmd\"" >"$out.log" 2>&1 </dev/null &
+    fi
+    pid=$!
+    cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; }
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ -z "$t0" ] && grep -q "idle-mark-11" "$out.log"; then t0="$(cpu_ticks)"; fi
+        if [ -n "$t0" ] && grep -q "idle-mark-22" "$out.log"; then
+            t1="$(cpu_ticks)"
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$pid" || die "$out: $eng exited with an error (log: $(tail -3 "$out.log" | tr -d '\r'))"
+    check_linux "$out"
+    [ -n "$t0" ] && [ -n "$t1" ] || die "$out: the idle markers were not seen while $eng ran"
+    awk -v a="$t0" -v b="$t1" -v t="$tick" 'BEGIN { printf "%.2f\n", (b - a) / t }' >"$out.idle"
+    echo "bench: idle $eng: $(cat "$out.idle") s CPU during the guest's sleep 10" >&2
+}
+
 bench_idle() {
-    [ -n "$(ls "$work"/boot.kite.*.time 2>/dev/null)" ] || run_pair boot linux "true"
-    run_pair idle linux "sleep 10"
-    local eng
+    local i eng
+    for i in $(seq 1 "$RUNS"); do
+        for eng in kite qemu; do idle_run "$eng" "$work/idle.$eng.$i"; done
+    done
     for eng in kite qemu; do
-        read -r _ c_idle _ <<<"$(stats idle "$eng")"
-        read -r _ c_boot _ <<<"$(stats boot "$eng")"
-        eval "idle_$eng=$(awk -v a="$c_idle" -v b="$c_boot" 'BEGIN { printf "%.2f", a - b }')"
+        eval "idle_$eng=$(cat "$work/idle.$eng".*.idle | median)"
     done
     # shellcheck disable=SC2154
-    printf '%-8s host CPU seconds during a 10 s guest sleep: kite %s s | qemu %s s\n' idle "$idle_kite" "$idle_qemu"
-    report idle-tot idle
+    printf '%-8s host CPU seconds during a 10 s guest sleep: kite %s s | qemu %s s | kite/qemu %s\n' \
+        idle "$idle_kite" "$idle_qemu" "$(ratio "$idle_kite" "$idle_qemu")"
 }
 
 what=("$@")
@@ -212,7 +246,7 @@ what=("$@")
 [ "${what[0]}" = all ] && what=(boot compute os idle)
 
 echo "bench: $(uname -srm); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" >&2
-echo "bench: kite $KITE ($(git rev-parse --short HEAD 2>/dev/null || echo '?')); $("$QEMU" --version | head -1); RUNS=$RUNS" >&2
+echo "bench: kite binary $KITE (checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?')); $("$QEMU" --version | head -1); RUNS=$RUNS" >&2
 results=()
 for b in "${what[@]}"; do
     case "$b" in
