@@ -214,8 +214,8 @@ idle_run() {
     pid=$!
     cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; }
     while kill -0 "$pid" 2>/dev/null; do
-        if [ -z "$t0" ] && grep -q "idle-mark-11" "$out.log"; then t0="$(cpu_ticks)"; fi
-        if [ -n "$t0" ] && grep -q "idle-mark-22" "$out.log"; then
+        if [ -z "$t0" ] && grep -qs "idle-mark-11" "$out.log"; then t0="$(cpu_ticks)"; fi
+        if [ -n "$t0" ] && grep -qs "idle-mark-22" "$out.log"; then
             t1="$(cpu_ticks)"
             break
         fi
