@@ -172,10 +172,23 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         M::Sahf => flags_ops::sahf,
 
         // Stack.
-        M::Push => stack::push,
+        M::Push => {
+            let reg = ins.op0_kind() == OpKind::Register;
+            match (reg, gpr_size(ins.op0_register()), stack_op_size(ins)) {
+                (true, 8, 8) => stack::push_r::<8>,
+                (true, 4, 4) => stack::push_r::<4>,
+                _ => stack::push,
+            }
+        }
         M::Pop => {
             if ins.op0_kind() == OpKind::Register && ins.op0_register().is_segment_register() {
                 stack::pop_seg
+            } else if ins.op0_kind() == OpKind::Register {
+                match (gpr_size(ins.op0_register()), stack_op_size(ins)) {
+                    (8, 8) => stack::pop_r::<8>,
+                    (4, 4) => stack::pop_r::<4>,
+                    _ => stack::pop,
+                }
             } else {
                 stack::pop
             }
