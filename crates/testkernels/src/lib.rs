@@ -67,6 +67,16 @@ pub fn compute(value: u8) -> Vec<u8> {
     })
 }
 
+/// The compute kernel with its fill-and-fold repeated `rounds` times before
+/// the checksum is printed (the same line as [`compute`]): a CPU-bound
+/// benchmark guest (scripts/bench.sh).
+pub fn compute_rounds(value: u8, rounds: u32) -> Vec<u8> {
+    build_long_mode(|a| {
+        long_mode::emit_compute_rounds(a, COMPUTE_WORDS as u32, rounds)?;
+        serial_asm::debug_exit64(a, value)
+    })
+}
+
 /// Enters long mode, installs an IDT, takes a #DE (`div` by zero) and a #PF
 /// (a read of an unmapped page) through it and recovers from both with
 /// IRETQ, prints [`exceptions_report`] on COM1 and writes `value` to port
@@ -216,6 +226,7 @@ mod tests {
             hello(),
             exit_with(3),
             compute(5),
+            compute_rounds(5, 3),
             hello32(1),
             print_cmdline(2),
         ] {

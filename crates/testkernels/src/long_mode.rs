@@ -178,6 +178,50 @@ pub fn emit_compute(a: &mut CodeAssembler, words: u32) -> Result<(), IcedError> 
     serial_asm::print_str64(a, "\n")
 }
 
+/// Like [`emit_compute`], but runs the fill-and-fold `rounds` times (each
+/// round starts from the seed again, so the printed checksum is the same):
+/// a CPU-bound loop whose length benchmarks choose.
+pub fn emit_compute_rounds(
+    a: &mut CodeAssembler,
+    words: u32,
+    rounds: u32,
+) -> Result<(), IcedError> {
+    let buf = u64::from(LOAD_ADDR + BUFFER_OFF);
+    let mut round = a.create_label();
+    let mut fill = a.create_label();
+    let mut fold = a.create_label();
+    a.mov(r15d, rounds.max(1))?;
+    a.set_label(&mut round)?;
+    a.mov(rdi, buf)?;
+    a.mov(ecx, words)?;
+    a.mov(rax, COMPUTE_SEED)?;
+    a.mov(r9, LCG_MUL)?;
+    a.mov(r10, LCG_ADD)?;
+    a.set_label(&mut fill)?;
+    a.imul_2(rax, r9)?;
+    a.add(rax, r10)?;
+    a.mov(qword_ptr(rdi), rax)?;
+    a.add(rdi, 8)?;
+    a.dec(ecx)?;
+    a.jnz(fill)?;
+    a.xor(r8, r8)?;
+    a.xor(ecx, ecx)?;
+    a.mov(rdi, buf)?;
+    a.set_label(&mut fold)?;
+    a.mov(rax, qword_ptr(rdi + rcx * 8))?;
+    a.add(rax, rcx)?;
+    a.rol(r8, 5)?;
+    a.xor(r8, rax)?;
+    a.inc(ecx)?;
+    a.cmp(ecx, words)?;
+    a.jb(fold)?;
+    a.dec(r15d)?;
+    a.jnz(round)?;
+    // Print the checksum of the last round with the ordinary printer: a
+    // single round more of the same work.
+    emit_compute(a, words)
+}
+
 /// Print `mbi cmdline=` and the Multiboot command line (or `<none>`).
 pub fn emit_print_cmdline(a: &mut CodeAssembler) -> Result<(), IcedError> {
     let mut none = a.create_label();

@@ -42,7 +42,7 @@ impl Cpu {
 
     /// Linear address of `seg:off` for an access of `size` bytes, with the
     /// segment checks of the current mode.
-    #[inline]
+    #[inline(always)]
     pub fn seg_lin(&self, seg: Seg, off: u64, size: u32, write: bool) -> Res<u64> {
         if self.mode == Mode::Long {
             let lin = match seg {
@@ -150,7 +150,7 @@ impl Cpu {
 
     /// Read `size` (1, 2, 4, 8) bytes at a linear address. `sys`: an implicit
     /// supervisor access (descriptor tables, TSS, IDT).
-    #[inline]
+    #[inline(always)]
     pub fn read_lin(&mut self, lin: u64, size: u32, sys: bool) -> Res<u64> {
         if (lin & 0xfff) + u64::from(size) <= 0x1000 {
             if let Some(h) = self.tlb.lookup(lin, self.need(false, sys)) {
@@ -172,7 +172,7 @@ impl Cpu {
     }
 
     /// Write `size` (1, 2, 4, 8) bytes at a linear address.
-    #[inline]
+    #[inline(always)]
     pub fn write_lin(&mut self, lin: u64, size: u32, val: u64, sys: bool) -> Res {
         if (lin & 0xfff) + u64::from(size) <= 0x1000 {
             if let Some(h) = self.tlb.lookup(lin, self.need(true, sys)) {
@@ -401,14 +401,14 @@ impl Cpu {
     }
 
     /// Read through a segment.
-    #[inline]
+    #[inline(always)]
     pub fn read_mem(&mut self, seg: Seg, off: u64, size: u32) -> Res<u64> {
         let lin = self.seg_lin(seg, off, size, false)?;
         self.read_lin(lin, size, false)
     }
 
     /// Write through a segment.
-    #[inline]
+    #[inline(always)]
     pub fn write_mem(&mut self, seg: Seg, off: u64, size: u32, val: u64) -> Res {
         let lin = self.seg_lin(seg, off, size, true)?;
         self.write_lin(lin, size, val, false)

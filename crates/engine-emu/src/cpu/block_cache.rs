@@ -49,6 +49,18 @@ type KeyMap = HashMap<u64, u32, std::hash::BuildHasherDefault<KeyHasher>>;
 pub struct BlockCache {
     map: KeyMap,
     slab: Vec<Block>,
+    /// A direct-mapped cache of (key, slab index) in front of `map`: most
+    /// lookups are one compare instead of a hash-table probe.
+    fast: Box<[(u64, u32)]>,
+}
+
+const FAST_ENTRIES: usize = 4096;
+/// No key has all bits set (code sizes are 16, 32 or 64).
+const NO_KEY: u64 = u64::MAX;
+
+#[inline]
+fn fast_slot(k: u64) -> usize {
+    (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (FAST_ENTRIES - 1)
 }
 
 const MAX_BLOCKS: usize = 1 << 16;
@@ -70,12 +82,14 @@ impl BlockCache {
         BlockCache {
             map: KeyMap::default(),
             slab: Vec::new(),
+            fast: vec![(NO_KEY, 0); FAST_ENTRIES].into_boxed_slice(),
         }
     }
 
     pub fn clear(&mut self) {
         self.map.clear();
         self.slab.clear();
+        self.fast.fill((NO_KEY, 0));
     }
 
     /// The block at index `i` (from `get`).
@@ -85,19 +99,32 @@ impl BlockCache {
     }
 
     /// The index of the block at the CPU's RIP, decoding it if needed.
+    #[inline]
     pub fn get(&mut self, cpu: &mut Cpu, lin: u64, phys: u64) -> Res<u32> {
         let k = key(phys, cpu.code_bits);
-        if let Some(&i) = self.map.get(&k) {
+        let slot = fast_slot(k);
+        let (fk, fi) = self.fast[slot];
+        let found = if fk == k {
+            Some(fi)
+        } else {
+            self.map.get(&k).copied()
+        };
+        if let Some(i) = found {
             let b = &self.slab[i as usize];
             let valid = b.pages[..b.npages as usize]
                 .iter()
                 .all(|&(pfn, gen)| cpu.code.generation(pfn) == gen);
-            if valid {
-                return Ok(i);
+            if !valid {
+                self.slab[i as usize] = decode_block(cpu, lin, phys)?;
             }
-            self.slab[i as usize] = decode_block(cpu, lin, phys)?;
+            self.fast[slot] = (k, i);
             return Ok(i);
         }
+        self.insert(cpu, lin, phys, k, slot)
+    }
+
+    #[cold]
+    fn insert(&mut self, cpu: &mut Cpu, lin: u64, phys: u64, k: u64, slot: usize) -> Res<u32> {
         let nb = decode_block(cpu, lin, phys)?;
         if self.slab.len() >= MAX_BLOCKS {
             self.clear();
@@ -105,6 +132,7 @@ impl BlockCache {
         let i = self.slab.len() as u32;
         self.slab.push(nb);
         self.map.insert(k, i);
+        self.fast[slot] = (k, i);
         Ok(i)
     }
 }

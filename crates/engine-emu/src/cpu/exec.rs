@@ -178,39 +178,29 @@ impl Cpu {
                 p.sample(lin);
             }
             let block = blocks.block(index);
-            for d in block.insns.iter() {
-                if !self.breakpoints.is_empty() && !self.skip_breakpoint {
-                    let lin = self.rip_lin();
-                    if self.breakpoints.contains(&lin) {
-                        self.pending = Some(Pending::Debug);
-                        return Stop::Debug;
-                    }
+            // Per-instruction debug checks (breakpoints, single-step, TF) and
+            // the interrupt shadow only matter in a few blocks: decide once.
+            let slow = !self.breakpoints.is_empty()
+                || self.single_step
+                || self.interrupt_shadow
+                || self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
+            if slow {
+                if let Some(stop) = self.run_block_checked(block) {
+                    return stop;
                 }
-                self.skip_breakpoint = false;
-                let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & self.ip_mask();
+                continue;
+            }
+            self.skip_breakpoint = false;
+            let ip_mask = self.ip_mask();
+            for d in block.insns.iter() {
+                let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & ip_mask;
                 self.next_rip = fallthrough;
                 self.replay_pos = 0;
-                let shadow = self.interrupt_shadow;
-                let trap = self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
                 match (d.handler)(self, &d.ins) {
                     Ok(()) => {
                         self.rip = self.next_rip;
-                        self.replay.clear();
-                        if shadow {
-                            self.interrupt_shadow = false;
-                        }
-                        if trap {
-                            // TF was set when the instruction began: #DB trap after it.
-                            if let Err(f) = self.single_step_trap() {
-                                if let Some(stop) = self.fault(f) {
-                                    return stop;
-                                }
-                            }
-                            break;
-                        }
-                        if self.single_step {
-                            self.pending = Some(Pending::Debug);
-                            return Stop::Debug;
+                        if !self.replay.is_empty() {
+                            self.replay.clear();
                         }
                         if self.rip != fallthrough || self.end_block || !self.posted.is_empty() {
                             break;
@@ -225,6 +215,55 @@ impl Cpu {
                 }
             }
         }
+    }
+
+    /// Run one block with the per-instruction checks: breakpoints,
+    /// single-step, the trap flag and the interrupt shadow. `Some` stops `run`.
+    fn run_block_checked(&mut self, block: &super::block_cache::Block) -> Option<Stop> {
+        for d in block.insns.iter() {
+            if !self.breakpoints.is_empty() && !self.skip_breakpoint {
+                let lin = self.rip_lin();
+                if self.breakpoints.contains(&lin) {
+                    self.pending = Some(Pending::Debug);
+                    return Some(Stop::Debug);
+                }
+            }
+            self.skip_breakpoint = false;
+            let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & self.ip_mask();
+            self.next_rip = fallthrough;
+            self.replay_pos = 0;
+            let shadow = self.interrupt_shadow;
+            let trap = self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
+            match (d.handler)(self, &d.ins) {
+                Ok(()) => {
+                    self.rip = self.next_rip;
+                    self.replay.clear();
+                    if shadow {
+                        self.interrupt_shadow = false;
+                    }
+                    if trap {
+                        // TF was set when the instruction began: #DB trap after it.
+                        if let Err(f) = self.single_step_trap() {
+                            if let Some(stop) = self.fault(f) {
+                                return Some(stop);
+                            }
+                        }
+                        return None;
+                    }
+                    if self.single_step {
+                        self.pending = Some(Pending::Debug);
+                        return Some(Stop::Debug);
+                    }
+                    if self.rip != fallthrough || self.end_block || !self.posted.is_empty() {
+                        return None;
+                    }
+                }
+                Err(f) => {
+                    return self.fault(f);
+                }
+            }
+        }
+        None
     }
 
     /// Handle a fault from an instruction or a fetch; `Some` stops the loop.

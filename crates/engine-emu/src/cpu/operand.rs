@@ -12,55 +12,81 @@ use super::{Cpu, Res, Seg};
 
 impl Cpu {
     /// Read a register of any GPR width, a segment selector, or CR/DR.
+    ///
+    /// iced-x86 numbers the GPRs in contiguous runs (AL..R15L, AX..R15W,
+    /// EAX..R15D, RAX..R15), so the register is found by range arithmetic
+    /// instead of iced's per-register tables.
     #[inline]
     pub fn reg_read(&self, r: Register) -> u64 {
-        let n = r as u32;
-        if r.is_gpr() {
-            let num = r.number();
-            match r.size() {
-                8 => self.gpr[num],
-                4 => self.gpr[num] & 0xffff_ffff,
-                2 => self.gpr[num] & 0xffff,
-                _ => {
-                    // 8-bit: AH CH DH BH are the high bytes of RAX..RBX.
-                    if (Register::AH as u32..=Register::BH as u32).contains(&n) {
-                        (self.gpr[num - 4] >> 8) & 0xff
-                    } else {
-                        self.gpr[r.full_register().number()] & 0xff
-                    }
-                }
+        let n = r as usize;
+        const AL: usize = Register::AL as usize;
+        const AH: usize = Register::AH as usize;
+        const SPL: usize = Register::SPL as usize;
+        const AX: usize = Register::AX as usize;
+        const EAX: usize = Register::EAX as usize;
+        const RAX: usize = Register::RAX as usize;
+        if n >= RAX {
+            if n < RAX + 16 {
+                return self.gpr[n - RAX];
             }
-        } else if let Some(s) = Seg::from_iced(r) {
-            u64::from(self.seg[s as usize].selector)
-        } else {
-            0
+            return match Seg::from_iced(r) {
+                Some(s) => u64::from(self.seg[s as usize].selector),
+                None => 0,
+            };
         }
+        if n >= EAX {
+            return self.gpr[n - EAX] & 0xffff_ffff;
+        }
+        if n >= AX {
+            return self.gpr[n - AX] & 0xffff;
+        }
+        if n >= SPL {
+            return self.gpr[n - AL - 4] & 0xff;
+        }
+        if n >= AH {
+            return (self.gpr[n - AH] >> 8) & 0xff;
+        }
+        if n >= AL {
+            return self.gpr[n - AL] & 0xff;
+        }
+        0
     }
 
     /// Write a GPR of any width with x86 semantics: 32-bit writes zero the
-    /// upper half, 8- and 16-bit writes keep the rest.
+    /// upper half, 8- and 16-bit writes keep the rest. Other registers are
+    /// ignored (handlers only pass GPRs).
     #[inline]
     pub fn reg_write(&mut self, r: Register, v: u64) {
-        let n = r as u32;
-        let num = r.number();
-        match r.size() {
-            8 => self.gpr[num] = v,
-            4 => self.gpr[num] = v & 0xffff_ffff,
-            2 => self.gpr[num] = (self.gpr[num] & !0xffff) | (v & 0xffff),
-            _ => {
-                if (Register::AH as u32..=Register::BH as u32).contains(&n) {
-                    let g = &mut self.gpr[num - 4];
-                    *g = (*g & !0xff00) | ((v & 0xff) << 8);
-                } else {
-                    let g = &mut self.gpr[r.full_register().number()];
-                    *g = (*g & !0xff) | (v & 0xff);
-                }
+        let n = r as usize;
+        const AL: usize = Register::AL as usize;
+        const AH: usize = Register::AH as usize;
+        const SPL: usize = Register::SPL as usize;
+        const AX: usize = Register::AX as usize;
+        const EAX: usize = Register::EAX as usize;
+        const RAX: usize = Register::RAX as usize;
+        if n >= RAX {
+            if n < RAX + 16 {
+                self.gpr[n - RAX] = v;
             }
+        } else if n >= EAX {
+            self.gpr[n - EAX] = v & 0xffff_ffff;
+        } else if n >= AX {
+            let g = &mut self.gpr[n - AX];
+            *g = (*g & !0xffff) | (v & 0xffff);
+        } else if n >= SPL {
+            let g = &mut self.gpr[n - AL - 4];
+            *g = (*g & !0xff) | (v & 0xff);
+        } else if n >= AH {
+            let g = &mut self.gpr[n - AH];
+            *g = (*g & !0xff00) | ((v & 0xff) << 8);
+        } else if n >= AL {
+            let g = &mut self.gpr[n - AL];
+            *g = (*g & !0xff) | (v & 0xff);
         }
     }
 
     /// The effective address (segment offset) of the memory operand.
-    #[inline]
+    #[inline(always)]
     pub fn ea(&self, ins: &Instruction) -> u64 {
         let base = ins.memory_base();
         if base == Register::RIP {
@@ -76,20 +102,28 @@ impl Cpu {
         }
         let index = ins.memory_index();
         let mut a = ins.memory_displacement64();
-        let mut size = 0;
+        // The address size follows the base/index register width (GPRs of
+        // 16, 32 or 64 bits; see `reg_read` for the numbering).
+        let mut size_reg = Register::None;
         if base != Register::None {
             a = a.wrapping_add(self.reg_read(base));
-            size = base.size();
+            size_reg = base;
         }
         if index != Register::None {
             a = a.wrapping_add(self.reg_read(index) << ins.memory_index_scale().trailing_zeros());
-            size = index.size();
+            size_reg = index;
         }
-        match size {
-            2 => a & 0xffff,
-            4 => a & 0xffff_ffff,
-            0 if self.code_bits != 64 => a & 0xffff_ffff,
-            _ => a,
+        let n = size_reg as usize;
+        if n >= Register::RAX as usize {
+            a
+        } else if n >= Register::EAX as usize {
+            a & 0xffff_ffff
+        } else if n >= Register::AX as usize {
+            a & 0xffff
+        } else if self.code_bits != 64 {
+            a & 0xffff_ffff
+        } else {
+            a
         }
     }
 

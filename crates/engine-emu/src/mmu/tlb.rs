@@ -11,31 +11,45 @@ pub const EXEC_U: u8 = 32;
 const WRITE_ANY: u8 = WRITE_S | WRITE_U;
 
 const ENTRIES: usize = 8192;
-const INVALID: u64 = u64::MAX;
+const PAGE_MASK: u64 = !0xfff;
 
+/// An entry as the rest of the engine sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    /// Linear page number, or INVALID.
-    pub tag: u64,
-    /// Host address of the page start minus the linear page start, so that
-    /// host = addend + linear.
-    pub addend: u64,
     /// Guest-physical page address.
     pub phys: u64,
     pub perms: u8,
     pub global: bool,
 }
 
-const EMPTY: Entry = Entry {
-    tag: INVALID,
-    addend: 0,
+/// The part of an entry the access fast path reads, 16 bytes: the linear
+/// page address with the permission bits in its low 12 bits, and the
+/// host-minus-linear addend. An empty entry is 0 (no permissions), which no
+/// lookup accepts since every lookup needs at least one permission.
+#[derive(Debug, Clone, Copy)]
+struct Hot {
+    tag: u64,
+    /// Host address of the page start minus the linear page start, so that
+    /// host = addend + linear.
+    addend: u64,
+}
+
+/// The rest of an entry.
+#[derive(Debug, Clone, Copy)]
+struct Cold {
+    phys: u64,
+    global: bool,
+}
+
+const EMPTY_HOT: Hot = Hot { tag: 0, addend: 0 };
+const EMPTY_COLD: Cold = Cold {
     phys: 0,
-    perms: 0,
     global: false,
 };
 
 pub struct Tlb {
-    entries: Box<[Entry]>,
+    hot: Box<[Hot]>,
+    cold: Box<[Cold]>,
     /// Linear regions (base, log2 size) of large pages cached as 4 KiB
     /// entries since the last full flush: INVLPG in one flushes the region.
     large: Vec<(u64, u32)>,
@@ -53,7 +67,8 @@ impl Default for Tlb {
 impl Tlb {
     pub fn new() -> Tlb {
         Tlb {
-            entries: vec![EMPTY; ENTRIES].into_boxed_slice(),
+            hot: vec![EMPTY_HOT; ENTRIES].into_boxed_slice(),
+            cold: vec![EMPTY_COLD; ENTRIES].into_boxed_slice(),
             large: Vec::new(),
             large_overflow: false,
         }
@@ -64,11 +79,15 @@ impl Tlb {
         ((lin >> 12) as usize) & (ENTRIES - 1)
     }
 
-    /// Host address for `lin` if the entry grants every bit of `need`.
+    /// Host address for `lin` if the entry grants every bit of `need`
+    /// (`need` is never 0).
     #[inline(always)]
     pub fn lookup(&self, lin: u64, need: u8) -> Option<u64> {
-        let e = &self.entries[Self::index(lin)];
-        if e.tag == lin >> 12 && e.perms & need == need {
+        let e = &self.hot[Self::index(lin)];
+        // Page bits equal (XOR is 0 above bit 11) and the needed permission
+        // bits present: one compare.
+        let x = e.tag ^ (lin & PAGE_MASK);
+        if x & (PAGE_MASK | u64::from(need)) == u64::from(need) {
             Some(e.addend.wrapping_add(lin))
         } else {
             None
@@ -77,19 +96,27 @@ impl Tlb {
 
     /// The entry for `lin`'s page, whatever its permissions.
     #[inline]
-    pub fn entry(&self, lin: u64) -> Option<&Entry> {
-        let e = &self.entries[Self::index(lin)];
-        (e.tag == lin >> 12).then_some(e)
+    pub fn entry(&self, lin: u64) -> Option<Entry> {
+        let i = Self::index(lin);
+        let e = &self.hot[i];
+        let perms = (e.tag & 0xff) as u8;
+        (perms != 0 && e.tag & PAGE_MASK == lin & PAGE_MASK).then_some(Entry {
+            phys: self.cold[i].phys,
+            perms,
+            global: self.cold[i].global,
+        })
     }
 
     /// Install a 4 KiB mapping.
     pub fn insert(&mut self, lin: u64, host_page: u64, phys_page: u64, perms: u8, global: bool) {
-        let page = lin & !0xfff;
-        self.entries[Self::index(lin)] = Entry {
-            tag: lin >> 12,
+        let page = lin & PAGE_MASK;
+        let i = Self::index(lin);
+        self.hot[i] = Hot {
+            tag: page | u64::from(perms),
             addend: host_page.wrapping_sub(page),
+        };
+        self.cold[i] = Cold {
             phys: phys_page,
-            perms,
             global,
         };
     }
@@ -108,25 +135,26 @@ impl Tlb {
     }
 
     pub fn flush_all(&mut self) {
-        self.entries.fill(EMPTY);
+        self.hot.fill(EMPTY_HOT);
         self.large.clear();
         self.large_overflow = false;
     }
 
     /// Flush all but global entries (a CR3 write without PCID).
     pub fn flush_non_global(&mut self) {
-        for e in self.entries.iter_mut() {
-            if !e.global {
-                *e = EMPTY;
+        for (h, c) in self.hot.iter_mut().zip(self.cold.iter()) {
+            if !c.global {
+                *h = EMPTY_HOT;
             }
         }
     }
 
     fn flush_range(&mut self, base: u64, shift: u32) {
-        let (lo, hi) = (base >> 12, (base + (1u64 << shift) - 1) >> 12);
-        for e in self.entries.iter_mut() {
-            if e.tag >= lo && e.tag <= hi {
-                *e = EMPTY;
+        let (lo, hi) = (base & PAGE_MASK, (base + (1u64 << shift) - 1) & PAGE_MASK);
+        for h in self.hot.iter_mut() {
+            let page = h.tag & PAGE_MASK;
+            if h.tag != 0 && page >= lo && page <= hi {
+                *h = EMPTY_HOT;
             }
         }
     }
@@ -137,9 +165,9 @@ impl Tlb {
             self.flush_all();
             return;
         }
-        let e = &mut self.entries[Self::index(lin)];
-        if e.tag == lin >> 12 {
-            *e = EMPTY;
+        let h = &mut self.hot[Self::index(lin)];
+        if h.tag & PAGE_MASK == lin & PAGE_MASK {
+            *h = EMPTY_HOT;
         }
         let hits: Vec<(u64, u32)> = self
             .large
@@ -156,8 +184,46 @@ impl Tlb {
     /// Drop write permission everywhere, so the next write to each page
     /// takes the slow path (new code pages, dirty-log resets).
     pub fn drop_write_permissions(&mut self) {
-        for e in self.entries.iter_mut() {
-            e.perms &= !WRITE_ANY;
+        for h in self.hot.iter_mut() {
+            h.tag &= !u64::from(WRITE_ANY);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_needs_page_and_permissions() {
+        let mut t = Tlb::new();
+        assert_eq!(t.lookup(0, READ_S), None);
+        assert_eq!(t.lookup(0xffff_ffff_ffff_f123, READ_S), None);
+        t.insert(0x7000_1234, 0x10_0000, 0x5000, READ_S | WRITE_S, false);
+        assert_eq!(t.lookup(0x7000_1fff, READ_S), Some(0x10_0fff));
+        assert_eq!(t.lookup(0x7000_1000, WRITE_S), Some(0x10_0000));
+        assert_eq!(t.lookup(0x7000_1000, READ_U), None);
+        // Same index, other page.
+        assert_eq!(
+            t.lookup(0x7000_1000 + (ENTRIES as u64) * 4096, READ_S),
+            None
+        );
+        let e = t.entry(0x7000_1010).map(|e| (e.phys, e.perms));
+        assert_eq!(e, Some((0x5000, READ_S | WRITE_S)));
+        t.drop_write_permissions();
+        assert_eq!(t.lookup(0x7000_1000, WRITE_S), None);
+        assert_eq!(t.lookup(0x7000_1000, READ_S), Some(0x10_0000));
+        t.flush_page(0x7000_1000);
+        assert_eq!(t.lookup(0x7000_1000, READ_S), None);
+        assert!(t.entry(0x7000_1000).is_none());
+        t.insert(0xffff_ffff_ffff_f000, 0x20_0000, 0x6000, READ_S, true);
+        t.insert(0x4000, 0x30_0000, 0x7000, READ_S, false);
+        t.flush_non_global();
+        assert_eq!(t.lookup(0xffff_ffff_ffff_f008, READ_S), Some(0x20_0008));
+        assert_eq!(t.lookup(0x4000, READ_S), None);
+        t.note_large(0x20_0000, 21);
+        t.insert(0x20_3000, 0x40_0000, 0x8000, READ_S, false);
+        t.flush_page(0x20_0000);
+        assert_eq!(t.lookup(0x20_3000, READ_S), None);
     }
 }

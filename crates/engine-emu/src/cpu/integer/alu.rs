@@ -51,10 +51,106 @@ pub fn binop<const OP: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
         (a, f(a))
     };
     let a = a & m;
+    binop_flags::<OP>(cpu, a, b, carry, r, bits);
+    Ok(())
+}
+
+/// Flags of a two-operand ALU op of `bits` bits.
+#[inline(always)]
+fn binop_flags<const OP: u8>(cpu: &mut Cpu, a: u64, b: u64, carry: bool, r: u64, bits: u32) {
     match OP {
         ADD | ADC => cpu.flags.set_add(a, b, OP == ADC && carry, r, bits),
         SUB | SBB | CMP => cpu.flags.set_sub(a, b, OP == SBB && carry, r, bits),
         _ => cpu.flags.set_logic(r, bits),
+    }
+}
+
+/// `binop` specialized at decode time for a 32/64-bit GPR destination
+/// (`SIZE` bytes) and a GPR source of the same size, no LOCK.
+pub fn binop_rr<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let m = mask(SIZE * 8);
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let s = super::gpr_index::<SIZE>(ins.op1_register());
+    let a = cpu.gpr[d] & m;
+    let b = cpu.gpr[s] & m;
+    let carry = cpu.flags.cf();
+    let r = compute::<OP>(a, b, carry) & m;
+    if !matches!(OP, CMP | TEST) {
+        cpu.gpr[d] = r;
+    }
+    binop_flags::<OP>(cpu, a, b, carry, r, SIZE * 8);
+    Ok(())
+}
+
+/// `binop` specialized for a 32/64-bit GPR destination and an immediate.
+pub fn binop_ri<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let m = mask(SIZE * 8);
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let a = cpu.gpr[d] & m;
+    let b = ins.immediate(1) & m;
+    let carry = cpu.flags.cf();
+    let r = compute::<OP>(a, b, carry) & m;
+    if !matches!(OP, CMP | TEST) {
+        cpu.gpr[d] = r;
+    }
+    binop_flags::<OP>(cpu, a, b, carry, r, SIZE * 8);
+    Ok(())
+}
+
+/// `binop` specialized for a 32/64-bit GPR destination and a memory source.
+pub fn binop_rm<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let m = mask(SIZE * 8);
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let off = cpu.ea(ins);
+    let b = cpu.read_mem(cpu.mem_seg(ins), off, SIZE)? & m;
+    let a = cpu.gpr[d] & m;
+    let carry = cpu.flags.cf();
+    let r = compute::<OP>(a, b, carry) & m;
+    if !matches!(OP, CMP | TEST) {
+        cpu.gpr[d] = r;
+    }
+    binop_flags::<OP>(cpu, a, b, carry, r, SIZE * 8);
+    Ok(())
+}
+
+/// `binop` specialized for a 32/64-bit memory destination (no LOCK) and a
+/// GPR source (`IMM` false) or an immediate (`IMM` true).
+pub fn binop_m<const OP: u8, const SIZE: u32, const IMM: bool>(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+) -> Res {
+    let m = mask(SIZE * 8);
+    let b = if IMM {
+        ins.immediate(1)
+    } else {
+        cpu.gpr[super::gpr_index::<SIZE>(ins.op1_register())]
+    } & m;
+    let write = !matches!(OP, CMP | TEST);
+    let off = cpu.ea(ins);
+    let lin = cpu.seg_lin(cpu.mem_seg(ins), off, SIZE, write)?;
+    let a = cpu.read_lin(lin, SIZE, false)? & m;
+    let carry = cpu.flags.cf();
+    let r = compute::<OP>(a, b, carry) & m;
+    if write {
+        cpu.write_lin(lin, SIZE, r, false)?;
+    }
+    binop_flags::<OP>(cpu, a, b, carry, r, SIZE * 8);
+    Ok(())
+}
+
+/// INC/DEC specialized for a 32/64-bit GPR.
+pub fn incdec_r<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let m = mask(SIZE * 8);
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let a = cpu.gpr[d] & m;
+    if OP == INC {
+        let r = a.wrapping_add(1) & m;
+        cpu.gpr[d] = r;
+        cpu.flags.set_inc(a, r, SIZE * 8);
+    } else {
+        let r = a.wrapping_sub(1) & m;
+        cpu.gpr[d] = r;
+        cpu.flags.set_dec(a, r, SIZE * 8);
     }
     Ok(())
 }

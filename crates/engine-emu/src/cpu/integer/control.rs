@@ -4,7 +4,6 @@
 
 use iced_x86::{Code, Instruction, OpKind};
 
-use super::data_move::cc;
 use super::{sized_by_code, stack_op_size};
 use crate::cpu::flags::mask;
 use crate::cpu::reg::{RCX, RSP};
@@ -35,14 +34,36 @@ pub fn jmp(cpu: &mut Cpu, ins: &Instruction) -> Res {
     Ok(())
 }
 
-pub fn jcc(cpu: &mut Cpu, ins: &Instruction) -> Res {
-    if cpu.flags.cond(cc(ins)) {
+/// Jcc with its condition code (0..15) fixed at decode time, so only the
+/// flags it tests are computed.
+pub fn jcc_cc<const CC: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    if cpu.flags.cond(CC) {
         let t = cpu.branch_target(ins);
         cpu.check_near_target(t)?;
         cpu.next_rip = t;
     }
     Ok(())
 }
+
+/// `jcc_cc` for each condition code.
+pub(crate) const JCC_BY_CC: [crate::cpu::exec::Handler; 16] = [
+    jcc_cc::<0>,
+    jcc_cc::<1>,
+    jcc_cc::<2>,
+    jcc_cc::<3>,
+    jcc_cc::<4>,
+    jcc_cc::<5>,
+    jcc_cc::<6>,
+    jcc_cc::<7>,
+    jcc_cc::<8>,
+    jcc_cc::<9>,
+    jcc_cc::<10>,
+    jcc_cc::<11>,
+    jcc_cc::<12>,
+    jcc_cc::<13>,
+    jcc_cc::<14>,
+    jcc_cc::<15>,
+];
 
 pub fn call(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let t = target(cpu, ins)?;

@@ -30,6 +30,37 @@ pub fn mov(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.write_op(ins, 0, v)
 }
 
+/// MOV specialized at decode time: GPR <- GPR of `SIZE` (4 or 8) bytes.
+pub fn mov_rr<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let s = super::gpr_index::<SIZE>(ins.op1_register());
+    cpu.gpr[d] = cpu.gpr[s] & mask(SIZE * 8);
+    Ok(())
+}
+
+/// MOV GPR <- immediate.
+pub fn mov_ri<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    cpu.gpr[d] = ins.immediate(1) & mask(SIZE * 8);
+    Ok(())
+}
+
+/// MOV GPR <- memory.
+pub fn mov_rm<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let off = cpu.ea(ins);
+    let v = cpu.read_mem(cpu.mem_seg(ins), off, SIZE)?;
+    cpu.gpr[d] = v & mask(SIZE * 8);
+    Ok(())
+}
+
+/// MOV memory <- GPR.
+pub fn mov_mr<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let s = super::gpr_index::<SIZE>(ins.op1_register());
+    let off = cpu.ea(ins);
+    cpu.write_mem(cpu.mem_seg(ins), off, SIZE, cpu.gpr[s] & mask(SIZE * 8))
+}
+
 /// MOV Sreg, r/m16.
 pub fn mov_to_seg(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let Some(seg) = Seg::from_iced(ins.op0_register()) else {

@@ -38,34 +38,47 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
     use Mnemonic as M;
     Some(match ins.mnemonic() {
         // Arithmetic and logic.
-        M::Add => alu::binop::<{ alu::ADD }>,
-        M::Or => alu::binop::<{ alu::OR }>,
-        M::Adc => alu::binop::<{ alu::ADC }>,
-        M::Sbb => alu::binop::<{ alu::SBB }>,
-        M::And => alu::binop::<{ alu::AND }>,
-        M::Sub => alu::binop::<{ alu::SUB }>,
-        M::Xor => alu::binop::<{ alu::XOR }>,
-        M::Cmp => alu::binop::<{ alu::CMP }>,
-        M::Test => alu::binop::<{ alu::TEST }>,
+        M::Add => alu_handler::<{ alu::ADD }>(ins),
+        M::Or => alu_handler::<{ alu::OR }>(ins),
+        M::Adc => alu_handler::<{ alu::ADC }>(ins),
+        M::Sbb => alu_handler::<{ alu::SBB }>(ins),
+        M::And => alu_handler::<{ alu::AND }>(ins),
+        M::Sub => alu_handler::<{ alu::SUB }>(ins),
+        M::Xor => alu_handler::<{ alu::XOR }>(ins),
+        M::Cmp => alu_handler::<{ alu::CMP }>(ins),
+        M::Test => alu_handler::<{ alu::TEST }>(ins),
         M::Not => alu::unop::<{ alu::NOT }>,
         M::Neg => alu::unop::<{ alu::NEG }>,
-        M::Inc => alu::unop::<{ alu::INC }>,
-        M::Dec => alu::unop::<{ alu::DEC }>,
+        M::Inc => incdec_handler::<{ alu::INC }>(ins),
+        M::Dec => incdec_handler::<{ alu::DEC }>(ins),
 
         // Shifts and rotates.
-        M::Shl | M::Sal => shift_rotate::shift::<{ shift_rotate::SHL }>,
-        M::Shr => shift_rotate::shift::<{ shift_rotate::SHR }>,
-        M::Sar => shift_rotate::shift::<{ shift_rotate::SAR }>,
-        M::Rol => shift_rotate::shift::<{ shift_rotate::ROL }>,
-        M::Ror => shift_rotate::shift::<{ shift_rotate::ROR }>,
-        M::Rcl => shift_rotate::shift::<{ shift_rotate::RCL }>,
-        M::Rcr => shift_rotate::shift::<{ shift_rotate::RCR }>,
+        M::Shl | M::Sal => shift_handler::<{ shift_rotate::SHL }>(ins),
+        M::Shr => shift_handler::<{ shift_rotate::SHR }>(ins),
+        M::Sar => shift_handler::<{ shift_rotate::SAR }>(ins),
+        M::Rol => shift_handler::<{ shift_rotate::ROL }>(ins),
+        M::Ror => shift_handler::<{ shift_rotate::ROR }>(ins),
+        M::Rcl => shift_handler::<{ shift_rotate::RCL }>(ins),
+        M::Rcr => shift_handler::<{ shift_rotate::RCR }>(ins),
         M::Shld => shift_rotate::shld,
         M::Shrd => shift_rotate::shrd,
 
         // Multiply and divide.
         M::Mul => muldiv::mul,
-        M::Imul => muldiv::imul,
+        M::Imul => {
+            let regs = ins.op_count() == 2
+                && ins.op0_kind() == OpKind::Register
+                && ins.op1_kind() == OpKind::Register;
+            match (
+                regs,
+                gpr_size(ins.op0_register()),
+                gpr_size(ins.op1_register()),
+            ) {
+                (true, 8, 8) => muldiv::imul_rr::<8>,
+                (true, 4, 4) => muldiv::imul_rr::<4>,
+                _ => muldiv::imul,
+            }
+        }
         M::Div => muldiv::div,
         M::Idiv => muldiv::idiv,
 
@@ -100,7 +113,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
             if r0.is_segment_register() {
                 data_move::mov_to_seg
             } else {
-                data_move::mov
+                mov_handler(ins)
             }
         }
         M::Movzx => data_move::movzx,
@@ -159,10 +172,23 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         M::Sahf => flags_ops::sahf,
 
         // Stack.
-        M::Push => stack::push,
+        M::Push => {
+            let reg = ins.op0_kind() == OpKind::Register;
+            match (reg, gpr_size(ins.op0_register()), stack_op_size(ins)) {
+                (true, 8, 8) => stack::push_r::<8>,
+                (true, 4, 4) => stack::push_r::<4>,
+                _ => stack::push,
+            }
+        }
         M::Pop => {
             if ins.op0_kind() == OpKind::Register && ins.op0_register().is_segment_register() {
                 stack::pop_seg
+            } else if ins.op0_kind() == OpKind::Register {
+                match (gpr_size(ins.op0_register()), stack_op_size(ins)) {
+                    (8, 8) => stack::pop_r::<8>,
+                    (4, 4) => stack::pop_r::<4>,
+                    _ => stack::pop,
+                }
             } else {
                 stack::pop
             }
@@ -196,7 +222,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         | M::Jl
         | M::Jge
         | M::Jle
-        | M::Jg => control::jcc,
+        | M::Jg => control::JCC_BY_CC[usize::from(data_move::cc(ins))],
         M::Call => {
             if ins.is_call_far() || ins.is_call_far_indirect() {
                 return None;
@@ -249,6 +275,147 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         | M::Prefetcht2 => misc::nop,
         _ => return None,
     })
+}
+
+/// The size in bytes of a 32- or 64-bit GPR, else 0 (other registers, or
+/// no register).
+#[inline]
+fn gpr_size(r: Register) -> u32 {
+    let n = r as u32;
+    if (Register::RAX as u32..=Register::R15 as u32).contains(&n) {
+        8
+    } else if (Register::EAX as u32..=Register::R15D as u32).contains(&n) {
+        4
+    } else {
+        0
+    }
+}
+
+/// The `cpu.gpr` index of a GPR of `SIZE` (4 or 8) bytes; the handlers that
+/// use it are chosen only for such registers (`gpr_size`).
+#[inline(always)]
+pub(crate) fn gpr_index<const SIZE: u32>(r: Register) -> usize {
+    let first = if SIZE == 8 {
+        Register::RAX
+    } else {
+        Register::EAX
+    };
+    (r as usize).wrapping_sub(first as usize) & 15
+}
+
+/// Whether operand `i` is memory with an explicit address (not a string
+/// operand).
+#[inline]
+fn plain_memory(ins: &Instruction, i: u32) -> bool {
+    ins.op_kind(i) == OpKind::Memory
+}
+
+/// ADD..TEST: specialized handlers for the common register forms.
+fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
+    if !ins.has_lock_prefix() && ins.op0_kind() == OpKind::Register {
+        let size = gpr_size(ins.op0_register());
+        let k1 = ins.op1_kind();
+        match size {
+            8 if k1 == OpKind::Register && gpr_size(ins.op1_register()) == 8 => {
+                return alu::binop_rr::<OP, 8>
+            }
+            4 if k1 == OpKind::Register && gpr_size(ins.op1_register()) == 4 => {
+                return alu::binop_rr::<OP, 4>
+            }
+            8 if matches!(k1, OpKind::Immediate8to64 | OpKind::Immediate32to64) => {
+                return alu::binop_ri::<OP, 8>
+            }
+            4 if matches!(k1, OpKind::Immediate8to32 | OpKind::Immediate32) => {
+                return alu::binop_ri::<OP, 4>
+            }
+            8 if plain_memory(ins, 1) && ins.memory_size().size() == 8 => {
+                return alu::binop_rm::<OP, 8>
+            }
+            4 if plain_memory(ins, 1) && ins.memory_size().size() == 4 => {
+                return alu::binop_rm::<OP, 4>
+            }
+            _ => {}
+        }
+    }
+    if !ins.has_lock_prefix() && plain_memory(ins, 0) {
+        let size = ins.memory_size().size();
+        let k1 = ins.op1_kind();
+        let r1 = if k1 == OpKind::Register {
+            gpr_size(ins.op1_register()) as usize
+        } else {
+            0
+        };
+        match size {
+            8 if r1 == 8 => return alu::binop_m::<OP, 8, false>,
+            4 if r1 == 4 => return alu::binop_m::<OP, 4, false>,
+            8 if matches!(k1, OpKind::Immediate8to64 | OpKind::Immediate32to64) => {
+                return alu::binop_m::<OP, 8, true>
+            }
+            4 if matches!(k1, OpKind::Immediate8to32 | OpKind::Immediate32) => {
+                return alu::binop_m::<OP, 4, true>
+            }
+            _ => {}
+        }
+    }
+    alu::binop::<OP>
+}
+
+/// Shifts and rotates: specialized handlers for 32/64-bit registers.
+fn shift_handler<const OP: u8>(ins: &Instruction) -> Handler {
+    if ins.op0_kind() == OpKind::Register {
+        match gpr_size(ins.op0_register()) {
+            8 => return shift_rotate::shift_r::<OP, 8>,
+            4 => return shift_rotate::shift_r::<OP, 4>,
+            _ => {}
+        }
+    }
+    shift_rotate::shift::<OP>
+}
+
+/// INC/DEC: specialized handlers for 32/64-bit registers.
+fn incdec_handler<const OP: u8>(ins: &Instruction) -> Handler {
+    if !ins.has_lock_prefix() && ins.op0_kind() == OpKind::Register {
+        match gpr_size(ins.op0_register()) {
+            8 => return alu::incdec_r::<OP, 8>,
+            4 => return alu::incdec_r::<OP, 4>,
+            _ => {}
+        }
+    }
+    alu::unop::<OP>
+}
+
+/// MOV between GPRs, immediates and memory: specialized 32/64-bit forms.
+fn mov_handler(ins: &Instruction) -> Handler {
+    let (k0, k1) = (ins.op0_kind(), ins.op1_kind());
+    if k0 == OpKind::Register {
+        let size = gpr_size(ins.op0_register());
+        match size {
+            8 if k1 == OpKind::Register && gpr_size(ins.op1_register()) == 8 => {
+                return data_move::mov_rr::<8>
+            }
+            4 if k1 == OpKind::Register && gpr_size(ins.op1_register()) == 4 => {
+                return data_move::mov_rr::<4>
+            }
+            8 if matches!(k1, OpKind::Immediate64 | OpKind::Immediate32to64) => {
+                return data_move::mov_ri::<8>
+            }
+            4 if k1 == OpKind::Immediate32 => return data_move::mov_ri::<4>,
+            8 if plain_memory(ins, 1) && ins.memory_size().size() == 8 => {
+                return data_move::mov_rm::<8>
+            }
+            4 if plain_memory(ins, 1) && ins.memory_size().size() == 4 => {
+                return data_move::mov_rm::<4>
+            }
+            _ => {}
+        }
+    } else if plain_memory(ins, 0) && k1 == OpKind::Register {
+        match (gpr_size(ins.op1_register()), ins.memory_size().size()) {
+            (8, 8) => return data_move::mov_mr::<8>,
+            (4, 4) => return data_move::mov_mr::<4>,
+            _ => {}
+        }
+    }
+    data_move::mov
 }
 
 /// Control, debug and test registers belong to the system group.

@@ -5,9 +5,7 @@
 //! ZF PF and set AF.
 
 use iced_x86::Instruction;
-use kite_hypervisor::x86::{
-    self, RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF,
-};
+use kite_hypervisor::x86::{self, RFLAGS_AF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF};
 
 use crate::cpu::flags::mask;
 use crate::cpu::reg::{RAX, RDX};
@@ -55,8 +53,7 @@ fn acc_write(cpu: &mut Cpu, bits: u32, lo: u64, hi: u64) {
 }
 
 fn set_mul_flags(cpu: &mut Cpu, overflow: bool) {
-    cpu.flags.set(RFLAGS_CF, overflow);
-    cpu.flags.set(RFLAGS_OF, overflow);
+    cpu.flags.set_cf_of(overflow, overflow);
 }
 
 fn set_div_flags(cpu: &mut Cpu) {
@@ -100,6 +97,19 @@ pub fn imul(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let lo = p as u64 & mask(bits);
     let fits = i128::from(sext(lo, bits)) == p;
     cpu.reg_write(ins.op0_register(), lo);
+    set_mul_flags(cpu, !fits);
+    Ok(())
+}
+
+/// Two-operand IMUL specialized at decode time for 32/64-bit GPRs.
+pub fn imul_rr<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let bits = SIZE * 8;
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let s = super::gpr_index::<SIZE>(ins.op1_register());
+    let p = i128::from(sext(cpu.gpr[d], bits)) * i128::from(sext(cpu.gpr[s], bits));
+    let lo = p as u64 & mask(bits);
+    let fits = i128::from(sext(lo, bits)) == p;
+    cpu.gpr[d] = lo;
     set_mul_flags(cpu, !fits);
     Ok(())
 }

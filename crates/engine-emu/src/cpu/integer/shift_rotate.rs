@@ -21,7 +21,6 @@ use iced_x86::Instruction;
 use super::Loc;
 use crate::cpu::flags::{mask, sign_bit};
 use crate::cpu::{Cpu, Res};
-use kite_hypervisor::x86::{RFLAGS_AF, RFLAGS_CF, RFLAGS_OF};
 
 pub const SHL: u8 = 0;
 pub const SHR: u8 = 1;
@@ -129,28 +128,46 @@ pub fn shift<const OP: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let a = cpu.loc_read(loc, size)? & mask(bits);
     let (r, cf) = compute::<OP>(a, count, bits, cpu.flags.cf());
     cpu.loc_write(loc, size, r)?;
+    shift_flags::<OP>(cpu, r, cf, bits);
+    Ok(())
+}
+
+/// The flags of a shift/rotate by a nonzero count.
+#[inline(always)]
+fn shift_flags<const OP: u8>(cpu: &mut Cpu, r: u64, cf: bool, bits: u32) {
     match OP {
         SHL | SHR | SAR => {
-            cpu.flags.set_szp(r, bits);
-            cpu.flags.set(RFLAGS_AF, true);
-            cpu.flags.set(RFLAGS_CF, cf);
             let of = if OP == SHL {
                 of_left(r, cf, bits)
             } else {
                 of_right(r, bits)
             };
-            cpu.flags.set(RFLAGS_OF, of);
+            cpu.flags.set_shift(r, bits, cf, of);
         }
         _ => {
-            cpu.flags.set(RFLAGS_CF, cf);
             let of = if OP == ROL || OP == RCL {
                 of_left(r, cf, bits)
             } else {
                 of_right(r, bits)
             };
-            cpu.flags.set(RFLAGS_OF, of);
+            cpu.flags.set_cf_of(cf, of);
         }
     }
+}
+
+/// `shift` specialized at decode time for a 32/64-bit GPR destination.
+pub fn shift_r<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let bits = SIZE * 8;
+    let count = cpu.read_op(ins, 1)? as u32 & count_mask(bits);
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let a = cpu.gpr[d] & mask(bits);
+    if count == 0 {
+        cpu.gpr[d] = a;
+        return Ok(());
+    }
+    let (r, cf) = compute::<OP>(a, count, bits, cpu.flags.cf());
+    cpu.gpr[d] = r;
+    shift_flags::<OP>(cpu, r, cf, bits);
     Ok(())
 }
 
@@ -205,10 +222,7 @@ fn shld_shrd(cpu: &mut Cpu, ins: &Instruction, left: bool) -> Res {
     let a = cpu.loc_read(loc, size)? & mask(bits);
     let (r, cf, of) = double_shift(left, a, b, count, bits);
     cpu.loc_write(loc, size, r)?;
-    cpu.flags.set_szp(r, bits);
-    cpu.flags.set(RFLAGS_AF, true);
-    cpu.flags.set(RFLAGS_CF, cf);
-    cpu.flags.set(RFLAGS_OF, of);
+    cpu.flags.set_shift(r, bits, cf, of);
     Ok(())
 }
 

@@ -44,6 +44,23 @@ pub fn pop(cpu: &mut Cpu, ins: &Instruction) -> Res {
     }
 }
 
+/// PUSH of a GPR whose size (4 or 8 bytes) is the stack operand size,
+/// chosen at decode time.
+pub fn push_r<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = cpu.gpr[super::gpr_index::<SIZE>(ins.op0_register())] & mask(SIZE * 8);
+    cpu.push(v, SIZE)
+}
+
+/// POP into a GPR whose size (4 or 8 bytes) is the stack operand size.
+pub fn pop_r<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = cpu.stack_peek(0, SIZE)?;
+    let old = cpu.gpr[RSP];
+    cpu.set_sp(old.wrapping_add(u64::from(SIZE)));
+    // POP rSP loads the popped value (written after the increment).
+    cpu.gpr[super::gpr_index::<SIZE>(ins.op0_register())] = v & mask(SIZE * 8);
+    Ok(())
+}
+
 /// POP Sreg.
 pub fn pop_seg(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let Some(seg) = Seg::from_iced(ins.op0_register()) else {
