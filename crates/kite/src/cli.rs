@@ -64,8 +64,9 @@ pub struct RunArgs {
     /// vdb, ... in order); repeatable. Locked against other writers.
     #[arg(long, value_parser = parse_disk, value_name = "PATH[,readonly]")]
     pub disk: Vec<DiskSpec>,
-    /// A virtio network device on a host tap interface (tap=NAME); user-mode
-    /// networking (user) is not implemented yet.
+    /// A virtio network device on a host tap interface (tap=NAME) or on
+    /// user-mode networking (user: guest 10.0.2.15/24, gateway 10.0.2.2 =
+    /// host loopback, DNS 10.0.2.3, DHCP).
     #[arg(long, value_parser = parse_net, value_name = "user|tap=NAME")]
     pub net: Option<NetSpec>,
     /// Where COM1 goes: stdio (Ctrl-A x quits), none, or file=PATH.

@@ -54,6 +54,9 @@ pub struct MachineConfig {
 pub enum NetConfig {
     /// A host tap interface, by name.
     Tap(String),
+    /// User-mode networking: guest 10.0.2.15, gateway 10.0.2.2 (the host's
+    /// loopback), DNS 10.0.2.3, DHCP; no privileges needed.
+    User,
 }
 
 /// The most vCPUs a machine may have (one xAPIC id byte, minus broadcast).
