@@ -311,3 +311,83 @@ fn a_disk_survives_a_reboot_and_its_lock_is_released() {
         "virtio-blk is not on a level-triggered INTx line:\n{out}"
     );
 }
+
+/// A tiny HTTP/1.0 server on 127.0.0.1: `/file` is `small`, `/big` is `big`.
+fn http_server(small: Vec<u8>, big: Vec<u8>) -> u16 {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the HTTP server");
+    let port = listener.local_addr().expect("server address").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&req);
+            let body = if req.starts_with("GET /file ") {
+                &small
+            } else if req.starts_with("GET /big ") {
+                &big
+            } else {
+                let _ = conn.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            };
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn guest_fetches_a_file_from_the_host_over_user_networking() {
+    let guest = guest_dir();
+    let small: String = (0..200)
+        .map(|i| format!("kite-user-net line {i:03} {}\n", i * 7919 % 10007))
+        .collect();
+    let big: Vec<u8> = (0..262_144u32).map(|i| (i % 251) as u8).collect();
+    let port = http_server(small.clone().into_bytes(), big);
+    let script = format!(
+        "ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up; \
+         ip route add default via 10.0.2.2; \
+         wget -O - http://10.0.2.2:{port}/file; \
+         wget -q -O /tmp/big http://10.0.2.2:{port}/big && echo big-size $(wc -c < /tmp/big)"
+    );
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--engine".into(),
+        "emu".into(),
+        "--kernel".into(),
+        guest.join("vmlinuz").display().to_string(),
+        "--initrd".into(),
+        guest.join("initrd.gz").display().to_string(),
+        "--net".into(),
+        "user".into(),
+        "--serial".into(),
+        "stdio".into(),
+        "--no-reboot".into(),
+        "--cmdline".into(),
+        format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\""),
+    ];
+    let (status, out, err) = run_guest(&args);
+    assert_eq!(
+        status,
+        Some(0),
+        "guest did not power off cleanly; stderr {err:?}\n{out}"
+    );
+    let got = out.replace("\r\n", "\n");
+    assert!(
+        got.contains(&small),
+        "the file did not arrive intact over --net user:\n{out}"
+    );
+    assert!(
+        got.contains("big-size 262144"),
+        "the 256 KiB file did not arrive whole:\n{out}"
+    );
+}
