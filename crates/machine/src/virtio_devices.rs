@@ -56,8 +56,12 @@ pub fn add_virtio_devices(
             let frames = net.rx_frames();
             devices.push((Box::new(net), Some(RxBackend::Tap(tap, frames))));
         }
-        Some(NetConfig::User) => {
-            let (tx, stack, from_guest) = user_network();
+        Some(NetConfig::User(forwards)) => {
+            let (tx, stack, from_guest) = user_network(forwards).map_err(|e| {
+                MachineError::Config(format!(
+                    "--net user: cannot listen for a hostfwd (is the host port free?): {e}"
+                ))
+            })?;
             let net = NetDevice::new(Arc::new(tx), GUEST_MAC);
             let frames = net.rx_frames();
             devices.push((

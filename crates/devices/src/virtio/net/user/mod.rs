@@ -13,6 +13,8 @@
 //! datagrams to 10.0.2.2:PORT go to 127.0.0.1:PORT and datagrams to
 //! 10.0.2.3:53 to the first IPv4 nameserver of the host's /etc/resolv.conf
 //! (none: dropped); replies come back as from the address the guest used.
+//! Inbound forwards (`hostfwd`) listen on a host address and, per accepted
+//! host connection, open a smoltcp connection to 10.0.2.15:GUESTPORT.
 //! Nothing else leaves the host. The guest is hostile: malformed frames are
 //! dropped, and connections, flows and buffers are bounded.
 
@@ -21,7 +23,7 @@ pub mod frames;
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -57,6 +59,8 @@ const MAX_QUEUED: usize = 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const MTU: usize = 1514;
+/// Local ports on 10.0.2.2 for forwarded connections.
+const FORWARD_PORTS_START: u16 = 49152;
 
 /// The vCPU side: guest frames go to the backend thread through a bounded
 /// channel (a frame is dropped when it is full).
@@ -74,15 +78,25 @@ impl NetBackend for UserNetTx {
     }
 }
 
+/// An inbound TCP forward: connections to `host` reach the guest's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostForward {
+    pub host: SocketAddr,
+    pub guest_port: u16,
+}
+
 /// A new user-mode network: the backend for the device, and the stack with
-/// the receiving end of its frames for [`UserStack::run`].
-pub fn user_network() -> (UserNetTx, UserStack, Receiver<Vec<u8>>) {
+/// the receiving end of its frames for [`UserStack::run`]. Fails when a
+/// forward's host address cannot be listened on.
+pub fn user_network(
+    forwards: &[HostForward],
+) -> std::io::Result<(UserNetTx, UserStack, Receiver<Vec<u8>>)> {
     let (tx, rx) = sync_channel(TX_QUEUE_FRAMES);
-    (
-        UserNetTx { tx: Mutex::new(tx) },
-        UserStack::new(host_nameserver()),
-        rx,
-    )
+    let mut stack = UserStack::new(host_nameserver());
+    for f in forwards {
+        stack.add_forward(*f)?;
+    }
+    Ok((UserNetTx { tx: Mutex::new(tx) }, stack, rx))
 }
 
 /// The first IPv4 nameserver of /etc/resolv.conf.
@@ -182,6 +196,10 @@ pub struct UserStack {
     guest_mac: Option<EthernetAddress>,
     epoch: Instant,
     nameserver: Option<SocketAddr>,
+    /// Host listeners of inbound forwards, with the guest port each reaches.
+    forwards: Vec<(TcpListener, u16)>,
+    /// The next local port for a forwarded connection.
+    next_port: u16,
 }
 
 impl UserStack {
@@ -210,6 +228,66 @@ impl UserStack {
             guest_mac: None,
             epoch,
             nameserver,
+            forwards: Vec::new(),
+            next_port: FORWARD_PORTS_START,
+        }
+    }
+
+    /// Listen on `f.host`; returns the address bound (port 0 picks one).
+    pub fn add_forward(&mut self, f: HostForward) -> std::io::Result<SocketAddr> {
+        let l = TcpListener::bind(f.host)?;
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr()?;
+        self.forwards.push((l, f.guest_port));
+        Ok(addr)
+    }
+
+    /// Accept host connections on the forwards and connect them to the guest.
+    fn accept_forwards(&mut self) {
+        for i in 0..self.forwards.len() {
+            while self.tcp.len() < MAX_TCP {
+                let (l, guest_port) = &self.forwards[i];
+                let guest_port = *guest_port;
+                let Ok((stream, _)) = l.accept() else {
+                    break;
+                };
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let local = self.next_port;
+                self.next_port = if local == u16::MAX {
+                    FORWARD_PORTS_START
+                } else {
+                    local + 1
+                };
+                let mut socket = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                    tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                );
+                socket.set_nagle_enabled(false);
+                if socket
+                    .connect(
+                        self.iface.context(),
+                        (GUEST_IP, guest_port),
+                        (GATEWAY_IP, local),
+                    )
+                    .is_err()
+                {
+                    continue;
+                }
+                let handle = self.sockets.add(socket);
+                self.tcp.push(TcpConn {
+                    handle,
+                    guest_port,
+                    port: local,
+                    stream,
+                    created: Instant::now(),
+                    opened: false,
+                    host_eof: false,
+                    guest_eof: false,
+                });
+            }
         }
     }
 
@@ -393,6 +471,7 @@ impl UserStack {
     /// Run smoltcp and relay between it and the host; returns the frames
     /// for the guest.
     pub fn poll(&mut self) -> Vec<Vec<u8>> {
+        self.accept_forwards();
         let now = self.now();
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.relay_tcp();
@@ -447,7 +526,8 @@ impl UserStack {
     /// How long the backend thread may sleep when no frame arrives.
     fn wait_time(&mut self) -> Duration {
         if self.tcp.is_empty() && self.udp.is_empty() {
-            return Duration::from_millis(100);
+            let idle = if self.forwards.is_empty() { 100 } else { 20 };
+            return Duration::from_millis(idle);
         }
         let now = self.now();
         let d = self
@@ -525,10 +605,14 @@ fn relay_one(c: &mut TcpConn, sock: &mut tcp::Socket) -> bool {
     let state = sock.state();
     if !c.opened {
         match state {
-            State::Listen | State::SynReceived => {
+            State::Listen | State::SynReceived | State::SynSent => {
                 return c.created.elapsed() > HANDSHAKE_TIMEOUT;
             }
-            State::Closed => return true,
+            State::Closed => {
+                // Refused by the guest (forward): reset the host's side.
+                set_reset_on_close(&c.stream);
+                return true;
+            }
             _ => c.opened = true,
         }
     }

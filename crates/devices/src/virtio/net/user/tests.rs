@@ -384,3 +384,60 @@ fn junk_frames_are_dropped() {
     stack.handle_guest_frame(&arp_request(GATEWAY_IP));
     assert_eq!(stack.poll().len(), 1);
 }
+
+#[test]
+fn host_forward_connects_to_the_guest_port() {
+    let mut stack = UserStack::new(None);
+    let host_addr = stack
+        .add_forward(HostForward {
+            host: "127.0.0.1:0".parse().unwrap(),
+            guest_port: 8080,
+        })
+        .unwrap();
+    // The guest has introduced itself (any frame teaches its MAC).
+    stack.handle_guest_frame(&arp_request(GATEWAY_IP));
+    stack.poll();
+    let mut host = std::net::TcpStream::connect(host_addr).unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let syn = poll_for(&mut stack, |f| {
+        let Some(s) = parse_tcp(f) else { return false };
+        s.syn && TcpPacket::new_checked(&f[34..]).is_ok_and(|t| t.dst_port() == 8080)
+    })
+    .expect("SYN to the guest's port 8080");
+    let t = TcpPacket::new_checked(&syn[34..]).unwrap();
+    let (local, seq) = (t.src_port(), t.seq_number().0 as u32);
+    let next = seq.wrapping_add(1);
+    stack.handle_guest_frame(&tcp_frame(
+        8080,
+        local,
+        TcpControl::Syn,
+        7000,
+        Some(next),
+        &[],
+    ));
+    stack.handle_guest_frame(&tcp_frame(
+        8080,
+        local,
+        TcpControl::Psh,
+        7001,
+        Some(next),
+        b"banner",
+    ));
+    let mut got = [0u8; 6];
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end && stack.tcp_connections() == 1 {
+        stack.poll();
+        if host.peek(&mut got).unwrap_or(0) == 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    host.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"banner");
+    host.write_all(b"hi").unwrap();
+    let data = poll_for(&mut stack, |f| {
+        parse_tcp(f).is_some_and(|s| !s.payload.is_empty())
+    })
+    .expect("host data for the guest");
+    assert_eq!(parse_tcp(&data).unwrap().payload, b"hi");
+}
