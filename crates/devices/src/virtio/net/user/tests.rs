@@ -441,3 +441,30 @@ fn host_forward_connects_to_the_guest_port() {
     .expect("host data for the guest");
     assert_eq!(parse_tcp(&data).unwrap().payload, b"hi");
 }
+
+#[test]
+fn dns_queries_go_to_the_host_nameserver_and_answers_come_from_10_0_2_3() {
+    let resolver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    resolver
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut stack = UserStack::new(Some(resolver.local_addr().unwrap()));
+    let q = udp_frame(guest(33333), gateway(DNS_IP, 53), b"query").unwrap();
+    stack.handle_guest_frame(&q);
+    let mut buf = [0u8; 64];
+    let (n, from) = resolver.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"query");
+    resolver.send_to(b"answer", from).unwrap();
+    let reply = poll_for(&mut stack, |f| f.len() > 42).expect("DNS answer");
+    let eth = EthernetFrame::new_checked(&reply[..]).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!(ip.src_addr(), DNS_IP);
+    let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!((udp.src_port(), udp.dst_port()), (53, 33333));
+    assert_eq!(udp.payload(), b"answer");
+    // Without a host nameserver, queries are dropped.
+    let mut silent = UserStack::new(None);
+    silent.handle_guest_frame(&q);
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(silent.poll().is_empty());
+}
