@@ -1,10 +1,11 @@
 //! The command line: `kite run` and its flags, with the parsers for sizes,
 //! disks, networks and serial modes.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kite_machine::{EngineChoice, SerialMode};
+use kite_machine::{EngineChoice, HostForward, SerialMode};
 
 #[derive(Debug, Parser)]
 #[command(name = "kite", version, about = "Kite: a virtual machine monitor")]
@@ -64,9 +65,12 @@ pub struct RunArgs {
     /// vdb, ... in order); repeatable. Locked against other writers.
     #[arg(long, value_parser = parse_disk, value_name = "PATH[,readonly]")]
     pub disk: Vec<DiskSpec>,
-    /// A virtio network device on a host tap interface (tap=NAME); user-mode
-    /// networking (user) is not implemented yet.
-    #[arg(long, value_parser = parse_net, value_name = "user|tap=NAME")]
+    /// A virtio network device on a host tap interface (tap=NAME) or on
+    /// user-mode networking (user: guest 10.0.2.15/24, gateway 10.0.2.2 =
+    /// host loopback, DNS 10.0.2.3, DHCP; add
+    /// ,hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT to forward a host port,
+    /// HOSTADDR defaulting to 127.0.0.1).
+    #[arg(long, value_parser = parse_net, value_name = "user[,hostfwd=...]|tap=NAME")]
     pub net: Option<NetSpec>,
     /// Where COM1 goes: stdio (Ctrl-A x quits), none, or file=PATH.
     #[arg(long, default_value = "stdio", value_parser = parse_serial, value_name = "stdio|none|file=PATH")]
@@ -84,8 +88,39 @@ pub struct DiskSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetSpec {
-    User,
+    User(Vec<HostForward>),
     Tap(String),
+}
+
+/// `hostfwd=tcp:[ADDR]:HOSTPORT-[10.0.2.15]:GUESTPORT`.
+fn parse_hostfwd(s: &str) -> Result<HostForward, String> {
+    let bad = || {
+        format!(
+            "'{s}' is not a forward (use hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT, \
+             e.g. hostfwd=tcp:127.0.0.1:2222-:22)"
+        )
+    };
+    let spec = s
+        .strip_prefix("hostfwd=")
+        .and_then(|r| r.strip_prefix("tcp:"))
+        .ok_or_else(bad)?;
+    let (host, guest) = spec.split_once('-').ok_or_else(bad)?;
+    let (addr, hport) = host.rsplit_once(':').ok_or_else(bad)?;
+    let addr: Ipv4Addr = if addr.is_empty() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        addr.parse().map_err(|_| bad())?
+    };
+    let hport: u16 = hport.parse().map_err(|_| bad())?;
+    let (gaddr, gport) = guest.rsplit_once(':').ok_or_else(bad)?;
+    if !(gaddr.is_empty() || gaddr == "10.0.2.15") {
+        return Err(format!("{}: the guest is 10.0.2.15", bad()));
+    }
+    let guest_port: u16 = gport.parse().ok().filter(|&p| p != 0).ok_or_else(bad)?;
+    Ok(HostForward {
+        host: SocketAddr::V4(SocketAddrV4::new(addr, hport)),
+        guest_port,
+    })
 }
 
 /// `512M`, `2G`, `65536K`, `1T`, `4096` (MiB); an optional `B`/`iB` after
@@ -137,10 +172,18 @@ pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
     Ok(DiskSpec { path, readonly })
 }
 
-/// `user` or `tap=NAME` (NAME at most 15 bytes, as Linux allows).
+/// `user[,hostfwd=tcp:[ADDR]:HOSTPORT-[10.0.2.15]:GUESTPORT]...` or
+/// `tap=NAME` (NAME at most 15 bytes, as Linux allows).
 pub fn parse_net(s: &str) -> Result<NetSpec, String> {
+    if let Some(rest) = s.strip_prefix("user,") {
+        return rest
+            .split(',')
+            .map(parse_hostfwd)
+            .collect::<Result<Vec<_>, _>>()
+            .map(NetSpec::User);
+    }
     match s.split_once('=') {
-        None if s == "user" => Ok(NetSpec::User),
+        None if s == "user" => Ok(NetSpec::User(Vec::new())),
         Some(("tap", name)) if !name.is_empty() && name.len() <= 15 && !name.contains('/') => {
             Ok(NetSpec::Tap(name.to_string()))
         }
@@ -220,7 +263,31 @@ mod tests {
 
     #[test]
     fn nets_and_serials() {
-        assert_eq!(parse_net("user"), Ok(NetSpec::User));
+        assert_eq!(parse_net("user"), Ok(NetSpec::User(Vec::new())));
+        assert_eq!(
+            parse_net("user,hostfwd=tcp::2222-:22,hostfwd=tcp:0.0.0.0:8080-10.0.2.15:80"),
+            Ok(NetSpec::User(vec![
+                HostForward {
+                    host: "127.0.0.1:2222".parse().unwrap(),
+                    guest_port: 22
+                },
+                HostForward {
+                    host: "0.0.0.0:8080".parse().unwrap(),
+                    guest_port: 80
+                },
+            ]))
+        );
+        for bad in [
+            "user,",
+            "user,hostfwd=udp::1-:2",
+            "user,hostfwd=tcp::1:2",
+            "user,hostfwd=tcp::1-:0",
+            "user,hostfwd=tcp:x:1-:2",
+            "user,hostfwd=tcp::1-10.0.2.9:2",
+            "user,hostfwd=tcp::70000-:2",
+        ] {
+            assert!(parse_net(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_net("tap=tap0"), Ok(NetSpec::Tap("tap0".into())));
         for bad in ["tap=", "tap=abcdefghijklmnop", "bridge", "user=1", "tap"] {
             assert!(parse_net(bad).is_err(), "{bad}");

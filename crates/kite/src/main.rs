@@ -62,11 +62,7 @@ fn run(args: RunArgs) -> i32 {
     let net = match &args.net {
         None => None,
         Some(NetSpec::Tap(name)) => Some(NetConfig::Tap(name.clone())),
-        Some(NetSpec::User) => {
-            return bad_input(
-                "--net user: user-mode networking is not yet supported (use tap=NAME)",
-            )
-        }
+        Some(NetSpec::User(forwards)) => Some(NetConfig::User(forwards.clone())),
     };
     let kernel = match &args.kernel {
         Some(p) => match Image::read(p) {

@@ -87,7 +87,7 @@ fn bad_flags() {
 }
 
 #[test]
-fn bad_devices_and_networks_not_yet_supported() {
+fn bad_devices_and_networks() {
     let disk = temp_file("disk.img", &[0; 4096]);
     assert_bad_input(
         &["run", "--disk", "/nonexistent/disk.img"],
@@ -97,7 +97,6 @@ fn bad_devices_and_networks_not_yet_supported() {
         &["run", "--disk", &format!("{disk},cache=none")],
         "cache=none",
     );
-    assert_bad_input(&["run", "--net", "user"], "not yet supported");
     assert_bad_input(
         &["run", "--net", "tap=kite-name-far-too-long"],
         "1 to 15 bytes",

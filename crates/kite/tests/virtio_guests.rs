@@ -2,6 +2,8 @@
 //! boot writes a marker to a raw disk (the host finds it in the image),
 //! mounts a read-only ext4 image made on the host and reads its file, is
 //! refused a write to that read-only disk, and reads the entropy device.
+//! Other boots ping over a tap, fetch files from a host HTTP server over
+//! `--net user`, and serve a page to the host through a `hostfwd`.
 //! The guest comes from scripts/guests.sh (it is not in the repository).
 
 mod common;
@@ -373,5 +375,146 @@ fn flushed_data_survives_kill_9() {
     assert!(
         image.windows(marker.len()).any(|w| w == marker),
         "the flushed marker is not in the image after kill -9"
+/// A tiny HTTP/1.0 server on 127.0.0.1: `/file` is `small`, `/big` is `big`.
+fn http_server(small: Vec<u8>, big: Vec<u8>) -> u16 {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the HTTP server");
+    let port = listener.local_addr().expect("server address").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&req);
+            let body = if req.starts_with("GET /file ") {
+                &small
+            } else if req.starts_with("GET /big ") {
+                &big
+            } else {
+                let _ = conn.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                continue;
+            };
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn guest_fetches_a_file_from_the_host_over_user_networking() {
+    let guest = guest_dir();
+    let small: String = (0..200)
+        .map(|i| format!("kite-user-net line {i:03} {}\n", i * 7919 % 10007))
+        .collect();
+    let big: Vec<u8> = (0..262_144u32).map(|i| (i % 251) as u8).collect();
+    let port = http_server(small.clone().into_bytes(), big);
+    let script = format!(
+        "ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up; \
+         ip route add default via 10.0.2.2; \
+         wget -O - http://10.0.2.2:{port}/file; \
+         wget -q -O /tmp/big http://10.0.2.2:{port}/big && echo big-size $(wc -c < /tmp/big)"
+    );
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--engine".into(),
+        "emu".into(),
+        "--kernel".into(),
+        guest.join("vmlinuz").display().to_string(),
+        "--initrd".into(),
+        guest.join("initrd.gz").display().to_string(),
+        "--net".into(),
+        "user".into(),
+        "--serial".into(),
+        "stdio".into(),
+        "--no-reboot".into(),
+        "--cmdline".into(),
+        format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\""),
+    ];
+    let (status, out, err) = run_guest(&args);
+    assert_eq!(
+        status,
+        Some(0),
+        "guest did not power off cleanly; stderr {err:?}\n{out}"
+    );
+    let got = out.replace("\r\n", "\n");
+    assert!(
+        got.contains(&small),
+        "the file did not arrive intact over --net user:\n{out}"
+    );
+    assert!(
+        got.contains("big-size 262144"),
+        "the 256 KiB file did not arrive whole:\n{out}"
+    );
+}
+
+#[test]
+fn host_reaches_a_guest_web_server_through_hostfwd() {
+    use std::io::Write;
+    let guest = guest_dir();
+    let hport = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("find a free port");
+        l.local_addr().expect("port").port()
+    };
+    let script = "ip addr add 10.0.2.15/24 dev eth0; ip link set eth0 up; \
+                  mkdir -p /tmp/www; echo kite-hostfwd-page > /tmp/www/index.html; \
+                  httpd -p 8080 -h /tmp/www; sleep 20";
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--engine".into(),
+        "emu".into(),
+        "--kernel".into(),
+        guest.join("vmlinuz").display().to_string(),
+        "--initrd".into(),
+        guest.join("initrd.gz").display().to_string(),
+        "--net".into(),
+        format!("user,hostfwd=tcp:127.0.0.1:{hport}-:8080"),
+        "--serial".into(),
+        "stdio".into(),
+        "--no-reboot".into(),
+        "--cmdline".into(),
+        format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\""),
+    ];
+    // Ask until the guest's server answers (or the guest is gone).
+    let guest_gone = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gone = guest_gone.clone();
+    let client = std::thread::spawn(move || {
+        let end = Instant::now() + BOOT_TIMEOUT;
+        while Instant::now() < end && !gone.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(500));
+            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", hport)) else {
+                continue;
+            };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            if c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").is_err() {
+                continue;
+            }
+            let mut resp = Vec::new();
+            let _ = c.read_to_end(&mut resp);
+            let resp = String::from_utf8_lossy(&resp).into_owned();
+            if resp.contains("kite-hostfwd-page") {
+                return Some(resp);
+            }
+        }
+        None
+    });
+    let (status, out, err) = run_guest(&args);
+    guest_gone.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        status,
+        Some(0),
+        "guest did not power off cleanly; stderr {err:?}\n{out}"
+    );
+    let resp = client.join().expect("client thread");
+    assert!(
+        resp.as_deref().is_some_and(|r| r.starts_with("HTTP/1.")),
+        "the guest's web server was not reached through hostfwd:\n{out}"
     );
 }

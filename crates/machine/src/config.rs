@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use kite_devices::virtio::net::user::HostForward;
 pub use kite_devices::virtio::BlockConfig;
 
 use crate::loader::Image;
@@ -54,6 +55,10 @@ pub struct MachineConfig {
 pub enum NetConfig {
     /// A host tap interface, by name.
     Tap(String),
+    /// User-mode networking: guest 10.0.2.15, gateway 10.0.2.2 (the host's
+    /// loopback), DNS 10.0.2.3, DHCP; no privileges needed. Host TCP
+    /// addresses forwarded to guest ports.
+    User(Vec<HostForward>),
 }
 
 /// The most vCPUs a machine may have (one xAPIC id byte, minus broadcast).

@@ -19,7 +19,7 @@ pub mod run;
 pub mod vcpu_loop;
 pub mod virtio_devices;
 
-pub use config::{BlockConfig, EngineChoice, MachineConfig, NetConfig, SerialMode};
+pub use config::{BlockConfig, EngineChoice, HostForward, MachineConfig, NetConfig, SerialMode};
 pub use error::MachineError;
 pub use loader::Image;
 pub use run::{run_session, Outcome};

@@ -1,14 +1,17 @@
 //! The virtio devices a configuration asks for, on PCI bus 0: the disks
 //! first (/dev/vda, vdb, ... in slot order), then the network device (with
-//! a thread reading frames from its tap), then the entropy device. Each
+//! a thread reading frames from its tap, or running the user-mode network
+//! stack), then the entropy device. Each
 //! gets a BAR from the board's PCI window (mapped on the MMIO bus), INTx
 //! routed as the DSDT's `_PRT` says, and MSI-X through the VM.
 
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kite_devices::acpi::dsdt::pci_intx_gsi;
 use kite_devices::pci::{Bar, BarAllocator, BarKind, PciAddress, PciRoot};
+use kite_devices::virtio::net::user::{user_network, UserStack};
 use kite_devices::virtio::net::{RxFrames, RX_QUEUE};
 use kite_devices::virtio::pci_transport::{Interrupts, BAR_SIZE};
 use kite_devices::virtio::{
@@ -46,11 +49,27 @@ pub fn add_virtio_devices(
     for d in disks {
         devices.push((Box::new(d), None));
     }
-    if let Some(NetConfig::Tap(name)) = &config.net {
-        let tap = Arc::new(open_tap(name).map_err(|e| MachineError::Config(e.to_string()))?);
-        let net = NetDevice::new(tap.clone(), GUEST_MAC);
-        let frames = net.rx_frames();
-        devices.push((Box::new(net), Some((tap, frames))));
+    match &config.net {
+        Some(NetConfig::Tap(name)) => {
+            let tap = Arc::new(open_tap(name).map_err(|e| MachineError::Config(e.to_string()))?);
+            let net = NetDevice::new(tap.clone(), GUEST_MAC);
+            let frames = net.rx_frames();
+            devices.push((Box::new(net), Some(RxBackend::Tap(tap, frames))));
+        }
+        Some(NetConfig::User(forwards)) => {
+            let (tx, stack, from_guest) = user_network(forwards).map_err(|e| {
+                MachineError::Config(format!(
+                    "--net user: cannot listen for a hostfwd (is the host port free?): {e}"
+                ))
+            })?;
+            let net = NetDevice::new(Arc::new(tx), GUEST_MAC);
+            let frames = net.rx_frames();
+            devices.push((
+                Box::new(net),
+                Some(RxBackend::User(Box::new(stack), from_guest, frames)),
+            ));
+        }
+        None => {}
     }
     if config.rng {
         devices.push((Box::new(RngDevice::new()), None));
@@ -86,16 +105,28 @@ pub fn add_virtio_devices(
             dev.clone(),
         )
         .map_err(|e| MachineError::Config(e.to_string()))?;
-        if let Some((tap, frames)) = rx {
-            spawn_rx(tap, frames, Arc::downgrade(&dev)).map_err(MachineError::Thread)?;
+        match rx {
+            Some(RxBackend::Tap(tap, frames)) => {
+                spawn_rx(tap, frames, Arc::downgrade(&dev)).map_err(MachineError::Thread)?
+            }
+            Some(RxBackend::User(stack, from_guest, frames)) => {
+                spawn_user(*stack, from_guest, frames, Arc::downgrade(&dev))
+                    .map_err(MachineError::Thread)?
+            }
+            None => {}
         }
         mmio_bus.insert(address, BAR_SIZE, dev)?;
     }
     Ok(())
 }
 
-/// A tap and the queue its reader thread fills.
-type RxBackend = (Arc<Tap>, RxFrames);
+/// What a network device's backend thread works with: a tap and the queue
+/// its reader fills, or the user-mode stack, the guest's frames for it and
+/// the queue it fills.
+enum RxBackend {
+    Tap(Arc<Tap>, RxFrames),
+    User(Box<UserStack>, Receiver<Vec<u8>>, RxFrames),
+}
 
 /// The guest's MAC address (QEMU's first one).
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -148,6 +179,30 @@ fn spawn_rx(
                 NetDevice::push_rx(&frames, buf[..n].to_vec());
                 lock(&d).run_queue(RX_QUEUE);
             }
+        })
+        .map(|_| ())
+}
+
+/// Run the user-mode network stack until the device is gone.
+fn spawn_user(
+    stack: UserStack,
+    from_guest: Receiver<Vec<u8>>,
+    frames: RxFrames,
+    dev: Weak<Mutex<VirtioPciDevice>>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("kite-net-user".into())
+        .spawn(move || {
+            stack.run(from_guest, |out| {
+                let Some(d) = dev.upgrade() else {
+                    return false;
+                };
+                for f in out {
+                    NetDevice::push_rx(&frames, f);
+                }
+                lock(&d).run_queue(RX_QUEUE);
+                true
+            })
         })
         .map(|_| ())
 }

@@ -1,10 +1,12 @@
-//! virtio-net (type 1) over a host tap interface: queue 0 receives, queue 1
-//! transmits; frames carry the 12-byte virtio-net header (no offloads). A
-//! backend thread (the machine's) reads frames from the tap into `rx_frames`
-//! and asks the transport to run queue 0; the guest's TX notification writes
-//! frames to the tap on the vCPU thread.
+//! virtio-net (type 1): queue 0 receives, queue 1 transmits; frames carry
+//! the 12-byte virtio-net header (no offloads). The guest's TX notification
+//! hands frames to a [`NetBackend`] on the vCPU thread (a host tap, or the
+//! user-mode network stack in `user`); a backend thread (the machine's) puts
+//! frames for the guest into `rx_frames` and asks the transport to run
+//! queue 0.
 
 pub mod tap;
+pub mod user;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -34,17 +36,31 @@ const VIRTIO_NET_S_LINK_UP: u16 = 1;
 /// Frames from the host waiting for the guest.
 pub type RxFrames = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
+/// Where the guest's transmitted frames go.
+pub trait NetBackend: Send + Sync {
+    /// Take one Ethernet frame from the guest (dropped on failure).
+    fn transmit_frame(&self, frame: &[u8]);
+}
+
+impl NetBackend for Tap {
+    fn transmit_frame(&self, frame: &[u8]) {
+        if let Err(e) = self.send(frame) {
+            log::debug!("virtio-net: tap write failed: {e}");
+        }
+    }
+}
+
 /// The network device.
 pub struct NetDevice {
-    tap: Arc<Tap>,
+    backend: Arc<dyn NetBackend>,
     mac: [u8; 6],
     rx_frames: RxFrames,
 }
 
 impl NetDevice {
-    pub fn new(tap: Arc<Tap>, mac: [u8; 6]) -> NetDevice {
+    pub fn new(backend: Arc<dyn NetBackend>, mac: [u8; 6]) -> NetDevice {
         NetDevice {
-            tap,
+            backend,
             mac,
             rx_frames: Arc::new(Mutex::new(VecDeque::new())),
         }
@@ -103,9 +119,7 @@ impl NetDevice {
             if len >= NET_HDR_LEN as u64 && len - NET_HDR_LEN as u64 <= (MAX_FRAME + 4) as u64 {
                 let mut frame = vec![0u8; (len - NET_HDR_LEN as u64) as usize];
                 read_regions(mem, &c.readable, NET_HDR_LEN as u64, &mut frame)?;
-                if let Err(e) = self.tap.send(&frame) {
-                    log::debug!("virtio-net: tap write failed: {e}");
-                }
+                self.backend.transmit_frame(&frame);
             } else {
                 log::debug!("virtio-net: dropping a {len}-byte transmit buffer");
             }
