@@ -375,6 +375,9 @@ fn flushed_data_survives_kill_9() {
     assert!(
         image.windows(marker.len()).any(|w| w == marker),
         "the flushed marker is not in the image after kill -9"
+    );
+}
+
 /// A tiny HTTP/1.0 server on 127.0.0.1: `/file` is `small`, `/big` is `big`.
 fn http_server(small: Vec<u8>, big: Vec<u8>) -> u16 {
     use std::io::Write;
