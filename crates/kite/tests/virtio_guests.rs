@@ -48,7 +48,20 @@ fn guest_dir() -> PathBuf {
 
 /// Run kite to completion (or the timeout), returning status and stdout.
 fn run_guest(args: &[String]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+    run_guest_in(None, args)
+}
+
+/// As `run_guest`, inside network namespace `netns` when given.
+fn run_guest_in(netns: Option<&str>, args: &[String]) -> (Option<i32>, String, String) {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_kite")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_kite")),
+    };
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -209,27 +222,36 @@ fn a_locked_disk_image_is_refused_in_one_line() {
 }
 
 /// A host tap interface for one test, removed when dropped.
-struct HostTap(String);
+/// A TAP device with an address, inside a network namespace of the test's
+/// own (so the guest's traffic never touches the host's own network), and
+/// the namespace removed again (with the tap) on drop.
+struct HostTap {
+    netns: String,
+}
 
 impl HostTap {
     fn create(name: &str, cidr: &str) -> HostTap {
         let ip = |args: &[&str]| {
             let st = Command::new("ip").args(args).status().unwrap_or_else(|e| {
-                panic!("this test needs iproute2's ip (and root for a tap): {e}")
+                panic!("this test needs iproute2's ip (and root for a netns and a tap): {e}")
             });
             assert!(
                 st.success(),
-                "ip {args:?} failed: creating a tap needs root (CAP_NET_ADMIN)"
+                "ip {args:?} failed: a network namespace and a tap need root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
             );
         };
+        let netns = format!("{name}-ns");
         let _ = Command::new("ip")
-            .args(["tuntap", "del", "dev", name, "mode", "tap"])
+            .args(["netns", "del", &netns])
             .stderr(Stdio::null())
             .status();
-        ip(&["tuntap", "add", "dev", name, "mode", "tap"]);
-        let tap = HostTap(name.to_string());
-        ip(&["addr", "add", cidr, "dev", name]);
-        ip(&["link", "set", name, "up"]);
+        ip(&["netns", "add", &netns]);
+        let tap = HostTap { netns };
+        let ns = tap.netns.as_str();
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+        ip(&["-n", ns, "tuntap", "add", "dev", name, "mode", "tap"]);
+        ip(&["-n", ns, "addr", "add", cidr, "dev", name]);
+        ip(&["-n", ns, "link", "set", name, "up"]);
         tap
     }
 }
@@ -237,7 +259,7 @@ impl HostTap {
 impl Drop for HostTap {
     fn drop(&mut self) {
         let _ = Command::new("ip")
-            .args(["tuntap", "del", "dev", &self.0, "mode", "tap"])
+            .args(["netns", "del", &self.netns])
             .status();
     }
 }
@@ -246,7 +268,7 @@ impl Drop for HostTap {
 fn guest_pings_the_host_over_a_tap() {
     let guest = guest_dir();
     let name = format!("kitevt{}", std::process::id() % 100_000);
-    let _tap = HostTap::create(&name, "10.0.77.1/24");
+    let tap = HostTap::create(&name, "10.0.77.1/24");
     let script = "ip link set eth0 up; ip addr add 10.0.77.2/24 dev eth0; \
                   ping -c 3 -W 3 10.0.77.1";
     let args: Vec<String> = vec![
@@ -265,7 +287,7 @@ fn guest_pings_the_host_over_a_tap() {
         "--cmdline".into(),
         format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\""),
     ];
-    let (status, out, err) = run_guest(&args);
+    let (status, out, err) = run_guest_in(Some(&tap.netns), &args);
     assert_eq!(
         status,
         Some(0),
