@@ -25,6 +25,8 @@ pub mod exec;
 pub mod flags;
 pub mod fpu;
 pub mod integer;
+#[cfg(test)]
+pub mod native_stub;
 pub mod operand;
 pub mod profile;
 pub mod sse;

@@ -114,29 +114,7 @@ fn run_native(insn: &[u8], st: &mut State) {
     a.emms().unwrap();
     a.ret().unwrap();
     let code = a.assemble(0).unwrap();
-    // SAFETY: a private anonymous mapping, written then executed by this
-    // thread only; the stub follows the C ABI (clobbers only caller-saved
-    // registers, restores MXCSR, leaves the x87 unit empty) and touches
-    // memory only through the State pointer.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(
-            p,
-            libc::MAP_FAILED,
-            "cannot map writable+executable memory for the native stub"
-        );
-        std::ptr::copy_nonoverlapping(code.as_ptr(), p as *mut u8, code.len());
-        let f: extern "C" fn(*mut State) = std::mem::transmute(p);
-        f(st as *mut State);
-        libc::munmap(p, 4096);
-    }
+    crate::cpu::native_stub::run(&code, st);
 }
 
 fn run_emu(insn: &[u8], st: &mut State) {
