@@ -148,13 +148,14 @@ impl Cpu {
             if self.pending.is_some() || !self.posted.is_empty() {
                 return Stop::Exit;
             }
-            if self.kick.load(std::sync::atomic::Ordering::Relaxed) {
+            // A kick also sets the irqchip's events word (VcpuIrq::kick), so
+            // with an irqchip one load answers both.
+            let event = match &self.irq {
+                Some(irq) => irq.events().load(std::sync::atomic::Ordering::Relaxed) != 0,
+                None => self.kick.load(std::sync::atomic::Ordering::Relaxed),
+            };
+            if event {
                 return Stop::Event;
-            }
-            if let Some(irq) = &self.irq {
-                if irq.events().load(std::sync::atomic::Ordering::Relaxed) != 0 {
-                    return Stop::Event;
-                }
             }
             if self.intr_pending && self.flags.if_() && !self.interrupt_shadow {
                 return Stop::Event;
