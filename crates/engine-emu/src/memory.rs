@@ -64,6 +64,9 @@ pub struct CodePages {
     /// Bumped whenever a page becomes a code page: vCPUs then drop write
     /// permissions from their TLBs so the next write takes the slow path.
     pub write_epoch: AtomicU64,
+    /// Bumped each time a code page is written (any page): vCPUs then stop
+    /// following block links without checking generations.
+    pub inval_epoch: AtomicU64,
 }
 
 /// Physical pages tracked one by one (64 GiB); beyond, one shared entry.
@@ -75,6 +78,7 @@ impl CodePages {
             bits: Vec::new(),
             generation: Vec::new(),
             write_epoch: AtomicU64::new(0),
+            inval_epoch: AtomicU64::new(0),
         }
     }
 
@@ -84,6 +88,7 @@ impl CodePages {
             bits: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             generation: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             write_epoch: AtomicU64::new(0),
+            inval_epoch: AtomicU64::new(0),
         }
     }
 
@@ -130,6 +135,7 @@ impl CodePages {
         if let Some(g) = self.generation.get(i) {
             g.fetch_add(1, Ordering::AcqRel);
         }
+        self.inval_epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 

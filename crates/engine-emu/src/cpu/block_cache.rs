@@ -23,7 +23,26 @@ pub struct Block {
     /// (page frame number, generation) of the pages the bytes came from.
     pub pages: [(u64, u32); 2],
     pub npages: u8,
+    /// Where execution went after this block: the taken branch in 0, the
+    /// fall-through in 1 (see `BlockCache::follow`).
+    links: [Link; 2],
 }
+
+/// A successor learnt from an earlier run of a block: at linear address
+/// `lin`, in context `ctx` (see `Cpu::chain_ctx`), the block is `index`.
+#[derive(Clone, Copy)]
+struct Link {
+    lin: u64,
+    ctx: u64,
+    index: u32,
+}
+
+/// No context is 0 (it holds the code size).
+const NO_LINK: Link = Link {
+    lin: 0,
+    ctx: 0,
+    index: 0,
+};
 
 /// A multiplicative hash for the u64 block keys (SipHash is needlessly slow here).
 #[derive(Default, Clone, Copy)]
@@ -96,6 +115,33 @@ impl BlockCache {
     #[inline]
     pub fn block(&self, i: u32) -> &Block {
         &self.slab[i as usize]
+    }
+
+    /// The successor of block `from` at `lin` if an earlier run of it went
+    /// there in the same context: no translation, lookup or generation
+    /// check, as nothing they depend on has changed since (the context
+    /// changes with every TLB flush and every write to a code page).
+    #[inline(always)]
+    pub fn follow(&self, from: u32, lin: u64, ctx: u64) -> Option<u32> {
+        let b = self.slab.get(from as usize)?;
+        b.links
+            .iter()
+            .find(|l| l.lin == lin && l.ctx == ctx)
+            .map(|l| l.index)
+    }
+
+    /// Remember that block `from` continued at `lin` with block `to`.
+    #[inline]
+    pub fn link(&mut self, from: u32, lin: u64, ctx: u64, to: u32) {
+        if let Some(b) = self.slab.get_mut(from as usize) {
+            let end = b.insns.last().map(|d| d.ins.next_ip());
+            let slot = usize::from(end == Some(lin));
+            b.links[slot] = Link {
+                lin,
+                ctx,
+                index: to,
+            };
+        }
     }
 
     /// The index of the block at the CPU's RIP, decoding it if needed.
@@ -208,5 +254,6 @@ fn decode_block(cpu: &mut Cpu, lin: u64, phys: u64) -> Res<Block> {
         insns: insns.into_boxed_slice(),
         pages,
         npages,
+        links: [NO_LINK; 2],
     })
 }

@@ -140,10 +140,21 @@ impl Cpu {
     }
 
     /// Run guest code until something needs the caller.
+    /// What a block link is valid in (see `BlockCache::follow`): the TLB
+    /// epoch (bumped by flushes and code writes), user or supervisor fetch
+    /// permission, and the code size.
+    #[inline(always)]
+    fn chain_ctx(&self) -> u64 {
+        (self.tlb.epoch() << 8) | (u64::from(self.cpl == 3) << 7) | u64::from(self.code_bits)
+    }
+
     pub fn run(&mut self, blocks: &mut BlockCache) -> Stop {
+        // The block that just ran normally, to follow or learn its link.
+        let mut prev: Option<u32> = None;
         loop {
             if self.sync_memory_epochs() {
                 blocks.clear();
+                prev = None;
             }
             if self.pending.is_some() || !self.posted.is_empty() {
                 return Stop::Exit;
@@ -164,16 +175,30 @@ impl Cpu {
                 return Stop::Halted;
             }
             let lin = self.rip_lin();
-            let index = match self
-                .translate_fetch(lin)
-                .and_then(|phys| blocks.get(self, lin, phys))
-            {
-                Ok(i) => i,
-                Err(f) => match self.fault(f) {
-                    Some(stop) => return stop,
-                    None => continue,
+            let ctx = self.chain_ctx();
+            let linked = prev.and_then(|p| blocks.follow(p, lin, ctx));
+            let index = match linked {
+                Some(i) => i,
+                None => match self
+                    .translate_fetch(lin)
+                    .and_then(|phys| blocks.get(self, lin, phys))
+                {
+                    Ok(i) => {
+                        if let Some(p) = prev {
+                            blocks.link(p, lin, ctx, i);
+                        }
+                        i
+                    }
+                    Err(f) => {
+                        prev = None;
+                        match self.fault(f) {
+                            Some(stop) => return stop,
+                            None => continue,
+                        }
+                    }
                 },
             };
+            prev = None;
             self.end_block = false;
             if let Some(p) = self.profile.as_mut() {
                 p.sample(lin);
@@ -193,6 +218,7 @@ impl Cpu {
             }
             self.skip_breakpoint = false;
             let ip_mask = self.ip_mask();
+            prev = Some(index);
             for d in block.insns.iter() {
                 let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & ip_mask;
                 self.next_rip = fallthrough;
@@ -208,6 +234,7 @@ impl Cpu {
                         }
                     }
                     Err(f) => {
+                        prev = None;
                         if let Some(stop) = self.fault(f) {
                             return stop;
                         }

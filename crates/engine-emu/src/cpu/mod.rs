@@ -81,11 +81,20 @@ pub mod reg {
     pub const RDI: usize = 7;
 }
 
-/// An exception raised by an instruction (vector and error code).
+/// An exception raised by an instruction (vector and error code). Eight
+/// bytes, so that `Res` comes back from a handler in one register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exception {
     pub vector: u8,
-    pub error_code: Option<u32>,
+    has_code: bool,
+    code: u32,
+}
+
+impl Exception {
+    #[inline]
+    pub fn error_code(&self) -> Option<u32> {
+        self.has_code.then_some(self.code)
+    }
 }
 
 /// Why an instruction did not complete. The instruction has had no
@@ -106,9 +115,15 @@ pub enum Fault {
 
 pub type Res<T = ()> = Result<T, Fault>;
 
+const _: () = assert!(std::mem::size_of::<Res>() == 8);
+
 #[inline]
 pub fn exception(vector: u8, error_code: Option<u32>) -> Fault {
-    Fault::Exception(Exception { vector, error_code })
+    Fault::Exception(Exception {
+        vector,
+        has_code: error_code.is_some(),
+        code: error_code.unwrap_or(0),
+    })
 }
 
 /// #GP(code).
@@ -251,6 +266,7 @@ pub struct Cpu {
     /// Epochs of `mem` this vCPU has caught up with.
     pub seen_layout_epoch: u64,
     pub seen_write_epoch: u64,
+    pub seen_inval_epoch: u64,
     pub single_step: bool,
     pub breakpoints: Vec<u64>,
     /// Resume past a breakpoint at RIP once.
@@ -316,6 +332,7 @@ impl Cpu {
             chip,
             seen_layout_epoch: 0,
             seen_write_epoch: 0,
+            seen_inval_epoch: 0,
             single_step: false,
             breakpoints: Vec::new(),
             skip_breakpoint: false,
@@ -480,6 +497,11 @@ impl Cpu {
         if we != self.seen_write_epoch {
             self.seen_write_epoch = we;
             self.tlb.drop_write_permissions();
+        }
+        let inval = self.code.inval_epoch.load(Ordering::Acquire);
+        if inval != self.seen_inval_epoch {
+            self.seen_inval_epoch = inval;
+            self.tlb.bump_epoch();
         }
         changed
     }

@@ -54,6 +54,9 @@ pub struct Tlb {
     /// entries since the last full flush: INVLPG in one flushes the region.
     large: Vec<(u64, u32)>,
     large_overflow: bool,
+    /// Bumped by every flush: what was learnt from translations before
+    /// (block links, see `BlockCache`) is stale once it changes.
+    epoch: u64,
 }
 
 const MAX_LARGE: usize = 64;
@@ -71,7 +74,20 @@ impl Tlb {
             cold: vec![EMPTY_COLD; ENTRIES].into_boxed_slice(),
             large: Vec::new(),
             large_overflow: false,
+            epoch: 0,
         }
+    }
+
+    /// Changes whenever a translation may have changed (every flush).
+    #[inline(always)]
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Make what was learnt from earlier translations stale without
+    /// flushing (code pages written, decoded blocks dropped).
+    pub fn bump_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     #[inline(always)]
@@ -135,6 +151,7 @@ impl Tlb {
     }
 
     pub fn flush_all(&mut self) {
+        self.bump_epoch();
         self.hot.fill(EMPTY_HOT);
         self.large.clear();
         self.large_overflow = false;
@@ -142,6 +159,7 @@ impl Tlb {
 
     /// Flush all but global entries (a CR3 write without PCID).
     pub fn flush_non_global(&mut self) {
+        self.bump_epoch();
         for (h, c) in self.hot.iter_mut().zip(self.cold.iter()) {
             if !c.global {
                 *h = EMPTY_HOT;
@@ -161,6 +179,7 @@ impl Tlb {
 
     /// INVLPG: flush any entry for this linear page.
     pub fn flush_page(&mut self, lin: u64) {
+        self.bump_epoch();
         if self.large_overflow {
             self.flush_all();
             return;

@@ -480,6 +480,127 @@ pub fn loop_in_long_mode(hv: &dyn Hypervisor) -> CaseResult {
     check_eq(r.r9, 0x10_0000_0000, "R9 shifted")
 }
 
+/// A subroutine at `CALLS` (64-bit): R8D = the sum of 20 calls of RSI's
+/// target (each returns a value in EAX). Every call comes from the same
+/// instruction, so an engine that caches where that call went is tested.
+const CALLS: u64 = CODE + 0x600;
+
+fn load_calls(t: &TestVm) -> CaseResult {
+    t.load_code(64, CALLS, |a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 20)?;
+        a.xor(r8d, r8d)?;
+        a.set_label(&mut top)?;
+        a.call(rsi)?;
+        a.add(r8d, eax)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.ret()
+    })?;
+    Ok(())
+}
+
+/// Code written by the guest runs as written: functions called many times
+/// (in the caller's page and in another page) are patched and called again
+/// from the same call instruction, and an instruction patches the one right
+/// after it.
+pub fn self_modifying_code(hv: &dyn Hypervisor) -> CaseResult {
+    const NEAR: u64 = CODE + 0x800;
+    const FAR: u64 = 0x1_0000;
+    const SELF: u64 = 0x1_1000;
+    let mut t = TestVm::new(hv, false)?;
+    let func = |value: u32| {
+        move |a: &mut CodeAssembler| {
+            a.mov(eax, value)?;
+            a.ret()
+        }
+    };
+    t.load_code(64, NEAR, func(0x1111))?;
+    t.load_code(64, FAR, func(0x2222))?;
+    // `mov byte [SELF + 9], 0x77` is 8 bytes; `mov al, 0x11` follows it,
+    // its immediate at SELF + 9.
+    let patcher = t.load_code(64, SELF, |a| {
+        a.mov(byte_ptr(SELF as u32 + 9), 0x77)?;
+        a.mov(al, 0x11)?;
+        a.ret()
+    })?;
+    check_eq(&patcher[8..10], &[0xb0, 0x11][..], "patcher layout")?;
+    load_calls(&t)?;
+    t.load_code(64, CODE, |a| {
+        // Call, patch the immediate (bytes 1..5 of `mov eax, imm32`), call.
+        a.mov(esi, NEAR as u32)?;
+        a.call(CALLS)?;
+        a.mov(ebx, r8d)?;
+        a.mov(dword_ptr(NEAR as u32 + 1), 0x3333)?;
+        a.call(CALLS)?;
+        a.mov(edi, r8d)?;
+        a.mov(esi, FAR as u32)?;
+        a.call(CALLS)?;
+        a.mov(r9d, r8d)?;
+        a.mov(dword_ptr(FAR as u32 + 1), 0x4444)?;
+        a.call(CALLS)?;
+        a.mov(ebp, r8d)?;
+        a.mov(eax, SELF as u32)?;
+        a.call(rax)?;
+        a.movzx(edx, al)?;
+        a.hlt()
+    })?;
+    t.long_mode(CODE)?;
+    t.expect(0, Exit::Hlt, "hlt")?;
+    let r = t.regs()?;
+    check_eq(r.rbx, 20 * 0x1111, "20 calls of the near function")?;
+    check_eq(r.r9, 20 * 0x2222, "20 calls of the far function")?;
+    check_eq(r.rdi, 20 * 0x3333, "near function after patching")?;
+    check_eq(r.rbp, 20 * 0x4444, "far function after patching")?;
+    check_eq(r.rdx, 0x77, "instruction patched by the one before it")
+}
+
+/// Code reached through a linear address follows the page tables: after
+/// the mapping of a code page changes (INVLPG, then a CR3 reload), the same
+/// call instruction runs the code of the new physical page.
+pub fn remapped_code_page(hv: &dyn Hypervisor) -> CaseResult {
+    const PDPT2: u64 = 0xa000;
+    const PD2: u64 = 0xb000;
+    const PT2: u64 = 0xc000;
+    const PAGES: [u64; 3] = [0x1_2000, 0x1_3000, 0x1_4000];
+    let mut t = TestVm::new(hv, false)?;
+    t.long_mode(CODE)?;
+    t.mem.write_u64(PML4 + 8, PDPT2 | 0x3)?;
+    t.mem.write_u64(PDPT2, PD2 | 0x3)?;
+    t.mem.write_u64(PD2, PT2 | 0x3)?;
+    t.mem.write_u64(PT2, PAGES[0] | 0x3)?;
+    for (i, &page) in PAGES.iter().enumerate() {
+        let code = assemble(64, HIGH_VA, |a| {
+            a.mov(eax, 10 * (i as u32 + 1))?;
+            a.ret()
+        })?;
+        t.mem.write(page, &code)?;
+    }
+    load_calls(&t)?;
+    t.load_code(64, CODE, |a| {
+        a.mov(rsi, HIGH_VA)?;
+        a.call(CALLS)?;
+        a.mov(ebx, r8d)?;
+        a.mov(rax, PAGES[1] | 0x3)?;
+        a.mov(qword_ptr(PT2 as u32), rax)?;
+        a.invlpg(byte_ptr(rsi))?;
+        a.call(CALLS)?;
+        a.mov(edx, r8d)?;
+        a.mov(rax, PAGES[2] | 0x3)?;
+        a.mov(qword_ptr(PT2 as u32), rax)?;
+        a.mov(rax, cr3)?;
+        a.mov(cr3, rax)?;
+        a.call(CALLS)?;
+        a.mov(edi, r8d)?;
+        a.hlt()
+    })?;
+    t.expect(0, Exit::Hlt, "hlt")?;
+    let r = t.regs()?;
+    check_eq(r.rbx, 20 * 10, "20 calls through the first mapping")?;
+    check_eq(r.rdx, 20 * 20, "20 calls after INVLPG")?;
+    check_eq(r.rdi, 20 * 30, "20 calls after a CR3 reload")
+}
+
 /// The guest itself goes real -> protected -> long mode (LGDT, CR0.PE, far
 /// jump, CR4.PAE, CR3, EFER.LME, CR0.PG, far jump) and reports at each step.
 pub fn mode_switch_by_guest(hv: &dyn Hypervisor) -> CaseResult {

@@ -96,6 +96,8 @@ macro_rules! conformance_tests {
             unknown_msr_is_an_error,
             cpuid_seen_by_guest,
             loop_in_long_mode,
+            self_modifying_code,
+            remapped_code_page,
             mode_switch_by_guest,
             translate_four_level,
             translate_permissions,

@@ -57,7 +57,7 @@ impl Cpu {
     /// Deliver an exception raised by the current instruction, escalating to
     /// #DF and then to a triple fault as the SDM's table 6-5 says.
     pub fn deliver_exception(&mut self, e: Exception) -> Res {
-        self.deliver_event(e.vector, e.error_code, EventKind::Exception)
+        self.deliver_event(e.vector, e.error_code(), EventKind::Exception)
     }
 
     /// Deliver an event through the IVT (real mode) or IDT. Faults return to
@@ -101,7 +101,7 @@ impl Cpu {
                     if escalates(class(v, k), class(e.vector, EventKind::Exception)) {
                         (v, ec) = (x86::DF, Some(0));
                     } else {
-                        (v, ec) = (e.vector, e.error_code);
+                        (v, ec) = (e.vector, e.error_code());
                     }
                     k = EventKind::Exception;
                     // The nested fault is reported at the instruction (or

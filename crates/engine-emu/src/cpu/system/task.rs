@@ -256,7 +256,7 @@ impl Cpu {
         for s in data.into_iter().filter(|s| (*s as usize) < nsegs) {
             self.load_segment(s, sels[s as usize])
                 .map_err(|f| match f {
-                    Fault::Exception(e) if e.vector == x86::GP => ts(e.error_code.unwrap_or(0)),
+                    Fault::Exception(e) if e.vector == x86::GP => ts(e.error_code().unwrap_or(0)),
                     other => other,
                 })?;
         }
