@@ -355,6 +355,8 @@ impl Cpu {
             size: data.len() as u8,
             data: d,
         });
+        // The exit leaves after this instruction (see `Cpu::run`).
+        self.end_block = true;
         Ok(())
     }
 
@@ -397,6 +399,7 @@ impl Cpu {
             size: size as u8,
             data,
         });
+        self.end_block = true;
         Ok(())
     }
 

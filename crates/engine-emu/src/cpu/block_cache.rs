@@ -1,7 +1,8 @@
 //! Decoded blocks: straight-line runs of instructions decoded once (by
 //! iced-x86) and cached by guest-physical address and code size. A block
-//! ends at any control transfer, at the end of its page, or after an
-//! instruction that crosses into the next page. Each block remembers the
+//! ends at any unconditional control transfer, at the end of its page, or
+//! after an instruction that crosses into the next page; a taken
+//! conditional branch leaves it in the middle. Each block remembers the
 //! generation of the page(s) it came from; a guest write to a code page bumps
 //! the generation (see `memory::CodePages`) and the block is decoded again.
 
@@ -242,7 +243,9 @@ fn decode_block(cpu: &mut Cpu, lin: u64, phys: u64) -> Res<Block> {
         let flow = ins.flow_control();
         insns.push(Decoded { ins, handler });
         offset += len;
-        if flow != FlowControl::Next
+        // A block goes on past a conditional branch: when it is taken the
+        // run loop leaves the block there (RIP is not the fall-through).
+        if !matches!(flow, FlowControl::Next | FlowControl::ConditionalBranch)
             || offset >= in_page
             || insns.len() >= MAX_INSNS
             || super::exec::ends_block(&ins)

@@ -151,6 +151,7 @@ impl Cpu {
     pub fn run(&mut self, blocks: &mut BlockCache) -> Stop {
         // The block that just ran normally, to follow or learn its link.
         let mut prev: Option<u32> = None;
+        self.replay_pos = 0;
         loop {
             if self.sync_memory_epochs() {
                 blocks.clear();
@@ -206,7 +207,11 @@ impl Cpu {
             let block = blocks.block(index);
             // Per-instruction debug checks (breakpoints, single-step, TF) and
             // the interrupt shadow only matter in a few blocks: decide once.
+            // So does answering an exit: the instruction that takes the
+            // replayed answers is the first one run (`replay_pos` is 0 on
+            // entry, and the log is cleared after it).
             let slow = !self.breakpoints.is_empty()
+                || !self.replay.is_empty()
                 || self.single_step
                 || self.interrupt_shadow
                 || self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
@@ -219,19 +224,20 @@ impl Cpu {
             self.skip_breakpoint = false;
             let ip_mask = self.ip_mask();
             prev = Some(index);
+            // RIP lives in a register while straight-line code runs: only
+            // a handler that branches (or ends the block, or posts an exit,
+            // which sets `end_block` too) sends it back through memory.
+            let mut rip = self.rip;
             for d in block.insns.iter() {
-                let fallthrough = self.rip.wrapping_add(d.ins.len() as u64) & ip_mask;
+                let fallthrough = rip.wrapping_add(d.ins.len() as u64) & ip_mask;
+                self.rip = rip;
                 self.next_rip = fallthrough;
-                self.replay_pos = 0;
                 match (d.handler)(self, &d.ins) {
                     Ok(()) => {
-                        self.rip = self.next_rip;
-                        if !self.replay.is_empty() {
-                            self.replay.clear();
-                        }
-                        if self.rip != fallthrough || self.end_block || !self.posted.is_empty() {
+                        if self.next_rip != fallthrough || self.end_block {
                             break;
                         }
+                        rip = fallthrough;
                     }
                     Err(f) => {
                         prev = None;
@@ -241,6 +247,11 @@ impl Cpu {
                         break;
                     }
                 }
+            }
+            // Where the block left off: after its last instruction, or where
+            // the one that ended it went (a fault has set RIP itself).
+            if prev.is_some() {
+                self.rip = self.next_rip;
             }
         }
     }

@@ -21,6 +21,7 @@ pub fn hlt(cpu: &mut Cpu, _: &Instruction) -> Res {
         cpu.halted = true;
     } else {
         cpu.posted.push_back(Pending::Hlt);
+        cpu.end_block = true;
     }
     Ok(())
 }
