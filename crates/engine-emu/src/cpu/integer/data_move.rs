@@ -92,6 +92,23 @@ pub fn movsx(cpu: &mut Cpu, ins: &Instruction) -> Res {
     Ok(())
 }
 
+/// MOVZX/MOVSX/MOVSXD specialized at decode time: a `SRC`-byte register or
+/// memory source into a `DST`-byte (4 or 8) GPR.
+pub fn extend<const DST: u32, const SRC: u32, const SIGN: bool>(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+) -> Res {
+    let v = if ins.op1_kind() == OpKind::Memory {
+        let off = cpu.ea(ins);
+        cpu.read_mem(cpu.mem_seg(ins), off, SRC)?
+    } else {
+        cpu.reg_read(ins.op1_register())
+    } & mask(SRC * 8);
+    let v = if SIGN { sext(v, SRC * 8) } else { v };
+    cpu.gpr[super::gpr_index::<DST>(ins.op0_register())] = v & mask(DST * 8);
+    Ok(())
+}
+
 pub fn lea(cpu: &mut Cpu, ins: &Instruction) -> Res {
     if ins.op1_kind() != OpKind::Memory {
         return Err(ud());
@@ -110,6 +127,33 @@ pub fn cmov(cpu: &mut Cpu, ins: &Instruction) -> Res {
         cpu.reg_read(dst)
     };
     cpu.reg_write(dst, v);
+    Ok(())
+}
+
+/// CMOVcc specialized for a 32/64-bit GPR destination and a GPR source of
+/// the same size (or memory, which is read whatever the condition). A
+/// 32-bit destination is zero-extended even when nothing moves.
+pub fn cmov_r<const SIZE: u32, const MEM: bool>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let d = super::gpr_index::<SIZE>(ins.op0_register());
+    let v = if MEM {
+        let off = cpu.ea(ins);
+        cpu.read_mem(cpu.mem_seg(ins), off, SIZE)?
+    } else {
+        cpu.gpr[super::gpr_index::<SIZE>(ins.op1_register())]
+    };
+    let v = if cpu.flags.cond(cc(ins)) {
+        v
+    } else {
+        cpu.gpr[d]
+    };
+    cpu.gpr[d] = v & mask(SIZE * 8);
+    Ok(())
+}
+
+/// SETcc into a byte register.
+pub fn setcc_r(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = u64::from(cpu.flags.cond(cc(ins)));
+    cpu.reg_write(ins.op0_register(), v);
     Ok(())
 }
 

@@ -116,8 +116,8 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
                 mov_handler(ins)
             }
         }
-        M::Movzx => data_move::movzx,
-        M::Movsx | M::Movsxd => data_move::movsx,
+        M::Movzx => extend_handler::<false>(ins),
+        M::Movsx | M::Movsxd => extend_handler::<true>(ins),
         M::Lea => data_move::lea,
         M::Cmovo
         | M::Cmovno
@@ -134,7 +134,7 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         | M::Cmovl
         | M::Cmovge
         | M::Cmovle
-        | M::Cmovg => data_move::cmov,
+        | M::Cmovg => cmov_handler(ins),
         M::Seto
         | M::Setno
         | M::Setb
@@ -150,7 +150,13 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         | M::Setl
         | M::Setge
         | M::Setle
-        | M::Setg => data_move::setcc,
+        | M::Setg => {
+            if ins.op0_kind() == OpKind::Register {
+                data_move::setcc_r
+            } else {
+                data_move::setcc
+            }
+        }
         M::Cbw | M::Cwde | M::Cdqe => data_move::cbw,
         M::Cwd | M::Cdq | M::Cqo => data_move::cwd,
         M::Xlatb => data_move::xlat,
@@ -354,18 +360,57 @@ fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
             4 if matches!(k1, OpKind::Immediate8to32 | OpKind::Immediate32) => {
                 return alu::binop_m::<OP, 4, true>
             }
+            2 if matches!(k1, OpKind::Immediate8to16 | OpKind::Immediate16) => {
+                return alu::binop_m::<OP, 2, true>
+            }
+            1 if k1 == OpKind::Immediate8 => return alu::binop_m::<OP, 1, true>,
             _ => {}
         }
     }
     alu::binop::<OP>
 }
 
+/// MOVZX/MOVSX/MOVSXD into a 32/64-bit GPR: specialized by source size.
+fn extend_handler<const SIGN: bool>(ins: &Instruction) -> Handler {
+    let dst = gpr_size(ins.op0_register());
+    let src = match ins.op1_kind() {
+        OpKind::Memory => ins.memory_size().size() as u32,
+        OpKind::Register => ins.op1_register().size() as u32,
+        _ => 0,
+    };
+    match (dst, src) {
+        (8, 1) => data_move::extend::<8, 1, SIGN>,
+        (8, 2) => data_move::extend::<8, 2, SIGN>,
+        (8, 4) => data_move::extend::<8, 4, SIGN>,
+        (4, 1) => data_move::extend::<4, 1, SIGN>,
+        (4, 2) => data_move::extend::<4, 2, SIGN>,
+        (4, 4) => data_move::extend::<4, 4, SIGN>,
+        _ if SIGN => data_move::movsx,
+        _ => data_move::movzx,
+    }
+}
+
+/// CMOVcc into a 32/64-bit GPR.
+fn cmov_handler(ins: &Instruction) -> Handler {
+    let size = gpr_size(ins.op0_register());
+    match (size, ins.op1_kind()) {
+        (8, OpKind::Register) if gpr_size(ins.op1_register()) == 8 => data_move::cmov_r::<8, false>,
+        (4, OpKind::Register) if gpr_size(ins.op1_register()) == 4 => data_move::cmov_r::<4, false>,
+        (8, OpKind::Memory) => data_move::cmov_r::<8, true>,
+        (4, OpKind::Memory) => data_move::cmov_r::<4, true>,
+        _ => data_move::cmov,
+    }
+}
+
 /// Shifts and rotates: specialized handlers for 32/64-bit registers.
 fn shift_handler<const OP: u8>(ins: &Instruction) -> Handler {
     if ins.op0_kind() == OpKind::Register {
-        match gpr_size(ins.op0_register()) {
-            8 => return shift_rotate::shift_r::<OP, 8>,
-            4 => return shift_rotate::shift_r::<OP, 4>,
+        let cl = ins.op1_kind() == OpKind::Register;
+        match (gpr_size(ins.op0_register()), cl) {
+            (8, true) => return shift_rotate::shift_r::<OP, 8, true>,
+            (4, true) => return shift_rotate::shift_r::<OP, 4, true>,
+            (8, false) => return shift_rotate::shift_r::<OP, 8, false>,
+            (4, false) => return shift_rotate::shift_r::<OP, 4, false>,
             _ => {}
         }
     }

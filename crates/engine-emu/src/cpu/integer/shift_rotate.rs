@@ -155,10 +155,18 @@ fn shift_flags<const OP: u8>(cpu: &mut Cpu, r: u64, cf: bool, bits: u32) {
     }
 }
 
-/// `shift` specialized at decode time for a 32/64-bit GPR destination.
-pub fn shift_r<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+/// `shift` specialized at decode time for a 32/64-bit GPR destination and
+/// a count in CL (`CL`) or an immediate (including the implicit 1).
+pub fn shift_r<const OP: u8, const SIZE: u32, const CL: bool>(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+) -> Res {
     let bits = SIZE * 8;
-    let count = cpu.read_op(ins, 1)? as u32 & count_mask(bits);
+    let count = if CL {
+        cpu.gpr[crate::cpu::reg::RCX] as u32
+    } else {
+        u32::from(ins.immediate8())
+    } & count_mask(bits);
     let d = super::gpr_index::<SIZE>(ins.op0_register());
     let a = cpu.gpr[d] & mask(bits);
     if count == 0 {
