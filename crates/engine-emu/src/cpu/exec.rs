@@ -224,9 +224,11 @@ impl Cpu {
             self.skip_breakpoint = false;
             let ip_mask = self.ip_mask();
             prev = Some(index);
-            // RIP lives in a register while straight-line code runs: only
-            // a handler that branches (or ends the block, or posts an exit,
-            // which sets `end_block` too) sends it back through memory.
+            // RIP lives in a register while straight-line code runs. A
+            // handler that moves RIP anywhere but the next instruction (a
+            // taken branch, a repeated string instruction) sets `end_block`,
+            // as do those that post an exit or change what decoding
+            // depends on: one flag ends the block early.
             let mut rip = self.rip;
             for d in block.insns.iter() {
                 let fallthrough = rip.wrapping_add(d.ins.len() as u64) & ip_mask;
@@ -234,7 +236,7 @@ impl Cpu {
                 self.next_rip = fallthrough;
                 match (d.handler)(self, &d.ins) {
                     Ok(()) => {
-                        if self.next_rip != fallthrough || self.end_block {
+                        if self.end_block {
                             break;
                         }
                         rip = fallthrough;

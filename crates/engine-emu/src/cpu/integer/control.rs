@@ -31,6 +31,7 @@ pub fn jmp(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let t = target(cpu, ins)?;
     cpu.check_near_target(t)?;
     cpu.next_rip = t;
+    cpu.end_block = true;
     Ok(())
 }
 
@@ -41,6 +42,7 @@ pub fn jcc_cc<const CC: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
         let t = cpu.branch_target(ins);
         cpu.check_near_target(t)?;
         cpu.next_rip = t;
+        cpu.end_block = true;
     }
     Ok(())
 }
@@ -71,6 +73,7 @@ pub fn call(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let size = stack_op_size(ins);
     cpu.push(cpu.next_rip & mask(size * 8), size)?;
     cpu.next_rip = t;
+    cpu.end_block = true;
     Ok(())
 }
 
@@ -86,6 +89,7 @@ pub fn ret(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let sp = cpu.gpr[RSP].wrapping_add(u64::from(size)).wrapping_add(imm);
     cpu.set_sp(sp);
     cpu.next_rip = t;
+    cpu.end_block = true;
     Ok(())
 }
 
@@ -139,6 +143,7 @@ pub fn loop_(cpu: &mut Cpu, ins: &Instruction) -> Res {
         let t = cpu.branch_target(ins);
         cpu.check_near_target(t)?;
         cpu.next_rip = t;
+        cpu.end_block = true;
     }
     set_counter(cpu, bits, count);
     Ok(())
@@ -150,6 +155,7 @@ pub fn jcxz(cpu: &mut Cpu, ins: &Instruction) -> Res {
         let t = cpu.branch_target(ins);
         cpu.check_near_target(t)?;
         cpu.next_rip = t;
+        cpu.end_block = true;
     }
     Ok(())
 }

@@ -101,6 +101,7 @@ impl Cpu {
         self.set_accessed(t.cs.selector, t.raw)?;
         self.seg[Seg::Cs as usize] = t.cs;
         self.next_rip = t.rip;
+        self.end_block = true;
         self.update_mode();
         self.end_block = true;
         Ok(())
@@ -163,6 +164,7 @@ pub(super) fn jmp_far(cpu: &mut Cpu, ins: &Instruction) -> Res {
     if matches!(cpu.mode, Mode::Real | Mode::Vm86) {
         load_cs_real(cpu, sel);
         cpu.next_rip = off & mask(size);
+        cpu.end_block = true;
         cpu.update_mode();
         cpu.end_block = true;
         return Ok(());
@@ -217,6 +219,7 @@ pub(super) fn call_far(cpu: &mut Cpu, ins: &Instruction) -> Res {
         cpu.set_sp(sp);
         load_cs_real(cpu, sel);
         cpu.next_rip = off & mask(size);
+        cpu.end_block = true;
         cpu.update_mode();
         cpu.end_block = true;
         return Ok(());
@@ -324,6 +327,7 @@ fn call_gate(cpu: &mut Cpu, sel: u16, raw: u64, old_cs: u64, ret: u64) -> Res {
     cpu.seg[Seg::Cs as usize] = target;
     cpu.cpl = new_cpl;
     cpu.next_rip = toff;
+    cpu.end_block = true;
     cpu.update_mode();
     cpu.end_block = true;
     Ok(())
@@ -351,6 +355,7 @@ pub(super) fn retf(cpu: &mut Cpu, ins: &Instruction) -> Res {
         cpu.set_sp(sp);
         load_cs_real(cpu, sel);
         cpu.next_rip = ip;
+        cpu.end_block = true;
         cpu.update_mode();
         cpu.end_block = true;
         return Ok(());
@@ -411,6 +416,7 @@ pub(super) fn retf(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.seg[Seg::Cs as usize] = cs;
     cpu.cpl = rpl;
     cpu.next_rip = ip;
+    cpu.end_block = true;
     cpu.null_inaccessible_data_segs();
     cpu.update_mode();
     cpu.end_block = true;

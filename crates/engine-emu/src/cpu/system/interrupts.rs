@@ -149,6 +149,7 @@ impl Cpu {
         c.base = u64::from(sel) << 4;
         self.rip = v & 0xffff;
         self.next_rip = self.rip;
+        self.end_block = true;
         Ok(())
     }
 
@@ -408,6 +409,7 @@ impl Cpu {
         }
         self.rip = t.rip;
         self.next_rip = t.rip;
+        self.end_block = true;
         self.update_mode();
     }
 }

@@ -58,6 +58,7 @@ pub(super) fn syscall(cpu: &mut Cpu, _: &Instruction) -> Res {
     cpu.flags
         .set_rflags(fl & !cpu.msr.sfmask & !x86::RFLAGS_RF & !x86::RFLAGS_VM);
     cpu.next_rip = cpu.msr.lstar;
+    cpu.end_block = true;
     cpu.enter_flat(
         flat_code(sel & 0xfffc, 0, true),
         flat_data(sel.wrapping_add(8) & 0xfffc, 0),
@@ -90,6 +91,7 @@ pub(super) fn sysret(cpu: &mut Cpu, ins: &Instruction) -> Res {
     };
     cpu.flags.set_rflags((cpu.gpr[11] & 0x003c_7fd7) | 2);
     cpu.next_rip = rip;
+    cpu.end_block = true;
     cpu.enter_flat(cs, flat_data(sel.wrapping_add(8) | 3, 3), 3);
     Ok(())
 }
@@ -106,6 +108,7 @@ pub(super) fn sysenter(cpu: &mut Cpu, _: &Instruction) -> Res {
     let m = if long { u64::MAX } else { 0xffff_ffff };
     cpu.gpr[reg::RSP] = cpu.msr.sysenter_esp & m;
     cpu.next_rip = cpu.msr.sysenter_eip & m;
+    cpu.end_block = true;
     cpu.enter_flat(
         flat_code(sel, 0, long),
         flat_data(sel.wrapping_add(8), 0),
@@ -141,6 +144,7 @@ pub(super) fn sysexit(cpu: &mut Cpu, ins: &Instruction) -> Res {
     };
     cpu.gpr[reg::RSP] = rsp;
     cpu.next_rip = rip;
+    cpu.end_block = true;
     cpu.enter_flat(cs, ss, 3);
     Ok(())
 }
