@@ -24,9 +24,10 @@ pub struct Block {
     /// (page frame number, generation) of the pages the bytes came from.
     pub pages: [(u64, u32); 2],
     pub npages: u8,
-    /// Where execution went after this block: the taken branch in 0, the
-    /// fall-through in 1 (see `BlockCache::follow`).
-    links: [Link; 2],
+    /// Where execution went after this block: the fall-through in 0,
+    /// branches (taken anywhere in the block) in the others, by address
+    /// (see `BlockCache::follow`).
+    links: [Link; LINKS],
 }
 
 /// A successor learnt from an earlier run of a block: at linear address
@@ -37,6 +38,8 @@ struct Link {
     ctx: u64,
     index: u32,
 }
+
+const LINKS: usize = 4;
 
 /// No context is 0 (it holds the code size).
 const NO_LINK: Link = Link {
@@ -136,7 +139,11 @@ impl BlockCache {
     pub fn link(&mut self, from: u32, lin: u64, ctx: u64, to: u32) {
         if let Some(b) = self.slab.get_mut(from as usize) {
             let end = b.insns.last().map(|d| d.ins.next_ip());
-            let slot = usize::from(end == Some(lin));
+            let slot = if end == Some(lin) {
+                0
+            } else {
+                1 + (lin as usize ^ (lin >> 5) as usize) % (LINKS - 1)
+            };
             b.links[slot] = Link {
                 lin,
                 ctx,
@@ -257,6 +264,6 @@ fn decode_block(cpu: &mut Cpu, lin: u64, phys: u64) -> Res<Block> {
         insns: insns.into_boxed_slice(),
         pages,
         npages,
-        links: [NO_LINK; 2],
+        links: [NO_LINK; LINKS],
     })
 }
