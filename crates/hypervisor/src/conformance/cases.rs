@@ -528,18 +528,14 @@ pub fn self_modifying_code(hv: &dyn Hypervisor) -> CaseResult {
     load_calls(&t)?;
     t.load_code(64, CODE, |a| {
         // Call, patch the immediate (bytes 1..5 of `mov eax, imm32`), call.
-        a.mov(esi, NEAR as u32)?;
-        a.call(CALLS)?;
-        a.mov(ebx, r8d)?;
-        a.mov(dword_ptr(NEAR as u32 + 1), 0x3333)?;
-        a.call(CALLS)?;
-        a.mov(edi, r8d)?;
-        a.mov(esi, FAR as u32)?;
-        a.call(CALLS)?;
-        a.mov(r9d, r8d)?;
-        a.mov(dword_ptr(FAR as u32 + 1), 0x4444)?;
-        a.call(CALLS)?;
-        a.mov(ebp, r8d)?;
+        for (func, patch, before, after) in [(NEAR, 0x3333, ebx, edi), (FAR, 0x4444, r9d, ebp)] {
+            a.mov(esi, func as u32)?;
+            a.call(CALLS)?;
+            a.mov(before, r8d)?;
+            a.mov(dword_ptr(func as u32 + 1), patch)?;
+            a.call(CALLS)?;
+            a.mov(after, r8d)?;
+        }
         a.mov(eax, SELF as u32)?;
         a.call(rax)?;
         a.movzx(edx, al)?;
