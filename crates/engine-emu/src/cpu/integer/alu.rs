@@ -65,6 +65,33 @@ fn binop_flags<const OP: u8>(cpu: &mut Cpu, a: u64, b: u64, carry: bool, r: u64,
     }
 }
 
+/// `binop` specialized at decode time for an 8/16-bit register destination
+/// (`SIZE` bytes; AH..BH and partial writes through `reg_read`/`reg_write`)
+/// and a source that is a register (`SRC` 0), an immediate (1) or memory (2).
+pub fn binop_small_r<const OP: u8, const SIZE: u32, const SRC: u8>(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+) -> Res {
+    let m = mask(SIZE * 8);
+    let b = match SRC {
+        0 => cpu.reg_read(ins.op1_register()),
+        1 => ins.immediate(1),
+        _ => {
+            let off = cpu.ea(ins);
+            cpu.read_mem(cpu.mem_seg(ins), off, SIZE)?
+        }
+    } & m;
+    let dst = ins.op0_register();
+    let a = cpu.reg_read(dst) & m;
+    let carry = cpu.flags.cf();
+    let r = compute::<OP>(a, b, carry) & m;
+    if !matches!(OP, CMP | TEST) {
+        cpu.reg_write(dst, r);
+    }
+    binop_flags::<OP>(cpu, a, b, carry, r, SIZE * 8);
+    Ok(())
+}
+
 /// `binop` specialized at decode time for a 32/64-bit GPR destination
 /// (`SIZE` bytes) and a GPR source of the same size, no LOCK.
 pub fn binop_rr<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {

@@ -342,6 +342,22 @@ fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
             }
             _ => {}
         }
+        let small = ins.op0_register().size();
+        let src = match k1 {
+            OpKind::Register if ins.op1_register().size() == small => Some(0),
+            OpKind::Immediate8 | OpKind::Immediate16 | OpKind::Immediate8to16 => Some(1),
+            OpKind::Memory if ins.memory_size().size() == small => Some(2),
+            _ => None,
+        };
+        match (small, src) {
+            (1, Some(0)) => return alu::binop_small_r::<OP, 1, 0>,
+            (1, Some(1)) => return alu::binop_small_r::<OP, 1, 1>,
+            (1, Some(2)) => return alu::binop_small_r::<OP, 1, 2>,
+            (2, Some(0)) => return alu::binop_small_r::<OP, 2, 0>,
+            (2, Some(1)) => return alu::binop_small_r::<OP, 2, 1>,
+            (2, Some(2)) => return alu::binop_small_r::<OP, 2, 2>,
+            _ => {}
+        }
     }
     if !ins.has_lock_prefix() && plain_memory(ins, 0) {
         let size = ins.memory_size().size();
