@@ -75,6 +75,17 @@ pub struct BlockCache {
     /// A direct-mapped cache of (key, slab index) in front of `map`: most
     /// lookups are one compare instead of a hash-table probe.
     fast: Box<[(u64, u32)]>,
+    /// Blocks by linear address in a context (as links are): where a link
+    /// does not know the successor (returns, indirect branches), this
+    /// finds it without translating RIP or checking generations.
+    jump: Box<[Link]>,
+}
+
+const JUMP_ENTRIES: usize = 4096;
+
+#[inline(always)]
+fn jump_slot(lin: u64) -> usize {
+    (lin ^ (lin >> 12)) as usize & (JUMP_ENTRIES - 1)
 }
 
 const FAST_ENTRIES: usize = 4096;
@@ -106,6 +117,7 @@ impl BlockCache {
             map: KeyMap::default(),
             slab: Vec::new(),
             fast: vec![(NO_KEY, 0); FAST_ENTRIES].into_boxed_slice(),
+            jump: vec![NO_LINK; JUMP_ENTRIES].into_boxed_slice(),
         }
     }
 
@@ -113,6 +125,7 @@ impl BlockCache {
         self.map.clear();
         self.slab.clear();
         self.fast.fill((NO_KEY, 0));
+        self.jump.fill(NO_LINK);
     }
 
     /// The block at index `i` (from `get`).
@@ -132,6 +145,20 @@ impl BlockCache {
             .iter()
             .find(|l| l.lin == lin && l.ctx == ctx)
             .map(|l| l.index)
+    }
+
+    /// The block at `lin` in context `ctx` if it was looked up there
+    /// before, with the same validity as `follow`.
+    #[inline(always)]
+    pub fn jump(&self, lin: u64, ctx: u64) -> Option<u32> {
+        let l = &self.jump[jump_slot(lin)];
+        (l.lin == lin && l.ctx == ctx).then_some(l.index)
+    }
+
+    /// Remember the block found at `lin` in context `ctx` (see `jump`).
+    #[inline]
+    pub fn remember(&mut self, lin: u64, ctx: u64, index: u32) {
+        self.jump[jump_slot(lin)] = Link { lin, ctx, index };
     }
 
     /// Remember that block `from` continued at `lin` with block `to`.

@@ -178,8 +178,13 @@ impl Cpu {
             let lin = self.rip_lin();
             let ctx = self.chain_ctx();
             let linked = prev.and_then(|p| blocks.follow(p, lin, ctx));
-            let index = match linked {
-                Some(i) => i,
+            let index = match linked.or_else(|| blocks.jump(lin, ctx)) {
+                Some(i) => {
+                    if let (None, Some(p)) = (linked, prev) {
+                        blocks.link(p, lin, ctx, i);
+                    }
+                    i
+                }
                 None => match self
                     .translate_fetch(lin)
                     .and_then(|phys| blocks.get(self, lin, phys))
@@ -188,6 +193,9 @@ impl Cpu {
                         if let Some(p) = prev {
                             blocks.link(p, lin, ctx, i);
                         }
+                        // Decoding may have seen a code write (a new
+                        // context): file the block under the current one.
+                        blocks.remember(lin, self.chain_ctx(), i);
                         i
                     }
                     Err(f) => {
