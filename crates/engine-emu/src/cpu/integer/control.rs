@@ -165,7 +165,8 @@ mod tests {
     use super::super::test_support::*;
     use iced_x86::code_asm::*;
 
-    use crate::cpu::gp0;
+    use crate::cpu::{exception, gp0, Fault};
+    use kite_hypervisor::x86;
 
     #[test]
     fn call_ret_imm_loop_jcxz() {
@@ -205,6 +206,39 @@ mod tests {
         });
         assert_eq!(f, gp0());
         assert_eq!(t.cpu.gpr[4], STACK_TOP);
+    }
+
+    #[test]
+    fn non_canonical_data_address_faults_without_writing() {
+        // Base-only and base+index forms, loads and stores; a stack
+        // reference (RSP/RBP base) is #SS(0), any other #GP(0).
+        type Build = fn(&mut CodeAssembler);
+        let cases: [(Build, Fault); 5] = [
+            (|a| a.mov(rax, qword_ptr(rbx)).unwrap(), gp0()),
+            (
+                |a| a.mov(qword_ptr(rbx + rcx * 8 + 16), rax).unwrap(),
+                gp0(),
+            ),
+            (|a| a.mov(eax, dword_ptr(rcx + rbx)).unwrap(), gp0()),
+            (
+                |a| a.mov(qword_ptr(rbp - 8), rax).unwrap(),
+                exception(x86::SS, Some(0)),
+            ),
+            (
+                |a| a.mov(rax, qword_ptr(rsp + rbx)).unwrap(),
+                exception(x86::SS, Some(0)),
+            ),
+        ];
+        for (build, want) in cases {
+            let mut t = TestCpu::new(64);
+            t.cpu.gpr[0] = 0x1111;
+            t.cpu.gpr[1] = 0;
+            t.cpu.gpr[3] = 0x8000_0000_0000;
+            t.cpu.gpr[5] = 0x8000_0000_0008;
+            let (f, _) = t.fault(|a| build(a));
+            assert_eq!(f, want);
+            assert_eq!(t.cpu.gpr[0], 0x1111, "destination untouched");
+        }
     }
 
     #[test]

@@ -54,6 +54,43 @@ pub fn mov_rm<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     Ok(())
 }
 
+/// The linear address of a memory operand of 64-bit code whose base is a
+/// 64-bit GPR, with an index register when `INDEX`, and no FS/GS override
+/// (`integer::flat64_form` chose it): segment bases are 0 there, so only
+/// the canonical form is checked (#SS for stack references, else #GP).
+#[inline(always)]
+fn flat64_lin<const INDEX: bool>(cpu: &Cpu, ins: &Instruction) -> Res<u64> {
+    let base = (ins.memory_base() as usize).wrapping_sub(Register::RAX as usize) & 15;
+    let mut lin = cpu.gpr[base].wrapping_add(ins.memory_displacement64());
+    if INDEX {
+        let index = (ins.memory_index() as usize).wrapping_sub(Register::RAX as usize) & 15;
+        lin = lin.wrapping_add(cpu.gpr[index] << ins.memory_index_scale().trailing_zeros());
+    }
+    if !crate::cpu::access::canonical(lin) {
+        return Err(if ins.memory_segment() == Register::SS {
+            exception(x86::SS, Some(0))
+        } else {
+            gp0()
+        });
+    }
+    Ok(lin)
+}
+
+/// `mov_rm` for a flat 64-bit memory operand (see `flat64_lin`).
+pub fn mov_rm_flat<const SIZE: u32, const INDEX: bool>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let lin = flat64_lin::<INDEX>(cpu, ins)?;
+    let v = cpu.read_lin(lin, SIZE, false)?;
+    cpu.gpr[super::gpr_index::<SIZE>(ins.op0_register())] = v & mask(SIZE * 8);
+    Ok(())
+}
+
+/// `mov_mr` for a flat 64-bit memory operand (see `flat64_lin`).
+pub fn mov_mr_flat<const SIZE: u32, const INDEX: bool>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let lin = flat64_lin::<INDEX>(cpu, ins)?;
+    let v = cpu.gpr[super::gpr_index::<SIZE>(ins.op1_register())] & mask(SIZE * 8);
+    cpu.write_lin(lin, SIZE, v, false)
+}
+
 /// MOV memory <- GPR.
 pub fn mov_mr<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let s = super::gpr_index::<SIZE>(ins.op1_register());

@@ -462,21 +462,56 @@ fn mov_handler(ins: &Instruction) -> Handler {
             }
             4 if k1 == OpKind::Immediate32 => return data_move::mov_ri::<4>,
             8 if plain_memory(ins, 1) && ins.memory_size().size() == 8 => {
-                return data_move::mov_rm::<8>
+                return match flat64_form(ins) {
+                    Some(false) => data_move::mov_rm_flat::<8, false>,
+                    Some(true) => data_move::mov_rm_flat::<8, true>,
+                    None => data_move::mov_rm::<8>,
+                };
             }
             4 if plain_memory(ins, 1) && ins.memory_size().size() == 4 => {
-                return data_move::mov_rm::<4>
+                return match flat64_form(ins) {
+                    Some(false) => data_move::mov_rm_flat::<4, false>,
+                    Some(true) => data_move::mov_rm_flat::<4, true>,
+                    None => data_move::mov_rm::<4>,
+                };
             }
             _ => {}
         }
     } else if plain_memory(ins, 0) && k1 == OpKind::Register {
-        match (gpr_size(ins.op1_register()), ins.memory_size().size()) {
-            (8, 8) => return data_move::mov_mr::<8>,
-            (4, 4) => return data_move::mov_mr::<4>,
+        match (
+            gpr_size(ins.op1_register()),
+            ins.memory_size().size(),
+            flat64_form(ins),
+        ) {
+            (8, 8, Some(false)) => return data_move::mov_mr_flat::<8, false>,
+            (8, 8, Some(true)) => return data_move::mov_mr_flat::<8, true>,
+            (4, 4, Some(false)) => return data_move::mov_mr_flat::<4, false>,
+            (4, 4, Some(true)) => return data_move::mov_mr_flat::<4, true>,
+            (8, 8, None) => return data_move::mov_mr::<8>,
+            (4, 4, None) => return data_move::mov_mr::<4>,
             _ => {}
         }
     }
     data_move::mov
+}
+
+/// Whether a memory operand of 64-bit code is flat (segment base 0: no FS
+/// or GS) and addressed by a 64-bit base register, with (`Some(true)`) or
+/// without an index register; `None` for every other form (RIP-relative,
+/// 32-bit address size, no base, FS/GS).
+fn flat64_form(ins: &Instruction) -> Option<bool> {
+    let gpr64 = |r: Register| (Register::RAX..=Register::R15).contains(&r);
+    if ins.code_size() != iced_x86::CodeSize::Code64
+        || matches!(ins.memory_segment(), Register::FS | Register::GS)
+        || !gpr64(ins.memory_base())
+    {
+        return None;
+    }
+    match ins.memory_index() {
+        Register::None => Some(false),
+        r if gpr64(r) => Some(true),
+        _ => None,
+    }
 }
 
 /// Control, debug and test registers belong to the system group.
