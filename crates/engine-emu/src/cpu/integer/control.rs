@@ -235,7 +235,7 @@ mod tests {
             t.cpu.gpr[1] = 0;
             t.cpu.gpr[3] = 0x8000_0000_0000;
             t.cpu.gpr[5] = 0x8000_0000_0008;
-            let (f, _) = t.fault(|a| build(a));
+            let (f, _) = t.fault(build);
             assert_eq!(f, want);
             assert_eq!(t.cpu.gpr[0], 0x1111, "destination untouched");
         }
