@@ -139,7 +139,15 @@ impl Cpu {
         }
     }
 
-    /// Run guest code until something needs the caller.
+    /// Continue at `target` rather than at the next instruction. Every
+    /// handler that moves RIP elsewhere comes here: the run loop tests only
+    /// `end_block` to leave a block early.
+    #[inline(always)]
+    pub fn branch_to(&mut self, target: u64) {
+        self.next_rip = target;
+        self.end_block = true;
+    }
+
     /// What a block link is valid in (see `BlockCache::follow`): the TLB
     /// epoch (bumped by flushes and code writes), user or supervisor fetch
     /// permission, and the code size.
@@ -148,6 +156,7 @@ impl Cpu {
         (self.tlb.epoch() << 8) | (u64::from(self.cpl == 3) << 7) | u64::from(self.code_bits)
     }
 
+    /// Run guest code until something needs the caller.
     pub fn run(&mut self, blocks: &mut BlockCache) -> Stop {
         // The block that just ran normally, to follow or learn its link.
         let mut prev: Option<u32> = None;
@@ -233,10 +242,9 @@ impl Cpu {
             let ip_mask = self.ip_mask();
             prev = Some(index);
             // RIP lives in a register while straight-line code runs. A
-            // handler that moves RIP anywhere but the next instruction (a
-            // taken branch, a repeated string instruction) sets `end_block`,
-            // as do those that post an exit or change what decoding
-            // depends on: one flag ends the block early.
+            // handler that moves RIP anywhere but the next instruction
+            // (`branch_to`), posts an exit or changes what decoding depends
+            // on sets `end_block`: one flag ends the block early.
             let mut rip = self.rip;
             for d in block.insns.iter() {
                 let fallthrough = rip.wrapping_add(d.ins.len() as u64) & ip_mask;

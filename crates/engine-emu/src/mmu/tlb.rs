@@ -85,7 +85,7 @@ impl Tlb {
     }
 
     /// Make what was learnt from earlier translations stale without
-    /// flushing (code pages written, decoded blocks dropped).
+    /// flushing (a code page was written).
     pub fn bump_epoch(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
     }

@@ -30,8 +30,7 @@ fn target(cpu: &mut Cpu, ins: &Instruction) -> Res<u64> {
 pub fn jmp(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let t = target(cpu, ins)?;
     cpu.check_near_target(t)?;
-    cpu.next_rip = t;
-    cpu.end_block = true;
+    cpu.branch_to(t);
     Ok(())
 }
 
@@ -41,8 +40,7 @@ pub fn jcc_cc<const CC: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     if cpu.flags.cond(CC) {
         let t = cpu.branch_target(ins);
         cpu.check_near_target(t)?;
-        cpu.next_rip = t;
-        cpu.end_block = true;
+        cpu.branch_to(t);
     }
     Ok(())
 }
@@ -72,8 +70,7 @@ pub fn call(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.check_near_target(t)?;
     let size = stack_op_size(ins);
     cpu.push(cpu.next_rip & mask(size * 8), size)?;
-    cpu.next_rip = t;
-    cpu.end_block = true;
+    cpu.branch_to(t);
     Ok(())
 }
 
@@ -88,8 +85,7 @@ pub fn ret(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.check_near_target(t)?;
     let sp = cpu.gpr[RSP].wrapping_add(u64::from(size)).wrapping_add(imm);
     cpu.set_sp(sp);
-    cpu.next_rip = t;
-    cpu.end_block = true;
+    cpu.branch_to(t);
     Ok(())
 }
 
@@ -142,8 +138,7 @@ pub fn loop_(cpu: &mut Cpu, ins: &Instruction) -> Res {
     if take {
         let t = cpu.branch_target(ins);
         cpu.check_near_target(t)?;
-        cpu.next_rip = t;
-        cpu.end_block = true;
+        cpu.branch_to(t);
     }
     set_counter(cpu, bits, count);
     Ok(())
@@ -154,8 +149,7 @@ pub fn jcxz(cpu: &mut Cpu, ins: &Instruction) -> Res {
     if cpu.gpr[RCX] & mask(bits) == 0 {
         let t = cpu.branch_target(ins);
         cpu.check_near_target(t)?;
-        cpu.next_rip = t;
-        cpu.end_block = true;
+        cpu.branch_to(t);
     }
     Ok(())
 }

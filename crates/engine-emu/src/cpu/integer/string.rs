@@ -137,8 +137,7 @@ fn drive(
         }
     }
     // More iterations remain: run this instruction again.
-    cpu.next_rip = cpu.rip;
-    cpu.end_block = true;
+    cpu.branch_to(cpu.rip);
     Ok(())
 }
 

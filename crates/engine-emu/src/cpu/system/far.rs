@@ -100,8 +100,7 @@ impl Cpu {
     fn commit_cs(&mut self, t: CodeTarget) -> Res {
         self.set_accessed(t.cs.selector, t.raw)?;
         self.seg[Seg::Cs as usize] = t.cs;
-        self.next_rip = t.rip;
-        self.end_block = true;
+        self.branch_to(t.rip);
         self.update_mode();
         self.end_block = true;
         Ok(())
@@ -163,8 +162,7 @@ pub(super) fn jmp_far(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let (sel, off, size) = far_operand(cpu, ins)?;
     if matches!(cpu.mode, Mode::Real | Mode::Vm86) {
         load_cs_real(cpu, sel);
-        cpu.next_rip = off & mask(size);
-        cpu.end_block = true;
+        cpu.branch_to(off & mask(size));
         cpu.update_mode();
         cpu.end_block = true;
         return Ok(());
@@ -218,8 +216,7 @@ pub(super) fn call_far(cpu: &mut Cpu, ins: &Instruction) -> Res {
         let sp = cpu.push_frame(&st, size, &[old_cs, ret])?;
         cpu.set_sp(sp);
         load_cs_real(cpu, sel);
-        cpu.next_rip = off & mask(size);
-        cpu.end_block = true;
+        cpu.branch_to(off & mask(size));
         cpu.update_mode();
         cpu.end_block = true;
         return Ok(());
@@ -326,8 +323,7 @@ fn call_gate(cpu: &mut Cpu, sel: u16, raw: u64, old_cs: u64, ret: u64) -> Res {
     cpu.gpr[reg::RSP] = st.merge(old_sp, sp);
     cpu.seg[Seg::Cs as usize] = target;
     cpu.cpl = new_cpl;
-    cpu.next_rip = toff;
-    cpu.end_block = true;
+    cpu.branch_to(toff);
     cpu.update_mode();
     cpu.end_block = true;
     Ok(())
@@ -354,8 +350,7 @@ pub(super) fn retf(cpu: &mut Cpu, ins: &Instruction) -> Res {
         let sp = cpu.gpr[reg::RSP].wrapping_add(2 * sz + imm);
         cpu.set_sp(sp);
         load_cs_real(cpu, sel);
-        cpu.next_rip = ip;
-        cpu.end_block = true;
+        cpu.branch_to(ip);
         cpu.update_mode();
         cpu.end_block = true;
         return Ok(());
@@ -415,8 +410,7 @@ pub(super) fn retf(cpu: &mut Cpu, ins: &Instruction) -> Res {
     cpu.seg[Seg::Ss as usize] = ssd;
     cpu.seg[Seg::Cs as usize] = cs;
     cpu.cpl = rpl;
-    cpu.next_rip = ip;
-    cpu.end_block = true;
+    cpu.branch_to(ip);
     cpu.null_inaccessible_data_segs();
     cpu.update_mode();
     cpu.end_block = true;

@@ -148,8 +148,7 @@ impl Cpu {
         c.selector = sel;
         c.base = u64::from(sel) << 4;
         self.rip = v & 0xffff;
-        self.next_rip = self.rip;
-        self.end_block = true;
+        self.branch_to(self.rip);
         Ok(())
     }
 
@@ -408,8 +407,7 @@ impl Cpu {
             self.flags.set(x86::RFLAGS_IF, false);
         }
         self.rip = t.rip;
-        self.next_rip = t.rip;
-        self.end_block = true;
+        self.branch_to(t.rip);
         self.update_mode();
     }
 }
@@ -419,8 +417,7 @@ impl Cpu {
 fn software_interrupt(cpu: &mut Cpu, vector: u8, kind: EventKind) -> Res {
     let ret = cpu.next_rip;
     cpu.deliver_returning_to(vector, None, kind, ret)?;
-    cpu.next_rip = cpu.rip;
-    cpu.end_block = true;
+    cpu.branch_to(cpu.rip);
     Ok(())
 }
 

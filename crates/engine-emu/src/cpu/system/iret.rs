@@ -60,8 +60,7 @@ fn iret_real(cpu: &mut Cpu, size: u32, vm86: bool) -> Res {
         c.base = u64::from(cs) << 4;
     }
     cpu.flags.set_rflags(new);
-    cpu.next_rip = ip;
-    cpu.end_block = true;
+    cpu.branch_to(ip);
     cpu.update_mode();
     Ok(())
 }
@@ -168,8 +167,7 @@ fn iret_protected(cpu: &mut Cpu, size: u32) -> Res {
     cpu.seg[Seg::Cs as usize] = cs;
     cpu.cpl = rpl;
     cpu.flags.set_rflags(new_flags);
-    cpu.next_rip = ip;
-    cpu.end_block = true;
+    cpu.branch_to(ip);
     if outer {
         cpu.null_inaccessible_data_segs();
     }
@@ -192,8 +190,7 @@ fn iret_to_vm86(cpu: &mut Cpu, ip: u64, cs: u16, fl: u64) -> Res {
     cpu.seg[Seg::Fs as usize] = vm86_seg(fs as u16, false);
     cpu.seg[Seg::Gs as usize] = vm86_seg(gs as u16, false);
     cpu.gpr[reg::RSP] = esp & 0xffff_ffff;
-    cpu.next_rip = ip & 0xffff;
-    cpu.end_block = true;
+    cpu.branch_to(ip & 0xffff);
     cpu.update_mode();
     cpu.cpl = 3;
     Ok(())

@@ -57,8 +57,7 @@ pub(super) fn syscall(cpu: &mut Cpu, _: &Instruction) -> Res {
     cpu.gpr[11] = fl;
     cpu.flags
         .set_rflags(fl & !cpu.msr.sfmask & !x86::RFLAGS_RF & !x86::RFLAGS_VM);
-    cpu.next_rip = cpu.msr.lstar;
-    cpu.end_block = true;
+    cpu.branch_to(cpu.msr.lstar);
     cpu.enter_flat(
         flat_code(sel & 0xfffc, 0, true),
         flat_data(sel.wrapping_add(8) & 0xfffc, 0),
@@ -90,8 +89,7 @@ pub(super) fn sysret(cpu: &mut Cpu, ins: &Instruction) -> Res {
         )
     };
     cpu.flags.set_rflags((cpu.gpr[11] & 0x003c_7fd7) | 2);
-    cpu.next_rip = rip;
-    cpu.end_block = true;
+    cpu.branch_to(rip);
     cpu.enter_flat(cs, flat_data(sel.wrapping_add(8) | 3, 3), 3);
     Ok(())
 }
@@ -107,8 +105,7 @@ pub(super) fn sysenter(cpu: &mut Cpu, _: &Instruction) -> Res {
         .set(x86::RFLAGS_VM | x86::RFLAGS_IF | x86::RFLAGS_RF, false);
     let m = if long { u64::MAX } else { 0xffff_ffff };
     cpu.gpr[reg::RSP] = cpu.msr.sysenter_esp & m;
-    cpu.next_rip = cpu.msr.sysenter_eip & m;
-    cpu.end_block = true;
+    cpu.branch_to(cpu.msr.sysenter_eip & m);
     cpu.enter_flat(
         flat_code(sel, 0, long),
         flat_data(sel.wrapping_add(8), 0),
@@ -143,8 +140,7 @@ pub(super) fn sysexit(cpu: &mut Cpu, ins: &Instruction) -> Res {
         )
     };
     cpu.gpr[reg::RSP] = rsp;
-    cpu.next_rip = rip;
-    cpu.end_block = true;
+    cpu.branch_to(rip);
     cpu.enter_flat(cs, ss, 3);
     Ok(())
 }

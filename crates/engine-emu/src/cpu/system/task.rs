@@ -186,8 +186,7 @@ impl Cpu {
         }
         self.flags.set_rflags(new_flags);
         self.rip = new_eip;
-        self.next_rip = new_eip;
-        self.end_block = true;
+        self.branch_to(new_eip);
         let mut loaded = [0u16; 6];
         for (i, s) in Seg::ALL.iter().enumerate() {
             loaded[i] = sels[i].unwrap_or(self.seg[*s as usize].selector);
