@@ -36,7 +36,7 @@ struct Inner {
     renderer: Mutex<Box<dyn Renderer>>,
     surface: Mutex<Surface>,
     viewers: Mutex<Vec<Weak<Mutex<ViewerState>>>>,
-    input: Arc<dyn InputSink>,
+    input: Mutex<Arc<dyn InputSink>>,
 }
 
 /// A VM's screen, shared by every viewer (clone it freely).
@@ -57,7 +57,7 @@ impl Display {
                 renderer: Mutex::new(renderer),
                 surface: Mutex::new(Surface::new(0, 0)),
                 viewers: Mutex::new(Vec::new()),
-                input,
+                input: Mutex::new(input),
             }),
         }
     }
@@ -113,8 +113,26 @@ impl Display {
     }
 
     /// Where viewers' keyboard and pointer events go.
-    pub fn input(&self) -> &Arc<dyn InputSink> {
-        &self.inner.input
+    pub fn input(&self) -> Arc<dyn InputSink> {
+        lock(&self.inner.input).clone()
+    }
+
+    /// Sends one input event to the current sink.
+    pub fn send_input(&self, event: crate::input::InputEvent) {
+        self.input().send(event);
+    }
+
+    /// Points this display at a new device (the machine was rebuilt, e.g. on
+    /// reboot): viewers stay connected and get the new screen in full.
+    pub fn attach(&self, renderer: Box<dyn Renderer>, input: Arc<dyn InputSink>) {
+        *lock(&self.inner.renderer) = renderer;
+        *lock(&self.inner.input) = input;
+        lock(&self.inner.surface).resize(0, 0);
+        for v in lock(&self.inner.viewers).iter().filter_map(Weak::upgrade) {
+            let mut v = lock(&v);
+            v.damage = Damage::Full;
+            v.resized = true;
+        }
     }
 }
 
