@@ -1,7 +1,7 @@
 //! Port-I/O and MMIO buses: ranges of addresses mapped to devices.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use thiserror::Error;
 
 /// A device on the port-I/O bus.
@@ -47,15 +47,18 @@ struct Entry<D: ?Sized> {
     dev: Arc<Mutex<D>>,
 }
 
-/// A bus of address ranges, generic over the device kind.
+/// A bus of address ranges, generic over the device kind. Ranges may be
+/// added and removed while vCPUs dispatch through it (a guest moving a PCI
+/// BAR): lookups take a read lock only long enough to clone the device's
+/// handle, so a device may itself change the map (a config write).
 pub struct Bus<D: ?Sized> {
-    ranges: BTreeMap<u64, Entry<D>>,
+    ranges: RwLock<BTreeMap<u64, Entry<D>>>,
 }
 
 impl<D: ?Sized> Default for Bus<D> {
     fn default() -> Self {
         Bus {
-            ranges: BTreeMap::new(),
+            ranges: RwLock::new(BTreeMap::new()),
         }
     }
 }
@@ -66,29 +69,32 @@ impl<D: ?Sized> Bus<D> {
     }
 
     /// Map `dev` at `base .. base + len`.
-    pub fn insert(&mut self, base: u64, len: u64, dev: Arc<Mutex<D>>) -> Result<(), BusError> {
+    pub fn insert(&self, base: u64, len: u64, dev: Arc<Mutex<D>>) -> Result<(), BusError> {
         if len == 0 || base.checked_add(len).is_none() {
             return Err(BusError::BadRange { base, len });
         }
-        if let Some((b, e)) = self.ranges.range(..base + len).next_back() {
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        if let Some((b, e)) = ranges.range(..base + len).next_back() {
             if b + e.len > base {
                 return Err(BusError::Overlap { base, len });
             }
         }
-        self.ranges.insert(base, Entry { len, dev });
+        ranges.insert(base, Entry { len, dev });
         Ok(())
     }
 
     /// Remove the device mapped at exactly `base`.
-    pub fn remove(&mut self, base: u64) -> bool {
-        self.ranges.remove(&base).is_some()
+    pub fn remove(&self, base: u64) -> bool {
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        ranges.remove(&base).is_some()
     }
 
     /// The device covering `addr`, with the offset of `addr` in its range.
-    pub fn find(&self, addr: u64) -> Option<(u64, &Arc<Mutex<D>>)> {
-        let (b, e) = self.ranges.range(..=addr).next_back()?;
+    pub fn find(&self, addr: u64) -> Option<(u64, Arc<Mutex<D>>)> {
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        let (b, e) = ranges.range(..=addr).next_back()?;
         if addr - b < e.len {
-            Some((addr - b, &e.dev))
+            Some((addr - b, e.dev.clone()))
         } else {
             None
         }
@@ -105,7 +111,7 @@ impl Bus<dyn PioDevice> {
     pub fn pio_read(&self, port: u16, data: &mut [u8]) -> bool {
         match self.find(u64::from(port)) {
             Some((off, dev)) => {
-                lock(dev).read(off as u16, data);
+                lock(&dev).read(off as u16, data);
                 true
             }
             None => {
@@ -119,7 +125,7 @@ impl Bus<dyn PioDevice> {
     pub fn pio_write(&self, port: u16, data: &[u8]) -> bool {
         match self.find(u64::from(port)) {
             Some((off, dev)) => {
-                lock(dev).write(off as u16, data);
+                lock(&dev).write(off as u16, data);
                 true
             }
             None => false,
@@ -132,7 +138,7 @@ impl Bus<dyn MmioDevice> {
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr) {
             Some((off, dev)) => {
-                lock(dev).read(off, data);
+                lock(&dev).read(off, data);
                 true
             }
             None => {
@@ -146,7 +152,7 @@ impl Bus<dyn MmioDevice> {
     pub fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr) {
             Some((off, dev)) => {
-                lock(dev).write(off, data);
+                lock(&dev).write(off, data);
                 true
             }
             None => false,
@@ -176,7 +182,7 @@ mod tests {
 
     #[test]
     fn dispatch_and_overlap() {
-        let mut bus = IoBus::new();
+        let bus = IoBus::new();
         bus.insert(0x3f8, 8, Arc::new(Mutex::new(Echo(1)))).unwrap();
         assert_eq!(
             bus.insert(0x3f0, 9, Arc::new(Mutex::new(Echo(0)))),

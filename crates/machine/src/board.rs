@@ -57,7 +57,7 @@ pub fn write_acpi_tables(
 /// Put the RTC, PCI (bus 0 as `root` holds it) and ACPI power devices on
 /// the port bus.
 pub fn add_pc_devices(
-    io_bus: &mut IoBus,
+    io_bus: &IoBus,
     root: PciRoot,
     vm: &Arc<dyn Vm>,
     layout: &MemoryLayout,

@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use kite_devices::legacy::{debug_exit, i8042, uart16550, DebugExit, Uart16550, I8042};
-use kite_devices::pci::PciRoot;
+use kite_devices::pci::{BarBuses, PciRoot};
 use kite_devices::{IoBus, MmioBus, PioDevice};
 use kite_hypervisor::{CpuidEntry, Hypervisor, Vcpu, Vm, VmConfig};
 use vm_memory::GuestMemoryMmap;
@@ -82,8 +82,8 @@ pub fn build(
 
     // The board.
     let control = Control::new(events.clone(), Arc::new(AtomicBool::new(false)));
-    let mut io_bus = IoBus::new();
-    let mut mmio_bus = MmioBus::new();
+    let io_bus = Arc::new(IoBus::new());
+    let mmio_bus = Arc::new(MmioBus::new());
 
     let com1 = Arc::new(Mutex::new(Uart16550::new(
         VmIrqLine::new(vm.clone(), uart16550::COM1_IRQ),
@@ -117,16 +117,14 @@ pub fn build(
 
     // PCI bus 0: the host bridge (PciRoot::new) and the virtio devices.
     let mut pci_root = PciRoot::new();
-    crate::virtio_devices::add_virtio_devices(
-        config,
-        disks,
-        &vm,
-        &mem,
-        &layout,
-        &mut pci_root,
-        &mut mmio_bus,
-    )?;
-    crate::board::add_pc_devices(&mut io_bus, pci_root, &vm, &layout, &control)?;
+    crate::virtio_devices::add_virtio_devices(config, disks, &vm, &mem, &layout, &mut pci_root)?;
+    let ram_mapper = crate::pci_ram::VmRamMapper::new(vm.clone());
+    pci_root.attach_buses(BarBuses {
+        io: io_bus.clone(),
+        mmio: mmio_bus.clone(),
+        ram: Some(ram_mapper.clone()),
+    });
+    crate::board::add_pc_devices(&io_bus, pci_root, &vm, &layout, &control)?;
 
     // The vCPUs: vCPU 0 starts at the kernel's entry; the others wait for
     // the boot vCPU to start them (INIT/SIPI through the local APICs).
@@ -156,13 +154,7 @@ pub fn build(
     // Last, so a failed build leaves the console (and the VM) as it was.
     console.attach(com1);
     Ok(Machine::new(
-        vm,
-        mem,
-        slots,
-        Arc::new(io_bus),
-        Arc::new(mmio_bus),
-        vcpus,
-        control,
+        vm, mem, slots, io_bus, mmio_bus, vcpus, control,
     ))
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod irq;
 pub mod loader;
 pub mod memory;
+pub mod pci_ram;
 pub mod run;
 pub mod vcpu_loop;
 pub mod virtio_devices;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kite_devices::acpi::dsdt::pci_intx_gsi;
+use kite_devices::bus::lock;
 use kite_devices::pci::{Bar, BarAllocator, BarKind, PciAddress, PciRoot};
 use kite_devices::virtio::net::user::{user_network, UserStack};
 use kite_devices::virtio::net::{RxFrames, RX_QUEUE};
@@ -17,7 +18,6 @@ use kite_devices::virtio::pci_transport::{Interrupts, BAR_SIZE};
 use kite_devices::virtio::{
     BlockDevice, NetDevice, RngDevice, Tap, TapError, VirtioDevice, VirtioPciDevice,
 };
-use kite_devices::{bus::lock, MmioBus};
 use kite_hypervisor::Vm;
 use vm_memory::GuestMemoryMmap;
 
@@ -43,7 +43,6 @@ pub fn add_virtio_devices(
     mem: &Arc<GuestMemoryMmap>,
     layout: &MemoryLayout,
     root: &mut PciRoot,
-    mmio_bus: &mut MmioBus,
 ) -> Result<(), MachineError> {
     let mut devices: Vec<(Box<dyn VirtioDevice>, Option<RxBackend>)> = Vec::new();
     for d in disks {
@@ -115,7 +114,6 @@ pub fn add_virtio_devices(
             }
             None => {}
         }
-        mmio_bus.insert(address, BAR_SIZE, dev)?;
     }
     Ok(())
 }

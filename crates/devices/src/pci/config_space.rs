@@ -4,6 +4,8 @@
 
 use thiserror::Error;
 
+use super::{BarRegion, ROM_BAR};
+
 /// Size of the conventional configuration space.
 pub const CONFIG_SPACE_SIZE: usize = 256;
 
@@ -20,6 +22,7 @@ pub const BAR0: usize = 0x10;
 pub const SUBSYSTEM_VENDOR_ID: usize = 0x2c;
 pub const SUBSYSTEM_ID: usize = 0x2e;
 pub const CAPABILITIES_POINTER: usize = 0x34;
+pub const EXPANSION_ROM: usize = 0x30;
 pub const INTERRUPT_LINE: usize = 0x3c;
 pub const INTERRUPT_PIN: usize = 0x3d;
 
@@ -76,6 +79,8 @@ pub struct ConfigSpace {
     /// Bits the guest clears by writing 1.
     w1c: [u8; CONFIG_SPACE_SIZE],
     bars: [Option<Bar>; 6],
+    /// The expansion ROM's size, when the device has one.
+    rom: Option<u64>,
     /// Offset of the last capability's next pointer (0 before the first).
     last_cap_next: usize,
     /// Next free byte for a capability.
@@ -91,6 +96,7 @@ impl ConfigSpace {
             wmask: [0; CONFIG_SPACE_SIZE],
             w1c: [0; CONFIG_SPACE_SIZE],
             bars: [None; 6],
+            rom: None,
             last_cap_next: 0,
             cap_free: CAPABILITIES_START,
         };
@@ -202,6 +208,63 @@ impl ConfigSpace {
             BarKind::Memory64 { .. } => (low & !0xf) | (u64::from(self.u32_at(at + 4)) << 32),
         };
         Some((bar, addr))
+    }
+
+    /// Declare an expansion ROM of `size` bytes (a power of two, at least
+    /// 2 KiB), disabled and unplaced until the guest programs offset 0x30.
+    pub fn add_rom(&mut self, size: u64) -> Result<(), ConfigSpaceError> {
+        if !size.is_power_of_two() || !(0x800..=1 << 24).contains(&size) {
+            return Err(ConfigSpaceError::BadBarSize { size, min: 0x800 });
+        }
+        let mask = !((size - 1) as u32) | 1;
+        self.wmask[EXPANSION_ROM..EXPANSION_ROM + 4].copy_from_slice(&mask.to_le_bytes());
+        self.rom = Some(size);
+        Ok(())
+    }
+
+    /// The BARs that decode now: declared, with their space enabled in the
+    /// command register (and the ROM's enable bit), at an address that is
+    /// not zero and not the sizing pattern's wrap past the top.
+    pub fn bar_regions(&self) -> Vec<BarRegion> {
+        let cmd = self.command();
+        let mut out = Vec::new();
+        for index in 0..6 {
+            let Some((bar, address)) = self.bar(index) else {
+                continue;
+            };
+            let (enabled, limit) = match bar.kind {
+                BarKind::Io => (cmd & COMMAND_IO_SPACE != 0, 1 << 16),
+                BarKind::Memory32 { .. } => (cmd & COMMAND_MEMORY_SPACE != 0, 1 << 32),
+                BarKind::Memory64 { .. } => (cmd & COMMAND_MEMORY_SPACE != 0, 1 << 52),
+            };
+            if enabled && address != 0 && address + bar.size < limit {
+                out.push(BarRegion {
+                    index: index as u8,
+                    kind: bar.kind,
+                    address,
+                    size: bar.size,
+                });
+            }
+        }
+        if let Some(size) = self.rom {
+            let v = self.u32_at(EXPANSION_ROM);
+            let address = u64::from(v & !0x7ff);
+            if v & 1 != 0
+                && cmd & COMMAND_MEMORY_SPACE != 0
+                && address != 0
+                && address + size < 1 << 32
+            {
+                out.push(BarRegion {
+                    index: ROM_BAR,
+                    kind: BarKind::Memory32 {
+                        prefetchable: false,
+                    },
+                    address,
+                    size,
+                });
+            }
+        }
+        out
     }
 
     /// Append a capability with id `id` and body `body` (the bytes after the

@@ -2,8 +2,8 @@
 //! accesses to absent functions read as all ones, as on a real bus.
 
 use super::host_bridge::PciHostBridge;
-use super::PciDevice;
-use crate::bus::lock;
+use super::{BarKind, BarRegion, PciDevice, RamMapper};
+use crate::bus::{lock, IoBus, MmioBus, MmioDevice, PioDevice};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -32,9 +32,45 @@ pub enum PciError {
     NoFreeSlot,
 }
 
+/// Where BARs get mapped: the port and MMIO buses, and the machine's
+/// mapper for BARs backed by host memory.
+#[derive(Clone)]
+pub struct BarBuses {
+    pub io: Arc<IoBus>,
+    pub mmio: Arc<MmioBus>,
+    pub ram: Option<Arc<dyn RamMapper>>,
+}
+
 /// Bus 0 with its host bridge at 00:00.0.
 pub struct PciRoot {
     functions: BTreeMap<PciAddress, Arc<Mutex<dyn PciDevice>>>,
+    buses: Option<BarBuses>,
+    /// What each function's BARs are mapped as now.
+    mapped: Mutex<BTreeMap<(PciAddress, u8), BarRegion>>,
+}
+
+/// A bus range that forwards to one BAR of a PCI function.
+struct BarHandle {
+    dev: Arc<Mutex<dyn PciDevice>>,
+    bar: u8,
+}
+
+impl PioDevice for BarHandle {
+    fn read(&mut self, offset: u16, data: &mut [u8]) {
+        lock(&self.dev).bar_read(self.bar, u64::from(offset), data);
+    }
+    fn write(&mut self, offset: u16, data: &[u8]) {
+        lock(&self.dev).bar_write(self.bar, u64::from(offset), data);
+    }
+}
+
+impl MmioDevice for BarHandle {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        lock(&self.dev).bar_read(self.bar, offset, data);
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        lock(&self.dev).bar_write(self.bar, offset, data);
+    }
 }
 
 impl Default for PciRoot {
@@ -54,7 +90,79 @@ impl PciRoot {
             },
             Arc::new(Mutex::new(PciHostBridge::new())),
         );
-        PciRoot { functions }
+        PciRoot {
+            functions,
+            buses: None,
+            mapped: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Map BARs on these buses from now on (and map what decodes already).
+    pub fn attach_buses(&mut self, buses: BarBuses) {
+        self.buses = Some(buses);
+        let addrs: Vec<PciAddress> = self.functions.keys().copied().collect();
+        for a in addrs {
+            self.remap(a);
+        }
+    }
+
+    /// Bring `addr`'s bus ranges in line with what its BARs decode now.
+    fn remap(&self, addr: PciAddress) {
+        let (Some(buses), Some(dev)) = (&self.buses, self.functions.get(&addr)) else {
+            return;
+        };
+        let now = lock(dev).bar_regions();
+        let mut mapped = lock(&self.mapped);
+        for index in 0..=super::ROM_BAR {
+            let old = mapped.get(&(addr, index)).copied();
+            let new = now.iter().find(|r| r.index == index).copied();
+            if old == new {
+                continue;
+            }
+            let ram = lock(dev).bar_ram(index);
+            let id =
+                (u32::from(addr.device) << 6) | (u32::from(addr.function) << 3) | u32::from(index);
+            if let Some(o) = old {
+                match (&ram, &buses.ram) {
+                    (Some(r), Some(m)) => m.map(id, r, None),
+                    _ if o.kind == BarKind::Io => {
+                        buses.io.remove(o.address);
+                    }
+                    _ => {
+                        buses.mmio.remove(o.address);
+                    }
+                }
+                mapped.remove(&(addr, index));
+            }
+            let Some(n) = new else { continue };
+            let handle = BarHandle {
+                dev: dev.clone(),
+                bar: index,
+            };
+            let placed = match (&ram, &buses.ram) {
+                (Some(r), Some(m)) => {
+                    m.map(id, r, Some(n.address));
+                    Ok(())
+                }
+                _ if n.kind == BarKind::Io => {
+                    buses
+                        .io
+                        .insert(n.address, n.size, Arc::new(Mutex::new(handle)))
+                }
+                _ => buses
+                    .mmio
+                    .insert(n.address, n.size, Arc::new(Mutex::new(handle))),
+            };
+            match placed {
+                Ok(()) => {
+                    mapped.insert((addr, index), n);
+                }
+                Err(e) => log::warn!(
+                    "pci {addr}: BAR {index} at {:#x} not mapped: {e}",
+                    n.address
+                ),
+            }
+        }
     }
 
     /// Put `dev` at `addr`.
@@ -104,6 +212,7 @@ impl PciRoot {
         if let Some(dev) = self.functions.get(&addr) {
             if valid_access(offset, data.len()) {
                 lock(dev).write_config(offset, data);
+                self.remap(addr);
             }
         }
     }

@@ -69,7 +69,7 @@ pub struct Interrupts {
 }
 
 /// A virtio device on the PCI transport; implements both `PciDevice` (its
-/// configuration space) and `MmioDevice` (BAR 0, mapped at `bar_address`).
+/// configuration space) and `MmioDevice` (BAR 0, wherever the guest maps it).
 pub struct VirtioPciDevice {
     config: ConfigSpace,
     msix_cap: usize,
@@ -78,8 +78,6 @@ pub struct VirtioPciDevice {
     device: Box<dyn VirtioDevice>,
     mem: Arc<GuestMemoryMmap>,
     irq: Interrupts,
-    bar_address: u64,
-    warned_bar_move: bool,
 
     device_feature_select: u32,
     driver_feature_select: u32,
@@ -190,8 +188,6 @@ impl VirtioPciDevice {
             device,
             mem,
             irq,
-            bar_address,
-            warned_bar_move: false,
             device_feature_select: 0,
             driver_feature_select: 0,
             driver_features: 0,
@@ -604,25 +600,28 @@ impl PciDevice for VirtioPciDevice {
                 MmioDevice::write(self, off, &data[..n]);
             }
         }
-        if (0x10..0x14).contains(&offset) {
-            if let Some((_, addr)) = self.config.bar(0) {
-                // Sizing writes all ones; a real move is something else.
-                if addr != self.bar_address
-                    && addr != (!(BAR_SIZE - 1) & 0xffff_fff0)
-                    && !self.warned_bar_move
-                {
-                    self.warned_bar_move = true;
-                    log::warn!(
-                        "virtio device: the guest moved BAR 0 to {addr:#x}; Kite keeps it at {:#x}",
-                        self.bar_address
-                    );
-                }
-            }
-        }
         if usize::from(offset) <= self.msix_cap + 3
             && usize::from(offset) + data.len() > self.msix_cap
         {
             self.deliver_pending();
+        }
+    }
+
+    fn bar_regions(&self) -> Vec<crate::pci::BarRegion> {
+        self.config.bar_regions()
+    }
+
+    fn bar_read(&mut self, bar: u8, offset: u64, data: &mut [u8]) {
+        if bar == 0 {
+            MmioDevice::read(self, offset, data);
+        } else {
+            data.fill(0xff);
+        }
+    }
+
+    fn bar_write(&mut self, bar: u8, offset: u64, data: &[u8]) {
+        if bar == 0 {
+            MmioDevice::write(self, offset, data);
         }
     }
 }
