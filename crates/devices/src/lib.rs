@@ -7,6 +7,8 @@
 
 pub mod acpi;
 pub mod bus;
+pub mod chipset;
+pub mod firmware;
 pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;

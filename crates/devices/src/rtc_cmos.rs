@@ -433,6 +433,14 @@ impl RtcCmos {
         })
     }
 
+    /// Set a CMOS memory byte (index 0x0e-0x7f) as firmware settings would
+    /// have left it (boot order, CPU count); clock registers are refused.
+    pub fn set_cmos_byte(&self, index: u8, value: u8) {
+        if (0x0e..0x80).contains(&index) {
+            lock(&self.shared.state).cmos[usize::from(index)] = value;
+        }
+    }
+
     /// Read a CMOS byte directly (for the board and tests).
     pub fn cmos_byte(&self, index: u8) -> u8 {
         let mut s = lock(&self.shared.state);

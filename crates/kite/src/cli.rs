@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kite_machine::{EngineChoice, HostForward, SerialMode};
+use kite_machine::{BootDevice, BootFailure, EngineChoice, HostForward, SerialMode};
 
 #[derive(Debug, Parser)]
 #[command(name = "kite", version, about = "Kite: a virtual machine monitor")]
@@ -16,8 +16,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Boot a virtual machine. Without --kernel, boot the built-in guest,
-    /// which greets on the serial console and exits with status 33.
+    /// Boot a virtual machine: a PC that runs its firmware (SeaBIOS) and
+    /// boots from its disks or CD-ROM, or, with --kernel, a kernel Kite
+    /// loads itself (`--kernel builtin`: a small guest that greets on the
+    /// serial console and exits with status 33).
     Run(RunArgs),
 }
 
@@ -52,9 +54,23 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=254), value_name = "N")]
     pub cpus: u32,
-    /// Kernel image (Multiboot; Linux bzImage/ELF when supported).
-    #[arg(long, value_name = "PATH")]
+    /// Kernel image to boot directly, without firmware (Multiboot, Linux
+    /// bzImage or ELF vmlinux), or `builtin` for Kite's built-in guest.
+    #[arg(long, value_name = "PATH|builtin")]
     pub kernel: Option<PathBuf>,
+    /// Firmware image for a boot without --kernel (a BIOS: a multiple of
+    /// 64 KiB, mapped at the top of 4 GiB).
+    #[arg(long, value_name = "FILE", default_value = kite_machine::firmware::DEFAULT_BIOS)]
+    pub bios: PathBuf,
+    /// Write the firmware's debug output (port 0x402) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub bios_log: Option<PathBuf>,
+    /// Boot order for the firmware, in QEMU's letters: c (hard disk), d
+    /// (CD-ROM), n (network), e.g. `d` or `order=dc`; `,menu=on` offers
+    /// the boot menu; `,fail=wait` keeps retrying when nothing boots
+    /// (default `fail=exit`: exit with status 4).
+    #[arg(long, value_parser = parse_boot, value_name = "ORDER[,menu=on][,fail=exit|wait]")]
+    pub boot: Option<BootSpec>,
     /// Initial ramdisk (the first Multiboot module, or Linux's initrd).
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
@@ -78,6 +94,65 @@ pub struct RunArgs {
     /// Exit instead of rebooting when the guest resets or triple-faults.
     #[arg(long)]
     pub no_reboot: bool,
+}
+
+/// `--boot`: order, menu and what to do when nothing boots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BootSpec {
+    pub order: Vec<BootDevice>,
+    pub menu: bool,
+    pub on_failure: BootFailure,
+}
+
+/// `cd`, `order=dc,menu=on`, `c,fail=wait`.
+pub fn parse_boot(s: &str) -> Result<BootSpec, String> {
+    let mut spec = BootSpec::default();
+    let letters = |o: &str| -> Result<Vec<BootDevice>, String> {
+        let mut v = Vec::new();
+        for c in o.chars() {
+            let d = match c {
+                'c' => BootDevice::Disk,
+                'd' => BootDevice::Cdrom,
+                'n' => BootDevice::Network,
+                _ => {
+                    return Err(format!(
+                        "'{c}' in boot order '{o}' is not a device (c: disk, d: CD-ROM, n: network)"
+                    ))
+                }
+            };
+            if v.contains(&d) {
+                return Err(format!("boot order '{o}' names '{c}' twice"));
+            }
+            v.push(d);
+        }
+        if v.is_empty() {
+            return Err("the boot order is empty (use c, d, n)".into());
+        }
+        Ok(v)
+    };
+    for (i, part) in s.split(',').enumerate() {
+        match part.split_once('=') {
+            None if i == 0 => spec.order = letters(part)?,
+            Some(("order", o)) => spec.order = letters(o)?,
+            Some(("menu", v)) => spec.menu = on_off(v)?,
+            Some(("fail", "exit")) => spec.on_failure = BootFailure::Exit,
+            Some(("fail", "wait")) => spec.on_failure = BootFailure::Wait,
+            _ => {
+                return Err(format!(
+                "'{part}' is not a boot option (ORDER, order=ORDER, menu=on|off, fail=exit|wait)"
+            ))
+            }
+        }
+    }
+    Ok(spec)
+}
+
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{v}' is not on or off")),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,9 @@ mod cli;
 mod terminal;
 
 use clap::Parser;
-use kite_machine::{run_session, BlockConfig, Image, MachineConfig, NetConfig, SerialMode};
+use kite_machine::{
+    run_session, BlockConfig, FirmwareConfig, Image, MachineConfig, NetConfig, SerialMode,
+};
 
 use cli::{Cli, Command, NetSpec, RunArgs};
 
@@ -65,11 +67,28 @@ fn run(args: RunArgs) -> i32 {
         Some(NetSpec::User(forwards)) => Some(NetConfig::User(forwards.clone())),
     };
     let kernel = match &args.kernel {
+        Some(p) if p.as_os_str() == "builtin" => Some(Image::from_bytes(
+            "built-in guest",
+            kite_testkernels::hello(),
+        )),
         Some(p) => match Image::read(p) {
-            Ok(i) => i,
+            Ok(i) => Some(i),
             Err(e) => return bad_input(e),
         },
-        None => Image::from_bytes("built-in guest", kite_testkernels::hello()),
+        None => None,
+    };
+    if kernel.is_none() && (args.initrd.is_some() || !args.cmdline.is_empty()) {
+        return bad_input(
+            "--initrd and --cmdline need --kernel (a firmware boot reads its kernel from the disk)",
+        );
+    }
+    let boot = args.boot.clone().unwrap_or_default();
+    let firmware = FirmwareConfig {
+        bios: args.bios.clone(),
+        log: args.bios_log.clone(),
+        order: boot.order,
+        on_failure: boot.on_failure,
+        menu: boot.menu,
     };
     let initrd = match args.initrd.as_deref().map(Image::read).transpose() {
         Ok(i) => i,
@@ -80,6 +99,7 @@ fn run(args: RunArgs) -> i32 {
         memory: args.memory,
         cpus: args.cpus,
         kernel,
+        firmware,
         initrd,
         cmdline: args.cmdline,
         serial: args.serial,

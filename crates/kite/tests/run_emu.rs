@@ -19,7 +19,7 @@ fn run_on(engine: &str, kernel: &str) -> (Option<i32>, String) {
 
 #[test]
 fn builtin_guest_greets_on_emu() {
-    let r = kite(&["run", "--engine", "emu"], b"");
+    let r = kite(&["run", "--engine", "emu", "--kernel", "builtin"], b"");
     assert_eq!(r.stdout.trim_end(), tk::HELLO_GREETING);
     assert_eq!(r.status, Some(tk::debug_exit_status(tk::HELLO_EXIT_VALUE)));
 }

@@ -12,7 +12,7 @@ fn builtin_guest_greets_and_exits_33() {
     if !kvm_available("builtin_guest_greets_and_exits_33") {
         return;
     }
-    let r = kite(&["run", "--engine", "kvm"], b"");
+    let r = kite(&["run", "--engine", "kvm", "--kernel", "builtin"], b"");
     assert_eq!(
         r.status,
         Some(tk::debug_exit_status(tk::HELLO_EXIT_VALUE)),
@@ -101,7 +101,12 @@ fn serial_file_receives_the_output() {
     }
     let out = temp_path("serial.txt");
     let arg = format!("file={}", out.display());
-    let r = kite(&["run", "--engine", "kvm", "--serial", &arg], b"");
+    let r = kite(
+        &[
+            "run", "--engine", "kvm", "--kernel", "builtin", "--serial", &arg,
+        ],
+        b"",
+    );
     assert_eq!(r.status, Some(33));
     assert!(r.stdout.is_empty(), "stdout: {}", r.stdout);
     assert_eq!(
@@ -109,7 +114,12 @@ fn serial_file_receives_the_output() {
         format!("{}\n", tk::HELLO_GREETING)
     );
 
-    let r = kite(&["run", "--engine", "kvm", "--serial", "none"], b"");
+    let r = kite(
+        &[
+            "run", "--engine", "kvm", "--kernel", "builtin", "--serial", "none",
+        ],
+        b"",
+    );
     assert_eq!(r.status, Some(33));
     assert!(r.stdout.is_empty());
 }
@@ -120,7 +130,9 @@ fn several_vcpus_and_memory_above_4g() {
         return;
     }
     let r = kite(
-        &["run", "--engine", "kvm", "--cpus", "4", "--memory", "5G"],
+        &[
+            "run", "--engine", "kvm", "--kernel", "builtin", "--cpus", "4", "--memory", "5G",
+        ],
         b"",
     );
     assert_eq!(r.status, Some(33), "stderr: {}", r.stderr);

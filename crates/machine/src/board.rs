@@ -62,6 +62,7 @@ pub fn add_pc_devices(
     vm: &Arc<dyn Vm>,
     layout: &MemoryLayout,
     control: &Control,
+    cmos: &[(u8, u8)],
 ) -> Result<(), MachineError> {
     let ram_below_4g = layout.low_size;
     let rtc = RtcCmos::new(
@@ -72,6 +73,9 @@ pub fn add_pc_devices(
         VmIrqLine::new(vm.clone(), RTC_IRQ),
     )
     .map_err(MachineError::Thread)?;
+    for &(index, value) in cmos {
+        rtc.set_cmos_byte(index, value);
+    }
     io_bus.insert(RTC_PORT, 2, Arc::new(Mutex::new(rtc)))?;
 
     let c = control.clone();

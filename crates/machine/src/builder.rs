@@ -6,8 +6,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
+use kite_devices::chipset::{I440fx, PamMapper, Piix3Isa};
 use kite_devices::legacy::{debug_exit, i8042, uart16550, DebugExit, Uart16550, I8042};
-use kite_devices::pci::{BarBuses, PciRoot};
+use kite_devices::pci::{BarBuses, PciAddress, PciRoot, RamMapper};
 use kite_devices::{IoBus, MmioBus, PioDevice};
 use kite_hypervisor::{CpuidEntry, Hypervisor, Vcpu, Vm, VmConfig};
 use vm_memory::GuestMemoryMmap;
@@ -15,9 +16,12 @@ use vm_memory::GuestMemoryMmap;
 use crate::config::{MachineConfig, MAX_CPUS};
 use crate::console::Console;
 use crate::error::MachineError;
+use crate::firmware::contents::cmos_settings;
+use crate::firmware::read_bios;
 use crate::irq::VmIrqLine;
 use crate::loader::{load_kernel, BootSpec, BootState};
-use crate::memory::{create_guest_memory, register_guest_memory, MemoryLayout};
+use crate::memory::{create_guest_memory, MemoryLayout};
+use crate::memory_map::{FirmwareRom, GuestMap, PamWrites, PAM_LEN, PAM_START};
 use crate::run::{Control, Machine, VmEvent};
 
 /// Check what can be checked before building anything.
@@ -31,30 +35,47 @@ pub fn validate(config: &MachineConfig) -> Result<MemoryLayout, MachineError> {
     Ok(MemoryLayout::new(config.memory)?)
 }
 
-/// Guest RAM with the kernel (and initrd) in place: everything that needs no
-/// engine, so a bad image is reported before an engine is opened.
+/// Guest RAM with the kernel (and initrd) in place, or the firmware image
+/// read: everything that needs no engine, so a bad image is reported before
+/// an engine is opened.
 pub struct LoadedGuest {
     pub layout: MemoryLayout,
     pub mem: Arc<GuestMemoryMmap>,
     pub boot: BootState,
+    /// The BIOS image when the machine boots through firmware.
+    pub bios: Option<Vec<u8>>,
 }
 
-/// Map RAM and load the kernel into it.
+/// Map RAM and load the kernel into it (direct boot), or read the firmware.
 pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
     let layout = validate(config)?;
     let mem = Arc::new(create_guest_memory(&layout)?);
+    let Some(kernel) = &config.kernel else {
+        let bios = read_bios(&config.firmware.bios).map_err(MachineError::Config)?;
+        return Ok(LoadedGuest {
+            layout,
+            mem,
+            boot: crate::firmware::reset_state(),
+            bios: Some(bios),
+        });
+    };
     let rsdp = crate::board::write_acpi_tables(&mem, &layout, config.cpus)?;
     let boot = load_kernel(
         &mem,
         &layout,
         &BootSpec {
-            kernel: &config.kernel,
+            kernel,
             initrd: config.initrd.as_ref(),
             cmdline: &config.cmdline,
             rsdp_address: Some(rsdp),
         },
     )?;
-    Ok(LoadedGuest { layout, mem, boot })
+    Ok(LoadedGuest {
+        layout,
+        mem,
+        boot,
+        bios: None,
+    })
 }
 
 /// Build a machine ready to run around a loaded guest; `events` receives
@@ -66,7 +87,13 @@ pub fn build(
     console: &Console,
     events: &Sender<VmEvent>,
 ) -> Result<Machine, MachineError> {
-    let LoadedGuest { mem, boot, layout } = guest;
+    let LoadedGuest {
+        mem,
+        boot,
+        layout,
+        bios,
+    } = guest;
+    let firmware = bios.is_some();
     // Disks first: a missing or locked image is the user's to fix.
     let disks = crate::virtio_devices::open_disks(config)?;
 
@@ -78,7 +105,8 @@ pub fn build(
             vcpus: config.cpus,
         })
         .map_err(MachineError::engine("creating the VM"))?;
-    let slots = register_guest_memory(&vm, &mem)?;
+    let rom = bios.as_deref().map(FirmwareRom::new).transpose()?;
+    let map = GuestMap::new(vm.clone(), mem.clone(), &layout, rom)?;
 
     // The board.
     let control = Control::new(events.clone(), Arc::new(AtomicBool::new(false)));
@@ -115,16 +143,48 @@ pub fn build(
         io_bus.insert(base, 1, dev)?;
     }
 
-    // PCI bus 0: the host bridge (PciRoot::new) and the virtio devices.
+    // PCI bus 0: the i440FX host bridge, whose PAM registers map the BIOS
+    // area (at power-on: the ROM; for a kernel Kite boots itself: RAM, as
+    // firmware would have left it), and the PIIX3 ISA bridge; then the
+    // virtio devices from slot 3 (slot 2 is the display's, as on QEMU's pc).
     let mut pci_root = PciRoot::new();
+    let pam = if firmware {
+        [0; 7]
+    } else {
+        [0x30, 0x33, 0x33, 0x33, 0x33, 0x33, 0x33]
+    };
+    let pam_mapper: Arc<dyn PamMapper> = map.clone();
+    pci_root.set_host_bridge(Arc::new(Mutex::new(I440fx::new(Some(pam_mapper), pam))));
+    mmio_bus.insert(
+        PAM_START,
+        PAM_LEN,
+        Arc::new(Mutex::new(PamWrites(map.clone()))),
+    )?;
+    pci_root
+        .add_device_at(
+            PciAddress {
+                device: 1,
+                function: 0,
+            },
+            Arc::new(Mutex::new(Piix3Isa::new())),
+        )
+        .map_err(|e| MachineError::Config(e.to_string()))?;
     crate::virtio_devices::add_virtio_devices(config, disks, &vm, &mem, &layout, &mut pci_root)?;
-    let ram_mapper = crate::pci_ram::VmRamMapper::new(vm.clone());
+    let ram_mapper: Arc<dyn RamMapper> = map.clone();
     pci_root.attach_buses(BarBuses {
         io: io_bus.clone(),
         mmio: mmio_bus.clone(),
-        ram: Some(ram_mapper.clone()),
+        ram: Some(ram_mapper),
     });
-    crate::board::add_pc_devices(&io_bus, pci_root, &vm, &layout, &control)?;
+
+    // What the firmware reads: fw_cfg, CMOS settings, its debug console.
+    let mut cmos = Vec::new();
+    if firmware {
+        let info = crate::firmware_devices::firmware_info(config, &layout);
+        cmos = cmos_settings(&info);
+        crate::firmware_devices::add_firmware_devices(&io_bus, &info, &mem, config, &control)?;
+    }
+    crate::board::add_pc_devices(&io_bus, pci_root, &vm, &layout, &control, &cmos)?;
 
     // The vCPUs: vCPU 0 starts at the kernel's entry; the others wait for
     // the boot vCPU to start them (INIT/SIPI through the local APICs).
@@ -142,9 +202,12 @@ pub fn build(
             vcpu.set_cpuid(&cpuid_for(cpuid, id))
                 .map_err(MachineError::engine("setting CPUID"))?;
         }
-        // What firmware would do: MTRRs enabled, write-back by default.
-        vcpu.set_msrs(&[(MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB)])
-            .map_err(MachineError::engine("enabling MTRRs"))?;
+        // What firmware would do (when Kite plays the firmware): MTRRs
+        // enabled, write-back by default.
+        if !firmware {
+            vcpu.set_msrs(&[(MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB)])
+                .map_err(MachineError::engine("enabling MTRRs"))?;
+        }
         if id == 0 {
             set_boot_state(vcpu.as_mut(), &boot)?;
         }
@@ -153,9 +216,7 @@ pub fn build(
 
     // Last, so a failed build leaves the console (and the VM) as it was.
     console.attach(com1);
-    Ok(Machine::new(
-        vm, mem, slots, io_bus, mmio_bus, vcpus, control,
-    ))
+    Ok(Machine::new(vm, mem, map, io_bus, mmio_bus, vcpus, control))
 }
 
 /// IA32_MTRR_DEF_TYPE, and its value with MTRRs on and write-back default.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 pub use kite_devices::virtio::net::user::HostForward;
 pub use kite_devices::virtio::BlockConfig;
 
+pub use crate::firmware::{BootDevice, BootFailure, FirmwareConfig};
 use crate::loader::Image;
 
 /// Which engine runs guest mode.
@@ -36,7 +37,11 @@ pub struct MachineConfig {
     /// Guest RAM in bytes.
     pub memory: u64,
     pub cpus: u32,
-    pub kernel: Image,
+    /// The kernel Kite loads itself (direct boot); without one the machine
+    /// boots through its firmware.
+    pub kernel: Option<Image>,
+    /// The firmware, when there is no kernel.
+    pub firmware: FirmwareConfig,
     pub initrd: Option<Image>,
     pub cmdline: String,
     pub serial: SerialMode,

@@ -12,15 +12,20 @@ pub mod config;
 pub mod console;
 pub mod engine;
 pub mod error;
+pub mod firmware;
+pub mod firmware_devices;
 pub mod irq;
 pub mod loader;
 pub mod memory;
-pub mod pci_ram;
+pub mod memory_map;
 pub mod run;
 pub mod vcpu_loop;
 pub mod virtio_devices;
 
-pub use config::{BlockConfig, EngineChoice, HostForward, MachineConfig, NetConfig, SerialMode};
+pub use config::{
+    BlockConfig, BootDevice, BootFailure, EngineChoice, FirmwareConfig, HostForward, MachineConfig,
+    NetConfig, SerialMode,
+};
 pub use error::MachineError;
 pub use loader::Image;
 pub use run::{run_session, Outcome};

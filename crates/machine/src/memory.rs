@@ -2,14 +2,12 @@
 //!
 //! RAM starts at 0 and runs up to at most 3 GiB; 3 GiB to 4 GiB is a hole for
 //! MMIO (PCI windows, IOAPIC, LAPIC, firmware); whatever RAM is left lives
-//! above 4 GiB. Both ranges are mmap'ed by vm-memory and registered with the
-//! VM as slots 0 and 1, so every vCPU and every device sees the same bytes.
+//! above 4 GiB. Both ranges are mmap'ed by vm-memory; `memory_map` registers
+//! them with the VM (around the PC's holes), so every vCPU and every device
+//! sees the same bytes.
 
-use std::sync::Arc;
-
-use kite_hypervisor::{MemoryRegion, Vm};
 use thiserror::Error;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// Start of the MMIO hole below 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
@@ -112,50 +110,6 @@ pub fn create_guest_memory(layout: &MemoryLayout) -> Result<GuestMemoryMmap, Mem
         size: layout.size,
         detail: e.to_string(),
     })
-}
-
-/// Register every region of `mem` with `vm`, one slot each (slot = index).
-/// Returns the slots, for `unregister_guest_memory`.
-pub fn register_guest_memory(
-    vm: &Arc<dyn Vm>,
-    mem: &GuestMemoryMmap,
-) -> Result<Vec<MemoryRegion>, MemoryError> {
-    let mut slots = Vec::new();
-    for (slot, region) in mem.iter().enumerate() {
-        let host = mem
-            .get_host_address(region.start_addr())
-            .map_err(|e| MemoryError::Map {
-                size: region.len(),
-                detail: e.to_string(),
-            })?;
-        let region = MemoryRegion {
-            slot: slot as u32,
-            guest_phys_addr: region.start_addr().0,
-            size: region.len(),
-            host_addr: host as u64,
-            readonly: false,
-            log_dirty: false,
-        };
-        // SAFETY: the mapping belongs to `mem`, which the machine keeps alive
-        // until it deletes the slot again (`Machine`'s drop calls
-        // `unregister_guest_memory` before the memory goes); it is writable
-        // and `region.size` bytes long.
-        unsafe { vm.set_memory_region(region)? };
-        slots.push(region);
-    }
-    Ok(slots)
-}
-
-/// Delete the slots `register_guest_memory` added, so the VM (which devices
-/// may keep alive a little longer) no longer refers to the mappings.
-pub fn unregister_guest_memory(vm: &Arc<dyn Vm>, slots: &[MemoryRegion]) {
-    for region in slots {
-        let gone = MemoryRegion { size: 0, ..*region };
-        // SAFETY: a zero-sized region deletes the slot; no mapping is named.
-        if let Err(e) = unsafe { vm.set_memory_region(gone) } {
-            log::warn!("cannot delete memory slot {}: {e}", region.slot);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kite_devices::legacy::debug_exit::exit_status;
 use kite_devices::{IoBus, MmioBus};
-use kite_hypervisor::{Hypervisor, MemoryRegion, Vcpu, VcpuKick};
+use kite_hypervisor::{Hypervisor, Vcpu, VcpuKick};
 use vm_memory::GuestMemoryMmap;
 
 use crate::builder::{self, VmHandle};
@@ -19,7 +19,7 @@ use crate::config::MachineConfig;
 use crate::console::Console;
 use crate::engine::open_engine;
 use crate::error::MachineError;
-use crate::memory::unregister_guest_memory;
+use crate::memory_map::GuestMap;
 use crate::vcpu_loop::run_vcpu;
 
 /// Something that ends a machine's run.
@@ -37,6 +37,8 @@ pub enum VmEvent {
     Failed(String),
     /// The user quit from the console (Ctrl-A x).
     Quit,
+    /// The firmware found nothing to boot (and the machine is set to exit).
+    NoBootableDevice,
 }
 
 /// How a session ended.
@@ -48,7 +50,13 @@ pub enum Outcome {
     ResetRefused(Option<String>),
     Quit,
     Failed(String),
+    /// The firmware found no bootable device.
+    NoBootableDevice,
 }
+
+/// The exit status when the firmware finds nothing to boot (even, so it
+/// never collides with a debug-exit status, which is always odd).
+pub const STATUS_NO_BOOTABLE_DEVICE: i32 = 4;
 
 impl Outcome {
     /// The process exit status: debug exit `(v << 1) | 1`, power-off, quit
@@ -58,6 +66,7 @@ impl Outcome {
             Outcome::DebugExit(v) => exit_status(*v),
             Outcome::PowerOff | Outcome::Quit | Outcome::ResetRefused(None) => 0,
             Outcome::ResetRefused(Some(_)) | Outcome::Failed(_) => 1,
+            Outcome::NoBootableDevice => STATUS_NO_BOOTABLE_DEVICE,
         }
     }
 
@@ -66,6 +75,9 @@ impl Outcome {
         match self {
             Outcome::ResetRefused(Some(m)) => Some(format!("{m}; not rebooting (--no-reboot)")),
             Outcome::Failed(m) => Some(m.clone()),
+            Outcome::NoBootableDevice => {
+                Some("the firmware found no bootable device (see --disk, --cdrom, --boot)".into())
+            }
             _ => None,
         }
     }
@@ -100,7 +112,7 @@ pub struct Machine {
     vcpus: Vec<Box<dyn Vcpu>>,
     vm: VmHandle,
     mem: Arc<GuestMemoryMmap>,
-    slots: Vec<MemoryRegion>,
+    map: Arc<GuestMap>,
     io_bus: Arc<IoBus>,
     mmio_bus: Arc<MmioBus>,
     control: Control,
@@ -110,7 +122,7 @@ impl Machine {
     pub(crate) fn new(
         vm: VmHandle,
         mem: Arc<GuestMemoryMmap>,
-        slots: Vec<MemoryRegion>,
+        map: Arc<GuestMap>,
         io_bus: Arc<IoBus>,
         mmio_bus: Arc<MmioBus>,
         vcpus: Vec<Box<dyn Vcpu>>,
@@ -120,7 +132,7 @@ impl Machine {
             vcpus,
             vm,
             mem,
-            slots,
+            map,
             io_bus,
             mmio_bus,
             control,
@@ -187,7 +199,7 @@ impl Drop for Machine {
     fn drop(&mut self) {
         // Devices (and the console) may hold the VM a while longer; the
         // memory goes now, so the VM must stop referring to it first.
-        unregister_guest_memory(&self.vm, &self.slots);
+        self.map.unmap_all();
     }
 }
 
@@ -244,6 +256,7 @@ fn run_loaded(
             VmEvent::PowerOff => return Ok(Outcome::PowerOff),
             VmEvent::Quit => return Ok(Outcome::Quit),
             VmEvent::Failed(m) => return Ok(Outcome::Failed(m)),
+            VmEvent::NoBootableDevice => return Ok(Outcome::NoBootableDevice),
             VmEvent::Reset if config.no_reboot => return Ok(Outcome::ResetRefused(None)),
             VmEvent::TripleFault(m) if config.no_reboot => {
                 return Ok(Outcome::ResetRefused(Some(m)))

@@ -26,6 +26,9 @@ use crate::error::MachineError;
 use crate::irq::{VmIrqLine, VmMsiSender};
 use crate::memory::MemoryLayout;
 
+/// Slots 0-2 are the host bridge, the PIIX3 and the display.
+pub const FIRST_VIRTIO_SLOT: u8 = 3;
+
 /// Open every disk (checking locks) before anything else is built.
 pub fn open_disks(config: &MachineConfig) -> Result<Vec<BlockDevice>, MachineError> {
     config
@@ -75,10 +78,10 @@ pub fn add_virtio_devices(
     }
     let mut bars = BarAllocator::new(&crate::board::pci_windows(layout));
     for (i, (device, rx)) in devices.into_iter().enumerate() {
-        let slot = u8::try_from(i + 1)
+        let slot = u8::try_from(i + usize::from(FIRST_VIRTIO_SLOT))
             .ok()
             .filter(|&s| s < 32)
-            .ok_or_else(|| MachineError::Config("too many virtio devices (at most 31)".into()))?;
+            .ok_or_else(|| MachineError::Config("too many virtio devices (at most 29)".into()))?;
         let bar = Bar {
             kind: BarKind::Memory32 {
                 prefetchable: false,

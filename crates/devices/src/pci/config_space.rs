@@ -131,6 +131,17 @@ impl ConfigSpace {
         self.data[INTERRUPT_LINE] = line;
     }
 
+    /// Set device-specific bytes at `offset` and which of their bits the
+    /// guest may change (`mask`, same length); out of range is ignored.
+    pub fn set_register(&mut self, offset: usize, value: &[u8], mask: &[u8]) {
+        let end = offset + value.len();
+        if end > CONFIG_SPACE_SIZE || mask.len() != value.len() {
+            return;
+        }
+        self.data[offset..end].copy_from_slice(value);
+        self.wmask[offset..end].copy_from_slice(mask);
+    }
+
     fn set_u16(&mut self, at: usize, v: u16) {
         self.data[at..at + 2].copy_from_slice(&v.to_le_bytes());
     }

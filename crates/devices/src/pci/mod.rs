@@ -7,14 +7,12 @@ pub mod bar_allocator;
 pub mod bar_ram;
 pub mod config_io;
 pub mod config_space;
-pub mod host_bridge;
 pub mod root;
 
 pub use bar_allocator::{BarAllocator, PciWindows};
 pub use bar_ram::{BarRam, DirtyPages, RamMapper};
 pub use config_io::PciConfigIo;
 pub use config_space::{Bar, BarKind, ConfigSpace, ConfigSpaceError};
-pub use host_bridge::PciHostBridge;
 pub use root::{BarBuses, PciAddress, PciError, PciRoot};
 
 /// The index `bar_regions` and `bar_read`/`bar_write` use for the

@@ -1,7 +1,6 @@
 //! PCI bus 0: the functions present, by device and function number. Config
 //! accesses to absent functions read as all ones, as on a real bus.
 
-use super::host_bridge::PciHostBridge;
 use super::{BarKind, BarRegion, PciDevice, RamMapper};
 use crate::bus::{lock, IoBus, MmioBus, MmioDevice, PioDevice};
 use std::collections::BTreeMap;
@@ -88,13 +87,24 @@ impl PciRoot {
                 device: 0,
                 function: 0,
             },
-            Arc::new(Mutex::new(PciHostBridge::new())),
+            Arc::new(Mutex::new(crate::chipset::I440fx::default())),
         );
         PciRoot {
             functions,
             buses: None,
             mapped: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Replace the host bridge at 00:00.0 (with one wired to the memory map).
+    pub fn set_host_bridge(&mut self, dev: Arc<Mutex<dyn PciDevice>>) {
+        self.functions.insert(
+            PciAddress {
+                device: 0,
+                function: 0,
+            },
+            dev,
+        );
     }
 
     /// Map BARs on these buses from now on (and map what decodes already).

@@ -239,7 +239,8 @@ fn config(cpus: u32, serial: SerialMode, no_reboot: bool) -> MachineConfig {
         engine: EngineChoice::Emu,
         memory: 32 << 20,
         cpus,
-        kernel: Image::from_bytes("hello", kite_testkernels::hello()),
+        kernel: Some(Image::from_bytes("hello", kite_testkernels::hello())),
+        firmware: Default::default(),
         initrd: None,
         cmdline: String::new(),
         serial,
@@ -284,15 +285,35 @@ fn serial_output_then_debug_exit_on_two_vcpus() {
     assert_eq!(names, vec!["kite-vcpu0", "kite-vcpu1"]);
     assert_ne!(rec.io_in.lock().unwrap()[0] & 0x20, 0);
     let regions = rec.regions.lock().unwrap();
+    // RAM below the VGA window, RAM above 1 MiB, then the PAM segments of
+    // 0xc0000-0xfffff as RAM (Kite plays the firmware for a direct boot).
     assert_eq!(
         (regions[0].slot, regions[0].guest_phys_addr, regions[0].size),
-        (0, 0, 32 << 20)
+        (0, 0, 0xa_0000)
     );
     assert_eq!(
-        (regions.last().unwrap().slot, regions.last().unwrap().size),
-        (0, 0),
-        "the slot is deleted before the memory is unmapped"
+        (regions[1].slot, regions[1].guest_phys_addr, regions[1].size),
+        (1, 0x10_0000, 31 << 20)
     );
+    let pam: u64 = regions
+        .iter()
+        .filter(|r| (0xc_0000..0x10_0000).contains(&r.guest_phys_addr) && r.size > 0)
+        .map(|r| {
+            assert!(!r.readonly);
+            r.size
+        })
+        .sum();
+    assert_eq!(pam, 0x4_0000);
+    // Every slot is deleted before the memory is unmapped.
+    let mut live = std::collections::BTreeSet::new();
+    for r in regions.iter() {
+        if r.size == 0 {
+            live.remove(&r.slot);
+        } else {
+            live.insert(r.slot);
+        }
+    }
+    assert!(live.is_empty(), "slots left registered: {live:?}");
     assert_eq!(
         *rec.boot_rip.lock().unwrap(),
         vec![0x10_0040],
@@ -377,7 +398,7 @@ fn bad_configs_are_user_errors() {
     c.memory = 1000;
     assert!(run_session_on(&c, &hv).unwrap_err().is_user_error());
     c.memory = 32 << 20;
-    c.kernel = Image::from_bytes("junk", vec![1, 2, 3]);
+    c.kernel = Some(Image::from_bytes("junk", vec![1, 2, 3]));
     let e = run_session_on(&c, &hv).unwrap_err();
     assert!(e.is_user_error());
     assert!(e.to_string().contains("junk: not a kernel image"));
