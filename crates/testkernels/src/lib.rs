@@ -12,6 +12,7 @@
 //!
 //! This crate knows nothing about Kite's engines or devices; it only makes bytes.
 
+mod boot_disk;
 mod elf;
 mod exceptions;
 mod layout;
@@ -26,6 +27,8 @@ pub use layout::{LOAD_ADDR, MULTIBOOT_MAGIC_BOOTLOADER};
 /// The isa-debug-exit value the built-in greeting kernel writes: the process
 /// ends with status `(0x10 << 1) | 1 = 33` (the "success" convention of
 /// bootimage-style test kernels).
+pub use boot_disk::{boot_disk, BOOT_DISK_GREETING};
+
 pub const HELLO_EXIT_VALUE: u8 = 0x10;
 
 /// The line the greeting kernel prints.

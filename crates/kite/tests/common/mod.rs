@@ -99,3 +99,52 @@ pub fn kvm_available(test: &str) -> bool {
         false
     }
 }
+
+/// The directory of a Debian guest fetched by `scripts/guests.sh`
+/// ($KITE_GUEST_CACHE/<flavour>, default ~/.cache/kite-guests/<flavour>),
+/// holding vmlinuz and initrd.gz; fails the test when missing.
+pub fn guest_dir(flavour: &str) -> PathBuf {
+    let cache = std::env::var("KITE_GUEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/kite-guests")
+        });
+    let dir = cache.join(flavour);
+    assert!(
+        dir.join("vmlinuz").is_file() && dir.join("initrd.gz").is_file(),
+        "no {flavour} guest in {}: run scripts/guests.sh all (KITE_GUEST_CACHE={})",
+        dir.display(),
+        cache.display()
+    );
+    dir
+}
+
+/// Kernel log lines that mean something went wrong in a Linux guest.
+pub const KERNEL_TROUBLE: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "Call Trace",
+    "Kernel panic",
+    "unimplemented instruction",
+];
+
+/// Build a bootable image with scripts/pc-images.sh: `kind` is "disk"
+/// (MBR + FAT32 + SYSLINUX) or "iso" (El Torito + ISOLINUX), around the
+/// Debian guest `flavour` with kernel command line `append`.
+pub fn pc_image(kind: &str, flavour: &str, append: &str) -> PathBuf {
+    let dir = guest_dir(flavour);
+    let out = temp_path(&format!("{flavour}-{kind}.img"));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pc-images.sh");
+    let st = Command::new(&script)
+        .arg(kind)
+        .arg(&out)
+        .arg(dir.join("vmlinuz"))
+        .arg(dir.join("initrd.gz"))
+        .arg(append)
+        .status()
+        .expect("run scripts/pc-images.sh");
+    assert!(st.success(), "scripts/pc-images.sh {kind} failed");
+    out
+}

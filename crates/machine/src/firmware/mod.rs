@@ -100,10 +100,12 @@ pub fn read_bios(path: &Path) -> Result<Vec<u8>, String> {
 /// A processor's state after RESET: real mode at F000:FFF0 with CS's base
 /// at 0xffff0000, so the first fetch is at 0xfffffff0 in the ROM.
 pub fn reset_state() -> BootState {
-    let mut sregs = Sregs::default();
-    sregs.cs = Segment {
-        base: 0xffff_0000,
-        ..Segment::real_mode(0xf000, true)
+    let mut sregs = Sregs {
+        cs: Segment {
+            base: 0xffff_0000,
+            ..Segment::real_mode(0xf000, true)
+        },
+        ..Default::default()
     };
     for seg in [
         &mut sregs.ds,

@@ -1,0 +1,183 @@
+//! The PC boots through its firmware, with no --kernel: SeaBIOS (Debian's
+//! seabios package) runs on either engine, finds the disks Kite gives it,
+//! loads their boot code and boots what they hold — a boot sector of the
+//! test's own, and Debian's stock kernels through SYSLINUX on a FAT disk —
+//! or says "No bootable device" and Kite exits with status 4.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    kite, kite_with_timeout, kvm_available, pc_image, temp_file, temp_path, KERNEL_TROUBLE,
+};
+use kite_testkernels as tk;
+
+const BIOS: &str = "/usr/share/seabios/bios.bin";
+
+fn have_bios() {
+    assert!(
+        std::path::Path::new(BIOS).is_file(),
+        "SeaBIOS is missing: apt-get install seabios (the README's set-up installs it)"
+    );
+}
+
+#[test]
+fn no_bootable_device_ends_with_status_4_on_both_engines() {
+    have_bios();
+    let mut engines = vec!["emu"];
+    if kvm_available("no bootable device on kvm") {
+        engines.push("kvm");
+    }
+    for engine in engines {
+        let log = temp_path(&format!("bios-{engine}.log"));
+        let r = kite_with_timeout(
+            &[
+                "run",
+                "--engine",
+                engine,
+                "--bios-log",
+                &log.display().to_string(),
+            ],
+            b"",
+            Duration::from_secs(120),
+        );
+        assert_eq!(r.status, Some(4), "{engine}: stderr {}", r.stderr);
+        assert!(
+            r.stdout.contains("SeaBIOS (version"),
+            "{engine}: {}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains("No bootable device"),
+            "{engine}: {}",
+            r.stdout
+        );
+        assert!(r.stderr.contains("no bootable device"), "{}", r.stderr);
+        let fw = std::fs::read_to_string(&log).expect("firmware log");
+        assert!(fw.contains("Running on QEMU (i440fx)"), "{fw}");
+        assert!(fw.contains("QEMU fw_cfg DMA interface supported"), "{fw}");
+    }
+}
+
+#[test]
+fn firmware_runs_a_disks_boot_sector_on_both_engines() {
+    have_bios();
+    let disk = temp_file("bootsector.img", &tk::boot_disk(0x21));
+    let mut engines = vec!["emu"];
+    if kvm_available("boot sector on kvm") {
+        engines.push("kvm");
+    }
+    for engine in engines {
+        let r = kite_with_timeout(
+            &["run", "--engine", engine, "--disk", &disk],
+            b"",
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            r.status,
+            Some(tk::debug_exit_status(0x21)),
+            "{engine}: stdout {} stderr {}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(
+            r.stdout.contains(tk::BOOT_DISK_GREETING),
+            "{engine}: {}",
+            r.stdout
+        );
+    }
+}
+
+fn firmware_linux_boot(flavour: &str, machine: &str, cpus: &str) {
+    have_bios();
+    let cmd = "uname -m; grep -c ^processor /proc/cpuinfo; cat /sys/block/vda/size; \
+               dmesg | grep -m1 -o 'ACPI: RSDP 0x[0-9A-F]*'; echo fw-guest-ok";
+    let disk = pc_image(
+        "disk",
+        flavour,
+        &format!("console=ttyS0 panic=-1 kite_cmd=\"{cmd}\""),
+    );
+    let size = std::fs::metadata(&disk).expect("image").len() / 512;
+    let r = kite_with_timeout(
+        &[
+            "run",
+            "--engine",
+            "emu",
+            "--memory",
+            "256M",
+            "--cpus",
+            cpus,
+            "--disk",
+            &disk.display().to_string(),
+        ],
+        b"",
+        Duration::from_secs(300),
+    );
+    let out = &r.stdout;
+    assert_eq!(r.status, Some(0), "{flavour}: stderr {}\n{out}", r.stderr);
+    for want in [
+        "SeaBIOS (version",
+        "Booting from Hard Disk",
+        "SYSLINUX",
+        machine,
+        "fw-guest-ok",
+        "ACPI: RSDP 0x",
+        "reboot: Power down",
+    ] {
+        assert!(out.contains(want), "{flavour}: no {want:?} in\n{out}");
+    }
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert!(
+        lines.contains(&cpus),
+        "{flavour}: the guest does not see {cpus} CPUs\n{out}"
+    );
+    assert!(
+        lines.contains(&size.to_string().as_str()),
+        "{flavour}: /dev/vda is not the {size}-sector disk\n{out}"
+    );
+    for bad in KERNEL_TROUBLE {
+        assert!(!out.contains(bad), "{flavour}: {bad:?} in\n{out}");
+    }
+}
+
+#[test]
+fn debian_x86_64_boots_from_a_syslinux_disk_through_seabios_with_two_cpus() {
+    firmware_linux_boot("amd64", "x86_64", "2");
+}
+
+#[test]
+fn debian_i686_boots_from_a_syslinux_disk_through_seabios() {
+    firmware_linux_boot("686", "i686", "1");
+}
+
+#[test]
+fn bad_firmware_and_boot_options_get_one_line_and_status_2() {
+    have_bios();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--bios".into(), temp_file("small.rom", &[0u8; 1000])],
+            "multiple of 64 KiB",
+        ),
+        (
+            vec!["--bios".into(), "/nonexistent/bios.bin".into()],
+            "/nonexistent/bios.bin",
+        ),
+        (vec!["--boot".into(), "x".into()], "not a device"),
+        (vec!["--boot".into(), "cc".into()], "twice"),
+        (vec!["--boot".into(), "c,menu=maybe".into()], "maybe"),
+        (
+            vec!["--initrd".into(), temp_file("i.img", &[1; 64])],
+            "need --kernel",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["run".to_string(), "--engine".into(), "emu".into()];
+        all.extend(args.iter().cloned());
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let r = kite(&refs, b"");
+        assert_eq!(r.status, Some(2), "{args:?}: {}", r.stderr);
+        let line = r.single_stderr_line();
+        assert!(line.contains(want), "{args:?}: {line}");
+    }
+}
