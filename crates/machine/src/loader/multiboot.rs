@@ -247,6 +247,9 @@ fn align_up(v: u64, a: u64) -> Option<u64> {
     Some(v.checked_add(a - 1)? & !(a - 1))
 }
 
+/// The end of what a kernel may not overlap below 1 MiB (see `load`).
+const RESERVED_BELOW_1M_END: u64 = 0xf_0000;
+
 /// Load a Multiboot kernel whose header is `h`.
 pub fn load(
     mem: &GuestMemoryMmap,
@@ -283,10 +286,17 @@ pub fn load(
                 ),
             ));
         }
-        if p.mem_len > 0 && p.addr < ONE_MIB && p.addr + p.mem_len > LOW_RAM_END {
+        // Below 1 MiB only the EBDA, the VGA window and the area the ACPI
+        // tables use are off limits; 0xf0000-0xfffff is RAM for a kernel Kite
+        // boots itself (newer linkers put the ELF headers' segment of a
+        // kernel linked at 1 MiB at 0xff000, and QEMU loads it).
+        if p.mem_len > 0 && p.addr < RESERVED_BELOW_1M_END && p.addr + p.mem_len > LOW_RAM_END {
             return Err(too_large(
                 name,
-                format!("it loads at {:#x} over the legacy ROM area", p.addr),
+                format!(
+                    "it loads at {:#x}+{:#x}, over the EBDA, VGA window or ACPI tables                      ({LOW_RAM_END:#x}-{RESERVED_BELOW_1M_END:#x})",
+                    p.addr, p.mem_len
+                ),
             ));
         }
         let write = |data: &[u8], at: u64| {
@@ -503,9 +513,12 @@ mod tests {
 
     /// An a.out-kludge kernel: header at file offset 0x40, loaded at 2 MiB.
     fn aout_kernel(load_end_extra: u32, bss: u32) -> Vec<u8> {
+        aout_kernel_at(0x20_0000, load_end_extra, bss)
+    }
+
+    fn aout_kernel_at(load: u32, load_end_extra: u32, bss: u32) -> Vec<u8> {
         let mut img = vec![0u8; 0x40];
         let flags = FLAG_AOUT_KLUDGE | FLAG_MEMORY_INFO;
-        let load = 0x20_0000u32;
         let file_len = 0x200u32;
         for v in [
             HEADER_MAGIC,
@@ -786,5 +799,37 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, LoadError::TooLarge { .. }));
         assert!(err.to_string().contains("huge.img"), "{err}");
+    }
+
+    #[test]
+    fn a_kernel_loading_at_0xff000_loads_as_on_qemu() {
+        let (layout, mem) = setup(16 << 20);
+        let kernel = Image::from_bytes("low", aout_kernel_at(0xf_f000, 0, 0x2000));
+        let spec = BootSpec {
+            kernel: &kernel,
+            initrd: None,
+            cmdline: "",
+            rsdp_address: None,
+        };
+        let boot = load_kernel(&mem, &layout, &spec).expect("0xff000 loads");
+        assert_eq!(boot.regs.rip, 0xf_f100);
+        let b: u8 = mem.read_obj(GuestAddress(0xf_f100)).unwrap();
+        assert_eq!(b, 0xf4);
+        // Over the VGA window or the ACPI area: refused, naming the range.
+        for at in [0xa_0000u32, 0xe_0000] {
+            let kernel = Image::from_bytes("vga", aout_kernel_at(at, 0, 0));
+            let err = load_kernel(
+                &mem,
+                &layout,
+                &BootSpec {
+                    kernel: &kernel,
+                    initrd: None,
+                    cmdline: "",
+                    rsdp_address: None,
+                },
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("VGA window"), "{err}");
+        }
     }
 }
