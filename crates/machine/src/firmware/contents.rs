@@ -11,6 +11,9 @@ use kite_devices::firmware::{FwCfg, FwCfgItem};
 use vm_memory::GuestMemoryMmap;
 
 use super::acpi_loader::{acpi_files, LOADER_FILE, RSDP_FILE, TABLES_FILE};
+use super::smbios::{
+    smbios, SmbiosInfo, ANCHOR_FILE as SMBIOS_ANCHOR, TABLES_FILE as SMBIOS_TABLES,
+};
 use super::{BootDevice, FirmwareConfig};
 use crate::memory::{MemoryLayout, HIGH_RAM_START};
 
@@ -90,6 +93,14 @@ pub fn fw_cfg(info: &FirmwareInfo<'_>, mem: Arc<GuestMemoryMmap>) -> Result<FwCf
     file(&mut f, TABLES_FILE, acpi.tables)?;
     file(&mut f, RSDP_FILE, acpi.rsdp)?;
     file(&mut f, LOADER_FILE, acpi.loader)?;
+
+    let (tables, anchor) = smbios(&SmbiosInfo {
+        cpus: info.cpus,
+        layout: info.layout,
+        uuid: machine_uuid(),
+    });
+    file(&mut f, SMBIOS_TABLES, tables)?;
+    file(&mut f, SMBIOS_ANCHOR, anchor)?;
 
     file(&mut f, "bootorder", bootorder(info))?;
     // Firmware retries a failed boot after this many milliseconds; Kite

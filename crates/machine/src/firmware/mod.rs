@@ -4,6 +4,7 @@
 
 pub mod acpi_loader;
 pub mod contents;
+pub mod smbios;
 
 use std::path::{Path, PathBuf};
 
