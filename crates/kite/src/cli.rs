@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// 64 KiB, mapped at the top of 4 GiB).
     #[arg(long, value_name = "FILE", default_value = kite_machine::firmware::DEFAULT_BIOS)]
     pub bios: PathBuf,
+    /// An option ROM for the firmware to run (QEMU's -option-rom);
+    /// repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub option_rom: Vec<PathBuf>,
     /// Write the firmware's debug output (port 0x402) to FILE.
     #[arg(long, value_name = "FILE")]
     pub bios_log: Option<PathBuf>,

@@ -89,6 +89,7 @@ fn run(args: RunArgs) -> i32 {
         order: boot.order,
         on_failure: boot.on_failure,
         menu: boot.menu,
+        option_roms: args.option_rom.clone(),
     };
     let initrd = match args.initrd.as_deref().map(Image::read).transpose() {
         Ok(i) => i,

@@ -181,3 +181,21 @@ fn bad_firmware_and_boot_options_get_one_line_and_status_2() {
         assert!(line.contains(want), "{args:?}: {line}");
     }
 }
+
+#[test]
+fn the_firmware_runs_an_option_rom() {
+    have_bios();
+    let rom = temp_file("kite-test.rom", &tk::option_rom());
+    let r = kite_with_timeout(
+        &["run", "--engine", "emu", "--option-rom", &rom],
+        b"",
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.status, Some(4), "{}", r.stderr);
+    assert!(r.stdout.contains(tk::OPTION_ROM_GREETING), "{}", r.stdout);
+    // Not an option ROM: one line, status 2.
+    let junk = temp_file("junk.rom", &[0u8; 512]);
+    let r = kite(&["run", "--engine", "emu", "--option-rom", &junk], b"");
+    assert_eq!(r.status, Some(2));
+    assert!(r.single_stderr_line().contains("0x55 0xAA"), "{}", r.stderr);
+}

@@ -17,7 +17,7 @@ use crate::config::{MachineConfig, MAX_CPUS};
 use crate::console::Console;
 use crate::error::MachineError;
 use crate::firmware::contents::cmos_settings;
-use crate::firmware::read_bios;
+use crate::firmware::{read_bios, read_option_rom};
 use crate::irq::VmIrqLine;
 use crate::loader::{load_kernel, BootSpec, BootState};
 use crate::memory::{create_guest_memory, MemoryLayout};
@@ -44,6 +44,8 @@ pub struct LoadedGuest {
     pub boot: BootState,
     /// The BIOS image when the machine boots through firmware.
     pub bios: Option<Vec<u8>>,
+    /// Option ROMs for the firmware (file name, bytes).
+    pub option_roms: Vec<(String, Vec<u8>)>,
 }
 
 /// Map RAM and load the kernel into it (direct boot), or read the firmware.
@@ -52,11 +54,18 @@ pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
     let mem = Arc::new(create_guest_memory(&layout)?);
     let Some(kernel) = &config.kernel else {
         let bios = read_bios(&config.firmware.bios).map_err(MachineError::Config)?;
+        let option_roms = config
+            .firmware
+            .option_roms
+            .iter()
+            .map(|p| read_option_rom(p).map_err(MachineError::Config))
+            .collect::<Result<_, _>>()?;
         return Ok(LoadedGuest {
             layout,
             mem,
             boot: crate::firmware::reset_state(),
             bios: Some(bios),
+            option_roms,
         });
     };
     let rsdp = crate::board::write_acpi_tables(&mem, &layout, config.cpus)?;
@@ -75,6 +84,7 @@ pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
         mem,
         boot,
         bios: None,
+        option_roms: Vec::new(),
     })
 }
 
@@ -92,6 +102,7 @@ pub fn build(
         boot,
         layout,
         bios,
+        option_roms,
     } = guest;
     let firmware = bios.is_some();
     // Disks first: a missing or locked image is the user's to fix.
@@ -180,7 +191,7 @@ pub fn build(
     // What the firmware reads: fw_cfg, CMOS settings, its debug console.
     let mut cmos = Vec::new();
     if firmware {
-        let info = crate::firmware_devices::firmware_info(config, &layout);
+        let info = crate::firmware_devices::firmware_info(config, &layout, option_roms);
         cmos = cmos_settings(&info);
         crate::firmware_devices::add_firmware_devices(&io_bus, &info, &mem, config, &control)?;
     }

@@ -26,7 +26,11 @@ use crate::virtio_devices::FIRST_VIRTIO_SLOT;
 const NO_BOOTABLE_DEVICE: &str = "No bootable device";
 
 /// The machine as the firmware is told about it.
-pub fn firmware_info<'a>(config: &'a MachineConfig, layout: &'a MemoryLayout) -> FirmwareInfo<'a> {
+pub fn firmware_info<'a>(
+    config: &'a MachineConfig,
+    layout: &'a MemoryLayout,
+    option_roms: Vec<(String, Vec<u8>)>,
+) -> FirmwareInfo<'a> {
     let mut devices = Vec::new();
     for i in 0..config.disks.len() {
         devices.push(BootEntry::pci(
@@ -41,6 +45,7 @@ pub fn firmware_info<'a>(config: &'a MachineConfig, layout: &'a MemoryLayout) ->
         firmware: &config.firmware,
         devices,
         serial_console: Some(COM1_PORT),
+        option_roms,
     }
 }
 

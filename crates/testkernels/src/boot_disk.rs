@@ -87,3 +87,57 @@ fn boot_sector_code(value: u8) -> Result<Vec<u8>, iced_x86::IcedError> {
     a.ret()?;
     a.assemble(0x7c00)
 }
+
+/// What [`option_rom`] prints when the firmware runs it.
+pub const OPTION_ROM_GREETING: &str = "Kite option ROM: initialised";
+
+/// Where the option ROM keeps its message.
+const ROM_TEXT: usize = 0x100;
+
+/// A 512-byte legacy option ROM (0x55 0xAA, one block, a valid checksum)
+/// whose initialisation entry (offset 3, far-called by the firmware in real
+/// mode) prints [`OPTION_ROM_GREETING`] through INT 10h and returns.
+pub fn option_rom() -> Vec<u8> {
+    let code = option_rom_code().expect("option ROM assembles");
+    let mut rom = vec![0u8; 512];
+    rom[0] = 0x55;
+    rom[1] = 0xaa;
+    rom[2] = 1;
+    assert!(
+        3 + code.len() <= ROM_TEXT,
+        "option ROM code fits before its text"
+    );
+    rom[3..3 + code.len()].copy_from_slice(&code);
+    let text = format!("{OPTION_ROM_GREETING}\r\n\0");
+    rom[ROM_TEXT..ROM_TEXT + text.len()].copy_from_slice(text.as_bytes());
+    let sum = rom.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+    rom[511] = 0u8.wrapping_sub(sum);
+    rom
+}
+
+fn option_rom_code() -> Result<Vec<u8>, iced_x86::IcedError> {
+    use iced_x86::code_asm::*;
+    let mut a = CodeAssembler::new(16)?;
+    let mut next = a.create_label();
+    let mut done = a.create_label();
+    a.pushf()?;
+    a.push(ds)?;
+    a.pusha()?;
+    a.push(cs)?;
+    a.pop(ds)?;
+    a.mov(si, ROM_TEXT as u32)?;
+    a.set_label(&mut next)?;
+    a.lodsb()?;
+    a.test(al, al)?;
+    a.jz(done)?;
+    a.mov(ah, 0x0eu32)?;
+    a.mov(bx, 0x0007u32)?;
+    a.int(0x10)?;
+    a.jmp(next)?;
+    a.set_label(&mut done)?;
+    a.popa()?;
+    a.pop(ds)?;
+    a.popf()?;
+    a.retf()?;
+    a.assemble(3)
+}

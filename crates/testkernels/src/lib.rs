@@ -27,7 +27,7 @@ pub use layout::{LOAD_ADDR, MULTIBOOT_MAGIC_BOOTLOADER};
 /// The isa-debug-exit value the built-in greeting kernel writes: the process
 /// ends with status `(0x10 << 1) | 1 = 33` (the "success" convention of
 /// bootimage-style test kernels).
-pub use boot_disk::{boot_disk, BOOT_DISK_GREETING};
+pub use boot_disk::{boot_disk, option_rom, BOOT_DISK_GREETING, OPTION_ROM_GREETING};
 
 pub const HELLO_EXIT_VALUE: u8 = 0x10;
 

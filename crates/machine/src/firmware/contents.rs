@@ -52,6 +52,8 @@ pub struct FirmwareInfo<'a> {
     pub devices: Vec<BootEntry>,
     /// No display: the firmware's console goes to COM1.
     pub serial_console: Option<u16>,
+    /// Option ROMs (file name, bytes) the firmware runs from "genroms/".
+    pub option_roms: Vec<(String, Vec<u8>)>,
 }
 
 /// e820 types.
@@ -102,6 +104,9 @@ pub fn fw_cfg(info: &FirmwareInfo<'_>, mem: Arc<GuestMemoryMmap>) -> Result<FwCf
     file(&mut f, SMBIOS_TABLES, tables)?;
     file(&mut f, SMBIOS_ANCHOR, anchor)?;
 
+    for (name, rom) in &info.option_roms {
+        file(&mut f, &format!("genroms/{name}"), rom.clone())?;
+    }
     file(&mut f, "bootorder", bootorder(info))?;
     // Firmware retries a failed boot after this many milliseconds; Kite
     // watches for the failure itself, so a short wait is enough.
@@ -178,6 +183,7 @@ mod tests {
                 BootEntry::pci(BootDevice::Disk, 3),
             ],
             serial_console: Some(0x3f8),
+            option_roms: vec![("t.rom".into(), vec![0x55, 0xaa, 1])],
         }
     }
 
@@ -241,6 +247,7 @@ mod tests {
             "/pci@i0cf8/ide@1,1/drive@1/disk@0\n/pci@i0cf8/ide@1,1/drive@0/disk@0\n/pci@i0cf8/*@3\n\0"
         );
         assert_eq!(read_file(&mut f, "etc/sercon-port"), vec![0xf8, 0x03]);
+        assert_eq!(read_file(&mut f, "genroms/t.rom"), vec![0x55, 0xaa, 1]);
         assert_eq!(read_file(&mut f, "etc/show-boot-menu"), vec![0, 0]);
         assert_eq!(read_file(&mut f, "etc/table-loader").len() % 128, 0);
         let cmos = cmos_settings(&i);

@@ -50,6 +50,9 @@ pub struct FirmwareConfig {
     pub on_failure: BootFailure,
     /// Offer the firmware's boot menu (ESC at start-up).
     pub menu: bool,
+    /// Option ROM images the firmware runs (fw_cfg "genroms/", as QEMU's
+    /// -option-rom), read and checked at start-up.
+    pub option_roms: Vec<PathBuf>,
 }
 
 impl Default for FirmwareConfig {
@@ -60,6 +63,7 @@ impl Default for FirmwareConfig {
             order: Vec::new(),
             on_failure: BootFailure::Exit,
             menu: false,
+            option_roms: Vec::new(),
         }
     }
 }
@@ -96,6 +100,34 @@ pub fn read_bios(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// The largest option ROM Kite accepts (the 0xc0000-0xdffff area is 128 KiB).
+const MAX_OPTION_ROM: usize = 128 << 10;
+
+/// Read an option ROM: a 0x55 0xAA signature and a length byte (in 512-byte
+/// blocks) that the file covers.
+pub fn read_option_rom(path: &Path) -> Result<(String, Vec<u8>), String> {
+    let name = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("option ROM {name}: {e}"))?;
+    if bytes.len() < 3 || bytes[0] != 0x55 || bytes[1] != 0xaa {
+        return Err(format!(
+            "option ROM {name}: no 0x55 0xAA signature; not an option ROM"
+        ));
+    }
+    let declared = usize::from(bytes[2]) * 512;
+    if declared == 0 || declared > bytes.len() || bytes.len() > MAX_OPTION_ROM {
+        return Err(format!(
+            "option ROM {name}: {} bytes with a header saying {declared}; \
+             an option ROM is at most 128 KiB and as long as its header says",
+            bytes.len()
+        ));
+    }
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rom".into());
+    Ok((file, bytes))
 }
 
 /// A processor's state after RESET: real mode at F000:FFF0 with CS's base
