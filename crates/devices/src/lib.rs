@@ -10,6 +10,7 @@ pub mod bus;
 pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;
+pub mod storage;
 pub mod virtio;
 
 pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};

@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod engine;
 pub mod error;
+pub mod ide_devices;
 pub mod irq;
 pub mod loader;
 pub mod memory;
@@ -20,7 +21,10 @@ pub mod run;
 pub mod vcpu_loop;
 pub mod virtio_devices;
 
-pub use config::{BlockConfig, EngineChoice, HostForward, MachineConfig, NetConfig, SerialMode};
+pub use config::{
+    BlockConfig, EngineChoice, HostForward, IdeDriveConfig, IdeDriveKind, MachineConfig, NetConfig,
+    SerialMode,
+};
 pub use error::MachineError;
 pub use loader::Image;
 pub use run::{run_session, Outcome};
