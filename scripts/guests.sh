@@ -48,8 +48,8 @@ download() {
 build() {
     local flavour="$1" kpkg="$2" bpkg="$3"
     local out="$cache/$flavour"
-    # The stamp says the initramfs has this script's current layout (virtio modules).
-    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -e "$out/.layout-virtio" ]; then
+    # The stamp says the initramfs has this script's current layout (virtio and IDE/ATA/CD modules).
+    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -e "$out/.layout-ide" ]; then
         echo "guests: $flavour ready in $out" >&2
         return
     fi
@@ -76,7 +76,13 @@ build() {
              drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
              drivers/virtio/virtio_pci drivers/block/virtio_blk \
              drivers/char/hw_random/virtio-rng net/core/failover \
-             drivers/net/net_failover drivers/net/virtio_net; do
+             drivers/net/net_failover drivers/net/virtio_net \
+             drivers/scsi/scsi_common drivers/scsi/scsi_mod \
+             drivers/ata/libata drivers/ata/ata_piix drivers/ata/ata_generic \
+             crypto/crct10dif_common crypto/crct10dif_generic lib/crc-t10dif \
+             lib/crc64 crypto/crc64_rocksoft_generic lib/crc64-rocksoft \
+             block/t10-pi drivers/scsi/sd_mod \
+             drivers/cdrom/cdrom drivers/scsi/sr_mod fs/isofs/isofs; do
         local name="${m##*/}"
         if [ -f "$kmods/$m.ko" ]; then
             cp "$kmods/$m.ko" "$r/lib/modules/$name.ko"
@@ -110,7 +116,7 @@ INIT
     chmod +x "$r/init"
     (cd "$r" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.gz"
     rm -rf "$out/kernel" "$out/busybox" "$r"
-    touch "$out/.layout-virtio"
+    touch "$out/.layout-ide"
     echo "guests: $flavour ready in $out" >&2
 }
 

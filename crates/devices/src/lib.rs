@@ -12,6 +12,7 @@ pub mod firmware;
 pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;
+pub mod storage;
 pub mod virtio;
 
 pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use kite_devices::storage::ide::{DriveKind as IdeDriveKind, IdeDriveConfig};
 pub use kite_devices::virtio::net::user::HostForward;
 pub use kite_devices::virtio::BlockConfig;
 

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod firmware;
 pub mod firmware_devices;
+pub mod ide_devices;
 pub mod irq;
 pub mod loader;
 pub mod memory;
@@ -23,8 +24,8 @@ pub mod vcpu_loop;
 pub mod virtio_devices;
 
 pub use config::{
-    BlockConfig, BootDevice, BootFailure, EngineChoice, FirmwareConfig, HostForward, MachineConfig,
-    NetConfig, SerialMode,
+    BlockConfig, BootDevice, BootFailure, EngineChoice, FirmwareConfig, HostForward,
+    IdeDriveConfig, IdeDriveKind, MachineConfig, NetConfig, SerialMode,
 };
 pub use error::MachineError;
 pub use loader::Image;

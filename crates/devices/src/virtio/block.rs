@@ -2,20 +2,18 @@
 //! (fdatasync), get-id, discard (punch hole) and write-zeroes (zero range,
 //! or plain zeroes when the host filesystem cannot). A read-only disk
 //! advertises VIRTIO_BLK_F_RO and fails writes with VIRTIO_BLK_S_IOERR.
-//! The image is locked with flock(2) so two VMs cannot write one image.
+//! The image is opened and locked (flock(2), so two VMs cannot write one
+//! image) by `storage::disk_image`.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use thiserror::Error;
 use virtio_bindings::virtio_blk::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, GuestMemoryMmap};
 
 use super::chain::{read_regions, write_regions, ChainBuffers, ChainError, Region};
 use super::{VirtioDevice, VirtioError};
+use crate::storage::disk_image::DiskImage;
 
 pub const SECTOR_SIZE: u64 = 512;
 const QUEUE_SIZE: u16 = 256;
@@ -36,93 +34,32 @@ pub struct BlockConfig {
     pub readonly: bool,
 }
 
-#[derive(Debug, Error)]
-pub enum BlockOpenError {
-    #[error("disk image {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("disk image {path} is in use by another process (locked); stop the other VM or add ,readonly to both")]
-    Locked { path: PathBuf },
-    #[error("disk image {path} is not a regular file or block device")]
-    NotAFile { path: PathBuf },
-}
+/// Why an image could not be opened (shared with the other disk devices).
+pub use crate::storage::disk_image::DiskImageError as BlockOpenError;
 
 /// The block device.
 pub struct BlockDevice {
-    file: File,
+    image: DiskImage,
     readonly: bool,
     capacity_sectors: u64,
     id: [u8; ID_LEN],
     discard: bool,
 }
 
-/// Flock the image: shared for read-only disks, exclusive otherwise.
-fn lock_image(file: &File, path: &Path, readonly: bool) -> Result<(), BlockOpenError> {
-    let op = if readonly {
-        libc::LOCK_SH
-    } else {
-        libc::LOCK_EX
-    } | libc::LOCK_NB;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let r = unsafe { libc::flock(file.as_raw_fd(), op) };
-    if r == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(BlockOpenError::Locked {
-            path: path.to_path_buf(),
-        })
-    } else {
-        Err(BlockOpenError::Open {
-            path: path.to_path_buf(),
-            source: err,
-        })
-    }
-}
-
 impl BlockDevice {
     /// Open and lock the image in `config`.
     pub fn open(config: &BlockConfig) -> Result<BlockDevice, BlockOpenError> {
-        let path = &config.path;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!config.readonly)
-            .open(path)
-            .map_err(|source| BlockOpenError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| BlockOpenError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        if meta.is_dir() {
-            return Err(BlockOpenError::NotAFile { path: path.clone() });
-        }
-        lock_image(&file, path, config.readonly)?;
-        let size =
-            std::io::Seek::seek(&mut &file, std::io::SeekFrom::End(0)).map_err(|source| {
-                BlockOpenError::Open {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+        let image = DiskImage::open(&config.path, config.readonly)?;
         let mut id = [0u8; ID_LEN];
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = image.file_name();
         let n = name.len().min(ID_LEN);
         id[..n].copy_from_slice(&name.as_bytes()[..n]);
         Ok(BlockDevice {
-            file,
+            capacity_sectors: image.len() / SECTOR_SIZE,
+            discard: image.is_regular_file(),
             readonly: config.readonly,
-            capacity_sectors: size / SECTOR_SIZE,
+            image,
             id,
-            discard: meta.is_file(),
         })
     }
 
@@ -142,39 +79,11 @@ impl BlockDevice {
     }
 
     fn fallocate(&self, mode: i32, offset: u64, len: u64) -> std::io::Result<()> {
-        // SAFETY: fallocate on a descriptor we own; offset and len are checked
-        // against the disk's size by the caller.
-        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset as i64, len as i64) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        self.image.fallocate(mode, offset, len)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> std::io::Result<()> {
-        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        if unmap && self.fallocate(punch, offset, len).is_ok() {
-            return Ok(());
-        }
-        if self
-            .fallocate(
-                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-                offset,
-                len,
-            )
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let zeroes = vec![0u8; 64 * 1024];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(zeroes.len() as u64) as usize;
-            self.file.write_all_at(&zeroes[..n], offset + done)?;
-            done += n as u64;
-        }
-        Ok(())
+        self.image.write_zeroes(offset, len, unmap)
     }
 
     /// Carry out one request; returns (status, bytes written into the
@@ -203,7 +112,7 @@ impl BlockDevice {
                 let mut buf = Vec::new();
                 for r in data_in {
                     buf.resize(r.len as usize, 0);
-                    if let Err(e) = self.file.read_exact_at(&mut buf, pos) {
+                    if let Err(e) = self.image.read_at(pos, &mut buf) {
                         return Ok((ioerr("a read", e), 0));
                     }
                     write_regions(mem, std::slice::from_ref(r), 0, &buf)?;
@@ -221,7 +130,7 @@ impl BlockDevice {
                 }
                 let mut buf = vec![0u8; len as usize];
                 read_regions(mem, &c.readable, data_out, &mut buf)?;
-                match self.file.write_all_at(&buf, sector * SECTOR_SIZE) {
+                match self.image.write_at(sector * SECTOR_SIZE, &buf) {
                     Ok(()) => Ok((VIRTIO_BLK_S_OK, 0)),
                     Err(e) => Ok((ioerr("a write", e), 0)),
                 }
@@ -230,7 +139,7 @@ impl BlockDevice {
                 if self.readonly {
                     return Ok((VIRTIO_BLK_S_OK, 0));
                 }
-                match self.file.sync_data() {
+                match self.image.flush() {
                     Ok(()) => Ok((VIRTIO_BLK_S_OK, 0)),
                     Err(e) => Ok((ioerr("a flush", e), 0)),
                 }

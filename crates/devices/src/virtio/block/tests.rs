@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::virtio::chain::test_ring::*;
+use std::fs::File;
+use std::path::Path;
 use vm_memory::{Bytes, GuestAddress};
 
 const HDR: u64 = DATA;
