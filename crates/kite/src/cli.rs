@@ -81,10 +81,16 @@ pub struct RunArgs {
     /// Kernel command line.
     #[arg(long, default_value = "", value_name = "STRING")]
     pub cmdline: String,
-    /// A raw disk image for a virtio block device (the guest's /dev/vda,
-    /// vdb, ... in order); repeatable. Locked against other writers.
-    #[arg(long, value_parser = parse_disk, value_name = "PATH[,readonly]")]
+    /// A raw disk image: a virtio block device by default (the guest's
+    /// /dev/vda, vdb, ... in order), or an ATA disk on the IDE controller
+    /// with `,if=ide` (primary master, primary slave, then secondary
+    /// slave); repeatable. Locked against other writers.
+    #[arg(long, value_parser = parse_disk, value_name = "PATH[,readonly][,if=virtio|ide]")]
     pub disk: Vec<DiskSpec>,
+    /// An ISO image as an ATAPI CD-ROM on the IDE secondary master (as
+    /// QEMU's -cdrom).
+    #[arg(long, value_name = "FILE")]
+    pub cdrom: Option<PathBuf>,
     /// A virtio network device on a host tap interface (tap=NAME) or on
     /// user-mode networking (user: guest 10.0.2.15/24, gateway 10.0.2.2 =
     /// host loopback, DNS 10.0.2.3, DHCP; add
@@ -163,6 +169,8 @@ fn on_off(v: &str) -> Result<bool, String> {
 pub struct DiskSpec {
     pub path: PathBuf,
     pub readonly: bool,
+    /// On the IDE controller (`if=ide`) rather than virtio-blk.
+    pub ide: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,15 +248,26 @@ pub fn parse_disk(s: &str) -> Result<DiskSpec, String> {
         return Err("a disk needs a path: --disk PATH[,readonly]".into());
     }
     let mut readonly = false;
+    let mut ide = false;
     for opt in parts {
         match opt {
             "readonly" | "ro" => readonly = true,
-            other => return Err(format!("unknown disk option '{other}' (known: readonly)")),
+            "if=ide" => ide = true,
+            "if=virtio" => ide = false,
+            other => {
+                return Err(format!(
+                    "unknown disk option '{other}' (known: readonly, if=virtio, if=ide)"
+                ))
+            }
         }
     }
     let path = PathBuf::from(path);
     std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(DiskSpec { path, readonly })
+    Ok(DiskSpec {
+        path,
+        readonly,
+        ide,
+    })
 }
 
 /// `user[,hostfwd=tcp:[ADDR]:HOSTPORT-[10.0.2.15]:GUESTPORT]...` or

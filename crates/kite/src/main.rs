@@ -10,7 +10,8 @@ mod terminal;
 
 use clap::Parser;
 use kite_machine::{
-    run_session, BlockConfig, FirmwareConfig, Image, MachineConfig, NetConfig, SerialMode,
+    run_session, BlockConfig, FirmwareConfig, IdeDriveConfig, IdeDriveKind, Image, MachineConfig,
+    NetConfig, SerialMode,
 };
 
 use cli::{Cli, Command, NetSpec, RunArgs};
@@ -55,6 +56,32 @@ fn clap_error(e: clap::Error) -> i32 {
     }
 }
 
+/// The IDE slots: the CD-ROM on the secondary master (as QEMU's -cdrom),
+/// IDE disks on the free slots in order.
+fn ide_drives(args: &RunArgs) -> Result<[Option<IdeDriveConfig>; 4], String> {
+    let mut slots: [Option<IdeDriveConfig>; 4] = Default::default();
+    if let Some(iso) = &args.cdrom {
+        std::fs::metadata(iso).map_err(|e| format!("--cdrom {}: {e}", iso.display()))?;
+        slots[2] = Some(IdeDriveConfig {
+            path: iso.clone(),
+            kind: IdeDriveKind::Cdrom,
+            readonly: true,
+        });
+    }
+    for d in args.disk.iter().filter(|d| d.ide) {
+        let free = slots
+            .iter_mut()
+            .find(|s| s.is_none())
+            .ok_or("too many IDE drives: the two channels hold four")?;
+        *free = Some(IdeDriveConfig {
+            path: d.path.clone(),
+            kind: IdeDriveKind::Disk,
+            readonly: d.readonly,
+        });
+    }
+    Ok(slots)
+}
+
 fn bad_input(msg: impl std::fmt::Display) -> i32 {
     eprintln!("kite: {msg}");
     STATUS_BAD_INPUT
@@ -82,6 +109,10 @@ fn run(args: RunArgs) -> i32 {
             "--initrd and --cmdline need --kernel (a firmware boot reads its kernel from the disk)",
         );
     }
+    let ide = match ide_drives(&args) {
+        Ok(d) => d,
+        Err(e) => return bad_input(e),
+    };
     let boot = args.boot.clone().unwrap_or_default();
     let firmware = FirmwareConfig {
         bios: args.bios.clone(),
@@ -105,9 +136,11 @@ fn run(args: RunArgs) -> i32 {
         cmdline: args.cmdline,
         serial: args.serial,
         no_reboot: args.no_reboot,
+        ide,
         disks: args
             .disk
             .iter()
+            .filter(|d| !d.ide)
             .map(|d| BlockConfig {
                 path: d.path.clone(),
                 readonly: d.readonly,

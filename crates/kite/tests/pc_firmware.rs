@@ -89,38 +89,62 @@ fn firmware_runs_a_disks_boot_sector_on_both_engines() {
     }
 }
 
-fn firmware_linux_boot(flavour: &str, machine: &str, cpus: &str) {
+/// How the boot image reaches the guest.
+#[derive(Clone, Copy)]
+enum Media {
+    /// A SYSLINUX disk on virtio-blk (/dev/vda).
+    Virtio,
+    /// A SYSLINUX disk as an ATA disk on IDE (/dev/sda).
+    Ide,
+    /// An ISOLINUX CD on the IDE secondary master (/dev/sr0).
+    Cdrom,
+}
+
+fn firmware_linux_boot(flavour: &str, machine: &str, cpus: &str, media: Media) {
     have_bios();
-    let cmd = "uname -m; grep -c ^processor /proc/cpuinfo; cat /sys/block/vda/size; \
-               dmesg | grep -m1 -o 'ACPI: RSDP 0x[0-9A-F]*'; echo fw-guest-ok";
-    let disk = pc_image(
-        "disk",
+    let (kind, dev, mount) = match media {
+        Media::Virtio => ("disk", "vda", "vfat"),
+        Media::Ide => ("disk", "sda", "vfat"),
+        Media::Cdrom => ("iso", "sr0", "iso9660"),
+    };
+    // The guest reads its boot medium back: the kernel it booted is on it.
+    let part = if matches!(media, Media::Cdrom) {
+        dev.to_string()
+    } else {
+        format!("{dev}1")
+    };
+    let cmd = format!(
+        "uname -m; grep -c ^processor /proc/cpuinfo; cat /sys/block/{dev}/size; \
+         mount -t {mount} -o ro /dev/{part} /mnt && ls /mnt; \
+         dmesg | grep -m1 -o 'ACPI: RSDP 0x[0-9A-F]*'; echo fw-guest-ok"
+    );
+    let image = pc_image(
+        kind,
         flavour,
         &format!("console=ttyS0 panic=-1 kite_cmd=\"{cmd}\""),
     );
-    let size = std::fs::metadata(&disk).expect("image").len() / 512;
-    let r = kite_with_timeout(
-        &[
-            "run",
-            "--engine",
-            "emu",
-            "--memory",
-            "256M",
-            "--cpus",
-            cpus,
-            "--disk",
-            &disk.display().to_string(),
-        ],
-        b"",
-        Duration::from_secs(300),
-    );
+    let image_s = image.display().to_string();
+    let sectors = std::fs::metadata(&image).expect("image").len() / 512;
+    let mut args = vec!["run", "--engine", "emu", "--memory", "256M", "--cpus", cpus];
+    let disk_ide = format!("{image_s},if=ide");
+    match media {
+        Media::Virtio => args.extend(["--disk", image_s.as_str()]),
+        Media::Ide => args.extend(["--disk", disk_ide.as_str()]),
+        Media::Cdrom => args.extend(["--cdrom", image_s.as_str(), "--boot", "d"]),
+    }
+    let r = kite_with_timeout(&args, b"", Duration::from_secs(300));
     let out = &r.stdout;
     assert_eq!(r.status, Some(0), "{flavour}: stderr {}\n{out}", r.stderr);
+    let (booting, loader) = match media {
+        Media::Cdrom => ("Booting from DVD/CD", "ISOLINUX"),
+        _ => ("Booting from Hard Disk", "SYSLINUX"),
+    };
     for want in [
         "SeaBIOS (version",
-        "Booting from Hard Disk",
-        "SYSLINUX",
+        booting,
+        loader,
         machine,
+        "vmlinuz",
         "fw-guest-ok",
         "ACPI: RSDP 0x",
         "reboot: Power down",
@@ -132,9 +156,10 @@ fn firmware_linux_boot(flavour: &str, machine: &str, cpus: &str) {
         lines.contains(&cpus),
         "{flavour}: the guest does not see {cpus} CPUs\n{out}"
     );
+    // /sys/block/*/size counts 512-byte sectors for CDs too.
     assert!(
-        lines.contains(&size.to_string().as_str()),
-        "{flavour}: /dev/vda is not the {size}-sector disk\n{out}"
+        lines.contains(&sectors.to_string().as_str()),
+        "{flavour}: /dev/{dev} is not the {sectors}-sector image\n{out}"
     );
     for bad in KERNEL_TROUBLE {
         assert!(!out.contains(bad), "{flavour}: {bad:?} in\n{out}");
@@ -142,13 +167,18 @@ fn firmware_linux_boot(flavour: &str, machine: &str, cpus: &str) {
 }
 
 #[test]
-fn debian_x86_64_boots_from_a_syslinux_disk_through_seabios_with_two_cpus() {
-    firmware_linux_boot("amd64", "x86_64", "2");
+fn debian_x86_64_boots_from_a_syslinux_disk_on_virtio_through_seabios_with_two_cpus() {
+    firmware_linux_boot("amd64", "x86_64", "2", Media::Virtio);
 }
 
 #[test]
-fn debian_i686_boots_from_a_syslinux_disk_through_seabios() {
-    firmware_linux_boot("686", "i686", "1");
+fn debian_i686_boots_from_a_syslinux_disk_on_ide_through_seabios() {
+    firmware_linux_boot("686", "i686", "1", Media::Ide);
+}
+
+#[test]
+fn debian_i686_pae_boots_from_an_isolinux_cd_through_seabios() {
+    firmware_linux_boot("686-pae", "i686", "1", Media::Cdrom);
 }
 
 #[test]

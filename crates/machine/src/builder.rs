@@ -181,6 +181,7 @@ pub fn build(
         )
         .map_err(|e| MachineError::Config(e.to_string()))?;
     crate::virtio_devices::add_virtio_devices(config, disks, &vm, &mem, &layout, &mut pci_root)?;
+    crate::ide_devices::add_ide_slots(&mut pci_root, &io_bus, &vm, &mem, &config.ide)?;
     let ram_mapper: Arc<dyn RamMapper> = map.clone();
     pci_root.attach_buses(BarBuses {
         io: io_bus.clone(),

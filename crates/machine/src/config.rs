@@ -50,6 +50,9 @@ pub struct MachineConfig {
     pub no_reboot: bool,
     /// Disk images for virtio-blk devices, in PCI slot order (/dev/vda first).
     pub disks: Vec<BlockConfig>,
+    /// The PIIX IDE drives: primary master, primary slave, secondary
+    /// master, secondary slave (the controller is there even with none).
+    pub ide: [Option<IdeDriveConfig>; 4],
     /// A virtio entropy device fed by the host's getrandom.
     pub rng: bool,
     /// A virtio network device and its host side.

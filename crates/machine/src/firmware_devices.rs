@@ -14,7 +14,7 @@ use kite_devices::legacy::uart16550::COM1_PORT;
 use kite_devices::IoBus;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::MachineConfig;
+use crate::config::{IdeDriveKind, MachineConfig};
 use crate::error::MachineError;
 use crate::firmware::contents::{fw_cfg, BootEntry, FirmwareInfo};
 use crate::firmware::{BootDevice, BootFailure};
@@ -32,6 +32,15 @@ pub fn firmware_info<'a>(
     option_roms: Vec<(String, Vec<u8>)>,
 ) -> FirmwareInfo<'a> {
     let mut devices = Vec::new();
+    for (i, d) in config.ide.iter().enumerate() {
+        if let Some(d) = d {
+            let kind = match d.kind {
+                IdeDriveKind::Disk => BootDevice::Disk,
+                IdeDriveKind::Cdrom => BootDevice::Cdrom,
+            };
+            devices.push(BootEntry::ide(kind, (i / 2) as u8, (i % 2) as u8));
+        }
+    }
     for i in 0..config.disks.len() {
         devices.push(BootEntry::pci(
             BootDevice::Disk,

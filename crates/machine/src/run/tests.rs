@@ -246,6 +246,7 @@ fn config(cpus: u32, serial: SerialMode, no_reboot: bool) -> MachineConfig {
         serial,
         no_reboot,
         disks: Vec::new(),
+        ide: Default::default(),
         rng: false,
         net: None,
     }
