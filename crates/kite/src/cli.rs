@@ -333,6 +333,18 @@ mod tests {
     }
 
     #[test]
+    fn boot_orders() {
+        let b = parse_boot("order=dc,menu=on,fail=wait").unwrap();
+        assert_eq!(b.order, vec![BootDevice::Cdrom, BootDevice::Disk]);
+        assert!(b.menu);
+        assert_eq!(b.on_failure, BootFailure::Wait);
+        assert_eq!(parse_boot("c").unwrap().order, vec![BootDevice::Disk]);
+        for bad in ["", "x", "cc", "menu=on,d", "c,fail=never", "order="] {
+            assert!(parse_boot(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn disks() {
         let me = std::env::current_exe().unwrap();
         let p = me.display().to_string();
@@ -340,14 +352,25 @@ mod tests {
             parse_disk(&p),
             Ok(DiskSpec {
                 path: me.clone(),
-                readonly: false
+                readonly: false,
+                ide: false,
             })
         );
+        assert_eq!(
+            parse_disk(&format!("{p},if=ide,ro")),
+            Ok(DiskSpec {
+                path: me.clone(),
+                readonly: true,
+                ide: true,
+            })
+        );
+        assert!(parse_disk(&format!("{p},if=scsi")).is_err());
         assert_eq!(
             parse_disk(&format!("{p},readonly")),
             Ok(DiskSpec {
                 path: me,
-                readonly: true
+                readonly: true,
+                ide: false,
             })
         );
         assert!(parse_disk(&format!("{p},cache=none"))
