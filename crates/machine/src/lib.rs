@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod engine;
 pub mod error;
+pub mod input_devices;
 pub mod irq;
 pub mod loader;
 pub mod memory;
