@@ -143,10 +143,13 @@ pub fn build(
     )?;
 
     let c = control.clone();
-    let kbd = Arc::new(Mutex::new(I8042::new(
-        Some(VmIrqLine::new(vm.clone(), i8042::KEYBOARD_IRQ)),
-        Box::new(move || c.request(VmEvent::Reset)),
-    )));
+    let kbd = Arc::new(Mutex::new(
+        I8042::new(
+            Some(VmIrqLine::new(vm.clone(), i8042::KEYBOARD_IRQ)),
+            Box::new(move || c.request(VmEvent::Reset)),
+        )
+        .with_mouse(Some(VmIrqLine::new(vm.clone(), i8042::MOUSE_IRQ))),
+    ));
     let (data, cmd) = I8042::ports(&kbd);
     for port in [data, cmd] {
         let base = u64::from(port.port());

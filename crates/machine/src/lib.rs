@@ -15,6 +15,7 @@ pub mod error;
 pub mod firmware;
 pub mod firmware_devices;
 pub mod ide_devices;
+pub mod input_devices;
 pub mod irq;
 pub mod loader;
 pub mod memory;

@@ -1,5 +1,5 @@
 //! The DSDT's AML: the PCI root bridge with its windows and interrupt routing,
-//! the legacy devices (COM1, RTC, i8042 keyboard) and `\_S5` so the guest can
+//! the legacy devices (COM1, RTC, i8042 keyboard and PS/2 mouse) and `\_S5` so the guest can
 //! power off.
 
 use super::pm_registers::SLP_TYP_S5;
@@ -84,6 +84,18 @@ fn legacy_devices(legacy: &LegacyPorts, sink: &mut dyn AmlSink) {
             "KBD_".into(),
             vec![
                 &Name::new("_HID".into(), &EISAName::new("PNP0303")),
+                &Name::new("_CRS".into(), &crs),
+            ],
+        )
+        .to_aml_bytes(sink);
+        // The PS/2 mouse on the controller's aux port (Linux's i8042
+        // driver looks for it through PNP).
+        let int = IrqNoFlags(12);
+        let crs = ResourceTemplate::new(vec![&int]);
+        Device::new(
+            "MOU_".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0F13")),
                 &Name::new("_CRS".into(), &crs),
             ],
         )

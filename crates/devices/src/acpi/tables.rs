@@ -490,6 +490,7 @@ mod tests {
             "PNP0501",
             "PNP0B00",
             "PNP0303",
+            "PNP0F13",
             "_S5_",
             "_PRT",
             "0x03F8",

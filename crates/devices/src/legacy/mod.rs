@@ -1,5 +1,5 @@
 //! The PC's legacy ISA devices: the 16550A UART, the isa-debug-exit port and
-//! the i8042 keyboard controller (enough of it for reset and Linux's probe).
+//! the i8042 keyboard controller (with its PS/2 keyboard and mouse).
 
 pub mod debug_exit;
 pub mod i8042;

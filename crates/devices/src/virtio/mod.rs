@@ -1,7 +1,7 @@
 //! Virtio devices (virtio 1.2) behind the modern PCI transport: the transport
 //! itself (`pci_transport`), guest-hostile descriptor chain parsing
-//! (`chain`), and the devices: block (`block`), entropy (`rng`) and network over a tap
-//! (`net`).
+//! (`chain`), and the devices: block (`block`), entropy (`rng`), network over a tap
+//! (`net`) and the input tablet (`input`).
 //!
 //! Split virtqueues come from the rust-vmm `virtio-queue` crate; everything a
 //! guest writes (ring indexes, descriptor addresses and lengths) is checked
@@ -10,12 +10,14 @@
 
 pub mod block;
 pub mod chain;
+pub mod input;
 pub mod net;
 pub mod pci_transport;
 pub mod rng;
 
 pub use block::{BlockConfig, BlockDevice};
 pub use chain::{ChainBuffers, ChainError};
+pub use input::{TabletDevice, TabletHandle};
 pub use net::{NetDevice, Tap, TapError};
 pub use pci_transport::VirtioPciDevice;
 pub use rng::RngDevice;
