@@ -2,7 +2,7 @@
 # Benchmarks of Kite's emu engine against QEMU TCG, on the same machine in
 # the same run (issue 6). Not a test: it prints figures for BENCHMARKS.md.
 #
-#   scripts/bench.sh [boot|compute|os|idle|all]...     (default: all)
+#   scripts/bench.sh [boot|compute|os|idle|loop|all]...     (default: all)
 #
 # Environment:
 #   RUNS=3            runs of each engine per benchmark (medians are printed)
@@ -11,6 +11,8 @@
 #                     holds amd64, else ~/.cache/kite-guests; made by scripts/guests.sh)
 #   ROUNDS=6000       rounds of the CPU-bound kernel (about 1-3 s on kite)
 #   LOOPS=300         iterations of the OS-bound shell loop
+#   SHELL_LOOPS=20000 iterations of the shell loop of the `loop` benchmark
+#   FLAVOURS="amd64 686-pae 686"  guests of the `loop` benchmark
 #
 # Benchmarks (each prints medians of wall seconds, CPU seconds, peak RSS, and
 # the ratio kite/QEMU):
@@ -24,6 +26,13 @@
 #   idle     Inside Linux: `sleep 10`; host CPU seconds the engine process
 #            used during it (its /proc/PID/stat CPU time sampled when the
 #            guest prints a marker before and after the sleep).
+#   loop     Per guest flavour (Debian amd64, 686-pae, 686 kernels, each with
+#            its busybox initrd): boot, a shell loop of SHELL_LOOPS
+#            iterations (`i=$((i+1))`, no fork), power-off. amd64 runs under
+#            qemu-system-x86_64, the i386 kernels under qemu-system-i386; the
+#            32-bit lines also print their ratio to the amd64 guest on kite.
+#            `no_timer_check` on both: under load QEMU TCG can miss the
+#            kernel's IO-APIC timer check and panic.
 # Any failure (a guest that does not reach `kite-guest: done, status 0`, a
 # wrong checksum, a missing tool that cannot be installed) stops the script
 # with a message: nothing is skipped silently.
@@ -31,6 +40,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-3}"
+SHELL_LOOPS="${SHELL_LOOPS:-20000}"
+FLAVOURS="${FLAVOURS:-amd64 686-pae 686}"
 ROUNDS="${ROUNDS:-6000}"
 LOOPS="${LOOPS:-300}"
 work="$(mktemp -d /tmp/kite-bench.XXXXXX)"
@@ -53,6 +64,7 @@ apt_install() {
 [ -x /usr/bin/time ] || apt_install time
 command -v qemu-system-x86_64 >/dev/null || apt_install qemu-system-x86
 QEMU="$(command -v qemu-system-x86_64)" || die "qemu-system-x86_64 not found after installing"
+QEMU32="$(command -v qemu-system-i386)" || die "qemu-system-i386 not found (package qemu-system-x86)"
 
 KITE="${KITE:-target/release/kite}"
 if [ ! -x "$KITE" ]; then
@@ -241,20 +253,57 @@ bench_idle() {
         idle "$idle_kite" "$idle_qemu" "$(ratio "$idle_kite" "$idle_qemu")"
 }
 
+# The `loop` benchmark: GUEST_DIR and QEMU_BIN name the flavour being run.
+loop_kite() {
+    measure "$1" "$KITE" run --engine emu --memory 512M --kernel "$GUEST_DIR/vmlinuz" \
+        --initrd "$GUEST_DIR/initrd.gz" --cmdline "console=ttyS0 panic=-1 no_timer_check kite_cmd=\"$2\"" --no-reboot
+}
+loop_qemu() {
+    measure "$1" "$QEMU_BIN" -accel tcg -m 512M -nographic -no-reboot -kernel "$GUEST_DIR/vmlinuz" \
+        -initrd "$GUEST_DIR/initrd.gz" -append "console=ttyS0 panic=-1 no_timer_check kite_cmd=\"$2\""
+}
+check_loop() {
+    check_linux "$1"
+    tr -d '\r' <"$1.log" | grep -q "^loop=$SHELL_LOOPS\$" || die "$1: the guest did not print loop=$SHELL_LOOPS"
+}
+
+bench_loop() {
+    local fl cmd amd64_wall="" amd64_cpu=""
+    cmd="i=0; while [ \$i -lt $SHELL_LOOPS ]; do i=\$((i+1)); done; echo loop=\$i"
+    for fl in $FLAVOURS; do
+        GUEST_DIR="$KITE_GUEST_CACHE/$fl"
+        if [ ! -f "$GUEST_DIR/vmlinuz" ] || [ ! -f "$GUEST_DIR/initrd.gz" ]; then
+            echo "bench: fetching the $fl guest (scripts/guests.sh $fl)" >&2
+            scripts/guests.sh "$fl" >&2
+        fi
+        [ -f "$GUEST_DIR/vmlinuz" ] && [ -f "$GUEST_DIR/initrd.gz" ] || die "no guest in $GUEST_DIR"
+        if [ "$fl" = amd64 ]; then QEMU_BIN="$QEMU"; else QEMU_BIN="$QEMU32"; fi
+        run_pair "loop-$fl" loop "$cmd"
+        report "$fl" "loop-$fl"
+        read -r kw kc _ <<<"$(stats "loop-$fl" kite)"
+        if [ "$fl" = amd64 ]; then
+            amd64_wall="$kw" amd64_cpu="$kc"
+        elif [ -n "$amd64_wall" ]; then
+            printf '%-8s kite %s / kite amd64: wall %s cpu %s\n' "$fl" "$fl" \
+                "$(ratio "$kw" "$amd64_wall")" "$(ratio "$kc" "$amd64_cpu")"
+        fi
+    done
+}
+
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(all)
-[ "${what[0]}" = all ] && what=(boot compute os idle)
+[ "${what[0]}" = all ] && what=(boot compute os idle loop)
 
 echo "bench: $(uname -srm); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" >&2
-echo "bench: kite binary $KITE (checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?')); $("$QEMU" --version | head -1); RUNS=$RUNS" >&2
+echo "bench: kite binary $KITE (checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?')); $("$QEMU" --version | head -1); RUNS=$RUNS; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 results=()
 for b in "${what[@]}"; do
     case "$b" in
-    boot | compute | os | idle)
+    boot | compute | os | idle | loop)
         out="$("bench_$b")" || exit 1
         results+=("$out")
         ;;
-    *) die "unknown benchmark '$b' (boot, compute, os, idle, all)" ;;
+    *) die "unknown benchmark '$b' (boot, compute, os, idle, loop, all)" ;;
     esac
 done
 echo "== medians of $RUNS runs (wall/CPU seconds, peak RSS) =="

@@ -54,6 +54,19 @@ impl Cpu {
             }
             return Ok(lin);
         }
+        debug_assert!(
+            self.seg_cache_is_current(),
+            "segment state changed without refresh_seg_cache"
+        );
+        if self.seg_is_flat(seg, write) {
+            // Base 0, limit 4 GiB, expand-up, right type: only the wrap past
+            // 4 GiB faults, as the limit check below would.
+            let last = off.wrapping_add(u64::from(size) - 1);
+            if last > 0xffff_ffff || last < off {
+                return Err(seg_fault(seg));
+            }
+            return Ok(off);
+        }
         let s = &self.seg[seg as usize];
         if self.mode == Mode::Protected {
             if s.unusable {
@@ -431,11 +444,7 @@ impl Cpu {
     /// Mask of the stack pointer for the current stack size.
     #[inline]
     pub fn sp_mask(&self) -> u64 {
-        match self.stack_bits() {
-            64 => u64::MAX,
-            32 => 0xffff_ffff,
-            _ => 0xffff,
-        }
+        self.seg_cache.sp_mask
     }
 
     /// Set RSP, keeping the bits above the stack size (16-bit stacks).

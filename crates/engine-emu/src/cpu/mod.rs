@@ -5,6 +5,7 @@
 //! - `mod.rs`: the `Cpu` state and the `Fault` type every handler returns;
 //! - `flags.rs`: RFLAGS and the arithmetic flag helpers;
 //! - `access.rs`: memory access (segmentation, TLB, MMIO/PIO exits);
+//! - `seg_cache.rs`: which segments are flat, decided once per segment change;
 //! - `operand.rs`: reading and writing iced-x86 operands;
 //! - `exec.rs` + `block_cache.rs`: decode once per guest-physical block, run;
 //! - `integer/`: the general-purpose instruction set;
@@ -29,6 +30,7 @@ pub mod integer;
 pub mod native_stub;
 pub mod operand;
 pub mod profile;
+pub mod seg_cache;
 pub mod sse;
 pub mod system;
 
@@ -215,7 +217,11 @@ pub struct Cpu {
     /// transfers set it.
     pub next_rip: u64,
     pub flags: flags::Flags,
+    /// The segment registers' descriptor caches. Whoever writes them (or
+    /// the mode) calls `refresh_seg_cache` (`update_mode` does).
     pub seg: [Segment; 6],
+    /// Fast-path decisions derived from `seg` and `mode` (see `seg_cache`).
+    pub seg_cache: seg_cache::SegCache,
     pub ldtr: Segment,
     pub tr: Segment,
     pub gdtr: DescriptorTable,
@@ -298,6 +304,7 @@ impl Cpu {
             next_rip: 0,
             flags: flags::Flags::default(),
             seg: [Segment::default(); 6],
+            seg_cache: Default::default(),
             ldtr: Segment::default(),
             tr: Segment::default(),
             gdtr: DescriptorTable::default(),
@@ -431,6 +438,7 @@ impl Cpu {
         } else if self.mode == Mode::Vm86 {
             self.cpl = 3;
         }
+        self.refresh_seg_cache();
         self.end_block = true;
     }
 

@@ -26,7 +26,7 @@ mod stack;
 mod string;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 

@@ -209,8 +209,14 @@ impl Cpu {
                 }
                 self.msr.sfmask = v;
             }
-            MSR_FS_BASE => self.seg[Seg::Fs as usize].base = v,
-            MSR_GS_BASE => self.seg[Seg::Gs as usize].base = v,
+            MSR_FS_BASE => {
+                self.seg[Seg::Fs as usize].base = v;
+                self.refresh_seg_cache();
+            }
+            MSR_GS_BASE => {
+                self.seg[Seg::Gs as usize].base = v;
+                self.refresh_seg_cache();
+            }
             MSR_KERNEL_GS_BASE => self.msr.kernel_gs_base = v,
             MSR_TSC_AUX => {
                 if v >> 32 != 0 {

@@ -265,6 +265,12 @@ impl Cpu {
     /// Load a segment register from a selector with the checks of the
     /// current mode (MOV/POP to a segment register, LDS...).
     pub fn load_segment(&mut self, seg: Seg, selector: u16) -> Res {
+        let r = self.load_segment_unrefreshed(seg, selector);
+        self.refresh_seg_cache();
+        r
+    }
+
+    fn load_segment_unrefreshed(&mut self, seg: Seg, selector: u16) -> Res {
         match self.mode {
             Mode::Real | Mode::Vm86 => {
                 let vm86 = self.mode == Mode::Vm86;
@@ -306,6 +312,7 @@ impl Cpu {
                 self.seg[s as usize] = null_seg(0, 0);
             }
         }
+        self.refresh_seg_cache();
     }
 
     /// Linear address of one push of `size` bytes at `sp` on `t`, checked

@@ -252,6 +252,7 @@ impl Cpu {
         let (ss, ss_raw) = self.check_stack_seg(ss_sel, rpl, false, ext)?;
         self.set_accessed(ss_sel, ss_raw)?;
         self.seg[Seg::Ss as usize] = ss;
+        self.refresh_seg_cache();
         let data = [Seg::Es, Seg::Ds, Seg::Fs, Seg::Gs];
         for s in data.into_iter().filter(|s| (*s as usize) < nsegs) {
             self.load_segment(s, sels[s as usize])
