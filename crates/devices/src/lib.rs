@@ -7,6 +7,7 @@
 
 pub mod acpi;
 pub mod bus;
+pub mod display;
 pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;
