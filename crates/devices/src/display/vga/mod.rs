@@ -61,6 +61,19 @@ pub enum VgaError {
     Config(#[from] crate::pci::ConfigSpaceError),
 }
 
+/// Lets a log line through the first few times, then at powers of two, so
+/// a guest repeating a bad access cannot flood the log.
+#[derive(Debug, Default, Clone)]
+pub struct LogLimit(u64);
+
+impl LogLimit {
+    /// The number of times this happened, if this one should be logged.
+    pub fn allow(&mut self) -> Option<u64> {
+        self.0 = self.0.saturating_add(1);
+        (self.0 <= 4 || self.0.is_power_of_two()).then_some(self.0)
+    }
+}
+
 /// Which 4 KiB pages of video memory the legacy window or BAR 2 wrote
 /// since the renderer last looked.
 #[derive(Debug, Clone)]
@@ -310,6 +323,18 @@ impl Vga {
         rom: Option<Vec<u8>>,
     ) -> Result<VgaPci, VgaError> {
         VgaPci::new(self.state.clone(), lfb_address, mmio_address, rom)
+    }
+
+    /// The text on screen, one line per row (trailing blanks trimmed), in
+    /// text mode; None in graphics modes. Characters outside printable
+    /// ASCII read as '.', NUL as a blank. For tests and logs that check
+    /// what a guest printed on its console.
+    pub fn screen_text(&self) -> Option<Vec<String>> {
+        let st = lock(&self.state);
+        match render::Layout::of(&st) {
+            render::Layout::Text(t) => Some(st.vram.with_bytes(|b| text::screen_text(b, &t))),
+            _ => None,
+        }
     }
 
     /// The renderer for a `kite_display::Display`.

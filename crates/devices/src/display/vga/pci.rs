@@ -40,6 +40,7 @@ pub struct VgaPci {
     /// The ROM bytes, zero-padded to the ROM BAR's size.
     rom: Vec<u8>,
     endianness: u32,
+    big_endian_log: super::LogLimit,
 }
 
 impl VgaPci {
@@ -89,6 +90,7 @@ impl VgaPci {
             config,
             rom,
             endianness: FB_LITTLE_ENDIAN,
+            big_endian_log: super::LogLimit::default(),
         })
     }
 
@@ -148,9 +150,11 @@ impl VgaPci {
             o if o == MMIO_QEXT + 4 && len == 4 => {
                 let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
                 if v == FB_BIG_ENDIAN {
-                    log::warn!(
-                        "vga: big-endian framebuffer requested; only little-endian is drawn"
-                    );
+                    if let Some(n) = self.big_endian_log.allow() {
+                        log::warn!(
+                            "vga: big-endian framebuffer requested ({n} times); only little-endian is drawn"
+                        );
+                    }
                 }
                 if v == FB_BIG_ENDIAN || v == FB_LITTLE_ENDIAN {
                     self.endianness = v;

@@ -260,6 +260,9 @@ fn text_mode_glyphs_attributes_cursor_and_cell_damage() {
     // The cursor takes the cell's foreground (grey on black, attribute 0).
     assert_eq!(g.px(9, 16 + 14), 0, "attribute 0 cell: black cursor");
     assert_eq!(g.render(), Damage::None);
+    let text = g.vga.screen_text().unwrap();
+    assert_eq!(text.len(), 25);
+    assert_eq!((text[0].as_str(), text[1].as_str()), ("A", "  A"));
     // One cell changes: only it is damaged.
     g.poke(0xb8000 + 2 * 5, b'A');
     assert_eq!(g.render().rects(720, 400), vec![Rect::new(45, 0, 9, 16)]);
@@ -306,6 +309,7 @@ fn vbe_1024x768x32_framebuffer_and_row_damage() {
     assert_eq!(g.dispi_read(INDEX_Y_OFFSET), 100);
     assert_eq!(g.render(), Damage::Full);
     assert_eq!(g.px(10, 0), 0x102030);
+    assert_eq!(g.vga.screen_text(), None, "no text in graphics modes");
     // Disable: back to the VGA text screen.
     g.dispi_write(INDEX_ENABLE, 0);
     g.render();
@@ -460,6 +464,13 @@ fn hostile_ports_and_window_accesses() {
     g.outb(0x3d4, 0x13);
     g.outb(0x3d5, 0xff);
     g.render();
+}
+
+#[test]
+fn log_lines_are_rate_limited() {
+    let mut l = LogLimit::default();
+    let let_through = (0..10_000).filter(|_| l.allow().is_some()).count();
+    assert_eq!(let_through, 4 + 11, "1-4, then 8, 16, ..., 8192");
 }
 
 #[test]

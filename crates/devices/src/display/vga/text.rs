@@ -164,6 +164,25 @@ pub fn render(
     }
 }
 
+/// The characters of every row, as `Vga::screen_text` describes.
+pub fn screen_text(vram: &[u8], t: &TextLayout) -> Vec<String> {
+    (0..t.rows)
+        .map(|row| {
+            let line: String = (0..t.cols)
+                .map(|col| {
+                    let o = (t.start + row * t.stride + col) as usize & 0xffff;
+                    match byte(vram, o * 4) {
+                        0 => ' ',
+                        c @ 0x20..=0x7e => char::from(c),
+                        _ => '.',
+                    }
+                })
+                .collect();
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn draw_cell(
     vram: &[u8],

@@ -73,6 +73,7 @@ pub struct Dispi {
     pub index: u16,
     regs: [u16; REG_COUNT as usize],
     vram_len: usize,
+    refused: super::LogLimit,
 }
 
 impl Dispi {
@@ -84,6 +85,7 @@ impl Dispi {
             index: 0,
             regs,
             vram_len,
+            refused: super::LogLimit::default(),
         }
     }
 
@@ -195,10 +197,12 @@ impl Dispi {
             && x % 8 == 0
             && line * usize::from(y) <= self.vram_len;
         if !fits {
-            log::warn!(
-                "vga: VBE mode {x}x{y}x{bpp} refused (video memory {} MiB)",
-                self.vram_len >> 20
-            );
+            if let Some(n) = self.refused.allow() {
+                log::warn!(
+                    "vga: VBE mode {x}x{y}x{bpp} refused (video memory {} MiB; {n} refused so far)",
+                    self.vram_len >> 20
+                );
+            }
             return DispiEffect::None;
         }
         self.set(INDEX_ENABLE, v);
