@@ -8,6 +8,7 @@
 pub mod acpi;
 pub mod bus;
 pub mod chipset;
+pub mod display;
 pub mod firmware;
 pub mod legacy;
 pub mod pci;

@@ -10,6 +10,7 @@ pub mod board;
 pub mod builder;
 pub mod config;
 pub mod console;
+pub mod display_devices;
 pub mod engine;
 pub mod error;
 pub mod firmware;
