@@ -30,7 +30,9 @@ impl Default for ZrleEncoder {
 impl ZrleEncoder {
     pub fn new() -> Self {
         ZrleEncoder {
-            z: Compress::new(Compression::new(6), true),
+            // Level 1: a full 1024x768 screen costs ~8 ms rather than ~55 ms at
+            // level 6, for ~15% more bytes.
+            z: Compress::new(Compression::new(1), true),
             tiles: Vec::new(),
             runs: Vec::with_capacity((TILE * TILE) as usize),
             palette: Vec::with_capacity(MAX_PALETTE),

@@ -99,7 +99,11 @@ impl PixelFormat {
     /// The client's pixel value for a 0x00RRGGBB colour.
     #[inline]
     pub fn pixel_value(&self, rgb: u32) -> u32 {
-        let scale = |c: u32, max: u16| (c * u32::from(max) + 127) / 255;
+        let scale = |c: u32, max: u16| match max {
+            255 => c,
+            0..=254 => div255(c * u32::from(max)),
+            _ => (c * u32::from(max) + 127) / 255,
+        };
         let r = scale((rgb >> 16) & 0xff, self.red_max);
         let g = scale((rgb >> 8) & 0xff, self.green_max);
         let b = scale(rgb & 0xff, self.blue_max);
@@ -148,6 +152,13 @@ impl PixelFormat {
             CPixel::Full
         }
     }
+}
+
+/// `x / 255` rounded to nearest, for `x <= 255 * 255`, without a division.
+#[inline]
+fn div255(x: u32) -> u32 {
+    let v = x + 128;
+    (v + (v >> 8)) >> 8
 }
 
 /// How ZRLE writes one pixel.
@@ -200,6 +211,15 @@ mod tests {
         pf.put(&mut out, 0x00ff00);
         pf.put(&mut out, 0x0000ff);
         assert_eq!(out, vec![0xf8, 0x00, 0x07, 0xe0, 0x00, 0x1f]);
+    }
+
+    #[test]
+    fn fast_division_by_255_is_exact() {
+        for c in 0..=255u32 {
+            for max in 0..=255u32 {
+                assert_eq!(div255(c * max), (c * max + 127) / 255, "{c} * {max}");
+            }
+        }
     }
 
     #[test]
