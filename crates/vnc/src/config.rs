@@ -307,6 +307,19 @@ mod tests {
     }
 
     #[test]
+    fn password_on_reads_the_environment() {
+        // The only test touching this variable.
+        std::env::remove_var(PASSWORD_ENV);
+        let e = VncConfig::parse(":1,password=on").unwrap_err();
+        assert!(e.contains(PASSWORD_ENV), "{e}");
+        std::env::set_var(PASSWORD_ENV, "from-env");
+        let c = VncConfig::parse(":1,password=on").unwrap();
+        std::env::remove_var(PASSWORD_ENV);
+        assert_eq!(c.password.as_deref(), Some("from-env"));
+        assert_eq!(VncConfig::parse(":1,password=off").unwrap().password, None);
+    }
+
+    #[test]
     fn host_port_brackets_ipv6() {
         assert_eq!(host_port("", 5900), "0.0.0.0:5900");
         assert_eq!(host_port("::1", 5900), "[::1]:5900");

@@ -8,7 +8,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -86,6 +86,35 @@ fn serve_files(modules: PathBuf) -> u16 {
     port
 }
 
+fn shot_name(shot: &Path, n: u32) -> String {
+    let stem = shot.file_stem().unwrap().to_string_lossy();
+    format!("{stem}-{n}.png")
+}
+
+/// Checks a canvas screenshot against the pattern (noVNC draws exact pixels).
+fn check_png(path: &Path, gen: u32, w: u32, h: u32) {
+    let dec = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = dec.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(
+        (info.width, info.height),
+        (w, h),
+        "the canvas screenshot is the screen's size"
+    );
+    let ch = info.color_type.samples();
+    check_picture(
+        |x, y| {
+            let i = ((y * w + x) as usize) * ch;
+            (buf[i], buf[i + 1], buf[i + 2])
+        },
+        gen,
+        w,
+        h,
+        2,
+    );
+}
+
 #[test]
 fn novnc_in_chromium_shows_the_pattern_over_websocket() {
     let chromium = std::env::var("KITE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -111,7 +140,7 @@ fn novnc_in_chromium_shows_the_pattern_over_websocket() {
     let ws = server.websocket_addr().unwrap().port();
     let http = serve_files(modules.clone());
     let shot = std::env::temp_dir().join(format!("kite-novnc-{}.png", std::process::id()));
-    let out = Command::new("timeout")
+    let mut child = Command::new("timeout")
         .arg("90")
         .arg("node")
         .arg(test_dir().join("shot.mjs"))
@@ -121,44 +150,61 @@ fn novnc_in_chromium_shows_the_pattern_over_websocket() {
         .arg(&shot)
         .env("KITE_NOVNC_MODULES", &modules)
         .env("KITE_CHROMIUM", &chromium)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = |child: &mut std::process::Child| match lines.next() {
+        Some(Ok(l)) => l,
+        _ => {
+            let status = child.wait();
+            panic!("the noVNC driver stopped early ({status:?}); its messages are above");
+        }
+    };
+    let first = next_line(&mut child);
+    assert!(first.contains(r#""name":"kite""#), "desktop name: {first}");
+    assert!(
+        first.contains(r#""width":640,"height":400"#),
+        "canvas size: {first}"
+    );
+    check_png(&shot, 0, 640, 400);
+
+    // The bottom half changes: noVNC's next incremental update shows it.
+    f.ctl.bump();
+    let probe = |w: u32, h: u32, gen: u32| {
+        let (x, y) = (w * 3 / 4, h * 7 / 8);
+        let c = pattern(gen, x, y, w, h);
+        format!(
+            "{w} {h} {x} {y} {} {} {}\n",
+            c >> 16,
+            (c >> 8) & 0xff,
+            c & 0xff
+        )
+    };
+    stdin.write_all(probe(640, 400, 1).as_bytes()).unwrap();
+    let second = next_line(&mut child);
+    assert!(second.contains("-2.png"), "{second}");
+    check_png(&shot.with_file_name(shot_name(&shot, 2)), 1, 640, 400);
+
+    // The guest changes mode: DesktopSize, and noVNC redraws at the new size.
+    f.ctl.resize(800, 500);
+    stdin.write_all(probe(800, 500, 1).as_bytes()).unwrap();
+    let third = next_line(&mut child);
+    assert!(third.contains("-3.png"), "{third}");
+    check_png(&shot.with_file_name(shot_name(&shot, 3)), 1, 800, 500);
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "the noVNC driver failed: {stdout}\n{}",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains(r#""name":"kite""#),
-        "desktop name: {stdout}"
-    );
-    assert!(
-        stdout.contains(r#""width":640,"height":400"#),
-        "canvas size: {stdout}"
-    );
-
-    let dec = png::Decoder::new(BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = dec.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let (w, h) = (info.width, info.height);
-    assert_eq!(
-        (w, h),
-        (640, 400),
-        "the canvas screenshot is the screen's size"
-    );
-    let ch = info.color_type.samples();
-    check_picture(
-        |x, y| {
-            let i = ((y * w + x) as usize) * ch;
-            (buf[i], buf[i + 1], buf[i + 2])
-        },
-        0,
-        w,
-        h,
-        2,
-    );
+    for n in [2, 3] {
+        let _ = std::fs::remove_file(shot.with_file_name(shot_name(&shot, n)));
+    }
     match std::env::var_os("KITE_VNC_KEEP_SHOT") {
         Some(keep) => drop(std::fs::rename(&shot, keep)),
         None => drop(std::fs::remove_file(&shot)),

@@ -349,6 +349,25 @@ fn a_resize_sends_desktop_size_then_the_new_screen() {
 }
 
 #[test]
+fn an_empty_screen_starts_at_640x480_and_resizes_when_the_mode_is_set() {
+    let f = fixture(0, 0);
+    let (_srv, addr) = server(&f);
+    let mut c = connect(addr);
+    assert_eq!((c.width, c.height), (640, 480));
+    c.set_encodings(&[-223, 0]);
+    c.request_full();
+    assert!(
+        c.read_update(4).is_empty(),
+        "nothing to show yet, but an answer"
+    );
+    c.request(true, 0, 0, 640, 480);
+    f.ctl.resize(320, 200);
+    let rects = c.read_update(4);
+    assert_eq!((rects[0].enc, rects[0].w, rects[0].h), (-223, 320, 200));
+    assert_eq!(raw_pixel(&rects[1], 0, 0), pattern(0, 0, 0, 320, 200));
+}
+
+#[test]
 fn input_reaches_the_sink() {
     let f = fixture(100, 100);
     let (_srv, addr) = server(&f);

@@ -66,12 +66,17 @@ pub fn run<R: Read + Send + 'static>(
 ) -> Result<(), VncError> {
     let sub = display.subscribe();
     let first = sub.poll();
-    let (mut cw, mut ch) = (first.width, first.height);
+    // Before the guest sets a mode the screen is empty; viewers cannot show
+    // a 0x0 desktop, so they start at 640x480 and get DesktopSize later.
+    let (mut cw, mut ch) = match (first.width.min(65535), first.height.min(65535)) {
+        (0, _) | (_, 0) => (640, 480),
+        size => size,
+    };
     let mut owed = Damage::Full;
     let pf = PixelFormat::default_rgb888();
     let mut init = Vec::with_capacity(24 + cfg.name.len());
-    init.extend_from_slice(&(cw.min(65535) as u16).to_be_bytes());
-    init.extend_from_slice(&(ch.min(65535) as u16).to_be_bytes());
+    init.extend_from_slice(&(cw as u16).to_be_bytes());
+    init.extend_from_slice(&(ch as u16).to_be_bytes());
     init.extend_from_slice(&pf.to_bytes());
     init.extend_from_slice(&(cfg.name.len() as u32).to_be_bytes());
     init.extend_from_slice(cfg.name.as_bytes());

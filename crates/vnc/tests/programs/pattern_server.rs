@@ -23,15 +23,19 @@ const BARS: [u32; 8] = [
     0xffffff, 0xffff00, 0x00ffff, 0x00ff00, 0xff00ff, 0xff0000, 0x0000ff, 0x000000,
 ];
 
+fn bars_pixel(x: u32, y: u32, w: u32, h: u32) -> u32 {
+    if y < h / 2 {
+        BARS[(x * 8 / w) as usize]
+    } else {
+        ((x * 255 / w) << 16) | ((y * 255 / h) << 8) | 0x40
+    }
+}
+
 fn draw_bars(s: &mut Surface) {
     let (w, h) = (s.width(), s.height());
     for y in 0..h {
         for x in 0..w {
-            s.row_mut(y)[x as usize] = if y < h / 2 {
-                BARS[(x * 8 / w) as usize]
-            } else {
-                ((x * 255 / w) << 16) | ((y * 255 / h) << 8) | 0x40
-            };
+            s.row_mut(y)[x as usize] = bars_pixel(x, y, w, h);
         }
     }
 }
@@ -68,12 +72,10 @@ impl Renderer for Pattern {
         let at = |t: u32| Rect::new((t * 8) % w.saturating_sub(32).max(1), h / 2 + 16, 32, 32);
         let (a, b) = (at(old), at(t));
         // Repaint the old square with the background, draw the new one.
-        let mut bg = Surface::new(w, h);
-        draw_bars(&mut bg);
         for y in a.y..(a.y + a.h).min(h) {
-            let (x0, x1) = (a.x as usize, ((a.x + a.w).min(w)) as usize);
-            let src = bg.row(y)[x0..x1].to_vec();
-            s.row_mut(y)[x0..x1].copy_from_slice(&src);
+            for x in a.x..(a.x + a.w).min(w) {
+                s.row_mut(y)[x as usize] = bars_pixel(x, y, w, h);
+            }
         }
         s.fill(b, 0xff8000);
         self.drawn = Some(t);
