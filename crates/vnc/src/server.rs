@@ -174,6 +174,12 @@ impl VncServer {
         for s in self.inner.clients().values() {
             s.shutdown();
         }
+        // Client threads end once their sockets are shut; give them a moment
+        // so that nothing of this server outlives stop().
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !self.inner.clients().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if let Some(p) = self.unix_path.take() {
             let _ = std::fs::remove_file(p);
         }

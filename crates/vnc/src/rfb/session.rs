@@ -20,6 +20,9 @@ use crate::transport::{lock_writer, SharedWriter};
 
 /// Rectangles are cut into bands of at most this many rows (ZRLE's tile height).
 const BAND: u32 = 64;
+/// A static screen is polled less and less often, down to this interval;
+/// any change or any input from the client brings back the full rate.
+const IDLE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What the reader tells the updater.
 struct State {
@@ -33,6 +36,8 @@ struct State {
     forced: Damage,
     /// The reader is gone (client closed or broke the protocol).
     closed: bool,
+    /// The client typed or pointed since the updater last looked.
+    input_seen: bool,
 }
 
 struct Shared {
@@ -90,6 +95,7 @@ pub fn run<R: Read + Send + 'static>(
             must_reply: false,
             forced: Damage::None,
             closed: false,
+            input_seen: false,
         }),
         wake: Condvar::new(),
     });
@@ -107,7 +113,8 @@ pub fn run<R: Read + Send + 'static>(
             .map_err(VncError::Thread)?
     };
 
-    let interval = Duration::from_secs(1) / cfg.max_fps.max(1);
+    let base = Duration::from_secs(1) / cfg.max_fps.max(1);
+    let mut interval = base;
     let mut next = Instant::now();
     let mut zrle = ZrleEncoder::new();
     let mut buf = Vec::new();
@@ -120,6 +127,11 @@ pub fn run<R: Read + Send + 'static>(
                     break;
                 }
                 let now = Instant::now();
+                if std::mem::take(&mut st.input_seen) && interval > base {
+                    // The screen will likely answer the input: look soon.
+                    interval = base;
+                    next = next.min(now + base);
+                }
                 if st.requested && now >= next {
                     break;
                 }
@@ -154,6 +166,7 @@ pub fn run<R: Read + Send + 'static>(
         owed.add(upd.damage, cw, ch);
         owed.add(forced, cw, ch);
         if owed.is_none() && !desktop_size && !must_reply {
+            interval = (interval * 3 / 2).clamp(base, IDLE_INTERVAL.max(base));
             next = Instant::now() + interval;
             continue;
         }
@@ -178,6 +191,7 @@ pub fn run<R: Read + Send + 'static>(
         if let Err(e) = lock_writer(&writer).send(&buf) {
             break Err(e.into());
         }
+        interval = base;
         next = Instant::now() + interval;
     };
     shared.lock().closed = true;
@@ -255,6 +269,16 @@ fn read_loop(r: &mut impl Read, shared: &Shared, display: &Display) -> Result<()
     let mut kb = Keyboard::default();
     let mut unknown_keys = 0u32;
     while let Some(msg) = messages::read(r)? {
+        if matches!(
+            msg,
+            ClientMessage::Key { .. } | ClientMessage::Pointer { .. }
+        ) {
+            let mut st = shared.lock();
+            if !st.input_seen {
+                st.input_seen = true;
+                shared.wake.notify_all();
+            }
+        }
         match msg {
             ClientMessage::SetPixelFormat(pf) => shared.lock().pf = pf,
             ClientMessage::SetEncodings(list) => {
