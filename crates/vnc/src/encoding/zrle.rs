@@ -445,4 +445,30 @@ mod tests {
         }
         assert_eq!(kind(&long), 128, "plain RLE: 64 colours, long runs");
     }
+
+    #[test]
+    fn sixteen_bit_clients_get_two_byte_cpixels() {
+        // RGB565 little endian: CPIXEL is the whole 2-byte pixel.
+        let pf = PixelFormat {
+            bits_per_pixel: 16,
+            depth: 16,
+            big_endian: false,
+            red_max: 31,
+            green_max: 63,
+            blue_max: 31,
+            red_shift: 11,
+            green_shift: 5,
+            blue_shift: 0,
+        };
+        let mut s = Surface::new(64, 2);
+        s.fill(Rect::new(0, 0, 64, 2), 0xff0000);
+        let mut enc = ZrleEncoder::new();
+        enc.tile(&s, Rect::new(0, 0, 64, 2), &pf, pf.cpixel());
+        assert_eq!(enc.tiles, vec![1, 0x00, 0xf8], "solid red");
+        s.fill(Rect::new(0, 1, 64, 1), 0x0000ff);
+        enc.tiles.clear();
+        enc.tile(&s, Rect::new(0, 0, 64, 2), &pf, pf.cpixel());
+        // Two runs of 64: plain RLE (2 * (2 + 1) bytes) beats palettes.
+        assert_eq!(enc.tiles, vec![128, 0x00, 0xf8, 63, 0x1f, 0x00, 63]);
+    }
 }
