@@ -521,7 +521,7 @@ fn no_client_no_rendering_and_an_idle_client_costs_little() {
     std::thread::sleep(Duration::from_secs(1));
     let polls = f.ctl.renders() - before;
     assert!(
-        (3..=5).contains(&polls),
+        (2..=5).contains(&polls),
         "{polls} polls in the next second: backed off to 4/s"
     );
     assert!(c.quiet_for(Duration::from_millis(50)));
@@ -529,11 +529,7 @@ fn no_client_no_rendering_and_an_idle_client_costs_little() {
     f.ctl.bump();
     let t = Instant::now();
     assert!(!c.read_update(4).is_empty());
-    assert!(
-        t.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
 #[test]
