@@ -6,10 +6,14 @@
 //! files, image formats), with one line on stderr saying what is wrong.
 
 mod cli;
+mod qmp_bridge;
 mod terminal;
 
 use clap::Parser;
-use kite_machine::{run_session, BlockConfig, Image, MachineConfig, NetConfig, SerialMode};
+use kite_machine::{
+    run_session_controlled, BlockConfig, Image, MachineConfig, MachineControl, NetConfig,
+    SerialMode,
+};
 
 use cli::{Cli, Command, NetSpec, RunArgs};
 
@@ -97,13 +101,19 @@ fn run(args: RunArgs) -> i32 {
         net,
     };
 
+    let control = MachineControl::new();
+    let qmp = match qmp_bridge::Qmp::start(&args.qmp, &config, &control) {
+        Ok(q) => q,
+        Err(e) => return bad_input(e),
+    };
     let raw = if config.serial == SerialMode::Stdio {
         terminal::RawMode::enter()
     } else {
         None
     };
-    let result = run_session(&config);
+    let result = run_session_controlled(&config, &control);
     drop(raw);
+    qmp.finish();
 
     match result {
         Ok(outcome) => {

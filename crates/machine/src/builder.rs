@@ -14,11 +14,12 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::config::{MachineConfig, MAX_CPUS};
 use crate::console::Console;
+use crate::control::{Control, VmEvent};
 use crate::error::MachineError;
 use crate::irq::VmIrqLine;
 use crate::loader::{load_kernel, BootSpec, BootState};
 use crate::memory::{create_guest_memory, register_guest_memory, MemoryLayout};
-use crate::run::{Control, Machine, VmEvent};
+use crate::run::Machine;
 
 /// Check what can be checked before building anything.
 pub fn validate(config: &MachineConfig) -> Result<MemoryLayout, MachineError> {

@@ -10,6 +10,7 @@ pub mod board;
 pub mod builder;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod engine;
 pub mod error;
 pub mod irq;
@@ -21,6 +22,9 @@ pub mod vcpu_loop;
 pub mod virtio_devices;
 
 pub use config::{BlockConfig, EngineChoice, HostForward, MachineConfig, NetConfig, SerialMode};
+pub use control::{
+    ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
+};
 pub use error::MachineError;
 pub use loader::Image;
-pub use run::{run_session, Outcome};
+pub use run::{run_session, run_session_controlled, Outcome};
