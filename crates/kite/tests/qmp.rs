@@ -242,3 +242,239 @@ fn pause_and_resume(engine: &str) {
     );
     assert_eq!(vm.wait_exit(), Some(0), "{}", vm.stderr());
 }
+
+/// Run tests/qmp/drive.py against `vm`; its output on failure.
+fn drive(vm: &Vm, scenario: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/qmp/drive.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&vm.sock)
+        .arg(&vm.serial)
+        .arg(scenario)
+        .output()
+        .expect("python3 (with `pip install qemu.qmp`) must be installed");
+    assert!(
+        out.status.success(),
+        "drive.py {scenario}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn qemu_qmp_library_drives_stop_cont_reset_and_quit() {
+    let mut vm = Vm::counter("python", "emu");
+    drive(&vm, "counter");
+    assert_eq!(vm.wait_exit(), Some(0), "{}", vm.stderr());
+}
+
+/// Host CPU time (user + system, in clock ticks) of process `pid`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the ")" that ends the command name: state is field 3,
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_paused_guest_burns_no_host_cpu() {
+    // The counter guest polls the PM timer: running, it keeps a host CPU busy.
+    let vm = Vm::counter("idle", "emu");
+    let mut c = Raw::negotiate(&vm.sock);
+    vm.wait_count(2);
+    let pid = vm.child.id();
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let running = cpu_ticks(pid) - t0;
+    c.cmd(r#"{"execute":"stop"}"#);
+    let t1 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let paused = cpu_ticks(pid) - t1;
+    // Clock ticks are 1/100 s. Running, the guest polls (as much host CPU
+    // as a loaded test machine gives it); paused, its vCPU thread sleeps.
+    assert!(
+        paused <= 3 && running > paused,
+        "CPU ticks in 1 s: {running} running, {paused} paused"
+    );
+    c.cmd(r#"{"execute":"cont"}"#);
+    let n = vm.count().unwrap();
+    vm.wait_count(n + 2);
+}
+
+#[test]
+fn socat_sends_commands_and_gets_replies_and_events() {
+    let mut vm = Vm::counter("socat", "emu");
+    vm.wait_count(1);
+    let mut socat = Command::new("socat")
+        .arg("-")
+        .arg(format!("UNIX-CONNECT:{}", vm.sock.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("socat must be installed");
+    let mut input = socat.stdin.take().unwrap();
+    let mut lines = BufReader::new(socat.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value {
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON")
+    };
+    assert!(next()["QMP"].is_object());
+    for cmd in [
+        r#"{"execute":"qmp_capabilities","id":1}"#,
+        r#"{"execute":"stop","id":2}"#,
+        r#"{"execute":"query-status","id":3}"#,
+        r#"{"execute":"cont","id":4}"#,
+        r#"{"execute":"system_reset","id":5}"#,
+        r#"{"execute":"quit","id":6}"#,
+    ] {
+        writeln!(input, "{cmd}").unwrap();
+    }
+    let mut seen = Vec::new();
+    loop {
+        let m = next();
+        let done = m["event"] == "SHUTDOWN";
+        seen.push(m);
+        if done {
+            break;
+        }
+    }
+    let pick = |id: i64| {
+        seen.iter()
+            .find(|m| m["id"] == id)
+            .unwrap_or_else(|| panic!("no reply {id} in {seen:?}"))
+    };
+    for id in [1, 2, 4, 5, 6] {
+        assert_eq!(pick(id)["return"], serde_json::json!({}), "{seen:?}");
+    }
+    assert_eq!(pick(3)["return"]["status"], "paused");
+    let events: Vec<&str> = seen.iter().filter_map(|m| m["event"].as_str()).collect();
+    assert_eq!(events, ["STOP", "RESUME", "RESET", "SHUTDOWN"], "{seen:?}");
+    drop(input);
+    let _ = socat.wait();
+    assert_eq!(vm.wait_exit(), Some(0));
+}
+
+#[test]
+fn hostile_clients_get_errors_and_the_guest_runs_on() {
+    let mut vm = Vm::counter("hostile", "emu");
+    let mut c = Raw::negotiate(&vm.sock);
+    vm.wait_count(1);
+    // Malformed JSON, a non-object, an unknown command, wrong and missing
+    // arguments: each one error, the connection stays.
+    for (text, class) in [
+        ("{\"execute\": \"stop\" \"x\"}", "GenericError"),
+        ("[\"stop\"]", "GenericError"),
+        ("{\"execute\":\"reboot-the-host\"}", "CommandNotFound"),
+        (
+            "{\"execute\":\"stop\",\"arguments\":{\"now\":true}}",
+            "GenericError",
+        ),
+        ("{\"execute\":\"human-monitor-command\"}", "GenericError"),
+        (
+            "{\"execute\":\"human-monitor-command\",\"arguments\":{\"command-line\":[]}}",
+            "GenericError",
+        ),
+    ] {
+        let r = c.cmd(text);
+        assert_eq!(r["error"]["class"], class, "{text}: {r}");
+        assert!(r["error"]["desc"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    assert_eq!(status(&mut c), "running");
+
+    // A client that sends a huge message is dropped; others are not.
+    let mut big = Raw::negotiate(&vm.sock);
+    let mut msg = b"{\"execute\":\"".to_vec();
+    msg.resize(2 << 20, b'a');
+    let _ = big.w.write_all(&msg);
+    let r = big.line();
+    assert_eq!(r["error"]["class"], "GenericError");
+    let mut rest = String::new();
+    assert_eq!(
+        big.r.read_line(&mut rest).unwrap_or(0),
+        0,
+        "still open: {rest}"
+    );
+
+    // A client that disconnects right after `stop`: the VM stays paused.
+    let mut gone = Raw::negotiate(&vm.sock);
+    gone.w.write_all(b"{\"execute\":\"stop\"}\n").unwrap();
+    drop(gone);
+    c.event("STOP");
+    assert_eq!(status(&mut c), "paused");
+    c.cmd(r#"{"execute":"cont"}"#);
+
+    // Many clients at once, one never reading, one never negotiating:
+    // every other one is answered.
+    let _silent: Vec<UnixStream> = (0..8)
+        .map(|_| UnixStream::connect(&vm.sock).unwrap())
+        .collect();
+    let mut many: Vec<Raw> = (0..16).map(|_| Raw::negotiate(&vm.sock)).collect();
+    for (i, m) in many.iter_mut().enumerate() {
+        let r = m.cmd(&format!("{{\"execute\":\"query-status\",\"id\":{i}}}"));
+        assert_eq!(r["id"], i, "{r}");
+        assert_eq!(r["return"]["status"], "running");
+    }
+    let n = vm.count().unwrap();
+    vm.wait_count(n + 3);
+    c.cmd(r#"{"execute":"quit"}"#);
+    // Every negotiated client hears the SHUTDOWN.
+    for m in many.iter_mut() {
+        assert_eq!(m.event("SHUTDOWN")["data"]["reason"], "host-qmp-quit");
+    }
+    assert_eq!(vm.wait_exit(), Some(0), "{}", vm.stderr());
+}
+
+#[test]
+fn wait_on_holds_the_guest_until_a_client_connects() {
+    let k = temp_file("wait-counter.elf", &tk::counter());
+    let sock = temp_path("wait.qmp");
+    let serial = temp_path("wait.serial");
+    let _ = std::fs::remove_file(&serial);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["run", "--engine", "emu", "--kernel", &k])
+        .arg("--serial")
+        .arg(format!("file={}", serial.display()))
+        .arg("--qmp")
+        .arg(format!("unix:{},server,wait=on", sock.display()))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start kite");
+    let vm_start = Instant::now();
+    while !sock.exists() && vm_start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !serial.exists() || std::fs::read_to_string(&serial).unwrap().is_empty(),
+        "the guest ran before a client connected"
+    );
+    let mut c = Raw::negotiate(&sock);
+    let start = Instant::now();
+    while !std::fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .contains(tk::COUNTER_PREFIX)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the guest never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.cmd(r#"{"execute":"quit"}"#);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn bad_qmp_addresses_are_one_line_and_status_2() {
+    let r = common::kite(&["run", "--qmp", "udp:1.2.3.4:5"], b"");
+    assert_eq!(r.status, Some(2));
+    assert!(r.single_stderr_line().contains("unix:PATH"), "{}", r.stderr);
+    let r = common::kite(&["run", "--qmp", "unix:/nonexistent/dir/q.sock"], b"");
+    assert_eq!(r.status, Some(2));
+    assert!(
+        r.single_stderr_line().contains("/nonexistent/dir/q.sock"),
+        "{}",
+        r.stderr
+    );
+}

@@ -280,6 +280,8 @@ fn boot_until_end(
             VmEvent::Reset | VmEvent::HostReset | VmEvent::TripleFault(_)
         );
         if let (Some(q), true) = (quit, resets) {
+            // The reset happened (QEMU too reports it), then the quit.
+            session.emit(MachineEvent::Reset(reset_cause(&event)));
             return Ok(if q == VmEvent::HostQuit {
                 Outcome::HostQuit
             } else {
@@ -297,13 +299,19 @@ fn boot_until_end(
             VmEvent::TripleFault(m) if config.no_reboot => {
                 return Ok(Outcome::ResetRefused(Some(m)))
             }
-            VmEvent::HostReset => {
-                session.emit(MachineEvent::Reset(ShutdownCause::HostQmpSystemReset))
-            }
-            VmEvent::Reset | VmEvent::TripleFault(_) => {
-                session.emit(MachineEvent::Reset(ShutdownCause::GuestReset))
+            VmEvent::Reset | VmEvent::HostReset | VmEvent::TripleFault(_) => {
+                session.emit(MachineEvent::Reset(reset_cause(&event)))
             }
         }
+    }
+}
+
+/// Who caused a reset event.
+fn reset_cause(event: &VmEvent) -> ShutdownCause {
+    if *event == VmEvent::HostReset {
+        ShutdownCause::HostQmpSystemReset
+    } else {
+        ShutdownCause::GuestReset
     }
 }
 

@@ -229,8 +229,12 @@ fn accept(shared: &Arc<Shared>, stream: Stream) {
         .name(format!("kite-qmp-r{id}"))
         .spawn(move || {
             read_loop(&sh, &c, reader_stream);
-            c.drop_connection();
             lock(&sh.clients).retain(|x| x.id != c.id);
+            // Let the writer send what is queued (an error saying why), then
+            // close; at once if the client does not even read that.
+            if c.tx.try_send(String::new()).is_err() {
+                c.drop_connection();
+            }
         });
     match (writer, reader) {
         (Ok(w), Ok(_)) => {
