@@ -104,6 +104,11 @@ pub struct RunArgs {
     /// Exit instead of rebooting when the guest resets or triple-faults.
     #[arg(long)]
     pub no_reboot: bool,
+    /// A QMP monitor socket (repeatable): unix:PATH or tcp:HOST:PORT, with
+    /// QEMU's ,server / ,wait=on|off / ,nowait. The guest starts at once
+    /// unless wait=on.
+    #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT[,server=on][,wait=off]")]
+    pub qmp: Vec<kite_qmp::ListenAddress>,
 }
 
 /// `--boot`: order, menu and what to do when nothing boots.

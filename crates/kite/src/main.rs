@@ -6,12 +6,13 @@
 //! files, image formats), with one line on stderr saying what is wrong.
 
 mod cli;
+mod qmp_bridge;
 mod terminal;
 
 use clap::Parser;
 use kite_machine::{
-    run_session, BlockConfig, FirmwareConfig, IdeDriveConfig, IdeDriveKind, Image, MachineConfig,
-    NetConfig, SerialMode,
+    run_session_controlled, BlockConfig, FirmwareConfig, IdeDriveConfig, IdeDriveKind, Image,
+    MachineConfig, MachineControl, NetConfig, SerialMode,
 };
 
 use cli::{Cli, Command, NetSpec, RunArgs};
@@ -151,13 +152,19 @@ fn run(args: RunArgs) -> i32 {
         net,
     };
 
+    let control = MachineControl::new();
+    let qmp = match qmp_bridge::Qmp::start(&args.qmp, &config, &control) {
+        Ok(q) => q,
+        Err(e) => return bad_input(e),
+    };
     let raw = if config.serial == SerialMode::Stdio {
         terminal::RawMode::enter()
     } else {
         None
     };
-    let result = run_session(&config);
+    let result = run_session_controlled(&config, &control);
     drop(raw);
+    qmp.finish();
 
     match result {
         Ok(outcome) => {

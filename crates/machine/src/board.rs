@@ -15,10 +15,10 @@ use kite_devices::IoBus;
 use kite_hypervisor::Vm;
 use vm_memory::GuestMemoryMmap;
 
+use crate::control::{Control, VmEvent};
 use crate::error::MachineError;
 use crate::irq::VmIrqLine;
 use crate::memory::{MemoryLayout, HIGH_RAM_START, MMIO_HOLE_START};
-use crate::run::{Control, VmEvent};
 
 /// The RTC's ports and interrupt.
 const RTC_PORT: u64 = 0x70;
@@ -90,11 +90,12 @@ pub fn add_pc_devices(
     let config_io = PciConfigIo::new(root, Some(ResetControl::new(sink.clone())));
     io_bus.insert(PCI_CONFIG_PORT, 8, Arc::new(Mutex::new(config_io)))?;
 
-    let pm = AcpiPmRegisters::new(VmIrqLine::new(vm.clone(), SCI_IRQ), sink, true);
-    io_bus.insert(
-        u64::from(PM_BASE),
-        u64::from(PM_LEN),
-        Arc::new(Mutex::new(pm)),
-    )?;
+    let pm = Arc::new(Mutex::new(AcpiPmRegisters::new(
+        VmIrqLine::new(vm.clone(), SCI_IRQ),
+        sink,
+        true,
+    )));
+    control.set_power_button(pm.clone());
+    io_bus.insert(u64::from(PM_BASE), u64::from(PM_LEN), pm)?;
     Ok(())
 }

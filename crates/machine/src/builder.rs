@@ -15,6 +15,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::config::{MachineConfig, MAX_CPUS};
 use crate::console::Console;
+use crate::control::{Control, VmEvent};
 use crate::error::MachineError;
 use crate::firmware::contents::cmos_settings;
 use crate::firmware::{read_bios, read_option_rom};
@@ -22,7 +23,7 @@ use crate::irq::VmIrqLine;
 use crate::loader::{load_kernel, BootSpec, BootState};
 use crate::memory::{create_guest_memory, MemoryLayout};
 use crate::memory_map::{FirmwareRom, GuestMap, PamWrites, PAM_LEN, PAM_START};
-use crate::run::{Control, Machine, VmEvent};
+use crate::run::Machine;
 
 /// Check what can be checked before building anything.
 pub fn validate(config: &MachineConfig) -> Result<MemoryLayout, MachineError> {

@@ -15,8 +15,8 @@ use kite_devices::legacy::uart16550::SerialOut;
 use kite_devices::legacy::Uart16550;
 
 use crate::config::SerialMode;
+use crate::control::VmEvent;
 use crate::error::MachineError;
-use crate::run::VmEvent;
 
 const CTRL_A: u8 = 0x01;
 

@@ -10,6 +10,7 @@ pub mod board;
 pub mod builder;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod display_devices;
 pub mod engine;
 pub mod error;
@@ -29,6 +30,9 @@ pub use config::{
     BlockConfig, BootDevice, BootFailure, EngineChoice, FirmwareConfig, HostForward,
     IdeDriveConfig, IdeDriveKind, MachineConfig, NetConfig, SerialMode,
 };
+pub use control::{
+    ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
+};
 pub use error::MachineError;
 pub use loader::Image;
-pub use run::{run_session, Outcome};
+pub use run::{run_session, run_session_controlled, Outcome};

@@ -3,7 +3,6 @@
 //! run (debug exit, reset, power-off, failure, quit) stops every vCPU; a
 //! session reboots by building the machine afresh.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,29 +16,12 @@ use vm_memory::GuestMemoryMmap;
 use crate::builder::{self, VmHandle};
 use crate::config::MachineConfig;
 use crate::console::Console;
+pub use crate::control::{Control, VmEvent};
+use crate::control::{MachineControl, MachineEvent, ShutdownCause};
 use crate::engine::open_engine;
 use crate::error::MachineError;
 use crate::memory_map::GuestMap;
 use crate::vcpu_loop::run_vcpu;
-
-/// Something that ends a machine's run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VmEvent {
-    /// The guest wrote this value to the debug-exit port.
-    DebugExit(u32),
-    /// The guest asked for a reset (i8042, or the engine's reset event).
-    Reset,
-    /// The guest powered off.
-    PowerOff,
-    /// A vCPU triple-faulted; the message names its state.
-    TripleFault(String),
-    /// The engine could not go on (or a vCPU thread died).
-    Failed(String),
-    /// The user quit from the console (Ctrl-A x).
-    Quit,
-    /// The firmware found nothing to boot (and the machine is set to exit).
-    NoBootableDevice,
-}
 
 /// How a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +30,12 @@ pub enum Outcome {
     PowerOff,
     /// A reset or triple fault under `no_reboot`.
     ResetRefused(Option<String>),
+    /// A monitor's reset under `no_reboot`.
+    HostResetRefused,
+    /// The user quit from the console.
     Quit,
+    /// A monitor asked Kite to quit.
+    HostQuit,
     Failed(String),
     /// The firmware found no bootable device.
     NoBootableDevice,
@@ -64,9 +51,26 @@ impl Outcome {
     pub fn status(&self) -> i32 {
         match self {
             Outcome::DebugExit(v) => exit_status(*v),
-            Outcome::PowerOff | Outcome::Quit | Outcome::ResetRefused(None) => 0,
+            Outcome::PowerOff
+            | Outcome::Quit
+            | Outcome::HostQuit
+            | Outcome::HostResetRefused
+            | Outcome::ResetRefused(None) => 0,
             Outcome::ResetRefused(Some(_)) | Outcome::Failed(_) => 1,
             Outcome::NoBootableDevice => STATUS_NO_BOOTABLE_DEVICE,
+        }
+    }
+
+    /// Why the machine shut down, as a monitor reports it.
+    pub fn cause(&self) -> ShutdownCause {
+        match self {
+            Outcome::DebugExit(_) | Outcome::PowerOff => ShutdownCause::GuestShutdown,
+            Outcome::ResetRefused(_) => ShutdownCause::GuestReset,
+            Outcome::HostResetRefused => ShutdownCause::HostQmpSystemReset,
+            Outcome::Quit => ShutdownCause::HostUi,
+            Outcome::HostQuit => ShutdownCause::HostQmpQuit,
+            Outcome::Failed(_) => ShutdownCause::HostError,
+            Outcome::NoBootableDevice => ShutdownCause::GuestShutdown,
         }
     }
 
@@ -80,28 +84,6 @@ impl Outcome {
             }
             _ => None,
         }
-    }
-}
-
-/// Ends a run: raises the stop flag, then tells the session why.
-#[derive(Clone)]
-pub struct Control {
-    events: Sender<VmEvent>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Control {
-    pub fn new(events: Sender<VmEvent>, stop: Arc<AtomicBool>) -> Self {
-        Control { events, stop }
-    }
-
-    pub fn request(&self, ev: VmEvent) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.events.send(ev);
-    }
-
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
     }
 }
 
@@ -149,21 +131,32 @@ impl Machine {
 
     /// Run every vCPU on its own thread until the first event on `events`
     /// (the receiver paired with the sender the machine was built with).
-    pub fn run(mut self, events: &Receiver<VmEvent>) -> Result<VmEvent, MachineError> {
+    pub fn run(self, events: &Receiver<VmEvent>) -> Result<VmEvent, MachineError> {
+        self.run_controlled(events, &MachineControl::new())
+    }
+
+    /// `run`, attached to a session's `MachineControl` (pause, resume,
+    /// reset, power button and quit reach this run through it).
+    pub fn run_controlled(
+        mut self,
+        events: &Receiver<VmEvent>,
+        session: &MachineControl,
+    ) -> Result<VmEvent, MachineError> {
+        let kicks: Vec<Arc<dyn VcpuKick>> = self.vcpus.iter().map(|v| v.kick_handle()).collect();
+        session.attach(&self.control, kicks.clone());
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        let mut kicks: Vec<Arc<dyn VcpuKick>> = Vec::new();
         let mut spawn_error = None;
         for vcpu in self.vcpus.drain(..) {
-            kicks.push(vcpu.kick_handle());
             let id = vcpu.id();
-            let (io, mmio, control) = (
+            let (io, mmio, control, session) = (
                 self.io_bus.clone(),
                 self.mmio_bus.clone(),
                 self.control.clone(),
+                session.clone(),
             );
             match std::thread::Builder::new()
                 .name(format!("kite-vcpu{id}"))
-                .spawn(move || run_vcpu(vcpu, &io, &mmio, &control))
+                .spawn(move || run_vcpu(vcpu, &io, &mmio, &control, &session))
             {
                 Ok(t) => threads.push(t),
                 Err(e) => {
@@ -179,9 +172,11 @@ impl Machine {
                 .unwrap_or_else(|_| VmEvent::Failed("every vCPU thread ended".into()))),
         };
 
-        // Stop the others: raise the flag and kick until every thread is out.
-        self.control.stop.store(true, Ordering::SeqCst);
+        // Stop the others: raise the flag, wake the parked and kick the
+        // running until every thread is out.
+        self.control.raise_stop();
         while threads.iter().any(|t| !t.is_finished()) {
+            session.wake_all();
             for k in &kicks {
                 k.kick();
             }
@@ -191,6 +186,7 @@ impl Machine {
             // A panicking vCPU thread already sent its event (see run_vcpu).
             let _ = t.join();
         }
+        session.detach();
         first
     }
 }
@@ -206,13 +202,23 @@ impl Drop for Machine {
 /// Build and run the machine `config` describes, rebooting on reset unless
 /// `no_reboot`, until it ends.
 pub fn run_session(config: &MachineConfig) -> Result<Outcome, MachineError> {
+    run_session_controlled(config, &MachineControl::new())
+}
+
+/// `run_session` driven through `session` (a monitor's handle): it may
+/// pause, resume, reset, press the power button or quit while the guest
+/// runs, and hears every event.
+pub fn run_session_controlled(
+    config: &MachineConfig,
+    session: &MachineControl,
+) -> Result<Outcome, MachineError> {
     // Bad images and unusable serial files are the user's errors whichever
     // engine would have run the guest: find them before opening one.
     let guest = builder::load_guest(config)?;
     let (tx, rx) = channel();
     let console = Console::open(&config.serial, tx.clone())?;
     let hv = open_engine(config.engine)?;
-    run_loaded(config, guest, hv.as_ref(), console, (tx, rx))
+    run_loaded(config, guest, hv.as_ref(), console, (tx, rx), session)
 }
 
 /// `run_session` on an engine already open.
@@ -220,10 +226,19 @@ pub fn run_session_on(
     config: &MachineConfig,
     hv: &dyn Hypervisor,
 ) -> Result<Outcome, MachineError> {
+    run_session_on_controlled(config, hv, &MachineControl::new())
+}
+
+/// `run_session_controlled` on an engine already open.
+pub fn run_session_on_controlled(
+    config: &MachineConfig,
+    hv: &dyn Hypervisor,
+    session: &MachineControl,
+) -> Result<Outcome, MachineError> {
     let guest = builder::load_guest(config)?;
     let (tx, rx) = channel();
     let console = Console::open(&config.serial, tx.clone())?;
-    run_loaded(config, guest, hv, console, (tx, rx))
+    run_loaded(config, guest, hv, console, (tx, rx), session)
 }
 
 fn run_loaded(
@@ -231,7 +246,25 @@ fn run_loaded(
     first: builder::LoadedGuest,
     hv: &dyn Hypervisor,
     console: Console,
+    channel: (Sender<VmEvent>, Receiver<VmEvent>),
+    session: &MachineControl,
+) -> Result<Outcome, MachineError> {
+    session.set_engine(hv.kind());
+    let result = boot_until_end(config, first, hv, console, channel, session);
+    session.end(match &result {
+        Ok(o) => o.cause(),
+        Err(_) => ShutdownCause::HostError,
+    });
+    result
+}
+
+fn boot_until_end(
+    config: &MachineConfig,
+    first: builder::LoadedGuest,
+    hv: &dyn Hypervisor,
+    console: Console,
     (tx, rx): (Sender<VmEvent>, Receiver<VmEvent>),
+    session: &MachineControl,
 ) -> Result<Outcome, MachineError> {
     let mut guest = Some(first);
     loop {
@@ -241,28 +274,56 @@ fn run_loaded(
             None => builder::load_guest(config)?,
         };
         let machine = builder::build(config, loaded, hv, &console, &tx)?;
-        let event = machine.run(&rx)?;
+        let event = machine.run_controlled(&rx, session)?;
         // Events raised by other vCPUs while this one ended are moot, but a
-        // quit from the console still counts.
-        let mut quit = false;
+        // quit (console or monitor) still counts.
+        let mut quit = None;
         while let Ok(ev) = rx.try_recv() {
-            quit |= ev == VmEvent::Quit;
+            if matches!(ev, VmEvent::Quit | VmEvent::HostQuit) {
+                quit = Some(ev);
+            }
         }
-        if quit && matches!(event, VmEvent::Reset | VmEvent::TripleFault(_)) {
-            return Ok(Outcome::Quit);
+        if session.quit_requested() {
+            quit = Some(VmEvent::HostQuit);
+        }
+        let resets = matches!(
+            event,
+            VmEvent::Reset | VmEvent::HostReset | VmEvent::TripleFault(_)
+        );
+        if let (Some(q), true) = (quit, resets) {
+            // The reset happened (QEMU too reports it), then the quit.
+            session.emit(MachineEvent::Reset(reset_cause(&event)));
+            return Ok(if q == VmEvent::HostQuit {
+                Outcome::HostQuit
+            } else {
+                Outcome::Quit
+            });
         }
         match event {
             VmEvent::DebugExit(v) => return Ok(Outcome::DebugExit(v)),
             VmEvent::PowerOff => return Ok(Outcome::PowerOff),
             VmEvent::Quit => return Ok(Outcome::Quit),
+            VmEvent::HostQuit => return Ok(Outcome::HostQuit),
             VmEvent::Failed(m) => return Ok(Outcome::Failed(m)),
             VmEvent::NoBootableDevice => return Ok(Outcome::NoBootableDevice),
             VmEvent::Reset if config.no_reboot => return Ok(Outcome::ResetRefused(None)),
+            VmEvent::HostReset if config.no_reboot => return Ok(Outcome::HostResetRefused),
             VmEvent::TripleFault(m) if config.no_reboot => {
                 return Ok(Outcome::ResetRefused(Some(m)))
             }
-            VmEvent::Reset | VmEvent::TripleFault(_) => continue,
+            VmEvent::Reset | VmEvent::HostReset | VmEvent::TripleFault(_) => {
+                session.emit(MachineEvent::Reset(reset_cause(&event)))
+            }
         }
+    }
+}
+
+/// Who caused a reset event.
+fn reset_cause(event: &VmEvent) -> ShutdownCause {
+    if *event == VmEvent::HostReset {
+        ShutdownCause::HostQmpSystemReset
+    } else {
+        ShutdownCause::GuestReset
     }
 }
 

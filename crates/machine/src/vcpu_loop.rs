@@ -1,5 +1,5 @@
 //! One vCPU's loop: enter guest mode, dispatch the exit, repeat until the
-//! machine stops.
+//! machine stops; between exits, wait while the session is paused.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use kite_devices::{IoBus, MmioBus};
 use kite_hypervisor::exit::SystemEvent;
 use kite_hypervisor::{Vcpu, VcpuExit};
 
-use crate::run::{Control, VmEvent};
+use crate::control::{Control, MachineControl, VmEvent};
 
 /// What to do after an exit, decided while the exit borrows the vCPU.
 enum Next {
@@ -35,10 +35,23 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-pub fn run_vcpu(mut vcpu: Box<dyn Vcpu>, io: &IoBus, mmio: &MmioBus, control: &Control) {
+pub fn run_vcpu(
+    mut vcpu: Box<dyn Vcpu>,
+    io: &IoBus,
+    mmio: &MmioBus,
+    control: &Control,
+    session: &MachineControl,
+) {
     let id = vcpu.id();
     let _guard = PanicGuard { id, control };
+    // SAFETY: gettid has no preconditions and touches no memory.
+    session.vcpu_started(id, unsafe { libc::gettid() });
     while !control.stopping() {
+        // A pause takes effect here: outside `run`, between two exits.
+        session.park_while_paused(control);
+        if control.stopping() {
+            break;
+        }
         let next = match vcpu.run() {
             Err(e) => Next::End(VmEvent::Failed(name_vcpu(id, e.to_string()))),
             Ok(exit) => dispatch(id, exit, io, mmio),

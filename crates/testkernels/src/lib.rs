@@ -159,6 +159,39 @@ pub fn print_cmdline(value: u8) -> Vec<u8> {
     })
 }
 
+/// The prefix of each line the counter kernel prints.
+pub const COUNTER_PREFIX: &str = "count=";
+
+/// Enters long mode and counts for ever: prints `count=<16 hex digits>` on
+/// COM1 about every 20 ms of guest time (measured on the ACPI PM timer at
+/// port 0x608), starting at 0. A guest whose progress a test can watch
+/// stop and go on (pause/resume); only the VMM ends it.
+pub fn counter() -> Vec<u8> {
+    build_long_mode(|a| {
+        let mut top = a.create_label();
+        let mut wait = a.create_label();
+        a.xor(r9d, r9d)?;
+        a.set_label(&mut top)?;
+        a.mov(r8, r9)?;
+        serial_asm::print_hex_r8(a, COUNTER_PREFIX)?;
+        a.mov(ebx, b'\n' as u32)?;
+        serial_asm::putc_bl(a)?;
+        a.inc(r9)?;
+        a.mov(dx, 0x608u32)?;
+        a.in_(eax, dx)?;
+        a.mov(r10d, eax)?;
+        a.set_label(&mut wait)?;
+        a.pause()?;
+        a.in_(eax, dx)?;
+        a.sub(eax, r10d)?;
+        a.and(eax, 0x00ff_ffff)?;
+        // 20 ms at 3.579545 MHz.
+        a.cmp(eax, 71_591)?;
+        a.jb(wait)?;
+        a.jmp(top)
+    })
+}
+
 /// Enters long mode, prints `halted` and halts with interrupts off, for good:
 /// only the VMM (Ctrl-A x, a signal) ends it.
 pub fn halt() -> Vec<u8> {

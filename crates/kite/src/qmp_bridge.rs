@@ -1,0 +1,159 @@
+//! The glue between the QMP server (kite-qmp, which knows no machine) and
+//! the machine's session handle (kite-machine's `MachineControl`, which
+//! knows no protocol): `--qmp` sockets, the backend the server calls, and
+//! machine events turned into QMP events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kite_machine::{
+    EngineChoice, MachineConfig, MachineControl, MachineEvent, RunStatus, ShutdownCause,
+};
+use kite_qmp::{
+    BlockInfo, CpuInfo, ListenAddress, QmpBackend, QmpEvent, QmpServer, RunState, ServerError,
+    ShutdownReason, VersionInfo,
+};
+
+/// How long the last events may take to reach clients at exit.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Backend {
+    control: MachineControl,
+    blocks: Vec<BlockInfo>,
+    kvm_present: bool,
+}
+
+/// A running QMP server bound to a session.
+pub struct Qmp {
+    server: QmpServer,
+}
+
+impl Qmp {
+    /// Listen on every address and route `control`'s events to the clients;
+    /// with any `wait=on` address, return only once a client connected.
+    pub fn start(
+        addrs: &[ListenAddress],
+        config: &MachineConfig,
+        control: &MachineControl,
+    ) -> Result<Qmp, ServerError> {
+        let blocks = config
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| BlockInfo {
+                device: format!("virtio{i}"),
+                file: d.path.display().to_string(),
+                read_only: d.readonly,
+                size: std::fs::metadata(&d.path).ok().map(|m| m.len()),
+            })
+            .collect();
+        let kvm_present =
+            config.engine != EngineChoice::Emu && std::path::Path::new("/dev/kvm").exists();
+        let server = QmpServer::new(Arc::new(Backend {
+            control: control.clone(),
+            blocks,
+            kvm_present,
+        }));
+        for a in addrs {
+            server.listen(a)?;
+        }
+        let s = server.clone();
+        control.subscribe(move |ev| s.broadcast(qmp_event(*ev)));
+        if addrs.iter().any(|a| a.wait) {
+            server.wait_for_client();
+        }
+        Ok(Qmp { server })
+    }
+
+    /// Deliver what is queued (the SHUTDOWN event), close every client.
+    pub fn finish(self) {
+        self.server.shutdown(FLUSH_TIMEOUT);
+    }
+}
+
+fn reason(c: ShutdownCause) -> ShutdownReason {
+    match c {
+        ShutdownCause::HostError => ShutdownReason::HostError,
+        ShutdownCause::HostQmpQuit => ShutdownReason::HostQmpQuit,
+        ShutdownCause::HostQmpSystemReset => ShutdownReason::HostQmpSystemReset,
+        ShutdownCause::HostUi => ShutdownReason::HostUi,
+        ShutdownCause::GuestShutdown => ShutdownReason::GuestShutdown,
+        ShutdownCause::GuestReset => ShutdownReason::GuestReset,
+    }
+}
+
+fn qmp_event(ev: MachineEvent) -> QmpEvent {
+    match ev {
+        MachineEvent::Stop => QmpEvent::Stop,
+        MachineEvent::Resume => QmpEvent::Resume,
+        MachineEvent::Reset(c) => QmpEvent::Reset(reason(c)),
+        MachineEvent::Powerdown => QmpEvent::Powerdown,
+        MachineEvent::Shutdown(c) => QmpEvent::Shutdown(reason(c)),
+    }
+}
+
+impl QmpBackend for Backend {
+    fn version(&self) -> VersionInfo {
+        let mut v = env!("CARGO_PKG_VERSION")
+            .split('.')
+            .map(|p| p.parse::<u64>().unwrap_or(0));
+        VersionInfo {
+            major: v.next().unwrap_or(0),
+            minor: v.next().unwrap_or(0),
+            micro: v.next().unwrap_or(0),
+            package: format!("kite {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    fn status(&self) -> RunState {
+        match self.control.status() {
+            RunStatus::Running => RunState::Running,
+            RunStatus::Paused => RunState::Paused,
+            RunStatus::Shutdown => RunState::Shutdown,
+        }
+    }
+
+    fn stop(&self) -> Result<(), String> {
+        self.control.pause().map_err(|e| e.to_string())
+    }
+
+    fn cont(&self) -> Result<(), String> {
+        self.control.resume().map_err(|e| e.to_string())
+    }
+
+    fn system_reset(&self) -> Result<(), String> {
+        self.control.reset().map_err(|e| e.to_string())
+    }
+
+    fn system_powerdown(&self) -> Result<(), String> {
+        self.control.power_button().map_err(|e| e.to_string())
+    }
+
+    fn quit(&self) {
+        self.control.quit();
+    }
+
+    fn cpus(&self) -> Vec<CpuInfo> {
+        self.control
+            .vcpu_threads()
+            .into_iter()
+            .map(|t| CpuInfo {
+                index: t.index,
+                thread_id: t.tid,
+            })
+            .collect()
+    }
+
+    fn blocks(&self) -> Vec<BlockInfo> {
+        self.blocks.clone()
+    }
+
+    fn kvm(&self) -> (bool, bool) {
+        let enabled = self.control.engine().is_some_and(|k| k.name() == "kvm");
+        (enabled, enabled || self.kvm_present)
+    }
+
+    fn name(&self) -> Option<String> {
+        None
+    }
+}

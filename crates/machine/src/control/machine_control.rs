@@ -1,0 +1,350 @@
+//! `MachineControl`: the session's handle for whoever drives a running
+//! machine (a monitor such as QMP). It outlives reboots: each boot attaches
+//! its `Control`, vCPU kicks and thread ids, and detaches when its vCPU
+//! threads are gone.
+//!
+//! Pause is real: every vCPU thread leaves `Vcpu::run` (kicked out of it)
+//! and waits on a condition variable at the top of its loop, so no guest
+//! instruction runs and no host CPU burns until `resume`. While paused, every
+//! vCPU is outside `run` with its state readable through the `Vcpu` API,
+//! which is where a snapshot will be taken. A pause survives a reset: the
+//! next boot's vCPUs park before their first instruction.
+//!
+//! It must not know how a monitor protocol names or encodes anything.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use kite_devices::bus::lock;
+use kite_hypervisor::{EngineKind, VcpuKick};
+
+use super::{Control, VmEvent};
+
+/// How long `pause` waits for every vCPU to leave guest mode.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a running session is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Paused,
+    /// The session ended (the process is about to exit).
+    Shutdown,
+}
+
+/// Why the machine shut down or reset (QEMU's ShutdownCause, by meaning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownCause {
+    /// The engine failed.
+    HostError,
+    /// A monitor's `quit`.
+    HostQmpQuit,
+    /// A monitor's `system_reset`.
+    HostQmpSystemReset,
+    /// The user quit from the console (Ctrl-A x).
+    HostUi,
+    /// The guest powered off (ACPI S5, debug exit).
+    GuestShutdown,
+    /// The guest reset (or triple-faulted).
+    GuestReset,
+}
+
+impl ShutdownCause {
+    /// Whether the guest caused it.
+    pub fn by_guest(self) -> bool {
+        matches!(
+            self,
+            ShutdownCause::GuestShutdown | ShutdownCause::GuestReset
+        )
+    }
+}
+
+/// What a monitor hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineEvent {
+    /// Every vCPU stopped (pause).
+    Stop,
+    /// The vCPUs run again.
+    Resume,
+    /// The machine resets (and reboots).
+    Reset(ShutdownCause),
+    /// The power button was pressed.
+    Powerdown,
+    /// The machine is shutting down: the session ends.
+    Shutdown(ShutdownCause),
+}
+
+/// A vCPU's host thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcpuThread {
+    pub index: u32,
+    /// The host thread id (what `top -H` shows).
+    pub tid: i32,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The session ended.
+    #[error("the machine has shut down")]
+    Ended,
+    /// Some vCPU did not leave guest mode in time.
+    #[error("vCPUs did not stop within {0:?}; they will stop when they leave guest mode")]
+    PauseTimeout(Duration),
+    /// No board is built (between boots), or it has no power button.
+    #[error("the machine has no power button right now")]
+    NoPowerButton,
+}
+
+type Listener = Box<dyn Fn(&MachineEvent) + Send + Sync>;
+
+/// The session's control handle; clones share it.
+#[derive(Clone, Default)]
+pub struct MachineControl {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+#[derive(Default)]
+struct State {
+    paused: bool,
+    ended: bool,
+    quit: bool,
+    engine: Option<EngineKind>,
+    boot: Option<Boot>,
+}
+
+/// The boot now running.
+struct Boot {
+    control: Control,
+    kicks: Vec<Arc<dyn VcpuKick>>,
+    /// vCPU threads waiting at the top of their loop.
+    parked: usize,
+    threads: Vec<VcpuThread>,
+}
+
+impl MachineControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.shared.state)
+    }
+
+    /// Call `f` on every event from now on. It runs on the thread that made
+    /// the event happen, so it must be quick and must not call back here.
+    pub fn subscribe(&self, f: impl Fn(&MachineEvent) + Send + Sync + 'static) {
+        lock(&self.shared.listeners).push(Box::new(f));
+    }
+
+    pub(crate) fn emit(&self, ev: MachineEvent) {
+        for l in lock(&self.shared.listeners).iter() {
+            l(&ev);
+        }
+    }
+
+    pub fn status(&self) -> RunStatus {
+        let st = self.state();
+        if st.ended {
+            RunStatus::Shutdown
+        } else if st.paused {
+            RunStatus::Paused
+        } else {
+            RunStatus::Running
+        }
+    }
+
+    /// The engine the session runs on, once it is open.
+    pub fn engine(&self) -> Option<EngineKind> {
+        self.state().engine
+    }
+
+    /// The running boot's vCPU threads, by index.
+    pub fn vcpu_threads(&self) -> Vec<VcpuThread> {
+        let mut v = self
+            .state()
+            .boot
+            .as_ref()
+            .map(|b| b.threads.clone())
+            .unwrap_or_default();
+        v.sort_by_key(|t| t.index);
+        v
+    }
+
+    /// Stop every vCPU: returns once all are out of guest mode and waiting
+    /// (or the run ended). Pausing a paused machine does nothing.
+    pub fn pause(&self) -> Result<(), ControlError> {
+        let mut st = self.state();
+        if st.ended {
+            return Err(ControlError::Ended);
+        }
+        if st.paused {
+            return Ok(());
+        }
+        st.paused = true;
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        let mut result = Ok(());
+        loop {
+            match &st.boot {
+                None => break,
+                Some(b) if b.parked >= b.kicks.len() || b.control.stopping() => break,
+                Some(b) => b.kicks.iter().for_each(|k| k.kick()),
+            }
+            if Instant::now() >= deadline {
+                result = Err(ControlError::PauseTimeout(PAUSE_TIMEOUT));
+                break;
+            }
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, Duration::from_millis(2))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(st);
+        self.emit(MachineEvent::Stop);
+        result
+    }
+
+    /// Let the vCPUs run again. Resuming a running machine does nothing.
+    pub fn resume(&self) -> Result<(), ControlError> {
+        let mut st = self.state();
+        if st.ended {
+            return Err(ControlError::Ended);
+        }
+        if !st.paused {
+            return Ok(());
+        }
+        st.paused = false;
+        self.shared.cond.notify_all();
+        drop(st);
+        self.emit(MachineEvent::Resume);
+        Ok(())
+    }
+
+    /// Reset the machine (it reboots, or ends under `no_reboot`). A paused
+    /// machine stays paused through the reset.
+    pub fn reset(&self) -> Result<(), ControlError> {
+        let st = self.state();
+        if st.ended {
+            return Err(ControlError::Ended);
+        }
+        if let Some(b) = &st.boot {
+            b.control.request(VmEvent::HostReset);
+        }
+        Ok(())
+    }
+
+    /// Press the ACPI power button: the guest decides what to do.
+    pub fn power_button(&self) -> Result<(), ControlError> {
+        let pm = {
+            let st = self.state();
+            if st.ended {
+                return Err(ControlError::Ended);
+            }
+            st.boot.as_ref().and_then(|b| b.control.power_button())
+        };
+        let pm = pm.ok_or(ControlError::NoPowerButton)?;
+        lock(&pm).press_power_button();
+        self.emit(MachineEvent::Powerdown);
+        Ok(())
+    }
+
+    /// End the session (status 0).
+    pub fn quit(&self) {
+        let mut st = self.state();
+        st.quit = true;
+        if let Some(b) = &st.boot {
+            b.control.request(VmEvent::HostQuit);
+        }
+        self.shared.cond.notify_all();
+    }
+
+    // The session's side.
+
+    pub(crate) fn set_engine(&self, kind: EngineKind) {
+        self.state().engine = Some(kind);
+    }
+
+    pub(crate) fn quit_requested(&self) -> bool {
+        self.state().quit
+    }
+
+    /// A boot starts with these vCPUs (one kick each).
+    pub(crate) fn attach(&self, control: &Control, kicks: Vec<Arc<dyn VcpuKick>>) {
+        let mut st = self.state();
+        if st.quit {
+            control.request(VmEvent::HostQuit);
+        }
+        st.boot = Some(Boot {
+            control: control.clone(),
+            kicks,
+            parked: 0,
+            threads: Vec::new(),
+        });
+    }
+
+    /// The boot's vCPU threads are gone.
+    pub(crate) fn detach(&self) {
+        self.state().boot = None;
+        self.shared.cond.notify_all();
+    }
+
+    /// Called by each vCPU thread as it starts.
+    pub(crate) fn vcpu_started(&self, index: u32, tid: i32) {
+        if let Some(b) = self.state().boot.as_mut() {
+            b.threads.push(VcpuThread { index, tid });
+        }
+    }
+
+    /// Called by a vCPU thread between exits: while paused (and the run not
+    /// stopping), wait.
+    pub(crate) fn park_while_paused(&self, control: &Control) {
+        let mut st = self.state();
+        if !st.paused || control.stopping() {
+            return;
+        }
+        if let Some(b) = st.boot.as_mut() {
+            b.parked += 1;
+        }
+        self.shared.cond.notify_all();
+        while st.paused && !control.stopping() {
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if let Some(b) = st.boot.as_mut() {
+            b.parked = b.parked.saturating_sub(1);
+        }
+    }
+
+    /// Wake parked vCPU threads so they see the stop flag.
+    pub(crate) fn wake_all(&self) {
+        let _st = self.state();
+        self.shared.cond.notify_all();
+    }
+
+    /// The session ended.
+    pub(crate) fn end(&self, cause: ShutdownCause) {
+        {
+            let mut st = self.state();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            st.paused = false;
+            self.shared.cond.notify_all();
+        }
+        self.emit(MachineEvent::Shutdown(cause));
+    }
+}

@@ -1,0 +1,69 @@
+//! What the server asks of the machine it drives: a small trait with plain
+//! types, implemented by whoever glues QMP to a machine. The server turns
+//! these into QMP's JSON shapes.
+
+/// The run state, as `query-status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Paused,
+    Shutdown,
+}
+
+impl RunState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One vCPU for `query-cpus-fast`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuInfo {
+    pub index: u32,
+    /// The host thread running it.
+    pub thread_id: i32,
+}
+
+/// One disk for `query-block`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockInfo {
+    /// The device name (`virtio0`, ...).
+    pub device: String,
+    pub file: String,
+    pub read_only: bool,
+    /// Size in bytes, when known.
+    pub size: Option<u64>,
+}
+
+/// The version `query-version` and the greeting report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub major: u64,
+    pub minor: u64,
+    pub micro: u64,
+    /// Free text: which program this is.
+    pub package: String,
+}
+
+/// The machine a QMP server drives. Calls come from client threads, several
+/// at once; each returns when the request has taken effect (`stop` when no
+/// vCPU runs) or was refused with a message for the client.
+pub trait QmpBackend: Send + Sync {
+    fn version(&self) -> VersionInfo;
+    fn status(&self) -> RunState;
+    fn stop(&self) -> Result<(), String>;
+    fn cont(&self) -> Result<(), String>;
+    fn system_reset(&self) -> Result<(), String>;
+    fn system_powerdown(&self) -> Result<(), String>;
+    /// End the VMM; called after the reply to `quit` was queued.
+    fn quit(&self);
+    fn cpus(&self) -> Vec<CpuInfo>;
+    fn blocks(&self) -> Vec<BlockInfo>;
+    /// (enabled, present): the VM runs on KVM; KVM is usable on this host.
+    fn kvm(&self) -> (bool, bool);
+    fn name(&self) -> Option<String>;
+}
