@@ -39,6 +39,15 @@ struct Inner {
     input: Mutex<Arc<dyn InputSink>>,
 }
 
+/// A renderer for a screen with no device behind it yet (0x0, never damaged).
+pub struct Blank;
+
+impl Renderer for Blank {
+    fn render(&mut self, _surface: &mut Surface) -> Damage {
+        Damage::None
+    }
+}
+
 /// A VM's screen, shared by every viewer (clone it freely).
 #[derive(Clone)]
 pub struct Display {

@@ -18,7 +18,7 @@ pub mod input;
 pub mod screenshot;
 pub mod surface;
 
-pub use display::{Display, Renderer, Subscription, Update};
+pub use display::{Blank, Display, Renderer, Subscription, Update};
 pub use input::{Buttons, InputEvent, InputSink, NullInput};
 pub use screenshot::{encode_png, ScreenshotError};
 pub use surface::{Damage, Rect, Surface};

@@ -101,6 +101,16 @@ pub struct RunArgs {
     /// Where COM1 goes: stdio (Ctrl-A x quits), none, or file=PATH.
     #[arg(long, default_value = "stdio", value_parser = parse_serial, value_name = "stdio|none|file=PATH")]
     pub serial: SerialMode,
+    /// The screen: `none` (default: headless, the firmware's console on
+    /// COM1) or `vnc=HOST:N` (a standard VGA and a virtio tablet, served
+    /// by VNC on port 5900+N; also `vnc=unix:PATH`, and
+    /// `,websocket=PORT|on` for browsers (noVNC), `,password=on` with the
+    /// password in $KITE_VNC_PASSWORD or `,password-file=PATH`).
+    #[arg(long, value_name = "none|vnc=HOST:N[,websocket=PORT][,password=on]")]
+    pub display: Option<String>,
+    /// Video memory of the VGA, default 16M (a power of two, 4M to 256M).
+    #[arg(long, default_value = "16M", value_parser = parse_memory, value_name = "SIZE")]
+    pub vga_mem: u64,
     /// Exit instead of rebooting when the guest resets or triple-faults.
     #[arg(long)]
     pub no_reboot: bool,

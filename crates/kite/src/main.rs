@@ -9,10 +9,12 @@ mod cli;
 mod qmp_bridge;
 mod terminal;
 
+use std::sync::Arc;
+
 use clap::Parser;
 use kite_machine::{
-    run_session_controlled, BlockConfig, FirmwareConfig, IdeDriveConfig, IdeDriveKind, Image,
-    MachineConfig, MachineControl, NetConfig, SerialMode,
+    run_session_controlled, BlockConfig, DisplayConfig, FirmwareConfig, IdeDriveConfig,
+    IdeDriveKind, Image, MachineConfig, MachineControl, NetConfig, SerialMode,
 };
 
 use cli::{Cli, Command, NetSpec, RunArgs};
@@ -114,6 +116,33 @@ fn run(args: RunArgs) -> i32 {
         Ok(d) => d,
         Err(e) => return bad_input(e),
     };
+    let vnc = match args.display.as_deref() {
+        None | Some("none") => None,
+        Some(spec) if spec.starts_with("vnc=") => match kite_vnc::VncConfig::parse(spec) {
+            Ok(c) => Some(c),
+            Err(e) => return bad_input(format!("--display {spec}: {e}")),
+        },
+        Some(other) => {
+            return bad_input(format!(
+                "--display {other}: not a display (none, vnc=HOST:N, vnc=unix:PATH)"
+            ))
+        }
+    };
+    let display = vnc.as_ref().map(|_| DisplayConfig {
+        display: kite_display::Display::new(
+            Box::new(kite_display::Blank),
+            Arc::new(kite_display::NullInput),
+        ),
+        vram: args.vga_mem,
+    });
+    // Kept for the whole run: dropping it closes the listeners.
+    let _vnc_server = match (vnc, &display) {
+        (Some(cfg), Some(d)) => match kite_vnc::VncServer::start(cfg, d.display.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => return bad_input(e),
+        },
+        _ => None,
+    };
     let boot = args.boot.clone().unwrap_or_default();
     let firmware = FirmwareConfig {
         bios: args.bios.clone(),
@@ -138,6 +167,7 @@ fn run(args: RunArgs) -> i32 {
         serial: args.serial,
         no_reboot: args.no_reboot,
         ide,
+        display,
         disks: args
             .disk
             .iter()

@@ -8,7 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use kite_devices::chipset::{I440fx, PamMapper, Piix3Isa};
 use kite_devices::legacy::{debug_exit, i8042, uart16550, DebugExit, Uart16550, I8042};
-use kite_devices::pci::{BarBuses, PciAddress, PciRoot, RamMapper};
+use kite_devices::pci::{BarAllocator, BarBuses, PciAddress, PciRoot, RamMapper};
+use kite_display::InputSink;
+use std::path::Path;
+
+use crate::display_devices::{install_vga, read_vga_bios, DEFAULT_VGA_BIOS};
+use crate::input_devices::{add_virtio_tablet, InputRouter};
 use kite_devices::{IoBus, MmioBus, PioDevice};
 use kite_hypervisor::{CpuidEntry, Hypervisor, Vcpu, Vm, VmConfig};
 use vm_memory::GuestMemoryMmap;
@@ -184,7 +189,26 @@ pub fn build(
             Arc::new(Mutex::new(Piix3Isa::new())),
         )
         .map_err(|e| MachineError::Config(e.to_string()))?;
-    crate::virtio_devices::add_virtio_devices(config, disks, &vm, &mem, &layout, &mut pci_root)?;
+    // BARs for a kernel Kite boots itself (firmware places its own).
+    let mut bars = BarAllocator::new(&crate::board::pci_windows(&layout));
+    let mut vga = None;
+    if let Some(d) = &config.display {
+        let rom = if firmware {
+            Some(read_vga_bios(Path::new(DEFAULT_VGA_BIOS))?)
+        } else {
+            None
+        };
+        vga = Some((
+            d,
+            install_vga(&mut pci_root, &mut bars, &io_bus, &mmio_bus, d.vram, rom)?,
+        ));
+    }
+    crate::virtio_devices::add_virtio_devices(config, disks, &vm, &mem, &mut pci_root, &mut bars)?;
+    if let Some((d, renderer)) = vga {
+        let tablet = add_virtio_tablet(&vm, &mem, &layout, &mut pci_root)?;
+        let input: Arc<dyn InputSink> = Arc::new(InputRouter::new(kbd.clone(), Some(tablet)));
+        d.display.attach(Box::new(renderer), input);
+    }
     crate::ide_devices::add_ide_slots(&mut pci_root, &io_bus, &vm, &mem, &config.ide)?;
     let ram_mapper: Arc<dyn RamMapper> = map.clone();
     pci_root.attach_buses(BarBuses {

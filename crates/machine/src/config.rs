@@ -53,6 +53,9 @@ pub struct MachineConfig {
     /// The PIIX IDE drives: primary master, primary slave, secondary
     /// master, secondary slave (the controller is there even with none).
     pub ide: [Option<IdeDriveConfig>; 4],
+    /// The screen: a standard VGA (and a virtio tablet) whose picture and
+    /// input go through this display, attached afresh at every boot.
+    pub display: Option<DisplayConfig>,
     /// A virtio entropy device fed by the host's getrandom.
     pub rng: bool,
     /// A virtio network device and its host side.
@@ -72,3 +75,19 @@ pub enum NetConfig {
 
 /// The most vCPUs a machine may have (one xAPIC id byte, minus broadcast).
 pub const MAX_CPUS: u32 = 254;
+
+/// A machine's screen: the display viewers hold, and the VGA's memory.
+#[derive(Clone)]
+pub struct DisplayConfig {
+    pub display: kite_display::Display,
+    /// Video memory in bytes (a power of two, 4 to 256 MiB).
+    pub vram: u64,
+}
+
+impl std::fmt::Debug for DisplayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DisplayConfig")
+            .field("vram", &self.vram)
+            .finish()
+    }
+}

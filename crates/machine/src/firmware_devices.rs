@@ -53,7 +53,8 @@ pub fn firmware_info<'a>(
         acpi: AcpiConfig::new(config.cpus, crate::board::pci_windows(layout)),
         firmware: &config.firmware,
         devices,
-        serial_console: Some(COM1_PORT),
+        // With a screen the firmware shows itself there; without one, on COM1.
+        serial_console: config.display.is_none().then_some(COM1_PORT),
         option_roms,
     }
 }

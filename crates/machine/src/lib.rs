@@ -27,7 +27,7 @@ pub mod vcpu_loop;
 pub mod virtio_devices;
 
 pub use config::{
-    BlockConfig, BootDevice, BootFailure, EngineChoice, FirmwareConfig, HostForward,
+    BlockConfig, BootDevice, BootFailure, DisplayConfig, EngineChoice, FirmwareConfig, HostForward,
     IdeDriveConfig, IdeDriveKind, MachineConfig, NetConfig, SerialMode,
 };
 pub use control::{

@@ -24,7 +24,6 @@ use vm_memory::GuestMemoryMmap;
 use crate::config::{MachineConfig, NetConfig};
 use crate::error::MachineError;
 use crate::irq::{VmIrqLine, VmMsiSender};
-use crate::memory::MemoryLayout;
 
 /// Slots 0-2 are the host bridge, the PIIX3 and the display.
 pub const FIRST_VIRTIO_SLOT: u8 = 3;
@@ -44,8 +43,8 @@ pub fn add_virtio_devices(
     disks: Vec<BlockDevice>,
     vm: &Arc<dyn Vm>,
     mem: &Arc<GuestMemoryMmap>,
-    layout: &MemoryLayout,
     root: &mut PciRoot,
+    bars: &mut BarAllocator,
 ) -> Result<(), MachineError> {
     let mut devices: Vec<(Box<dyn VirtioDevice>, Option<RxBackend>)> = Vec::new();
     for d in disks {
@@ -76,7 +75,6 @@ pub fn add_virtio_devices(
     if config.rng {
         devices.push((Box::new(RngDevice::new()), None));
     }
-    let mut bars = BarAllocator::new(&crate::board::pci_windows(layout));
     for (i, (device, rx)) in devices.into_iter().enumerate() {
         let slot = u8::try_from(i + usize::from(FIRST_VIRTIO_SLOT))
             .ok()

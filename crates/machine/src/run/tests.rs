@@ -247,6 +247,7 @@ fn config(cpus: u32, serial: SerialMode, no_reboot: bool) -> MachineConfig {
         no_reboot,
         disks: Vec::new(),
         ide: Default::default(),
+        display: None,
         rng: false,
         net: None,
     }
