@@ -8,7 +8,8 @@
 # Prints nothing but progress on stderr; the results are:
 #   $KITE_GUEST_CACHE/<flavour>/vmlinuz
 #   $KITE_GUEST_CACHE/<flavour>/initrd.gz     (busybox sh on the console; `poweroff` ends the VM;
-#                                             the kernel's virtio modules, loaded by /init)
+#                                             the kernel's virtio modules, loaded by /init; the ACPI
+#                                             power button powers it off)
 # KITE_GUEST_CACHE defaults to ~/.cache/kite-guests.
 set -euo pipefail
 
@@ -48,8 +49,9 @@ download() {
 build() {
     local flavour="$1" kpkg="$2" bpkg="$3"
     local out="$cache/$flavour"
-    # The stamp says the initramfs has this script's current layout (virtio and IDE/ATA/CD modules).
-    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -e "$out/.layout-ide" ]; then
+    # The stamp says the initramfs has this script's current layout (virtio
+    # modules, IDE/ATA/CD modules, the ACPI power button listener).
+    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -e "$out/.layout-pc" ]; then
         echo "guests: $flavour ready in $out" >&2
         return
     fi
@@ -82,7 +84,8 @@ build() {
              crypto/crct10dif_common crypto/crct10dif_generic lib/crc-t10dif \
              lib/crc64 crypto/crc64_rocksoft_generic lib/crc64-rocksoft \
              block/t10-pi drivers/scsi/sd_mod \
-             drivers/cdrom/cdrom drivers/scsi/sr_mod fs/isofs/isofs; do
+             drivers/cdrom/cdrom drivers/scsi/sr_mod fs/isofs/isofs \
+             drivers/input/evdev drivers/acpi/button; do
         local name="${m##*/}"
         if [ -f "$kmods/$m.ko" ]; then
             cp "$kmods/$m.ko" "$r/lib/modules/$name.ko"
@@ -101,6 +104,14 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 for m in $(cat /lib/modules/load-order); do
     insmod "/lib/modules/$m.ko" 2>/dev/null || echo "kite-guest: cannot load $m"
 done
+# The ACPI power button (QMP system_powerdown): the kernel's button driver
+# reports a press as an input event, and nothing in busybox acts on it, so a
+# background reader of the button's event device powers off on the first one.
+for ev in /sys/class/input/event*; do
+    [ "$(cat "$ev/device/name" 2>/dev/null)" = "Power Button" ] || continue
+    (dd if="/dev/input/${ev##*/}" of=/dev/null bs=64 count=1 2>/dev/null &&
+        echo "kite-guest: power button pressed, powering off" && sync && poweroff -f) &
+done
 # kite.cmd="..." on the kernel command line runs those commands instead of
 # an interactive shell (tests and benchmarks), then powers off.
 if [ -n "$kite_cmd" ]; then
@@ -116,8 +127,8 @@ INIT
     chmod +x "$r/init"
     (cd "$r" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.gz"
     rm -rf "$out/kernel" "$out/busybox" "$r"
-    # .layout-virtio: what the older tests look for; .layout-ide: this layout.
-    touch "$out/.layout-virtio" "$out/.layout-ide"
+    # Older stamps, which tests look for, and this layout's.
+    touch "$out/.layout-virtio" "$out/.layout-ide" "$out/.layout-button" "$out/.layout-pc"
     echo "guests: $flavour ready in $out" >&2
 }
 

@@ -478,3 +478,65 @@ fn bad_qmp_addresses_are_one_line_and_status_2() {
         r.stderr
     );
 }
+
+/// The amd64 Debian guest from scripts/guests.sh, with the power-button
+/// listener in its initramfs (the `.layout-button` stamp).
+fn linux_guest() -> PathBuf {
+    let cache = std::env::var("KITE_GUEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/kite-guests")
+        });
+    let dir = cache.join("amd64");
+    assert!(
+        dir.join(".layout-button").exists(),
+        "no amd64 guest with the power-button listener in {}: run scripts/guests.sh \
+         (KITE_GUEST_CACHE={})",
+        dir.display(),
+        cache.display()
+    );
+    dir
+}
+
+#[test]
+fn system_powerdown_shuts_a_linux_guest_down_cleanly() {
+    let dir = linux_guest();
+    // The guest says when its button driver is up, then would idle a
+    // minute: only the power button ends it early.
+    let cmd = "grep -q 'Power Button' /proc/bus/input/devices && echo POWER-READY; sleep 60";
+    let cmdline = format!("console=ttyS0 panic=-1 kite_cmd=\"{cmd}\"");
+    let (kernel, initrd) = (
+        dir.join("vmlinuz").display().to_string(),
+        dir.join("initrd.gz").display().to_string(),
+    );
+    let mut vm = Vm::start(
+        "powerdown",
+        &[
+            "--engine",
+            "emu",
+            "--memory",
+            "256M",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--cmdline",
+            &cmdline,
+        ],
+        &[],
+    );
+    let start = Instant::now();
+    drive(&vm, "powerdown");
+    assert_eq!(vm.wait_exit(), Some(0), "{}", vm.stderr());
+    let out = std::fs::read_to_string(&vm.serial).unwrap();
+    assert!(
+        out.contains("kite-guest: power button pressed, powering off")
+            && out.contains("reboot: Power down"),
+        "{out}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(55),
+        "the guest sat out its sleep instead"
+    );
+}

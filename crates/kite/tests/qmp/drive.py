@@ -5,7 +5,7 @@ usage: drive.py SOCKET SERIAL_FILE SCENARIO
   counter:   the counter guest: query-status, stop (the count stays), cont
              (it moves on), system_reset (RESET, the count restarts), quit
              (SHUTDOWN host-qmp-quit).
-  powerdown: a Linux guest: wait for SERIAL_FILE to say the guest is ready,
+  powerdown: a Linux guest: wait for a line POWER-READY in SERIAL_FILE,
              system_powerdown (POWERDOWN), then SHUTDOWN guest-shutdown.
 Exits 0 when every check held, else prints what failed and exits 1.
 """
@@ -81,7 +81,7 @@ async def powerdown(qmp, serial):
     def ready():
         try:
             with open(serial, encoding="utf-8", errors="replace") as f:
-                return "kite-guest: power button armed" in f.read()
+                return "POWER-READY" in f.read().splitlines()
         except FileNotFoundError:
             return False
     await wait_until(ready, "the guest's power-button listener", timeout=120)
