@@ -60,12 +60,12 @@ fn boot_sector_code(value: u8) -> Result<Vec<u8>, iced_x86::IcedError> {
     a.call(print)?;
     a.mov(al, 0x7eu32)?;
     a.set_label(&mut exit)?;
-    // Give the firmware's console (which may buffer) 100 ms to drain:
+    // Give the firmware's console (which may buffer) 1 s to drain:
     // INT 15h AH=86h waits CX:DX microseconds.
     a.push(ax)?;
     a.mov(ah, 0x86u32)?;
-    a.mov(cx, 0x0001u32)?;
-    a.mov(dx, 0x86a0u32)?;
+    a.mov(cx, 0x000fu32)?;
+    a.mov(dx, 0x4240u32)?;
     a.int(0x15)?;
     a.pop(ax)?;
     a.out(0xf4, al)?;
