@@ -9,35 +9,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-fn guest_dir(flavour: &str) -> PathBuf {
-    let cache = std::env::var("KITE_GUEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/kite-guests")
-        });
-    let dir = cache.join(flavour);
-    assert!(
-        dir.join("vmlinuz").is_file() && dir.join("initrd.gz").is_file(),
-        "no {flavour} guest in {}: run scripts/guests.sh all (KITE_GUEST_CACHE={})",
-        dir.display(),
-        cache.display()
-    );
-    dir
-}
-
-/// Kernel log lines that mean something went wrong in the guest.
-const BAD: &[&str] = &[
-    "WARNING:",
-    "BUG:",
-    "Oops",
-    "Call Trace",
-    "Kernel panic",
-    "unimplemented instruction",
-];
+use common::{guest_dir, KERNEL_TROUBLE as BAD};
 
 fn boot(flavour: &str, machine: &str) {
     let dir = guest_dir(flavour);
