@@ -212,8 +212,8 @@ pub fn build(
     crate::ide_devices::add_ide_slots(&mut pci_root, &io_bus, &vm, &mem, &config.ide)?;
     let ram_mapper: Arc<dyn RamMapper> = map.clone();
     pci_root.attach_buses(BarBuses {
-        io: io_bus.clone(),
-        mmio: mmio_bus.clone(),
+        io: Arc::downgrade(&io_bus),
+        mmio: Arc::downgrade(&mmio_bus),
         ram: Some(ram_mapper),
     });
 

@@ -138,8 +138,8 @@ mod tests {
         )
         .unwrap();
         root.attach_buses(BarBuses {
-            io: io.clone(),
-            mmio: mmio.clone(),
+            io: Arc::downgrade(&io),
+            mmio: Arc::downgrade(&mmio),
             ram: None,
         });
         assert_eq!(cfg32(&root, 0), 0x1111_1234);

@@ -5,7 +5,7 @@ use super::{BarKind, BarRegion, PciDevice, RamMapper};
 use crate::bus::{lock, IoBus, MmioBus, MmioDevice, PioDevice};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use thiserror::Error;
 
 /// A function's place on bus 0.
@@ -31,12 +31,13 @@ pub enum PciError {
     NoFreeSlot,
 }
 
-/// Where BARs get mapped: the port and MMIO buses, and the machine's
+/// Where BARs get mapped: the port and MMIO buses (weak: the port bus
+/// holds the configuration ports that hold this root), and the machine's
 /// mapper for BARs backed by host memory.
 #[derive(Clone)]
 pub struct BarBuses {
-    pub io: Arc<IoBus>,
-    pub mmio: Arc<MmioBus>,
+    pub io: Weak<IoBus>,
+    pub mmio: Weak<MmioBus>,
     pub ram: Option<Arc<dyn RamMapper>>,
 }
 
@@ -121,6 +122,9 @@ impl PciRoot {
         let (Some(buses), Some(dev)) = (&self.buses, self.functions.get(&addr)) else {
             return;
         };
+        let (Some(io), Some(mmio)) = (buses.io.upgrade(), buses.mmio.upgrade()) else {
+            return;
+        };
         let now = lock(dev).bar_regions();
         let mut mapped = lock(&self.mapped);
         for index in 0..=super::ROM_BAR {
@@ -136,10 +140,10 @@ impl PciRoot {
                 match (&ram, &buses.ram) {
                     (Some(r), Some(m)) => m.map(id, r, None),
                     _ if o.kind == BarKind::Io => {
-                        buses.io.remove(o.address);
+                        io.remove(o.address);
                     }
                     _ => {
-                        buses.mmio.remove(o.address);
+                        mmio.remove(o.address);
                     }
                 }
                 mapped.remove(&(addr, index));
@@ -155,13 +159,9 @@ impl PciRoot {
                     Ok(())
                 }
                 _ if n.kind == BarKind::Io => {
-                    buses
-                        .io
-                        .insert(n.address, n.size, Arc::new(Mutex::new(handle)))
+                    io.insert(n.address, n.size, Arc::new(Mutex::new(handle)))
                 }
-                _ => buses
-                    .mmio
-                    .insert(n.address, n.size, Arc::new(Mutex::new(handle))),
+                _ => mmio.insert(n.address, n.size, Arc::new(Mutex::new(handle))),
             };
             match placed {
                 Ok(()) => {
