@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// password in $KITE_VNC_PASSWORD or `,password-file=PATH`).
     #[arg(long, value_name = "none|vnc=HOST:N[,websocket=PORT][,password=on]")]
     pub display: Option<String>,
+    /// When the machine stops, save its screen as a PNG at FILE (gives the
+    /// machine a VGA even without --display).
+    #[arg(long, value_name = "FILE.png")]
+    pub screenshot_on_exit: Option<PathBuf>,
     /// Video memory of the VGA, default 16M (a power of two, 4M to 256M).
     #[arg(long, default_value = "16M", value_parser = parse_memory, value_name = "SIZE")]
     pub vga_mem: u64,

@@ -85,6 +85,13 @@ fn ide_drives(args: &RunArgs) -> Result<[Option<IdeDriveConfig>; 4], String> {
     Ok(slots)
 }
 
+/// The screen as it stands, as a PNG file.
+fn save_screenshot(display: &kite_display::Display, path: &std::path::Path) -> Result<(), String> {
+    let surface = display.snapshot();
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    kite_display::encode_png(&surface, std::io::BufWriter::new(file)).map_err(|e| e.to_string())
+}
+
 fn bad_input(msg: impl std::fmt::Display) -> i32 {
     eprintln!("kite: {msg}");
     STATUS_BAD_INPUT
@@ -128,7 +135,7 @@ fn run(args: RunArgs) -> i32 {
             ))
         }
     };
-    let display = vnc.as_ref().map(|_| DisplayConfig {
+    let display = (vnc.is_some() || args.screenshot_on_exit.is_some()).then(|| DisplayConfig {
         display: kite_display::Display::new(
             Box::new(kite_display::Blank),
             Arc::new(kite_display::NullInput),
@@ -195,6 +202,11 @@ fn run(args: RunArgs) -> i32 {
     let result = run_session_controlled(&config, &control);
     drop(raw);
     qmp.finish();
+    if let (Some(path), Some(d)) = (&args.screenshot_on_exit, &config.display) {
+        if let Err(e) = save_screenshot(&d.display, path) {
+            eprintln!("kite: --screenshot-on-exit {}: {e}", path.display());
+        }
+    }
 
     match result {
         Ok(outcome) => {

@@ -84,3 +84,45 @@ fn vncsnapshot_sees_the_firmware_text_screen() {
     assert!(top > 200, "{top}");
     assert_eq!(bottom, 0, "the bottom of the text screen should be empty");
 }
+
+/// `--screenshot-on-exit` saves the screen as the guest left it: SeaBIOS's
+/// text screen, 720x400, banner on the first row and "No bootable device"
+/// on the ninth, nothing below.
+#[test]
+fn screenshot_on_exit_holds_the_firmware_screen() {
+    let png_path = common::temp_path("exit.png");
+    let r = common::kite(
+        &[
+            "run",
+            "--engine",
+            "emu",
+            "--serial",
+            "none",
+            "--screenshot-on-exit",
+            &png_path.display().to_string(),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, Some(4), "{}", r.stderr);
+    let file = std::fs::File::open(&png_path).expect("the screenshot was written");
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0u8; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("PNG frame");
+    assert_eq!((info.width, info.height), (720, 400));
+    let w = info.width as usize;
+    let lit = |y0: usize, y1: usize| {
+        (y0..y1)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .filter(|&(x, y)| buf[(y * w + x) * 3] > 128)
+            .count()
+    };
+    // Text rows are 16 pixels: row 0 the banner, row 8 the failure.
+    assert!(lit(0, 16) > 200, "no banner on the first row");
+    assert!(
+        lit(8 * 16, 9 * 16) > 200,
+        "no 'No bootable device' on row 9"
+    );
+    assert_eq!(lit(300, 400), 0, "the bottom of the screen should be empty");
+}
