@@ -42,13 +42,18 @@ pub fn pci_windows(layout: &MemoryLayout) -> PciWindows {
     }
 }
 
-/// Write the ACPI tables into guest memory; returns the RSDP's address.
+/// Write the ACPI tables into guest memory (`vga`: the board has one);
+/// returns the RSDP's address.
 pub fn write_acpi_tables(
     mem: &GuestMemoryMmap,
     layout: &MemoryLayout,
     cpus: u32,
+    vga: bool,
 ) -> Result<u64, MachineError> {
-    let cfg = AcpiConfig::new(cpus, pci_windows(layout));
+    let cfg = AcpiConfig {
+        vga,
+        ..AcpiConfig::new(cpus, pci_windows(layout))
+    };
     build_acpi(mem, &cfg)
         .map(|a| a.0)
         .map_err(|e| MachineError::Config(format!("building the ACPI tables: {e}")))

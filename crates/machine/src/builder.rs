@@ -74,7 +74,8 @@ pub fn load_guest(config: &MachineConfig) -> Result<LoadedGuest, MachineError> {
             option_roms,
         });
     };
-    let rsdp = crate::board::write_acpi_tables(&mem, &layout, config.cpus)?;
+    let rsdp =
+        crate::board::write_acpi_tables(&mem, &layout, config.cpus, config.display.is_some())?;
     let boot = load_kernel(
         &mem,
         &layout,

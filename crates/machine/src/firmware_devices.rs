@@ -50,7 +50,10 @@ pub fn firmware_info<'a>(
     FirmwareInfo {
         cpus: config.cpus,
         layout,
-        acpi: AcpiConfig::new(config.cpus, crate::board::pci_windows(layout)),
+        acpi: AcpiConfig {
+            vga: config.display.is_some(),
+            ..AcpiConfig::new(config.cpus, crate::board::pci_windows(layout))
+        },
         firmware: &config.firmware,
         devices,
         // With a screen the firmware shows itself there; without one, on COM1.

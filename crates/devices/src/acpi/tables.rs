@@ -58,6 +58,8 @@ pub struct AcpiConfig {
     /// Whether the FADT says the PM timer is 32 bits (TMR_VAL_EXT); the PM
     /// device must be built to match.
     pub pm_timer_32bit: bool,
+    /// Whether the board has a VGA (else the FADT says "no VGA": don't probe it).
+    pub vga: bool,
     /// Where the RSDP goes (16-byte aligned, in 0xe0000-0xfffff for scanning).
     pub rsdp_address: u64,
     /// Where the other tables go, and how many bytes they may take.
@@ -76,6 +78,7 @@ impl AcpiConfig {
             pci_windows,
             legacy: LegacyPorts::default(),
             pm_timer_32bit: true,
+            vga: false,
             rsdp_address: DEFAULT_RSDP_ADDRESS,
             tables_address: DEFAULT_RSDP_ADDRESS + 0x40,
             tables_size: BIOS_AREA_END - DEFAULT_RSDP_ADDRESS - 0x40,
@@ -148,7 +151,8 @@ fn fadt(cfg: &AcpiConfig, facs_addr: u64, dsdt_addr: u64) -> Vec<u8> {
     f.write_u16(96, 101);
     f.write_u16(98, 1001);
     f.write_u8(108, REG_CENTURY);
-    f.write_u16(109, IAPC_LEGACY_DEVICES | IAPC_8042 | IAPC_NO_VGA);
+    let no_vga = if cfg.vga { 0 } else { IAPC_NO_VGA };
+    f.write_u16(109, IAPC_LEGACY_DEVICES | IAPC_8042 | no_vga);
     let mut flags = FADT_WBINVD | FADT_PROC_C1 | FADT_SLP_BUTTON | FADT_RESET_REG_SUP;
     if cfg.pm_timer_32bit {
         flags |= FADT_TMR_VAL_EXT;
@@ -374,6 +378,17 @@ mod tests {
         assert_eq!(u64_at(f, 172 + 4), 0x604);
         assert_eq!(u64_at(f, 208 + 4), 0x608);
         assert_eq!(f[209], 32);
+        let boot_arch = |t: &AcpiTables| {
+            let (_, f) = table(t, b"FACP");
+            u16::from_le_bytes([f[109], f[110]])
+        };
+        assert_ne!(boot_arch(&t) & IAPC_NO_VGA, 0, "no VGA on a headless board");
+        let with_vga = acpi_tables(&AcpiConfig {
+            vga: true,
+            ..AcpiConfig::new(1, windows())
+        })
+        .unwrap();
+        assert_eq!(boot_arch(&with_vga) & IAPC_NO_VGA, 0);
     }
 
     #[test]
