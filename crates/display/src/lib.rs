@@ -20,5 +20,5 @@ pub mod surface;
 
 pub use display::{Blank, Display, Renderer, Subscription, Update};
 pub use input::{Buttons, InputEvent, InputSink, NullInput};
-pub use screenshot::{encode_png, ScreenshotError};
+pub use screenshot::{encode_png, encode_ppm, ScreenshotError};
 pub use surface::{Damage, Rect, Surface};

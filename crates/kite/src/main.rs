@@ -85,11 +85,21 @@ fn ide_drives(args: &RunArgs) -> Result<[Option<IdeDriveConfig>; 4], String> {
     Ok(slots)
 }
 
-/// The screen as it stands, as a PNG file.
-fn save_screenshot(display: &kite_display::Display, path: &std::path::Path) -> Result<(), String> {
+/// The screen as it stands, as a PNG (or PPM) file.
+fn save_screenshot(
+    display: &kite_display::Display,
+    path: &std::path::Path,
+    png: bool,
+) -> Result<(), String> {
     let surface = display.snapshot();
-    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    kite_display::encode_png(&surface, std::io::BufWriter::new(file)).map_err(|e| e.to_string())
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = std::io::BufWriter::new(file);
+    if png {
+        kite_display::encode_png(&surface, out)
+    } else {
+        kite_display::encode_ppm(&surface, out)
+    }
+    .map_err(|e| e.to_string())
 }
 
 fn bad_input(msg: impl std::fmt::Display) -> i32 {
@@ -203,7 +213,7 @@ fn run(args: RunArgs) -> i32 {
     drop(raw);
     qmp.finish();
     if let (Some(path), Some(d)) = (&args.screenshot_on_exit, &config.display) {
-        if let Err(e) = save_screenshot(&d.display, path) {
+        if let Err(e) = save_screenshot(&d.display, path, true) {
             eprintln!("kite: --screenshot-on-exit {}: {e}", path.display());
         }
     }

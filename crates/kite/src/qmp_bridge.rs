@@ -21,6 +21,7 @@ struct Backend {
     control: MachineControl,
     blocks: Vec<BlockInfo>,
     kvm_present: bool,
+    display: Option<kite_display::Display>,
 }
 
 /// A running QMP server bound to a session.
@@ -53,6 +54,7 @@ impl Qmp {
             control: control.clone(),
             blocks,
             kvm_present,
+            display: config.display.as_ref().map(|d| d.display.clone()),
         }));
         for a in addrs {
             server.listen(a)?;
@@ -155,5 +157,13 @@ impl QmpBackend for Backend {
 
     fn name(&self) -> Option<String> {
         None
+    }
+
+    fn screendump(&self, path: &str, png: bool) -> Result<(), String> {
+        let display = self
+            .display
+            .as_ref()
+            .ok_or("the machine has no display (see --display)")?;
+        crate::save_screenshot(display, std::path::Path::new(path), png)
     }
 }

@@ -126,3 +126,84 @@ fn screenshot_on_exit_holds_the_firmware_screen() {
     );
     assert_eq!(lit(300, 400), 0, "the bottom of the screen should be empty");
 }
+
+/// QMP's `screendump` (driven by Python's qemu.qmp library, a client no one
+/// here wrote) saves the screen as PPM (QEMU's default) and as PNG.
+#[test]
+fn qmp_screendump_saves_the_screen() {
+    let sock = common::temp_path("screendump.sock");
+    let ppm = common::temp_path("dump.ppm");
+    let png_path = common::temp_path("dump.png");
+    let display = 40 + ((std::process::id() + 17) % 40);
+    let mut kite = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args([
+            "run",
+            "--engine",
+            "emu",
+            "--serial",
+            "none",
+            "--boot",
+            "c,fail=wait",
+            "--display",
+            &format!("vnc=127.0.0.1:{display}"),
+            "--qmp",
+            &format!("unix:{},server=on,wait=off", sock.display()),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start kite");
+    let script = r#"
+import asyncio, sys
+from qemu.qmp import QMPClient
+async def main(sock, ppm, png):
+    qmp = QMPClient("screendump-test")
+    for _ in range(200):
+        try:
+            await qmp.connect(sock)
+            break
+        except Exception:
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(1.5)  # SeaBIOS has drawn its screen by then
+    await qmp.execute("screendump", {"filename": ppm})
+    await qmp.execute("screendump", {"filename": png, "format": "png"})
+    try:
+        await qmp.execute("screendump", {"filename": png, "format": "gif"})
+        print("gif accepted"); sys.exit(1)
+    except Exception:
+        pass
+    await qmp.execute("quit")
+    await qmp.disconnect()
+asyncio.run(main(*sys.argv[1:4]))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&sock)
+        .arg(&ppm)
+        .arg(&png_path)
+        .output()
+        .expect("python3 (with `pip install qemu.qmp`) must be installed");
+    let status = kite.wait().expect("kite exits after quit");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(status.code(), Some(0));
+    let p = std::fs::read(&ppm).expect("the PPM");
+    assert!(
+        p.starts_with(b"P6\n720 400\n255\n"),
+        "{:?}",
+        &p[..16.min(p.len())]
+    );
+    assert_eq!(p.len(), 15 + 720 * 400 * 3);
+    assert!(
+        p[15..15 + 720 * 16 * 3].iter().any(|&b| b > 128),
+        "no banner"
+    );
+    let file = std::fs::File::open(&png_path).expect("the PNG");
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a PNG");
+    assert_eq!((reader.info().width, reader.info().height), (720, 400));
+}

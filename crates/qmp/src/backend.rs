@@ -66,4 +66,10 @@ pub trait QmpBackend: Send + Sync {
     /// (enabled, present): the VM runs on KVM; KVM is usable on this host.
     fn kvm(&self) -> (bool, bool);
     fn name(&self) -> Option<String>;
+    /// Save the screen to `path` (PNG when `png`, else PPM as QEMU's
+    /// default); an error when the machine has no display.
+    fn screendump(&self, path: &str, png: bool) -> Result<(), String> {
+        let _ = (path, png);
+        Err("the machine has no display (see --display)".into())
+    }
 }

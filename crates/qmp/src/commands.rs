@@ -72,6 +72,31 @@ const COMMANDS: &[Command] = &[
     cmd("system_powerdown"),
     cmd("quit"),
     Command {
+        name: "screendump",
+        args: &[
+            Arg {
+                name: "filename",
+                kind: ArgKind::Str,
+                required: true,
+            },
+            Arg {
+                name: "device",
+                kind: ArgKind::Str,
+                required: false,
+            },
+            Arg {
+                name: "head",
+                kind: ArgKind::Int,
+                required: false,
+            },
+            Arg {
+                name: "format",
+                kind: ArgKind::Str,
+                required: false,
+            },
+        ],
+    },
+    Command {
         name: "human-monitor-command",
         args: &[
             Arg {
@@ -266,6 +291,32 @@ impl Session {
             "quit" => {
                 *then_quit = true;
                 Ok(json!({}))
+            }
+            "screendump" => {
+                let file = args
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let png = match args.get("format").and_then(Value::as_str) {
+                    None | Some("ppm") => false,
+                    Some("png") => true,
+                    Some(other) => {
+                        return Err(QmpError::generic(format!(
+                            "Parameter 'format' does not accept value '{other}'"
+                        )))
+                    }
+                };
+                if args
+                    .get("head")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|h| h != 0)
+                {
+                    return Err(QmpError::generic("the display has one head, 0"));
+                }
+                backend
+                    .screendump(file, png)
+                    .map(|_| json!({}))
+                    .map_err(QmpError::generic)
             }
             "human-monitor-command" => {
                 let line = args
