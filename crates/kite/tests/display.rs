@@ -24,13 +24,11 @@ fn require(tool: &str) -> bool {
     ok
 }
 
-#[test]
-fn vncsnapshot_sees_the_firmware_text_screen() {
-    if !require("vncsnapshot") {
-        return;
-    }
-    let display = 40 + (std::process::id() % 40);
-    let mut kite = Command::new(env!("CARGO_BIN_EXE_kite"))
+/// Kite on emu with no disk, its firmware retrying forever on a screen
+/// served by VNC display `display` on 127.0.0.1, plus `extra` flags.
+fn firmware_on_vnc(display: u32, extra: &[&str]) -> std::process::Child {
+    let vnc = format!("vnc=127.0.0.1:{display}");
+    Command::new(env!("CARGO_BIN_EXE_kite"))
         .args([
             "run",
             "--engine",
@@ -40,11 +38,21 @@ fn vncsnapshot_sees_the_firmware_text_screen() {
             "--boot",
             "c,fail=wait",
             "--display",
-            &format!("vnc=127.0.0.1:{display}"),
+            &vnc,
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .spawn()
-        .expect("start kite");
+        .expect("start kite")
+}
+
+#[test]
+fn vncsnapshot_sees_the_firmware_text_screen() {
+    if !require("vncsnapshot") {
+        return;
+    }
+    let display = 40 + (std::process::id() % 40);
+    let mut kite = firmware_on_vnc(display, &[]);
     let shot = common::temp_path("screen.jpg");
     let start = Instant::now();
     let mut found = None;
@@ -135,23 +143,8 @@ fn qmp_screendump_saves_the_screen() {
     let ppm = common::temp_path("dump.ppm");
     let png_path = common::temp_path("dump.png");
     let display = 40 + ((std::process::id() + 17) % 40);
-    let mut kite = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args([
-            "run",
-            "--engine",
-            "emu",
-            "--serial",
-            "none",
-            "--boot",
-            "c,fail=wait",
-            "--display",
-            &format!("vnc=127.0.0.1:{display}"),
-            "--qmp",
-            &format!("unix:{},server=on,wait=off", sock.display()),
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start kite");
+    let qmp = format!("unix:{},server=on,wait=off", sock.display());
+    let mut kite = firmware_on_vnc(display, &["--qmp", &qmp]);
     let script = r#"
 import asyncio, sys
 from qemu.qmp import QMPClient

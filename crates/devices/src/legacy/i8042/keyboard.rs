@@ -5,7 +5,7 @@
 //! It knows nothing of the controller: no status bits, no interrupts, no
 //! set 1 translation (the controller does that to the bytes it takes).
 
-use std::collections::VecDeque;
+use super::queue::OutputQueue;
 
 use super::scancodes::{encode, ScanSet};
 
@@ -26,12 +26,10 @@ enum Param {
 }
 
 pub struct Keyboard {
-    queue: VecDeque<u8>,
+    queue: OutputQueue,
     set: ScanSet,
     scanning: bool,
     param: Option<Param>,
-    /// The last byte the controller took, for the resend command.
-    last_sent: u8,
     leds: u8,
     typematic: u8,
     /// Key events dropped because the buffer was full.
@@ -47,11 +45,10 @@ impl Default for Keyboard {
 impl Keyboard {
     pub fn new() -> Keyboard {
         Keyboard {
-            queue: VecDeque::with_capacity(KBD_QUEUE),
+            queue: OutputQueue::new(KBD_QUEUE),
             set: ScanSet::Set2,
             scanning: true,
             param: None,
-            last_sent: 0,
             leds: 0,
             typematic: 0x2b,
             dropped: 0,
@@ -86,9 +83,7 @@ impl Keyboard {
 
     /// The next byte for the controller.
     pub fn pop(&mut self) -> Option<u8> {
-        let b = self.queue.pop_front()?;
-        self.last_sent = b;
-        Some(b)
+        self.queue.pop()
     }
 
     /// Bytes waiting in the buffer.
@@ -97,11 +92,7 @@ impl Keyboard {
     }
 
     fn reply(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if self.queue.len() < KBD_QUEUE {
-                self.queue.push_back(b);
-            }
-        }
+        self.queue.push(bytes);
     }
 
     /// Key `code` (evdev) went down or up.
@@ -116,13 +107,13 @@ impl Keyboard {
         }
         // Room for the whole sequence plus the overrun marker, or nothing:
         // half a sequence would confuse the guest more than a lost key.
-        if self.queue.len() + bytes.len() < KBD_QUEUE {
-            self.queue.extend(bytes);
+        if bytes.len() < self.queue.room() {
+            self.queue.push(&bytes);
         } else {
             self.dropped += 1;
             let overrun = self.set.overrun();
-            if self.queue.back() != Some(&overrun) && self.queue.len() < KBD_QUEUE {
-                self.queue.push_back(overrun);
+            if self.queue.back() != Some(overrun) {
+                self.queue.push(&[overrun]);
             }
         }
     }
@@ -145,7 +136,7 @@ impl Keyboard {
                 self.reply(&[ACK, BAT_OK]);
             }
             RESEND => {
-                let last = self.last_sent;
+                let last = self.queue.last_sent();
                 self.reply(&[last]);
             }
             // Set-3-only key type commands: acknowledged, without effect.

@@ -12,6 +12,7 @@
 
 pub mod keyboard;
 pub mod mouse;
+mod queue;
 pub mod scancodes;
 
 use std::collections::VecDeque;

@@ -7,7 +7,7 @@
 //! Motion arrives already relative; absolute pointers are the caller's to
 //! difference.
 
-use std::collections::VecDeque;
+use super::queue::OutputQueue;
 
 pub const ACK: u8 = 0xfa;
 pub const RESEND: u8 = 0xfe;
@@ -43,7 +43,7 @@ enum Mode {
 }
 
 pub struct Mouse {
-    queue: VecDeque<u8>,
+    queue: OutputQueue,
     mode: Mode,
     /// The mode to go back to when wrap mode ends.
     before_wrap: Mode,
@@ -56,7 +56,6 @@ pub struct Mouse {
     /// The last three sample rates set, oldest first.
     rates: [u8; 3],
     param: Option<Param>,
-    last_sent: u8,
     dx: i32,
     dy: i32,
     dz: i32,
@@ -104,7 +103,7 @@ pub fn encode_packet(dx: i32, dy: i32, dz: i32, buttons: u8, id: u8) -> Vec<u8> 
 impl Mouse {
     pub fn new() -> Mouse {
         Mouse {
-            queue: VecDeque::with_capacity(MOUSE_QUEUE),
+            queue: OutputQueue::new(MOUSE_QUEUE),
             mode: Mode::Stream,
             before_wrap: Mode::Stream,
             reporting: false,
@@ -114,7 +113,6 @@ impl Mouse {
             id: 0,
             rates: [0; 3],
             param: None,
-            last_sent: 0,
             dx: 0,
             dy: 0,
             dz: 0,
@@ -161,9 +159,7 @@ impl Mouse {
     /// from pending motion first.
     pub fn pop(&mut self) -> Option<u8> {
         self.stream();
-        let b = self.queue.pop_front()?;
-        self.last_sent = b;
-        Some(b)
+        self.queue.pop()
     }
 
     /// Bytes waiting in the queue.
@@ -172,11 +168,7 @@ impl Mouse {
     }
 
     fn reply(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if self.queue.len() < MOUSE_QUEUE {
-                self.queue.push_back(b);
-            }
-        }
+        self.queue.push(bytes);
     }
 
     /// The mouse moved by (`dx` right, `dy` down, as on screen), the wheel
@@ -224,9 +216,9 @@ impl Mouse {
         if !self.reporting() {
             return;
         }
-        while self.has_motion() && self.queue.len() + self.packet_len() <= MOUSE_QUEUE {
+        while self.has_motion() && self.packet_len() <= self.queue.room() {
             let p = self.take_packet();
-            self.queue.extend(p);
+            self.queue.push(&p);
         }
     }
 
@@ -277,7 +269,7 @@ impl Mouse {
                 self.reply(&[ACK, BAT_OK, 0x00]);
             }
             RESEND => {
-                let last = self.last_sent;
+                let last = self.queue.last_sent();
                 self.reply(&[last]);
             }
             0xf6 => {

@@ -1,0 +1,55 @@
+//! A PS/2 device's output buffer: a bounded byte queue that remembers the
+//! last byte handed to the controller (for the resend command, 0xfe).
+
+use std::collections::VecDeque;
+
+pub(super) struct OutputQueue {
+    bytes: VecDeque<u8>,
+    cap: usize,
+    last_sent: u8,
+}
+
+impl OutputQueue {
+    pub fn new(cap: usize) -> OutputQueue {
+        OutputQueue {
+            bytes: VecDeque::with_capacity(cap),
+            cap,
+            last_sent: 0,
+        }
+    }
+
+    /// The next byte for the controller.
+    pub fn pop(&mut self) -> Option<u8> {
+        let b = self.bytes.pop_front()?;
+        self.last_sent = b;
+        Some(b)
+    }
+
+    /// What `pop` last returned.
+    pub fn last_sent(&self) -> u8 {
+        self.last_sent
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Bytes that still fit.
+    pub fn room(&self) -> usize {
+        self.cap - self.bytes.len()
+    }
+
+    pub fn back(&self) -> Option<u8> {
+        self.bytes.back().copied()
+    }
+
+    /// Queue each byte that fits; the rest is dropped.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.room());
+        self.bytes.extend(&bytes[..n]);
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+}
