@@ -12,6 +12,7 @@
 //!
 //! It must not know how a monitor protocol names or encodes anything.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,9 @@ pub struct MachineControl {
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+    /// `State::paused`, readable without the lock: every vCPU looks at it
+    /// after every exit, and only takes the lock when it is set.
+    paused: AtomicBool,
     cond: Condvar,
     listeners: Mutex<Vec<Listener>>,
 }
@@ -189,6 +193,7 @@ impl MachineControl {
             return Ok(());
         }
         st.paused = true;
+        self.shared.paused.store(true, Ordering::Release);
         let deadline = Instant::now() + PAUSE_TIMEOUT;
         let mut result = Ok(());
         loop {
@@ -223,6 +228,7 @@ impl MachineControl {
             return Ok(());
         }
         st.paused = false;
+        self.shared.paused.store(false, Ordering::Release);
         self.shared.cond.notify_all();
         drop(st);
         self.emit(MachineEvent::Resume);
@@ -307,6 +313,9 @@ impl MachineControl {
     /// Called by a vCPU thread between exits: while paused (and the run not
     /// stopping), wait.
     pub(crate) fn park_while_paused(&self, control: &Control) {
+        if !self.shared.paused.load(Ordering::Acquire) {
+            return;
+        }
         let mut st = self.state();
         if !st.paused || control.stopping() {
             return;
@@ -343,6 +352,7 @@ impl MachineControl {
             }
             st.ended = true;
             st.paused = false;
+            self.shared.paused.store(false, Ordering::Release);
             self.shared.cond.notify_all();
         }
         self.emit(MachineEvent::Shutdown(cause));
