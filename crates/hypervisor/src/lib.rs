@@ -114,6 +114,25 @@ pub trait Vm: Send + Sync {
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()>;
     /// Deliver a message-signalled interrupt to the local APICs.
     fn signal_msi(&self, msi: Msi) -> Result<()>;
+    /// The VM-wide engine state a snapshot needs (the irqchips the engine
+    /// owns: 8259 pair, IOAPIC, PIT; guest clock), in an engine-neutral,
+    /// versioned encoding that `restore_state` of either engine accepts.
+    /// Call only while every vCPU is out of `run`.
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Err(Error::Unsupported {
+            engine: "this",
+            what: "saving VM state".into(),
+        })
+    }
+    /// Load what `save_state` (of this or another engine) produced. A state
+    /// that does not decode is refused before anything changes.
+    fn restore_state(&self, state: &[u8]) -> Result<()> {
+        let _ = state;
+        Err(Error::Unsupported {
+            engine: "this",
+            what: "restoring VM state".into(),
+        })
+    }
 }
 
 /// A handle that makes a running vCPU leave `run` soon with
@@ -173,4 +192,23 @@ pub trait Vcpu: Send {
     /// Translate a guest-virtual (linear) address; `None` if not mapped.
     fn translate(&self, gva: u64) -> Result<Option<Translation>>;
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()>;
+    /// Everything of this vCPU a snapshot needs (registers, segment and
+    /// control state, FPU/SSE, MSRs, local APIC, pending events), in an
+    /// engine-neutral, versioned encoding that `restore_state` of either
+    /// engine accepts. Call on the vCPU's thread while it is out of `run`.
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Err(Error::Unsupported {
+            engine: "this",
+            what: "saving vCPU state".into(),
+        })
+    }
+    /// Load what `save_state` (of this or another engine) produced. A state
+    /// that does not decode is refused before anything changes.
+    fn restore_state(&mut self, state: &[u8]) -> Result<()> {
+        let _ = state;
+        Err(Error::Unsupported {
+            engine: "this",
+            what: "restoring vCPU state".into(),
+        })
+    }
 }
