@@ -158,6 +158,13 @@ impl Cpu {
 
     /// Run guest code until something needs the caller.
     pub fn run(&mut self, blocks: &mut BlockCache) -> Stop {
+        self.enter_guest();
+        let stop = self.run_blocks(blocks);
+        self.leave_guest();
+        stop
+    }
+
+    fn run_blocks(&mut self, blocks: &mut BlockCache) -> Stop {
         // The block that just ran normally, to follow or learn its link.
         let mut prev: Option<u32> = None;
         self.replay_pos = 0;

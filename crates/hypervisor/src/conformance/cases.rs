@@ -3,6 +3,7 @@
 //! emulate every instruction, and some cannot return from interrupts (IRET),
 //! so no case depends on IRET.
 
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -902,6 +903,72 @@ pub fn dirty_log(hv: &dyn Hypervisor) -> CaseResult {
     // SAFETY: deleting the slot touches no memory.
     unsafe { t.vm.set_memory_region(MemoryRegion { size: 0, ..region }) }.ctx("delete slot")?;
     result
+}
+
+/// The dirty log loses no write while the guest runs: a guest increments a
+/// counter in a logged page without pause while another thread reads the
+/// log again and again. Whenever the counter changed between two reads, the
+/// second read must report the page (live migration's pre-copy relies on it).
+pub fn dirty_log_while_running(hv: &dyn Hypervisor) -> CaseResult {
+    const BASE: u64 = 0x40_0000;
+    let mut t = TestVm::new(hv, false)?;
+    let logged = Arc::new(GuestMemory::new(0x10000)?);
+    let region = MemoryRegion {
+        slot: 1,
+        guest_phys_addr: BASE,
+        size: logged.size(),
+        host_addr: logged.host_addr(),
+        readonly: false,
+        log_dirty: true,
+    };
+    // SAFETY: `logged` outlives the slot, deleted before returning.
+    unsafe { t.vm.set_memory_region(region) }.ctx("set_memory_region (dirty log)")?;
+    t.load_code(32, CODE, |a| {
+        let mut spin = a.create_label();
+        a.mov(ebx, BASE as u32)?;
+        a.set_label(&mut spin)?;
+        a.inc(dword_ptr(ebx + 0x5000))?;
+        a.jmp(spin)
+    })?;
+    t.protected_mode(CODE)?;
+    let (vm, mem, kick) = (t.vm.clone(), logged.clone(), t.vcpu.kick_handle());
+    let reader = thread::spawn(move || -> Result<u32, String> {
+        let counter = || -> Result<u32, String> {
+            let b = mem.read(0x5000, 4)?;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        thread::sleep(Duration::from_millis(20));
+        vm.dirty_log(1).ctx("first dirty_log")?;
+        let mut after_last = counter()?;
+        let mut changes = 0;
+        for round in 0..200 {
+            thread::sleep(Duration::from_micros(500));
+            let before = counter()?;
+            let log = vm.dirty_log(1).ctx("dirty_log")?;
+            if before != after_last {
+                changes += 1;
+                if log.first().copied().unwrap_or(0) & (1 << 5) == 0 {
+                    kick.kick();
+                    return Err(format!(
+                        "round {round}: the counter went {after_last} -> {before} but page 5 is clean"
+                    ));
+                }
+            }
+            after_last = counter()?;
+        }
+        kick.kick();
+        Ok(changes)
+    });
+    let exit = t.run(0);
+    let result = reader.join().map_err(|_| "the reading thread panicked")?;
+    // SAFETY: deleting the slot touches no memory.
+    unsafe { t.vm.set_memory_region(MemoryRegion { size: 0, ..region }) }.ctx("delete slot")?;
+    check_eq(exit?, Exit::Interrupted, "exit after the kick")?;
+    let changes = result?;
+    if changes < 10 {
+        return Err(format!("the guest wrote in only {changes} of 200 rounds"));
+    }
+    Ok(())
 }
 
 /// Run until the guest reports readiness on `REPORT`, then call `raise` from

@@ -106,6 +106,7 @@ macro_rules! conformance_tests {
             hardware_breakpoint,
             triple_fault_shuts_down,
             dirty_log,
+            dirty_log_while_running,
             interrupt_via_pic,
             interrupt_via_ioapic,
             interrupt_via_msi,
