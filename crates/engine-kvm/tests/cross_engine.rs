@@ -44,3 +44,8 @@ fn irqchip_state_across_engines() {
 fn pit_interrupt_across_engines() {
     both_ways("pit_interrupt", snapshot_pit_interrupt_between);
 }
+
+#[test]
+fn halted_vcpu_across_engines() {
+    both_ways("halted_vcpu", snapshot_halted_vcpu_between);
+}

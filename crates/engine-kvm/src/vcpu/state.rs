@@ -6,7 +6,7 @@ use kite_hypervisor::state::vcpu::msr_is_carried_elsewhere;
 use kite_hypervisor::state::VcpuState;
 use kite_hypervisor::x86::{MSR_IA32_TSC, MSR_IA32_TSC_DEADLINE};
 use kite_hypervisor::{Error, Result, Vcpu};
-use kvm_bindings::{kvm_debugregs, kvm_xcrs, kvm_xsave};
+use kvm_bindings::{kvm_debugregs, kvm_msr_entry, kvm_xcrs, kvm_xsave, Msrs};
 
 use super::KvmVcpu;
 use crate::snapshot::events::{events_from_kvm, events_to_kvm, mp_state_from_kvm, mp_state_to_kvm};
@@ -17,39 +17,31 @@ use crate::snapshot::xsave::{fpu_from_xsave, fpu_to_xsave};
 const XCR0_AVX: u64 = 4;
 
 impl KvmVcpu {
-    /// Read `indices`, leaving out the ones KVM refuses to read (KVM_GET_MSRS
-    /// stops at the first such MSR: skip it and go on).
-    fn readable_msrs(&self, indices: &[u32]) -> Vec<(u32, u64)> {
+    /// Read `indices`, leaving out the ones KVM refuses to read
+    /// (KVM_GET_MSRS stops at the first such MSR: skip it and go on).
+    fn readable_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>> {
         let mut out = Vec::with_capacity(indices.len());
         let mut rest = indices;
         while !rest.is_empty() {
-            match self.msrs(rest) {
-                Ok(v) => {
-                    out.extend(v);
-                    break;
-                }
-                Err(_) => {
-                    // Find how far one batch gets by halving, then skip one.
-                    let mut n = rest.len();
-                    let mut got = Vec::new();
-                    while n > 0 {
-                        n /= 2;
-                        if let Ok(v) = self.msrs(&rest[..n]) {
-                            got = v;
-                            break;
-                        }
-                    }
-                    let ok = got.len();
-                    out.extend(got);
-                    // rest[ok..] fails as a batch: try its first alone.
-                    if let Ok(v) = self.msrs(&rest[ok..ok + 1]) {
-                        out.extend(v);
-                    }
-                    rest = &rest[ok + 1..];
-                }
-            }
+            let entries: Vec<kvm_msr_entry> = rest
+                .iter()
+                .map(|&index| kvm_msr_entry {
+                    index,
+                    ..Default::default()
+                })
+                .collect();
+            let mut msrs = Msrs::from_entries(&entries)
+                .map_err(|e| Error::Invalid(format!("too many MSRs in one request: {e:?}")))?;
+            let read = self
+                .fd
+                .get_msrs(&mut msrs)
+                .map_err(|e| Error::host("KVM_GET_MSRS", e))?
+                .min(rest.len());
+            out.extend(msrs.as_slice()[..read].iter().map(|e| (e.index, e.data)));
+            // rest[read] is refused (or everything was read).
+            rest = rest.get(read + 1..).unwrap_or(&[]);
         }
-        out
+        Ok(out)
     }
 
     pub(crate) fn save_neutral(&self) -> Result<VcpuState> {
@@ -80,7 +72,7 @@ impl KvmVcpu {
             .copied()
             .filter(|&i| !msr_is_carried_elsewhere(i))
             .collect();
-        let msrs = self.readable_msrs(&list);
+        let msrs = self.readable_msrs(&list)?;
         let tsc = self.msrs(&[MSR_IA32_TSC])?[0].1;
         let lapic = if self.irqchip {
             let deadline = self
@@ -177,7 +169,7 @@ impl KvmVcpu {
             .map(|&(i, _)| i)
             .filter(|&i| self.msr_list.contains(&i) && !msr_is_carried_elsewhere(i))
             .collect();
-        let current = self.readable_msrs(&known);
+        let current = self.readable_msrs(&known)?;
         let mut msrs: Vec<(u32, u64)> = s
             .msrs
             .iter()

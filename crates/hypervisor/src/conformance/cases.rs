@@ -21,7 +21,7 @@ const ISR_PORT: u16 = 0x11;
 const MMIO: u64 = 0x1000_0000;
 
 pub use super::snapshot::{
-    snapshot_hostile_state, snapshot_irqchip_state, snapshot_long_mode_state,
+    snapshot_halted_vcpu, snapshot_hostile_state, snapshot_irqchip_state, snapshot_long_mode_state,
     snapshot_pit_interrupt,
 };
 

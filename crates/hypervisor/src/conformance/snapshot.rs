@@ -9,9 +9,9 @@ use iced_x86::code_asm::*;
 
 use super::support::*;
 use super::CaseResult;
-use crate::state::VcpuState;
+use crate::state::{MpState, VcpuState};
 use crate::x86::*;
-use crate::{Fpu, Hypervisor, VmConfig};
+use crate::{Fpu, Hypervisor, Msi, VmConfig};
 
 /// Port the guests report on.
 const REPORT: u16 = 0x10;
@@ -23,6 +23,8 @@ const CHECKPOINT: u16 = 0x12;
 /// after an input exit.
 const CHECKPOINT_IN: u16 = 0x13;
 const IN_ANSWER: u64 = 0x5a;
+/// Where the long-mode guest stores its TSC before and after the checkpoint.
+const TSC_AT: u64 = DATA + 0x1000;
 
 fn config(irqchip: bool, pit: bool) -> VmConfig {
     VmConfig {
@@ -129,6 +131,16 @@ pub fn snapshot_long_mode_state_between(from: &dyn Hypervisor, to: &dyn Hypervis
                 0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 1) ^ 0xdead_0000,
             )?;
         }
+        // The TSC before the checkpoint, to TSC_AT (not compared: it differs).
+        a.rdtsc()?;
+        a.mov(dword_ptr(TSC_AT), eax)?;
+        a.mov(dword_ptr(TSC_AT + 4), edx)?;
+        for (i, r) in regs.iter().enumerate().take(4) {
+            a.mov(
+                *r,
+                0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 1) ^ 0xdead_0000,
+            )?;
+        }
         a.cmp(rax, rbx)?; // RFLAGS: CF/SF from a compare
         a.mov(dx, CHECKPOINT_IN as u32)?;
         a.push(rax)?;
@@ -154,6 +166,10 @@ pub fn snapshot_long_mode_state_between(from: &dyn Hypervisor, to: &dyn Hypervis
             a.mov(dword_ptr(DATA + 0x300 + 8 * i as u64), eax)?;
             a.mov(dword_ptr(DATA + 0x304 + 8 * i as u64), edx)?;
         }
+        a.rdtsc()?;
+        a.mov(dword_ptr(TSC_AT + 8), eax)?;
+        a.mov(dword_ptr(TSC_AT + 12), edx)?;
+        a.mov(rax, qword_ptr(DATA + 0x200))?;
         a.mov(rcx, qword_ptr(DATA + 0x208))?;
         a.mov(rdx, qword_ptr(DATA + 0x210))?;
         a.imul_2(rax, rbx)?;
@@ -199,6 +215,17 @@ pub fn snapshot_long_mode_state_between(from: &dyn Hypervisor, to: &dyn Hypervis
         if x != y {
             return Err(format!(
                 "data byte {i:#x} differs: uninterrupted {x:#x}, restored {y:#x}"
+            ));
+        }
+    }
+    // The guest's TSC went on from where it was saved, never back.
+    for (t, who) in [(&a, "uninterrupted"), (&b, "restored")] {
+        let m = t.mem.read(TSC_AT, 16)?;
+        let before = u64::from_le_bytes(m[..8].try_into().map_err(|_| "slice")?);
+        let after = u64::from_le_bytes(m[8..].try_into().map_err(|_| "slice")?);
+        if after <= before {
+            return Err(format!(
+                "{who} run: TSC {after:#x} after the checkpoint, {before:#x} before"
             ));
         }
     }
@@ -373,6 +400,81 @@ pub fn snapshot_pit_interrupt_between(from: &dyn Hypervisor, to: &dyn Hypervisor
         "uninterrupted run: IRQ 0",
     )?;
     b.expect(0, Exit::out(ISR_PORT, 1, &[0x20]), "restored run: IRQ 0")
+}
+
+/// A vCPU halted with interrupts on (its LAPIC enabled) is saved while it
+/// sleeps: the state says Halted, and in the restored VM an MSI wakes it
+/// into its handler, as in the uninterrupted one.
+pub fn snapshot_halted_vcpu(hv: &dyn Hypervisor) -> CaseResult {
+    snapshot_halted_vcpu_between(hv, hv)
+}
+
+pub fn snapshot_halted_vcpu_between(from: &dyn Hypervisor, to: &dyn Hypervisor) -> CaseResult {
+    const ISR: u64 = CODE + 0x200;
+    const VECTOR: u8 = 0x42;
+    let cfg = config(true, false);
+    let mut a = TestVm::with_config(from, &cfg)?;
+    a.load_code(32, CODE, |a| {
+        let mut idle = a.create_label();
+        a.mov(ebx, 0xfee0_0000u32)?;
+        a.mov(dword_ptr(ebx + 0xf0), 0x1ff)?;
+        a.mov(al, 1)?;
+        a.out(REPORT as u32, al)?;
+        a.sti()?;
+        a.set_label(&mut idle)?;
+        a.hlt()?;
+        a.jmp(idle)
+    })?;
+    a.load_code(32, ISR, |a| {
+        let mut stop = a.create_label();
+        a.mov(al, u32::from(VECTOR))?;
+        a.out(ISR_PORT as u32, al)?;
+        a.cli()?;
+        a.set_label(&mut stop)?;
+        a.hlt()?;
+        a.jmp(stop)
+    })?;
+    a.protected_mode(CODE)?;
+    a.idt32_gate(VECTOR, ISR as u32)?;
+    a.expect(0, Exit::out(REPORT, 1, &[1]), "guest ready")?;
+    // Let it reach HLT and sleep, then kick it out of run.
+    let kick = a.vcpu.kick_handle();
+    let kicker = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        kick.kick();
+    });
+    let e = a.run(0);
+    kicker.join().map_err(|_| "the kicking thread panicked")?;
+    check_eq(e?, Exit::Interrupted, "halted vCPU kicked")?;
+    let saved = VcpuState::from_bytes(&a.vcpu.save_state().ctx("Vcpu::save_state")?)
+        .ctx("decoding the saved state")?;
+    check_eq(
+        saved.mp_state,
+        MpState::Halted,
+        "activity state of the sleeping vCPU",
+    )?;
+    let mut b = save_and_restore(&mut a, to, &cfg)?;
+    for (t, who) in [(&mut a, "uninterrupted"), (&mut b, "restored")] {
+        let vm = t.vm.clone();
+        let raiser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            vm.signal_msi(Msi {
+                address: 0xfee0_0000,
+                data: u32::from(VECTOR),
+            })
+        });
+        let e = t.run(0);
+        raiser
+            .join()
+            .map_err(|_| "the MSI thread panicked")?
+            .ctx("signal_msi")?;
+        check_eq(
+            e?,
+            Exit::out(ISR_PORT, 1, &[VECTOR]),
+            &format!("{who} run: MSI handler"),
+        )?;
+    }
+    Ok(())
 }
 
 /// Truncated, wrong-magic, wrong-version and absurd-length states, and a
