@@ -49,3 +49,11 @@ fn pit_interrupt_across_engines() {
 fn halted_vcpu_across_engines() {
     both_ways("halted_vcpu", snapshot_halted_vcpu_between);
 }
+
+#[test]
+fn waiting_application_processor_across_engines() {
+    both_ways(
+        "waiting_application_processor",
+        snapshot_waiting_application_processor_between,
+    );
+}

@@ -291,7 +291,10 @@ pub fn snapshot_irqchip_state_between(from: &dyn Hypervisor, to: &dyn Hypervisor
         a.mov(dword_ptr(ebx + 0x80), 0x10)?;
         a.mov(dword_ptr(ebx + 0x3e0), 0xb)?;
         a.mov(dword_ptr(ebx + 0x320), u32::from(VECTOR))?;
-        a.mov(dword_ptr(ebx + 0x380), 5_000_000)?;
+        // 25 M ticks: 25 ms on KVM (1 GHz APIC bus), 1 s on emu (25 MHz).
+        // It must not expire before the save: KVM holds an expired timer's
+        // interrupt outside its uAPI until the vCPU enters the guest again.
+        a.mov(dword_ptr(ebx + 0x380), 25_000_000)?;
         a.mov(al, 1)?;
         a.out(CHECKPOINT as u32, al)?;
         // After the checkpoint: read back, then wait for the timer.
@@ -472,6 +475,100 @@ pub fn snapshot_halted_vcpu_between(from: &dyn Hypervisor, to: &dyn Hypervisor) 
             e?,
             Exit::out(ISR_PORT, 1, &[VECTOR]),
             &format!("{who} run: MSI handler"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Two vCPUs with the irqchip: the application processor waits for its
+/// start-up IPI (saved as WaitForSipi). After the restore the bootstrap
+/// processor sends INIT and SIPI: the AP starts at the SIPI's page in the
+/// restored VM and reports, as in the uninterrupted one.
+pub fn snapshot_waiting_application_processor(hv: &dyn Hypervisor) -> CaseResult {
+    snapshot_waiting_application_processor_between(hv, hv)
+}
+
+pub fn snapshot_waiting_application_processor_between(
+    from: &dyn Hypervisor,
+    to: &dyn Hypervisor,
+) -> CaseResult {
+    const AP_PAGE: u64 = 0xa000;
+    let cfg = VmConfig {
+        irqchip: true,
+        pit: false,
+        vcpus: 2,
+    };
+    let mut a = TestVm::with_config(from, &cfg)?;
+    let mut ap_a = a.vm.create_vcpu(1).ctx("create_vcpu(1)")?;
+    ap_a.set_cpuid(&from.supported_cpuid().ctx("supported_cpuid")?)
+        .ctx("set_cpuid")?;
+    a.load_code(16, AP_PAGE, |a| {
+        let mut stop = a.create_label();
+        a.mov(al, 0xa1)?;
+        a.out(REPORT as u32, al)?;
+        a.cli()?;
+        a.set_label(&mut stop)?;
+        a.hlt()?;
+        a.jmp(stop)
+    })?;
+    a.load_code(32, CODE, |a| {
+        let mut stop = a.create_label();
+        a.mov(ebx, 0xfee0_0000u32)?;
+        a.mov(dword_ptr(ebx + 0xf0), 0x1ff)?;
+        a.mov(al, 3)?;
+        a.out(CHECKPOINT as u32, al)?;
+        // INIT (assert) then SIPI to APIC 1, vector AP_PAGE >> 12.
+        a.mov(dword_ptr(ebx + 0x310), 1u32 << 24)?;
+        a.mov(dword_ptr(ebx + 0x300), 0x4500)?;
+        a.mov(dword_ptr(ebx + 0x310), 1u32 << 24)?;
+        a.mov(dword_ptr(ebx + 0x300), 0x4600 | (AP_PAGE >> 12) as u32)?;
+        a.mov(al, 0xb0)?;
+        a.out(REPORT as u32, al)?;
+        a.cli()?;
+        a.set_label(&mut stop)?;
+        a.hlt()?;
+        a.jmp(stop)
+    })?;
+    a.protected_mode(CODE)?;
+    a.expect(0, Exit::out(CHECKPOINT, 1, &[3]), "checkpoint")?;
+    // The AP has not run: complete it too, then save it.
+    ap_a.kick_handle().kick();
+    check_eq(
+        run_with_watchdog(ap_a.as_mut(), 0)?,
+        Exit::Interrupted,
+        "AP run after a kick",
+    )?;
+    let ap_state = ap_a.save_state().ctx("AP save_state")?;
+    let decoded = VcpuState::from_bytes(&ap_state).ctx("decoding the AP state")?;
+    check_eq(decoded.mp_state, MpState::WaitForSipi, "AP activity state")?;
+    let mut b = save_and_restore(&mut a, to, &cfg)?;
+    let mut ap_b = b.vm.create_vcpu(1).ctx("create_vcpu(1) in the new VM")?;
+    ap_b.set_cpuid(&to.supported_cpuid().ctx("supported_cpuid")?)
+        .ctx("set_cpuid")?;
+    ap_b.restore_state(&ap_state).ctx("AP restore_state")?;
+    for (t, mut ap, who) in [(&mut a, ap_a, "uninterrupted"), (&mut b, ap_b, "restored")] {
+        // A waiting AP may leave run once when INIT wakes it (KVM: EAGAIN).
+        let other = std::thread::spawn(move || {
+            let mut e = run_with_watchdog(ap.as_mut(), 0);
+            for _ in 0..3 {
+                if !matches!(e, Ok(Exit::Interrupted)) {
+                    break;
+                }
+                e = run_with_watchdog(ap.as_mut(), 0);
+            }
+            e
+        });
+        let bsp = t.run(0);
+        let ap_exit = other.join().map_err(|_| "the AP thread panicked")?;
+        check_eq(
+            bsp?,
+            Exit::out(REPORT, 1, &[0xb0]),
+            &format!("{who} run: BSP"),
+        )?;
+        check_eq(
+            ap_exit?,
+            Exit::out(REPORT, 1, &[0xa1]),
+            &format!("{who} run: AP started"),
         )?;
     }
     Ok(())
