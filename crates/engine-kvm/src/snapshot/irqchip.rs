@@ -19,6 +19,8 @@ const RW_STATE_LSB: u8 = 1;
 const RW_STATE_MSB: u8 = 2;
 const RW_STATE_WORD0: u8 = 3;
 const RW_STATE_WORD1: u8 = 4;
+/// The mode KVM gives a counter at reset, before any control word.
+const KVM_PIT_UNPROGRAMMED: u8 = 0xff;
 
 pub fn pic_from_kvm(k: &kvm_pic_state) -> PicState {
     PicState {
@@ -113,7 +115,7 @@ fn next_edge(mode: u8, reload: u64, elapsed: u64) -> Option<u64> {
 }
 
 fn channel_from_kvm(c: &kvm_pit_channel_state, now_ns: i64, channel: usize) -> PitChannelState {
-    let loaded = c.mode <= 5;
+    let loaded = c.mode != KVM_PIT_UNPROGRAMMED && c.mode <= 5;
     let mode = if loaded { c.mode } else { 0 };
     let access = if (1..=3).contains(&c.rw_mode) {
         c.rw_mode
@@ -170,7 +172,12 @@ fn channel_to_kvm(s: &PitChannelState, now_ns: i64) -> kvm_pit_channel_state {
         write_state: rw_state(s.access, s.write_low.is_some()),
         write_latch: s.write_low.unwrap_or(0),
         rw_mode: s.access.clamp(1, 3),
-        mode: s.mode.min(5),
+        // KVM's "never programmed" mode: no counter timer, no IRQ 0.
+        mode: if s.loaded {
+            s.mode.min(5)
+        } else {
+            KVM_PIT_UNPROGRAMMED
+        },
         bcd: u8::from(s.bcd),
         gate: u8::from(s.gate),
         count_load_time: now_ns.saturating_sub(ns_of_ticks(s.elapsed_ticks)),
@@ -319,9 +326,12 @@ mod tests {
             );
         }
         assert_eq!(back.port61, 3);
-        // A counter KVM never saw programmed (mode 0xff) is "not loaded".
+        // A counter KVM never saw programmed (mode 0xff) is "not loaded",
+        // and one not loaded goes to KVM as never programmed (no IRQ 0).
         let mut fresh = kvm_pit_state2::default();
         fresh.channels[1].mode = 0xff;
         assert!(!pit_from_kvm(&fresh, now).channels[1].loaded);
+        let idle = PitState::default();
+        assert_eq!(pit_to_kvm(&idle, &base, now).channels[0].mode, 0xff);
     }
 }
