@@ -16,6 +16,7 @@ mod convert;
 mod hypervisor;
 mod kick;
 mod page_walk;
+pub mod snapshot;
 mod vcpu;
 mod vm;
 

@@ -23,6 +23,8 @@ use crate::convert::{
 use crate::kick::KickState;
 use crate::page_walk::{self, Slots};
 
+mod state;
+
 /// Hardware breakpoint registers DR0-DR3.
 const HW_BREAKPOINTS: usize = 4;
 
@@ -35,6 +37,10 @@ pub struct KvmVcpu {
     kick: Arc<KickState>,
     /// The VM's memory slots, for page-table walks.
     slots: Slots,
+    /// The VM has the in-kernel irqchip (this vCPU has a local APIC).
+    irqchip: bool,
+    /// The MSRs KVM saves and restores.
+    msr_list: Arc<Vec<u32>>,
 }
 
 /// An exit with the borrow of the `kvm_run` page dropped; the data-carrying
@@ -53,7 +59,14 @@ enum RawExit {
 }
 
 impl KvmVcpu {
-    pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize, slots: Slots) -> Self {
+    pub(crate) fn new(
+        id: u32,
+        mut fd: VcpuFd,
+        run_size: usize,
+        slots: Slots,
+        irqchip: bool,
+        msr_list: Arc<Vec<u32>>,
+    ) -> Self {
         let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         KvmVcpu {
             id,
@@ -61,6 +74,8 @@ impl KvmVcpu {
             run_size,
             kick: Arc::new(KickState::new(immediate_exit)),
             slots,
+            irqchip,
+            msr_list,
         }
     }
 
@@ -384,6 +399,15 @@ impl Vcpu for KvmVcpu {
             writable,
             user,
         }))
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(self.save_neutral()?.to_bytes())
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<()> {
+        let s = kite_hypervisor::state::VcpuState::from_bytes(state)?;
+        self.restore_neutral(&s)
     }
 
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {

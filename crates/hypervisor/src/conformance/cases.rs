@@ -22,8 +22,8 @@ const ISR_PORT: u16 = 0x11;
 const MMIO: u64 = 0x1000_0000;
 
 pub use super::snapshot::{
-    snapshot_hostile_state, snapshot_irqchip_state, snapshot_long_mode_state,
-    snapshot_pit_interrupt,
+    snapshot_halted_vcpu, snapshot_hostile_state, snapshot_irqchip_state, snapshot_long_mode_state,
+    snapshot_pit_interrupt, snapshot_waiting_application_processor,
 };
 
 /// OUT of 1, 2 and 4 bytes: the exit names the port, the access size and the

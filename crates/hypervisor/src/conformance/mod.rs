@@ -123,6 +123,8 @@ macro_rules! conformance_tests {
             snapshot_long_mode_state,
             snapshot_irqchip_state,
             snapshot_pit_interrupt,
+            snapshot_halted_vcpu,
+            snapshot_waiting_application_processor,
             snapshot_hostile_state
         );
     };
