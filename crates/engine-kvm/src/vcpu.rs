@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use kite_hypervisor::exit::SystemEvent;
 use kite_hypervisor::{
-    CpuidEntry, Error, Event, Fpu, GuestDebug, Regs, Result, Sregs, Translation, Vcpu, VcpuExit,
-    VcpuKick,
+    CpuidEntry, DebugHit, Error, Event, Fpu, GuestDebug, Regs, Result, Sregs, Translation, Vcpu,
+    VcpuExit, VcpuKick, WatchAccess, Watchpoint, HW_DEBUG_SLOTS,
 };
 use kvm_bindings::{
     kvm_guest_debug, kvm_msr_entry, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_GUESTDBG_ENABLE,
@@ -23,8 +23,19 @@ use crate::convert::{
 use crate::kick::KickState;
 use crate::page_walk::{self, Slots};
 
-/// Hardware breakpoint registers DR0-DR3.
-const HW_BREAKPOINTS: usize = 4;
+/// DR6: breakpoint condition detected, one bit per DR0-DR3.
+const DR6_B_MASK: u64 = 0xf;
+/// DR6: single step.
+const DR6_BS: u64 = 1 << 14;
+/// The #BP vector (an INT3 that KVM_GUESTDBG_USE_SW_BP intercepted).
+const BP_VECTOR: u32 = 3;
+
+/// What a debug register was set up for.
+#[derive(Debug, Clone, Copy)]
+enum DebugSlot {
+    Breakpoint(u64),
+    Watchpoint(Watchpoint),
+}
 
 /// A vCPU on /dev/kvm.
 pub struct KvmVcpu {
@@ -35,10 +46,22 @@ pub struct KvmVcpu {
     kick: Arc<KickState>,
     /// The VM's memory slots, for page-table walks.
     slots: Slots,
+    /// What DR0-DR3 hold, as the last `set_guest_debug` placed them.
+    debug_slots: Vec<DebugSlot>,
+    /// The last exit was an instruction breakpoint: run past it once.
+    resume_past_breakpoint: bool,
 }
 
 /// An exit with the borrow of the `kvm_run` page dropped; the data-carrying
 /// ones are re-read from `kvm_run`.
+/// The `kvm_debug_exit_arch` fields a debug exit is explained by.
+#[derive(Debug, Clone, Copy)]
+struct DebugInfo {
+    exception: u32,
+    pc: u64,
+    dr6: u64,
+}
+
 enum RawExit {
     Io,
     Mmio,
@@ -46,13 +69,34 @@ enum RawExit {
     Shutdown,
     FailEntry(u64),
     SystemEvent(u32),
-    Debug,
+    Debug(DebugInfo),
     Interrupted,
     InternalError,
     Other(String),
 }
 
 impl KvmVcpu {
+    /// Why KVM stopped with a debug exit: DR6 names the debug register (or
+    /// the single step); an intercepted INT3 is a software breakpoint.
+    fn debug_hit(&self, info: DebugInfo) -> DebugHit {
+        if info.exception == BP_VECTOR {
+            return DebugHit::Breakpoint(info.pc);
+        }
+        let b = info.dr6 & DR6_B_MASK;
+        if b != 0 {
+            let index = b.trailing_zeros() as usize;
+            return match self.debug_slots.get(index) {
+                Some(DebugSlot::Breakpoint(addr)) => DebugHit::Breakpoint(*addr),
+                Some(DebugSlot::Watchpoint(w)) => DebugHit::Watchpoint(*w),
+                None => DebugHit::Unknown,
+            };
+        }
+        if info.dr6 & DR6_BS != 0 {
+            return DebugHit::Step;
+        }
+        DebugHit::Unknown
+    }
+
     pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize, slots: Slots) -> Self {
         let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         KvmVcpu {
@@ -61,6 +105,8 @@ impl KvmVcpu {
             run_size,
             kick: Arc::new(KickState::new(immediate_exit)),
             slots,
+            debug_slots: Vec::new(),
+            resume_past_breakpoint: false,
         }
     }
 
@@ -83,7 +129,11 @@ impl KvmVcpu {
             KvmExit::Shutdown => RawExit::Shutdown,
             KvmExit::FailEntry(reason, _cpu) => RawExit::FailEntry(reason),
             KvmExit::SystemEvent(kind, _) => RawExit::SystemEvent(kind),
-            KvmExit::Debug(_) => RawExit::Debug,
+            KvmExit::Debug(d) => RawExit::Debug(DebugInfo {
+                exception: d.exception,
+                pc: d.pc,
+                dr6: d.dr6,
+            }),
             KvmExit::Intr => {
                 self.kick.clear();
                 RawExit::Interrupted
@@ -196,6 +246,13 @@ impl Vcpu for KvmVcpu {
     }
 
     fn run(&mut self) -> Result<VcpuExit<'_>> {
+        if std::mem::take(&mut self.resume_past_breakpoint) {
+            // Leave the breakpoint that stopped us behind, as the resume
+            // flag does on hardware: the next instruction runs once.
+            let mut regs = self.regs()?;
+            regs.rflags |= kite_hypervisor::x86::RFLAGS_RF;
+            self.set_regs(&regs)?;
+        }
         Ok(match self.raw_run()? {
             RawExit::Io => return self.io_exit(),
             RawExit::Mmio => self.mmio_exit(),
@@ -214,9 +271,14 @@ impl Vcpu for KvmVcpu {
             RawExit::SystemEvent(kind) => {
                 VcpuExit::InternalError(format!("unexpected KVM system event type {kind}"))
             }
-            RawExit::Debug => VcpuExit::Debug {
-                rip: self.regs()?.rip,
-            },
+            RawExit::Debug(info) => {
+                let hit = self.debug_hit(info);
+                self.resume_past_breakpoint = matches!(hit, DebugHit::Breakpoint(_));
+                VcpuExit::Debug {
+                    rip: self.regs()?.rip,
+                    hit,
+                }
+            }
             RawExit::Interrupted => VcpuExit::Interrupted,
             RawExit::InternalError => VcpuExit::InternalError(self.internal_error()),
             RawExit::Other(what) => VcpuExit::InternalError(format!("unexpected KVM exit: {what}")),
@@ -387,32 +449,68 @@ impl Vcpu for KvmVcpu {
     }
 
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {
-        if debug.breakpoints.len() > HW_BREAKPOINTS {
+        // Without per-instruction checks, software breakpoints take the
+        // debug registers the hardware ones leave free.
+        let mut slots: Vec<DebugSlot> = Vec::new();
+        for &addr in debug.breakpoints.iter().chain(&debug.sw_breakpoints) {
+            if !slots
+                .iter()
+                .any(|s| matches!(s, DebugSlot::Breakpoint(a) if *a == addr))
+            {
+                slots.push(DebugSlot::Breakpoint(addr));
+            }
+        }
+        slots.extend(debug.watchpoints.iter().map(|&w| DebugSlot::Watchpoint(w)));
+        if slots.len() > HW_DEBUG_SLOTS {
             return Err(Error::Invalid(format!(
-                "{} breakpoints requested, KVM offers {HW_BREAKPOINTS} hardware breakpoints",
-                debug.breakpoints.len()
+                "{} breakpoints and watchpoints requested, KVM offers {HW_DEBUG_SLOTS} debug registers",
+                slots.len()
+            )));
+        }
+        if let Some(w) = debug.watchpoints.iter().find(|w| !w.is_valid()) {
+            return Err(Error::Invalid(format!(
+                "watchpoint of {} bytes at {:#x}: the length must be 1, 2, 4 or 8 and the address aligned to it",
+                w.len, w.addr
             )));
         }
         let mut kvm = kvm_guest_debug::default();
-        if debug.single_step || !debug.breakpoints.is_empty() {
+        if debug.single_step || !slots.is_empty() {
             kvm.control = KVM_GUESTDBG_ENABLE;
         }
         if debug.single_step {
             kvm.control |= KVM_GUESTDBG_SINGLESTEP;
         }
-        if !debug.breakpoints.is_empty() {
+        if !slots.is_empty() {
             kvm.control |= KVM_GUESTDBG_USE_HW_BP;
             let mut dr7 = 0u64;
-            for (i, &addr) in debug.breakpoints.iter().enumerate() {
-                kvm.arch.debugreg[i] = addr;
-                // Global enable Gi; R/W and LEN zero: break on execution.
+            for (i, slot) in slots.iter().enumerate() {
+                // Global enable Gi; then R/W and LEN (zero: execution).
                 dr7 |= 1 << (2 * i + 1);
+                match *slot {
+                    DebugSlot::Breakpoint(addr) => kvm.arch.debugreg[i] = addr,
+                    DebugSlot::Watchpoint(w) => {
+                        kvm.arch.debugreg[i] = w.addr;
+                        let rw: u64 = match w.access {
+                            WatchAccess::Write => 0b01,
+                            WatchAccess::ReadWrite => 0b11,
+                        };
+                        let len: u64 = match w.len {
+                            1 => 0b00,
+                            2 => 0b01,
+                            8 => 0b10,
+                            _ => 0b11,
+                        };
+                        dr7 |= (rw | (len << 2)) << (16 + 4 * i);
+                    }
+                }
             }
             kvm.arch.debugreg[7] = dr7;
         }
         self.fd
             .set_guest_debug(&kvm)
-            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))
+            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))?;
+        self.debug_slots = slots;
+        Ok(())
     }
 }
 
