@@ -28,6 +28,16 @@ struct Debuggee {
 
 impl Debuggee {
     fn start(name: &str, engine: &str, kernel: &str, gdb_options: &str) -> Debuggee {
+        Debuggee::start_with(name, engine, kernel, gdb_options, &[])
+    }
+
+    fn start_with(
+        name: &str,
+        engine: &str,
+        kernel: &str,
+        gdb_options: &str,
+        extra: &[&str],
+    ) -> Debuggee {
         let gdb = format!("tcp:127.0.0.1:0,wait=on{gdb_options}");
         let serial = temp_path(&format!("{name}.serial"));
         let serial = format!("file={}", serial.display());
@@ -44,6 +54,7 @@ impl Debuggee {
                 "--gdb",
                 &gdb,
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -75,6 +86,18 @@ impl Debuggee {
     /// Run gdb in batch mode against this kite: `setup`, `file` (the ELF for
     /// its symbols, if any), then `target remote`, then `commands`.
     fn gdb(&self, setup: &[&str], file: Option<&str>, commands: &[&str]) -> String {
+        self.gdb_interrupted(setup, file, commands, None)
+    }
+
+    /// `gdb`, pressing Ctrl-C (SIGINT to gdb, which gdb sends on to the
+    /// target) once, `after` it started.
+    fn gdb_interrupted(
+        &self,
+        setup: &[&str],
+        file: Option<&str>,
+        commands: &[&str],
+        after: Option<Duration>,
+    ) -> String {
         let mut args: Vec<String> = ["-batch", "-nx", "-ex", "set pagination off"]
             .iter()
             .map(|s| s.to_string())
@@ -97,7 +120,13 @@ impl Debuggee {
             .spawn()
             .expect("run gdb (apt-get install gdb)");
         let start = Instant::now();
+        let mut ctrl_c = after;
         while gdb.try_wait().expect("wait for gdb").is_none() {
+            if ctrl_c.is_some_and(|t| start.elapsed() > t) {
+                ctrl_c = None;
+                let pid = gdb.id().to_string();
+                let _ = Command::new("kill").args(["-INT", &pid]).status();
+            }
             if start.elapsed() > TIMEOUT {
                 let _ = gdb.kill();
                 break;
@@ -329,5 +358,84 @@ fn a_bad_gdb_address_is_one_line_and_status_2() {
         run.single_stderr_line().contains("cannot listen"),
         "{}",
         run.stderr
+    );
+}
+
+/// Ctrl-C (gdb's `interrupt`) stops a running guest on every vCPU, each a
+/// gdb thread; `kill` ends the machine.
+fn interrupt_session(engine: &str) {
+    let kernel = temp_file(&format!("gdb-counter-{engine}.elf"), &tk::counter());
+    let vm = Debuggee::start_with(
+        &format!("gdb-counter-{engine}"),
+        engine,
+        &kernel,
+        "",
+        &["--cpus", "2"],
+    );
+    let out = vm.gdb_interrupted(
+        &[],
+        None,
+        &[
+            "continue",
+            "info threads",
+            "thread 1",
+            r#"printf "thread 1 pc=%#x\n", $pc"#,
+            "thread 2",
+            r#"printf "thread 2 pc=%#x\n", $pc"#,
+            "kill",
+        ],
+        Some(Duration::from_secs(2)),
+    );
+    let (status, stderr) = vm.finish();
+    assert!(
+        out.contains("SIGINT"),
+        "gdb did not see the interrupt:\n{out}"
+    );
+    assert!(out.contains("Thread 1.2"), "no second vCPU thread:\n{out}");
+    // vCPU 0 runs the counter loop (in the kernel's segment); vCPU 1 still
+    // waits for its start-up IPI at the reset vector.
+    let pc0 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("thread 1 pc=0x"))
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .unwrap_or_else(|| panic!("no pc for thread 1:\n{out}"));
+    let load = u64::from(tk::LOAD_ADDR);
+    assert!((load..load + 0x8000).contains(&pc0), "pc {pc0:#x}:\n{out}");
+    assert!(out.contains("thread 2 pc=0xfff0"), "{out}");
+    assert_eq!(
+        status,
+        Some(0),
+        "kite's status after kill; stderr: {stderr}"
+    );
+    assert!(stderr.contains("gdb killed the machine"), "{stderr}");
+}
+
+#[test]
+fn gdb_interrupts_a_two_vcpu_guest_and_kills_it_on_emu() {
+    interrupt_session("emu");
+}
+
+#[test]
+fn gdb_interrupts_a_two_vcpu_guest_and_kills_it_on_kvm() {
+    if kvm_available("gdb interrupt on kvm") {
+        interrupt_session("kvm");
+    }
+}
+
+/// A debugger that detaches leaves the guest running (it runs to its exit).
+#[test]
+fn detaching_gdb_leaves_the_guest_running() {
+    const EXIT_VALUE: u8 = 0x05;
+    let probe = tk::gdb_probe32(EXIT_VALUE);
+    let elf = temp_file("gdb-detach.elf", &probe.elf);
+    let vm = Debuggee::start("gdb-detach", "emu", &elf, "");
+    let out = vm.gdb(&[], Some(&elf), &["break probe_exit", "detach"]);
+    let (status, stderr) = vm.finish();
+    assert!(out.contains("detached"), "{out}");
+    // The breakpoint went with the debugger: the guest ran to its exit.
+    assert_eq!(
+        status,
+        Some(tk::debug_exit_status(EXIT_VALUE)),
+        "kite's status; stderr: {stderr}"
     );
 }
