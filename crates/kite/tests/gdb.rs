@@ -161,6 +161,25 @@ impl Debuggee {
     }
 }
 
+/// Whether Debian's gdb is here; a missing gdb skips (with a line) unless
+/// KITE_REQUIRE_CLIENTS=1, where it fails.
+fn gdb_installed() -> bool {
+    let ok = Command::new("gdb")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("KITE_REQUIRE_CLIENTS").is_err(),
+            "gdb is missing and KITE_REQUIRE_CLIENTS is set"
+        );
+        eprintln!("SKIPPED: gdb is not installed (apt-get install -y gdb)");
+    }
+    ok
+}
+
 /// `line` appears in gdb's output.
 fn expect_line(out: &str, line: &str) {
     assert!(
@@ -172,6 +191,9 @@ fn expect_line(out: &str, line: &str) {
 /// The probe session: break at a symbol, step, registers, memory,
 /// optionally a watchpoint, then continue to the exit.
 fn probe32_session(engine: &str, watch: bool) {
+    if !gdb_installed() {
+        return;
+    }
     const EXIT_VALUE: u8 = 0x21;
     let probe = tk::gdb_probe32(EXIT_VALUE);
     let elf = temp_file(&format!("gdb-probe32-{engine}.elf"), &probe.elf);
@@ -250,6 +272,9 @@ fn gdb_debugs_a_32bit_probe_on_kvm() {
 }
 
 fn probe64_session(engine: &str) {
+    if !gdb_installed() {
+        return;
+    }
     const EXIT_VALUE: u8 = 0x12;
     let probe = tk::gdb_probe64(EXIT_VALUE);
     let elf = temp_file(&format!("gdb-probe64-{engine}.elf"), &probe.elf);
@@ -305,6 +330,9 @@ fn gdb_reads_rip_and_rsp_of_a_long_mode_probe_on_kvm() {
 /// resetting at once; continuing lets the machine go on (here: end, under
 /// --no-reboot, with the triple fault's status 1).
 fn triple_fault_session(engine: &str) {
+    if !gdb_installed() {
+        return;
+    }
     let kernel = temp_file(&format!("gdb-triple-{engine}.elf"), &tk::triple_fault());
     let vm = Debuggee::start(&format!("gdb-triple-{engine}"), engine, &kernel, "");
     let out = vm.gdb(
@@ -364,6 +392,9 @@ fn a_bad_gdb_address_is_one_line_and_status_2() {
 /// Ctrl-C (gdb's `interrupt`) stops a running guest on every vCPU, each a
 /// gdb thread; `kill` ends the machine.
 fn interrupt_session(engine: &str) {
+    if !gdb_installed() {
+        return;
+    }
     let kernel = temp_file(&format!("gdb-counter-{engine}.elf"), &tk::counter());
     let vm = Debuggee::start_with(
         &format!("gdb-counter-{engine}"),
@@ -425,6 +456,9 @@ fn gdb_interrupts_a_two_vcpu_guest_and_kills_it_on_kvm() {
 /// A debugger that detaches leaves the guest running (it runs to its exit).
 #[test]
 fn detaching_gdb_leaves_the_guest_running() {
+    if !gdb_installed() {
+        return;
+    }
     const EXIT_VALUE: u8 = 0x05;
     let probe = tk::gdb_probe32(EXIT_VALUE);
     let elf = temp_file("gdb-detach.elf", &probe.elf);
