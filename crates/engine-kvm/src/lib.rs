@@ -16,6 +16,7 @@ mod convert;
 mod hypervisor;
 mod kick;
 mod page_walk;
+mod sw_breakpoints;
 mod vcpu;
 mod vm;
 

@@ -9,10 +9,10 @@ use kite_hypervisor::{
 };
 use kvm_bindings::{
     kvm_guest_debug, kvm_msr_entry, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_GUESTDBG_ENABLE,
-    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_INTERNAL_ERROR_DELIVERY_EV,
-    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
-    KVM_INTERNAL_ERROR_SIMUL_EX, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN,
+    KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_SW_BP, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_INTERNAL_ERROR_SIMUL_EX,
+    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 
@@ -22,6 +22,7 @@ use crate::convert::{
 };
 use crate::kick::KickState;
 use crate::page_walk::{self, Slots};
+use crate::sw_breakpoints::{self, SwPatches};
 
 /// DR6: breakpoint condition detected, one bit per DR0-DR3.
 const DR6_B_MASK: u64 = 0xf;
@@ -48,8 +49,15 @@ pub struct KvmVcpu {
     slots: Slots,
     /// What DR0-DR3 hold, as the last `set_guest_debug` placed them.
     debug_slots: Vec<DebugSlot>,
-    /// The last exit was an instruction breakpoint: run past it once.
-    resume_past_breakpoint: bool,
+    /// What the last `set_guest_debug` asked for.
+    debug: GuestDebug,
+    /// The VM's INT3 patches (software breakpoints).
+    patches: SwPatches,
+    /// The last exit was the breakpoint at this address: step past it
+    /// (without it) before running on.
+    step_over: Option<u64>,
+    /// That step is under way.
+    stepping_over: Option<u64>,
 }
 
 /// An exit with the borrow of the `kvm_run` page dropped; the data-carrying
@@ -76,11 +84,116 @@ enum RawExit {
 }
 
 impl KvmVcpu {
+    /// Program KVM with `self.debug`, leaving out the breakpoint being
+    /// stepped over (and stepping instead).
+    fn apply_debug(&mut self) -> Result<()> {
+        let skip = self.stepping_over;
+        let debug = self.debug.clone();
+        let mut slots: Vec<DebugSlot> = debug
+            .breakpoints
+            .iter()
+            .filter(|&&a| Some(a) != skip)
+            .map(|&a| DebugSlot::Breakpoint(a))
+            .collect();
+        slots.extend(debug.watchpoints.iter().map(|&w| DebugSlot::Watchpoint(w)));
+        // Software breakpoints take the debug registers left free (they work
+        // on every KVM); only the rest become INT3 in guest memory.
+        let mut sw = Vec::new();
+        for &addr in debug.sw_breakpoints.iter().filter(|&&a| Some(a) != skip) {
+            if slots
+                .iter()
+                .any(|s| matches!(s, DebugSlot::Breakpoint(a) if *a == addr))
+            {
+                continue;
+            }
+            if slots.len() < HW_DEBUG_SLOTS {
+                slots.push(DebugSlot::Breakpoint(addr));
+            } else {
+                sw.push((addr, self.translate(addr)?.map(|t| t.phys)));
+            }
+        }
+        sw_breakpoints::sync(&self.patches, &self.slots, &sw)?;
+
+        let mut kvm = kvm_guest_debug::default();
+        let stepping = debug.single_step || skip.is_some();
+        if stepping || !slots.is_empty() || !sw.is_empty() {
+            kvm.control = KVM_GUESTDBG_ENABLE;
+        }
+        if stepping {
+            kvm.control |= KVM_GUESTDBG_SINGLESTEP;
+        }
+        if !sw.is_empty() {
+            kvm.control |= KVM_GUESTDBG_USE_SW_BP;
+        }
+        if !slots.is_empty() {
+            kvm.control |= KVM_GUESTDBG_USE_HW_BP;
+            let mut dr7 = 0u64;
+            for (i, slot) in slots.iter().enumerate() {
+                // Global enable Gi; then R/W and LEN (zero: execution).
+                dr7 |= 1 << (2 * i + 1);
+                match *slot {
+                    DebugSlot::Breakpoint(addr) => kvm.arch.debugreg[i] = addr,
+                    DebugSlot::Watchpoint(w) => {
+                        kvm.arch.debugreg[i] = w.addr;
+                        let rw: u64 = match w.access {
+                            WatchAccess::Write => 0b01,
+                            WatchAccess::ReadWrite => 0b11,
+                        };
+                        let len: u64 = match w.len {
+                            1 => 0b00,
+                            2 => 0b01,
+                            8 => 0b10,
+                            _ => 0b11,
+                        };
+                        dr7 |= (rw | (len << 2)) << (16 + 4 * i);
+                    }
+                }
+            }
+            kvm.arch.debugreg[7] = dr7;
+        }
+        self.fd
+            .set_guest_debug(&kvm)
+            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))?;
+        self.debug_slots = slots;
+        Ok(())
+    }
+
+    /// Hand an intercepted INT3 back to the guest (KVM queues the #BP when
+    /// told), then restore the debug state.
+    fn inject_guest_bp(&mut self) -> Result<()> {
+        let mut kvm = kvm_guest_debug {
+            control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP,
+            ..Default::default()
+        };
+        kvm.arch.debugreg = [0; 8];
+        self.fd
+            .set_guest_debug(&kvm)
+            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG (inject #BP)", e))?;
+        self.apply_debug()
+    }
+
+    /// After an intercepted INT3: RIP back at the breakpoint (where the
+    /// instruction it replaced starts), whichever side of the INT3 KVM left it.
+    fn rewind_int3(&mut self, addr: u64) -> Result<u64> {
+        let mut regs = self.regs()?;
+        let sregs = self.sregs()?;
+        let target = addr.wrapping_sub(sregs.cs.base);
+        if regs.rip != target {
+            regs.rip = target;
+            self.set_regs(&regs)?;
+        }
+        Ok(target)
+    }
+
     /// Why KVM stopped with a debug exit: DR6 names the debug register (or
     /// the single step); an intercepted INT3 is a software breakpoint.
     fn debug_hit(&self, info: DebugInfo) -> DebugHit {
         if info.exception == BP_VECTOR {
-            return DebugHit::Breakpoint(info.pc);
+            // KVM reports the INT3's address; allow for one past it too.
+            return [info.pc, info.pc.wrapping_sub(1)]
+                .into_iter()
+                .find(|a| self.debug.sw_breakpoints.contains(a))
+                .map_or(DebugHit::Unknown, DebugHit::Breakpoint);
         }
         let b = info.dr6 & DR6_B_MASK;
         if b != 0 {
@@ -97,7 +210,13 @@ impl KvmVcpu {
         DebugHit::Unknown
     }
 
-    pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize, slots: Slots) -> Self {
+    pub(crate) fn new(
+        id: u32,
+        mut fd: VcpuFd,
+        run_size: usize,
+        slots: Slots,
+        patches: SwPatches,
+    ) -> Self {
         let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         KvmVcpu {
             id,
@@ -106,7 +225,10 @@ impl KvmVcpu {
             kick: Arc::new(KickState::new(immediate_exit)),
             slots,
             debug_slots: Vec::new(),
-            resume_past_breakpoint: false,
+            debug: GuestDebug::default(),
+            patches,
+            step_over: None,
+            stepping_over: None,
         }
     }
 
@@ -246,14 +368,36 @@ impl Vcpu for KvmVcpu {
     }
 
     fn run(&mut self) -> Result<VcpuExit<'_>> {
-        if std::mem::take(&mut self.resume_past_breakpoint) {
-            // Leave the breakpoint that stopped us behind, as the resume
-            // flag does on hardware: the next instruction runs once.
-            let mut regs = self.regs()?;
-            regs.rflags |= kite_hypervisor::x86::RFLAGS_RF;
-            self.set_regs(&regs)?;
+        if let Some(addr) = self.step_over.take() {
+            // Run the instruction at the breakpoint once, without it (the
+            // resume flag would do for debug registers, but not every KVM
+            // honours it, and INT3 needs its byte back).
+            self.stepping_over = Some(addr);
+            self.apply_debug()?;
         }
-        Ok(match self.raw_run()? {
+        let raw = loop {
+            let raw = self.raw_run()?;
+            if let RawExit::Debug(info) = &raw {
+                if info.exception == BP_VECTOR && self.debug_hit(*info) == DebugHit::Unknown {
+                    // The guest's own INT3, not a breakpoint of ours: the
+                    // guest takes its #BP.
+                    self.inject_guest_bp()?;
+                    continue;
+                }
+            }
+            if let (Some(_), RawExit::Debug(info)) = (self.stepping_over, &raw) {
+                if info.exception != BP_VECTOR && info.dr6 & DR6_BS != 0 {
+                    // Past it: put the breakpoint back.
+                    self.stepping_over = None;
+                    self.apply_debug()?;
+                    if !self.debug.single_step {
+                        continue;
+                    }
+                }
+            }
+            break raw;
+        };
+        Ok(match raw {
             RawExit::Io => return self.io_exit(),
             RawExit::Mmio => self.mmio_exit(),
             RawExit::Hlt => VcpuExit::Hlt,
@@ -273,11 +417,14 @@ impl Vcpu for KvmVcpu {
             }
             RawExit::Debug(info) => {
                 let hit = self.debug_hit(info);
-                self.resume_past_breakpoint = matches!(hit, DebugHit::Breakpoint(_));
-                VcpuExit::Debug {
-                    rip: self.regs()?.rip,
-                    hit,
+                let mut rip = self.regs()?.rip;
+                if let DebugHit::Breakpoint(addr) = hit {
+                    self.step_over = Some(addr);
+                    if info.exception == BP_VECTOR {
+                        rip = self.rewind_int3(addr)?;
+                    }
                 }
+                VcpuExit::Debug { rip, hit }
             }
             RawExit::Interrupted => VcpuExit::Interrupted,
             RawExit::InternalError => VcpuExit::InternalError(self.internal_error()),
@@ -449,22 +596,10 @@ impl Vcpu for KvmVcpu {
     }
 
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {
-        // Without per-instruction checks, software breakpoints take the
-        // debug registers the hardware ones leave free.
-        let mut slots: Vec<DebugSlot> = Vec::new();
-        for &addr in debug.breakpoints.iter().chain(&debug.sw_breakpoints) {
-            if !slots
-                .iter()
-                .any(|s| matches!(s, DebugSlot::Breakpoint(a) if *a == addr))
-            {
-                slots.push(DebugSlot::Breakpoint(addr));
-            }
-        }
-        slots.extend(debug.watchpoints.iter().map(|&w| DebugSlot::Watchpoint(w)));
-        if slots.len() > HW_DEBUG_SLOTS {
+        let hw = debug.breakpoints.len() + debug.watchpoints.len();
+        if hw > HW_DEBUG_SLOTS {
             return Err(Error::Invalid(format!(
-                "{} breakpoints and watchpoints requested, KVM offers {HW_DEBUG_SLOTS} debug registers",
-                slots.len()
+                "{hw} hardware breakpoints and watchpoints requested, KVM offers {HW_DEBUG_SLOTS} debug registers"
             )));
         }
         if let Some(w) = debug.watchpoints.iter().find(|w| !w.is_valid()) {
@@ -473,44 +608,14 @@ impl Vcpu for KvmVcpu {
                 w.len, w.addr
             )));
         }
-        let mut kvm = kvm_guest_debug::default();
-        if debug.single_step || !slots.is_empty() {
-            kvm.control = KVM_GUESTDBG_ENABLE;
+        let before = std::mem::replace(&mut self.debug, debug.clone());
+        let applied = self.apply_debug();
+        if applied.is_err() {
+            self.debug = before;
+            // Best effort back to what was in force.
+            let _ = self.apply_debug();
         }
-        if debug.single_step {
-            kvm.control |= KVM_GUESTDBG_SINGLESTEP;
-        }
-        if !slots.is_empty() {
-            kvm.control |= KVM_GUESTDBG_USE_HW_BP;
-            let mut dr7 = 0u64;
-            for (i, slot) in slots.iter().enumerate() {
-                // Global enable Gi; then R/W and LEN (zero: execution).
-                dr7 |= 1 << (2 * i + 1);
-                match *slot {
-                    DebugSlot::Breakpoint(addr) => kvm.arch.debugreg[i] = addr,
-                    DebugSlot::Watchpoint(w) => {
-                        kvm.arch.debugreg[i] = w.addr;
-                        let rw: u64 = match w.access {
-                            WatchAccess::Write => 0b01,
-                            WatchAccess::ReadWrite => 0b11,
-                        };
-                        let len: u64 = match w.len {
-                            1 => 0b00,
-                            2 => 0b01,
-                            8 => 0b10,
-                            _ => 0b11,
-                        };
-                        dr7 |= (rw | (len << 2)) << (16 + 4 * i);
-                    }
-                }
-            }
-            kvm.arch.debugreg[7] = dr7;
-        }
-        self.fd
-            .set_guest_debug(&kvm)
-            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))?;
-        self.debug_slots = slots;
-        Ok(())
+        applied
     }
 }
 

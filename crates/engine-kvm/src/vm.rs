@@ -12,6 +12,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VmFd};
 
 use crate::page_walk::{self, Slots};
+use crate::sw_breakpoints::SwPatches;
 use crate::vcpu::KvmVcpu;
 
 /// Where KVM puts the three pages of its real-mode TSS (Intel only): just below
@@ -31,6 +32,8 @@ pub struct KvmVm {
     /// Slots added so far, by slot number: dirty_log needs each slot's size,
     /// translate reads page tables through them.
     slots: Slots,
+    /// INT3 software breakpoints, shared by the vCPUs.
+    patches: SwPatches,
 }
 
 impl KvmVm {
@@ -65,6 +68,7 @@ impl KvmVm {
             fd,
             irqchip: config.irqchip,
             slots: Arc::new(Mutex::new(HashMap::new())),
+            patches: SwPatches::default(),
         })
     }
 
@@ -175,6 +179,7 @@ impl Vm for KvmVm {
             fd,
             self.fd.run_size(),
             self.slots.clone(),
+            self.patches.clone(),
         )))
     }
 

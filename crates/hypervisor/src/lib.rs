@@ -163,9 +163,11 @@ pub struct Translation {
 /// Debug controls, as KVM_SET_GUEST_DEBUG.
 ///
 /// `breakpoints` and `watchpoints` are the debug registers' kind: together
-/// at most `HW_DEBUG_SLOTS` (DR0-DR3). `sw_breakpoints` have no fixed limit
-/// on an engine that checks each instruction (emu); an engine without such
-/// checks (kvm) places them in the debug registers left free.
+/// at most `HW_DEBUG_SLOTS` (DR0-DR3). `sw_breakpoints` have no fixed limit:
+/// an engine that checks each instruction (emu) just checks them; kvm
+/// places them in the debug registers left free, then as INT3 in guest
+/// memory (restored when cleared). Resuming from a breakpoint runs its
+/// instruction once without stopping there again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestDebug {
     /// Exit with `VcpuExit::Debug` after each instruction.

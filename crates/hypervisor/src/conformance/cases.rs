@@ -953,6 +953,48 @@ pub fn software_breakpoints(hv: &dyn Hypervisor) -> CaseResult {
     check_eq(t.regs()?.rax & 0xffff, 4, "AX at the end")
 }
 
+/// More software breakpoints than there are debug registers all stop.
+pub fn many_software_breakpoints(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let code = t.load_code(16, CODE, |a| {
+        for _ in 0..8 {
+            a.inc(ax)?;
+        }
+        a.hlt()
+    })?;
+    let ips = next_ips(16, CODE, &code);
+    t.real_mode(CODE)?;
+    // After each of the first seven incs: more than DR0-DR3 hold.
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            sw_breakpoints: ips[..7].to_vec(),
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    for (n, &ip) in ips[..7].iter().enumerate() {
+        t.expect(
+            0,
+            Exit::Debug {
+                rip: ip,
+                hit: DebugHit::Breakpoint(ip),
+            },
+            &format!("breakpoint {}", n + 1),
+        )?;
+        check_eq(t.regs()?.rax & 0xffff, n as u64 + 1, "AX at the breakpoint")?;
+    }
+    t.expect(0, Exit::Hlt, "hlt")?;
+    check_eq(t.regs()?.rax & 0xffff, 8, "AX at the end")?;
+    // Cleared, the code is as it was (no INT3 left behind).
+    t.vcpu
+        .set_guest_debug(&GuestDebug::default())
+        .ctx("set_guest_debug (off)")?;
+    check_eq(
+        t.mem.read(CODE, code.len())?,
+        code,
+        "the code after clearing",
+    )
+}
+
 /// An exception with an empty IDT (limit 0) escalates to a triple fault,
 /// which is a Shutdown exit.
 pub fn triple_fault_shuts_down(hv: &dyn Hypervisor) -> CaseResult {

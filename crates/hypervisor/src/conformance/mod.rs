@@ -106,6 +106,7 @@ macro_rules! conformance_tests {
             write_watchpoint,
             access_watchpoint,
             software_breakpoints,
+            many_software_breakpoints,
             triple_fault_shuts_down,
             dirty_log,
             interrupt_via_pic,
