@@ -7,6 +7,7 @@
 //! and `GuestDebug`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -114,6 +115,11 @@ impl HubState {
 pub struct DebugHub {
     state: Mutex<HubState>,
     cond: Condvar,
+    /// The vCPUs have something to look at (a debugger, a halt, settings
+    /// to apply). Raised with the lock held by whatever changes the state;
+    /// lowered by a vCPU, with the lock held, once nothing is left. Without
+    /// it, vCPUs pass their checkpoint without taking the lock.
+    active: AtomicBool,
 }
 
 impl DebugHub {
@@ -122,11 +128,19 @@ impl DebugHub {
     pub fn new(start_halted: bool) -> Arc<DebugHub> {
         let hub = DebugHub::default();
         lock(&hub.state).halt = start_halted;
+        hub.active.store(start_halted, Ordering::Release);
         Arc::new(hub)
     }
 
     fn state(&self) -> MutexGuard<'_, HubState> {
         lock(&self.state)
+    }
+
+    /// The state, locked, with the vCPUs told to look at it.
+    fn changing(&self) -> MutexGuard<'_, HubState> {
+        let st = lock(&self.state);
+        self.active.store(true, Ordering::Release);
+        st
     }
 
     fn wait<'a>(
@@ -142,7 +156,7 @@ impl DebugHub {
 
     /// A debugger connected: halt every vCPU (it expects a stopped target).
     pub fn attach(&self) {
-        let mut st = self.state();
+        let mut st = self.changing();
         st.attached = true;
         st.stop = None;
         st.halt = true;
@@ -157,7 +171,7 @@ impl DebugHub {
 
     /// The debugger went away: forget its breakpoints and let the guest run.
     pub fn detach(&self) {
-        let mut st = self.state();
+        let mut st = self.changing();
         st.attached = false;
         st.sw_breakpoints.clear();
         st.hw_breakpoints.clear();
@@ -172,7 +186,7 @@ impl DebugHub {
 
     /// Halt every vCPU (Ctrl-C); returns once all are parked.
     pub fn halt(&self) {
-        let mut st = self.state();
+        let mut st = self.changing();
         st.halt = true;
         st.kick_all();
         self.wait_parked(st);
@@ -189,7 +203,7 @@ impl DebugHub {
     /// Resume every vCPU (or, with `only`, those), single-stepping those in
     /// `stepping`.
     pub fn resume(&self, stepping: BTreeSet<u32>, only: Option<BTreeSet<u32>>) {
-        let mut st = self.state();
+        let mut st = self.changing();
         st.stepping = stepping;
         st.only = only;
         st.stop = None;
@@ -222,7 +236,7 @@ impl DebugHub {
 
     /// The session ended with `status`.
     pub fn set_ended(&self, status: i32) {
-        let mut st = self.state();
+        let mut st = self.changing();
         st.ended = Some(status);
         st.halt = false;
         st.only = None;
@@ -263,7 +277,7 @@ impl DebugHub {
     /// return false.
     pub fn change_debug(&self, change: impl Fn(&mut DebugSet) -> bool) -> bool {
         let (probe, debug, before) = {
-            let mut st = self.state();
+            let mut st = self.changing();
             let before = DebugSet {
                 sw: st.sw_breakpoints.clone(),
                 hw: st.hw_breakpoints.clone(),
@@ -287,7 +301,7 @@ impl DebugHub {
             Ok(true)
         );
         if !accepted {
-            let mut st = self.state();
+            let mut st = self.changing();
             st.sw_breakpoints = before.sw;
             st.hw_breakpoints = before.hw;
             st.watchpoints = before.watch;
@@ -317,7 +331,7 @@ impl DebugHook for DebugHub {
         mem: Arc<GuestMemoryMmap>,
         vcpus: Vec<(u32, Arc<dyn VcpuKick>)>,
     ) {
-        let mut st = self.state();
+        let mut st = self.changing();
         st.vcpus = vcpus
             .iter()
             .map(|(id, _)| (*id, VcpuState::default()))
@@ -338,6 +352,9 @@ impl DebugHook for DebugHub {
     }
 
     fn vcpu_checkpoint(&self, vcpu: &mut dyn Vcpu, event: Option<DebugEvent>, control: &Control) {
+        if event.is_none() && !self.active.load(Ordering::Acquire) {
+            return;
+        }
         let id = vcpu.id();
         let mut st = self.state();
         if let Some(event) = event {
@@ -374,12 +391,20 @@ impl DebugHook for DebugHub {
             }
         }
         let generation = st.generation;
-        if st.vcpus.get(&id).is_some_and(|v| v.applied != generation) {
-            let debug = st.guest_debug(id);
-            if let Some(v) = st.vcpus.get_mut(&id) {
-                v.applied = generation;
-            }
-            drop(st);
+        let apply = st.vcpus.get(&id).is_some_and(|v| v.applied != generation);
+        let debug = st.guest_debug(id);
+        if let Some(v) = st.vcpus.get_mut(&id) {
+            v.applied = generation;
+        }
+        let quiet = !st.attached
+            && !st.halt
+            && st.only.is_none()
+            && st.vcpus.values().all(|v| v.applied == generation);
+        if quiet {
+            self.active.store(false, Ordering::Release);
+        }
+        drop(st);
+        if apply {
             if let Err(e) = vcpu.set_guest_debug(&debug) {
                 log::warn!("vCPU {id}: the debugger's breakpoints were refused: {e}");
             }
