@@ -209,6 +209,13 @@ fn probe32_session(engine: &str, watch: bool) {
         "stepi".into(),
         r#"printf "stepped pc=%#x ebx=%#x\n", $pc, $ebx"#.into(),
         "info threads".into(),
+        // Writes: memory by virtual address, and a register the guest then
+        // uses (the next instruction adds 1 to EAX).
+        "set var *(unsigned int *)&probe_value = 0x600df00d".into(),
+        r#"printf "written=%#x\n", *(unsigned int *)&probe_value"#.into(),
+        "set var $eax = 0x1000".into(),
+        "stepi".into(),
+        r#"printf "eax after add=%#x\n", $eax"#.into(),
     ];
     if watch {
         commands.extend([
@@ -235,6 +242,8 @@ fn probe32_session(engine: &str, watch: bool) {
         &out,
         &format!("stepped pc={next:#x} ebx={:#x}", tk::PROBE_EBX),
     );
+    expect_line(&out, "written=0x600df00d");
+    expect_line(&out, "eax after add=0x1001");
     if watch {
         assert!(
             out.contains("Hardware watchpoint 2: *(unsigned int *)&probe_counter"),
@@ -472,4 +481,54 @@ fn detaching_gdb_leaves_the_guest_running() {
         Some(tk::debug_exit_status(EXIT_VALUE)),
         "kite's status; stderr: {stderr}"
     );
+}
+
+/// The gdb socket is hostile: garbage, malformed and oversized packets and
+/// dropped connections (one connection each) leave kite standing and
+/// debuggable; a real gdb attaches afterwards and kills the machine.
+#[test]
+fn garbage_on_the_gdb_socket_is_survived() {
+    use std::io::{Read, Write};
+    if !gdb_installed() {
+        return;
+    }
+    let kernel = temp_file("gdb-garbage.elf", &tk::counter());
+    let vm = Debuggee::start("gdb-garbage", "emu", &kernel, "");
+    // A packet with a right checksum, so the parser sees it.
+    let packet = |body: &str| {
+        let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+        format!("${body}#{sum:02x}")
+    };
+    let junk = [
+        "\u{0}\u{7f} garbage".to_string(),
+        "$g#00".into(), // a bad checksum
+        packet(&format!("m{:x},{:x}", u64::MAX, u64::MAX)),
+        packet("mfffffffffffff000,10000"),
+        packet("M100000,4:zzzz"),
+        packet("Z2,0,ffffffffffffffff"),
+        packet("Z1,ffffffffffffffff,1"),
+        packet("Z0,zz,1"),
+        packet("vCont;s"),
+        packet("Hgp7.7"),
+        packet("qRcmd,7265677300"),
+        packet("qXfer:features:read:target.xml:ffffffff,ffffffff"),
+        packet(&"A".repeat(100_000)),
+        packet("G00"),
+    ];
+    for j in &junk {
+        let mut s = std::net::TcpStream::connect(&vm.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(100))).ok();
+        let _ = s.write_all(j.as_bytes());
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+    }
+    let out = vm.gdb(&[], None, &["info threads", "kill"]);
+    let (status, stderr) = vm.finish();
+    assert!(out.contains("Thread 1.1"), "{out}");
+    assert_eq!(
+        status,
+        Some(0),
+        "kite's status after kill; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
