@@ -411,3 +411,159 @@ impl DebugHook for DebugHub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc::channel;
+
+    use kite_hypervisor::{
+        CpuidEntry, DebugHit, Event, Fpu, Regs, Result, Sregs, Translation, VcpuExit,
+    };
+    use vm_memory::GuestAddress;
+
+    use super::*;
+
+    struct NoKick;
+    impl VcpuKick for NoKick {
+        fn kick(&self) {}
+    }
+
+    /// A vCPU that only records the debug settings it is given.
+    struct FakeVcpu {
+        rip: u64,
+        applied: Arc<Mutex<Vec<GuestDebug>>>,
+    }
+
+    impl Vcpu for FakeVcpu {
+        fn id(&self) -> u32 {
+            0
+        }
+        fn run(&mut self) -> Result<VcpuExit<'_>> {
+            Ok(VcpuExit::Interrupted)
+        }
+        fn kick_handle(&self) -> Arc<dyn VcpuKick> {
+            Arc::new(NoKick)
+        }
+        fn regs(&self) -> Result<Regs> {
+            Ok(Regs {
+                rip: self.rip,
+                ..Regs::default()
+            })
+        }
+        fn set_regs(&mut self, r: &Regs) -> Result<()> {
+            self.rip = r.rip;
+            Ok(())
+        }
+        fn sregs(&self) -> Result<Sregs> {
+            Ok(Sregs::default())
+        }
+        fn set_sregs(&mut self, _s: &Sregs) -> Result<()> {
+            Ok(())
+        }
+        fn fpu(&self) -> Result<Fpu> {
+            Ok(Fpu::default())
+        }
+        fn set_fpu(&mut self, _f: &Fpu) -> Result<()> {
+            Ok(())
+        }
+        fn msrs(&self, _i: &[u32]) -> Result<Vec<(u32, u64)>> {
+            Ok(Vec::new())
+        }
+        fn set_msrs(&mut self, _m: &[(u32, u64)]) -> Result<()> {
+            Ok(())
+        }
+        fn set_cpuid(&mut self, _e: &[CpuidEntry]) -> Result<()> {
+            Ok(())
+        }
+        fn inject(&mut self, _e: Event) -> Result<()> {
+            Ok(())
+        }
+        fn translate(&self, gva: u64) -> Result<Option<Translation>> {
+            Ok(Some(Translation {
+                phys: gva,
+                writable: true,
+                user: false,
+            }))
+        }
+        fn set_guest_debug(&mut self, d: &GuestDebug) -> Result<()> {
+            self.applied.lock().unwrap().push(d.clone());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stop_halts_the_vcpu_which_serves_requests_until_resumed() {
+        let hub = DebugHub::new(false);
+        let (tx, _rx) = channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let control = Control::new(tx, stop.clone());
+        let mem =
+            Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap());
+        hub.boot_started(
+            &control,
+            mem,
+            vec![(0, Arc::new(NoKick) as Arc<dyn VcpuKick>)],
+        );
+
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let fire = Arc::new(AtomicBool::new(false));
+        let vcpu_thread = {
+            let (hub, control, applied, fire) =
+                (hub.clone(), control.clone(), applied.clone(), fire.clone());
+            std::thread::spawn(move || {
+                let mut vcpu = FakeVcpu {
+                    rip: 0x1234,
+                    applied,
+                };
+                let mut event = None;
+                while !control.stopping() {
+                    hub.vcpu_checkpoint(&mut vcpu, event.take(), &control);
+                    if fire.swap(false, Ordering::SeqCst) {
+                        event = Some(DebugEvent::Hit(DebugHit::Breakpoint(0x1234)));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+
+        // Attached: halted, and the vCPU's thread answers.
+        hub.attach();
+        let rip = hub
+            .on_vcpu(0, |v| v.regs().map(|r| r.rip))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rip, 0x1234);
+        assert!(matches!(hub.on_vcpu(7, |_| ()), Err(HubError::NoVcpu(7))));
+        // A breakpoint is checked on the vCPU at once.
+        assert!(hub.change_debug(|set| {
+            set.sw.insert(0x1234);
+            true
+        }));
+        let last = applied.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(last.sw_breakpoints, vec![0x1234]);
+
+        // Resumed with a step: the vCPU runs with single-step on, then stops.
+        hub.resume(BTreeSet::from([0]), None);
+        fire.store(true, Ordering::SeqCst);
+        let stop_seen = hub.wait_stop(Duration::from_secs(5)).expect("a stop");
+        assert_eq!(
+            stop_seen,
+            Stop {
+                vcpu: 0,
+                event: DebugEvent::Hit(DebugHit::Breakpoint(0x1234))
+            }
+        );
+        assert!(applied.lock().unwrap().iter().any(|d| d.single_step));
+
+        // Detached: the breakpoints go and the vCPU runs on.
+        hub.detach();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while applied.lock().unwrap().last() != Some(&GuestDebug::default()) {
+            assert!(Instant::now() < deadline, "the vCPU kept the breakpoints");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        control.request(crate::control::VmEvent::Quit);
+        vcpu_thread.join().unwrap();
+    }
+}
