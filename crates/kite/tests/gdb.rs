@@ -23,6 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 struct Debuggee {
     child: Child,
     addr: String,
+    serial: std::path::PathBuf,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -39,8 +40,9 @@ impl Debuggee {
         extra: &[&str],
     ) -> Debuggee {
         let gdb = format!("tcp:127.0.0.1:0,wait=on{gdb_options}");
-        let serial = temp_path(&format!("{name}.serial"));
-        let serial = format!("file={}", serial.display());
+        let serial_path = temp_path(&format!("{name}.serial"));
+        let _ = std::fs::remove_file(&serial_path);
+        let serial = format!("file={}", serial_path.display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
             .args([
                 "run",
@@ -79,6 +81,7 @@ impl Debuggee {
         Debuggee {
             child,
             addr,
+            serial: serial_path,
             stderr,
         }
     }
@@ -86,17 +89,18 @@ impl Debuggee {
     /// Run gdb in batch mode against this kite: `setup`, `file` (the ELF for
     /// its symbols, if any), then `target remote`, then `commands`.
     fn gdb(&self, setup: &[&str], file: Option<&str>, commands: &[&str]) -> String {
-        self.gdb_interrupted(setup, file, commands, None)
+        self.gdb_interrupted(setup, file, commands, false)
     }
 
     /// `gdb`, pressing Ctrl-C (SIGINT to gdb, which gdb sends on to the
-    /// target) once, `after` it started.
+    /// target) once, if `interrupt`, as soon as the guest has printed on its
+    /// serial port (so gdb has let it run and waits in `continue`).
     fn gdb_interrupted(
         &self,
         setup: &[&str],
         file: Option<&str>,
         commands: &[&str],
-        after: Option<Duration>,
+        interrupt: bool,
     ) -> String {
         let mut args: Vec<String> = ["-batch", "-nx", "-ex", "set pagination off"]
             .iter()
@@ -120,10 +124,11 @@ impl Debuggee {
             .spawn()
             .expect("run gdb (apt-get install gdb)");
         let start = Instant::now();
-        let mut ctrl_c = after;
+        let mut ctrl_c = interrupt;
         while gdb.try_wait().expect("wait for gdb").is_none() {
-            if ctrl_c.is_some_and(|t| start.elapsed() > t) {
-                ctrl_c = None;
+            let printed = std::fs::metadata(&self.serial).is_ok_and(|m| m.len() > 0);
+            if ctrl_c && printed {
+                ctrl_c = false;
                 let pid = gdb.id().to_string();
                 let _ = Command::new("kill").args(["-INT", &pid]).status();
             }
@@ -424,7 +429,7 @@ fn interrupt_session(engine: &str) {
             r#"printf "thread 2 pc=%#x\n", $pc"#,
             "kill",
         ],
-        Some(Duration::from_secs(2)),
+        true,
     );
     let (status, stderr) = vm.finish();
     assert!(
