@@ -29,7 +29,7 @@ struct Debuggee {
 
 impl Debuggee {
     fn start(name: &str, engine: &str, kernel: &str, gdb_options: &str) -> Debuggee {
-        Debuggee::start_with(name, engine, kernel, gdb_options, &[])
+        Debuggee::start_with(name, engine, kernel, gdb_options, &["--no-reboot"])
     }
 
     fn start_with(
@@ -45,16 +45,7 @@ impl Debuggee {
         let serial = format!("file={}", serial_path.display());
         let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
             .args([
-                "run",
-                "--engine",
-                engine,
-                "--kernel",
-                kernel,
-                "--serial",
-                &serial,
-                "--no-reboot",
-                "--gdb",
-                &gdb,
+                "run", "--engine", engine, "--kernel", kernel, "--serial", &serial, "--gdb", &gdb,
             ])
             .args(extra)
             .stdin(Stdio::null())
@@ -370,6 +361,39 @@ fn a_triple_fault_stops_for_gdb_on_emu() {
     triple_fault_session("emu");
 }
 
+/// Without --no-reboot a triple fault resets the machine once gdb lets it
+/// go on; the next boot's vCPUs are gdb's threads again (and fault again).
+#[test]
+fn gdb_follows_the_machine_through_a_reset() {
+    if !gdb_installed() {
+        return;
+    }
+    let kernel = temp_file("gdb-reset.elf", &tk::triple_fault());
+    let vm = Debuggee::start_with("gdb-reset", "emu", &kernel, "", &[]);
+    let out = vm.gdb(
+        &[],
+        None,
+        &[
+            "continue",
+            "continue",
+            r#"printf "second stop pc=%#x\n", $pc"#,
+            "kill",
+        ],
+    );
+    let (status, stderr) = vm.finish();
+    assert_eq!(
+        out.matches("SIGSEGV").count(),
+        2,
+        "gdb did not see a triple fault in each boot:\n{out}"
+    );
+    assert!(out.contains("second stop pc=0x"), "{out}");
+    assert_eq!(
+        status,
+        Some(0),
+        "kite's status after kill; stderr: {stderr}"
+    );
+}
+
 #[test]
 fn a_triple_fault_stops_for_gdb_on_kvm() {
     if kvm_available("gdb triple fault on kvm") {
@@ -415,7 +439,7 @@ fn interrupt_session(engine: &str) {
         engine,
         &kernel,
         "",
-        &["--cpus", "2"],
+        &["--cpus", "2", "--no-reboot"],
     );
     let out = vm.gdb_interrupted(
         &[],
