@@ -299,6 +299,8 @@ fn probe64_session(engine: &str) {
             "break probe64_break",
             "continue",
             r#"printf "rip=%#lx rsp=%#lx rax=%#lx\n", $rip, $rsp, $rax"#,
+            r#"printf "cr3=%#lx efer=%#lx fs_base=%#lx\n", $cr3, $efer, $fs_base"#,
+            "info registers cr0",
             "monitor regs",
             "continue",
         ],
@@ -312,6 +314,16 @@ fn probe64_session(engine: &str) {
             tk::PROBE_RAX
         ),
     );
+    // The control registers as gdb registers: the probe's page tables, and
+    // long mode on (EFER.LME|LMA).
+    expect_line(
+        &out,
+        &format!(
+            "cr3={:#x} efer=0x500 fs_base=0",
+            u64::from(tk::LOAD_ADDR) + 0x1000
+        ),
+    );
+    assert!(out.contains("cr0 "), "{out}");
     // The monitor shows long mode: EFER.LMA and a 64-bit code segment.
     assert!(out.contains("efer=0x500"), "{out}");
     assert!(out.contains("cs  selector=0x0008"), "{out}");

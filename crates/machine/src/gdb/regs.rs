@@ -102,6 +102,25 @@ pub fn from_gdb(g: &X86_64CoreRegs, regs: &mut Regs, fpu: &mut Fpu) {
     fpu.mxcsr = g.mxcsr;
 }
 
+/// The x86-64 layout's system registers (`arch::SYSTEM_REGS` order).
+pub fn system_to_gdb(s: &Sregs) -> [u64; 8] {
+    [
+        s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4, s.cr8, s.efer,
+    ]
+}
+
+/// What gdb wrote to the system registers.
+pub fn system_from_gdb(g: &[u64; 8], s: &mut Sregs) {
+    s.fs.base = g[0];
+    s.gs.base = g[1];
+    s.cr0 = g[2];
+    s.cr2 = g[3];
+    s.cr3 = g[4];
+    s.cr4 = g[5];
+    s.cr8 = g[6];
+    s.efer = g[7];
+}
+
 /// After a write in gdb's i386 layout: the upper halves of the eight
 /// registers it has, and R8-R15, as they were.
 pub fn keep_high_halves(before: &Regs, after: &mut Regs) {

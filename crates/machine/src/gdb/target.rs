@@ -33,7 +33,7 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use kite_hypervisor::{DebugHit, Sregs, WatchAccess, Watchpoint, HW_DEBUG_SLOTS};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::arch::{KiteRegs, KiteX86, XML_I386, XML_X86_64};
+use super::arch::{xml_x86_64, KiteRegs, KiteX86, XML_I386};
 use super::hub::{DebugHub, Stop};
 use super::regs;
 use crate::control::DebugEvent;
@@ -301,7 +301,7 @@ impl TargetDescriptionXmlOverride for KiteTarget {
         if annex != b"target.xml" {
             return Err(TargetError::NonFatal);
         }
-        let xml = if self.wide { XML_X86_64 } else { XML_I386 }.as_bytes();
+        let xml = if self.wide { xml_x86_64() } else { XML_I386 }.as_bytes();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(xml.len());
         let end = start
             .saturating_add(length)
@@ -323,6 +323,7 @@ impl MultiThreadBase for KiteTarget {
             Ok(Ok((r, s, f))) => {
                 out.wide = self.wide;
                 out.regs = regs::to_gdb(&r, &s, &f);
+                out.system = regs::system_to_gdb(&s);
                 Ok(())
             }
             Ok(Err(e)) => soft(e),
@@ -331,7 +332,7 @@ impl MultiThreadBase for KiteTarget {
     }
 
     fn write_registers(&mut self, g: &KiteRegs, tid: Tid) -> TargetResult<(), Self> {
-        let (g, wide) = (g.regs.clone(), g.wide);
+        let (g, wide, system) = (g.regs.clone(), g.wide, g.system);
         let done = self
             .hub
             .on_vcpu(vcpu_of(tid), move |v| -> kite_hypervisor::Result<()> {
@@ -343,7 +344,16 @@ impl MultiThreadBase for KiteTarget {
                     regs::keep_high_halves(&before, &mut r);
                 }
                 v.set_regs(&r)?;
-                v.set_fpu(&f)
+                v.set_fpu(&f)?;
+                if wide {
+                    let mut s = v.sregs()?;
+                    let before = s;
+                    regs::system_from_gdb(&system, &mut s);
+                    if s != before {
+                        v.set_sregs(&s)?;
+                    }
+                }
+                Ok(())
             });
         match done {
             Ok(Ok(())) => Ok(()),
