@@ -1,7 +1,8 @@
 //! `KiteX86`: gdb's x86 register layouts, chosen per connection: i386 (the
-//! 32-bit layout, for guests in real or protected mode) or x86-64. Both
-//! carry the same `X86_64CoreRegs`; the narrow one is cut down to 32 bits
-//! on the way out and widened on the way in.
+//! 32-bit layout, for guests in real or protected mode) or x86-64 (plus the
+//! segment bases and control registers, named in its target description).
+//! Both carry the same `X86_64CoreRegs`; the narrow one is cut down to 32
+//! bits on the way out and widened on the way in.
 //!
 //! It must not know vCPUs or the protocol's transport.
 

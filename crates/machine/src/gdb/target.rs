@@ -3,8 +3,8 @@
 //! halted vCPU's thread through the hub, memory by virtual address (the
 //! vCPU's own translation, then guest RAM). Breakpoints (Z0/Z1) and
 //! watchpoints (Z2-Z4) become the engines' `GuestDebug`; `monitor regs`
-//! prints the control, segment and descriptor-table registers gdb's x86-64
-//! layout leaves out.
+//! prints the segment and descriptor-table registers (with bases, limits
+//! and types) and the control registers, which no gdb layout holds whole.
 //!
 //! It must not know sockets (the server's) nor how vCPU threads wait.
 
