@@ -17,6 +17,7 @@ mod hypervisor;
 mod kick;
 mod page_walk;
 pub mod snapshot;
+mod sw_breakpoints;
 mod vcpu;
 mod vm;
 

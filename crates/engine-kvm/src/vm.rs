@@ -12,6 +12,7 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VmFd};
 
 use crate::page_walk::{self, Slots};
+use crate::sw_breakpoints::SwPatches;
 use crate::vcpu::KvmVcpu;
 
 mod state;
@@ -37,6 +38,8 @@ pub struct KvmVm {
     /// Slots added so far, by slot number: dirty_log needs each slot's size,
     /// translate reads page tables through them.
     slots: Slots,
+    /// INT3 software breakpoints, shared by the vCPUs.
+    patches: SwPatches,
 }
 
 impl KvmVm {
@@ -78,6 +81,7 @@ impl KvmVm {
             pit: config.pit,
             msr_list: Arc::new(msr_list),
             slots: Arc::new(Mutex::new(HashMap::new())),
+            patches: SwPatches::default(),
         })
     }
 
@@ -190,6 +194,7 @@ impl Vm for KvmVm {
             self.slots.clone(),
             self.irqchip,
             self.msr_list.clone(),
+            self.patches.clone(),
         )))
     }
 

@@ -123,6 +123,14 @@ pub struct RunArgs {
     /// unless wait=on.
     #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT[,server=on][,wait=off]")]
     pub qmp: Vec<kite_qmp::ListenAddress>,
+    /// Serve the GDB remote protocol here (as QEMU's -gdb); with wait=on
+    /// the guest starts stopped until gdb attaches and continues (QEMU's -S).
+    #[arg(long, value_name = "tcp:HOST:PORT[,wait=on]", value_parser = parse_gdb)]
+    pub gdb: Option<kite_machine::gdb::GdbConfig>,
+}
+
+fn parse_gdb(s: &str) -> Result<kite_machine::gdb::GdbConfig, String> {
+    kite_machine::gdb::GdbConfig::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--boot`: order, menu and what to do when nothing boots.

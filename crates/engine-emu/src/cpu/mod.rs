@@ -169,8 +169,8 @@ pub enum Pending {
     },
     /// HLT without an irqchip.
     Hlt,
-    /// Single-step or breakpoint.
-    Debug,
+    /// Single-step, breakpoint or watchpoint.
+    Debug(kite_hypervisor::DebugHit),
 }
 
 /// The processor's operating mode, derived from CR0, EFER, RFLAGS.VM and CS.
@@ -277,7 +277,12 @@ pub struct Cpu {
     /// This vCPU's side of the dirty-log handshake (see `PhysMemory::dirty_log`).
     pub mem_ack: Arc<crate::memory::VcpuMemAck>,
     pub single_step: bool,
+    /// Execution breakpoints (linear addresses), sorted.
     pub breakpoints: Vec<u64>,
+    /// Data breakpoints, checked on every linear data access while non-empty.
+    pub watchpoints: Vec<kite_hypervisor::Watchpoint>,
+    /// The watchpoint the current instruction touched (reported after it).
+    pub watch_hit: Option<kite_hypervisor::Watchpoint>,
     /// Resume past a breakpoint at RIP once.
     pub skip_breakpoint: bool,
     /// The irqchip said an external interrupt is pending (delivered when IF=1).
@@ -348,6 +353,8 @@ impl Cpu {
             mem_ack,
             single_step: false,
             breakpoints: Vec::new(),
+            watchpoints: Vec::new(),
+            watch_hit: None,
             skip_breakpoint: false,
             intr_pending: false,
             reported_ud: Vec::new(),

@@ -12,7 +12,10 @@ use iced_x86::code_asm::*;
 use super::support::*;
 use super::CaseResult;
 use crate::x86::*;
-use crate::{DescriptorTable, Event, Fpu, GuestDebug, Hypervisor, MemoryRegion, Msi, Regs};
+use crate::{
+    DebugHit, DescriptorTable, Event, Fpu, GuestDebug, Hypervisor, MemoryRegion, Msi, Regs,
+    WatchAccess, Watchpoint,
+};
 
 /// Port the guests use to report progress.
 const REPORT: u16 = 0x10;
@@ -777,12 +780,19 @@ pub fn single_step(hv: &dyn Hypervisor) -> CaseResult {
     t.vcpu
         .set_guest_debug(&GuestDebug {
             single_step: true,
-            breakpoints: vec![],
+            ..GuestDebug::default()
         })
         .ctx("set_guest_debug")?;
     let ips = next_ips(16, CODE, &code);
     for (i, &ip) in ips[..4].iter().enumerate() {
-        t.expect(0, Exit::Debug { rip: ip }, &format!("step {}", i + 1))?;
+        t.expect(
+            0,
+            Exit::Debug {
+                rip: ip,
+                hit: DebugHit::Step,
+            },
+            &format!("step {}", i + 1),
+        )?;
     }
     t.vcpu
         .set_guest_debug(&GuestDebug::default())
@@ -804,21 +814,24 @@ pub fn hardware_breakpoint(hv: &dyn Hypervisor) -> CaseResult {
     t.real_mode(CODE)?;
     // Ask for many first: it must be refused, not silently truncated.
     let many = GuestDebug {
-        single_step: false,
         breakpoints: (0..64).map(|i| CODE + i).collect(),
+        ..GuestDebug::default()
     };
     if t.vcpu.set_guest_debug(&many).is_ok() {
         return Err("64 hardware breakpoints were accepted".into());
     }
     t.vcpu
         .set_guest_debug(&GuestDebug {
-            single_step: false,
             breakpoints: vec![CODE + 2],
+            ..GuestDebug::default()
         })
         .ctx("set_guest_debug")?;
     t.expect(
         0,
-        Exit::Debug { rip: CODE + 2 },
+        Exit::Debug {
+            rip: CODE + 2,
+            hit: DebugHit::Breakpoint(CODE + 2),
+        },
         "breakpoint at the third inc",
     )?;
     check_eq(t.regs()?.rax & 0xffff, 2, "AX at the breakpoint")?;
@@ -827,6 +840,165 @@ pub fn hardware_breakpoint(hv: &dyn Hypervisor) -> CaseResult {
         .ctx("set_guest_debug (off)")?;
     t.expect(0, Exit::Hlt, "hlt")?;
     check_eq(t.regs()?.rax & 0xffff, 4, "AX at the end")
+}
+
+/// The watchpoint test's guest: store AX at `DATA`, then load it into CX.
+fn watch_guest(t: &TestVm) -> Result<Vec<u64>, String> {
+    let code = t.load_code(16, CODE, |a| {
+        a.mov(ax, 0x1234)?;
+        a.mov(word_ptr(DATA), ax)?;
+        a.inc(bx)?;
+        a.mov(cx, word_ptr(DATA))?;
+        a.hlt()
+    })?;
+    Ok(next_ips(16, CODE, &code))
+}
+
+/// A write watchpoint traps after the store (the value is in memory, RIP at
+/// the next instruction) and ignores the load; too many debug-register
+/// users are refused.
+pub fn write_watchpoint(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let ips = watch_guest(&t)?;
+    t.real_mode(CODE)?;
+    let w = Watchpoint {
+        addr: DATA,
+        len: 2,
+        access: WatchAccess::Write,
+    };
+    let crowded = GuestDebug {
+        breakpoints: vec![CODE + 0x100, CODE + 0x101, CODE + 0x102],
+        watchpoints: vec![w, w],
+        ..GuestDebug::default()
+    };
+    if t.vcpu.set_guest_debug(&crowded).is_ok() {
+        return Err("3 breakpoints and 2 watchpoints were accepted".into());
+    }
+    let odd = GuestDebug {
+        watchpoints: vec![Watchpoint {
+            addr: DATA + 1,
+            ..w
+        }],
+        ..GuestDebug::default()
+    };
+    if t.vcpu.set_guest_debug(&odd).is_ok() {
+        return Err("a misaligned 2-byte watchpoint was accepted".into());
+    }
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            watchpoints: vec![w],
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    t.expect(
+        0,
+        Exit::Debug {
+            rip: ips[1],
+            hit: DebugHit::Watchpoint(w),
+        },
+        "stop after the store",
+    )?;
+    check_eq(t.mem.read_u16(DATA)?, 0x1234, "the watched word")?;
+    t.expect(0, Exit::Hlt, "hlt (the load does not trigger)")?;
+    check_eq(t.regs()?.rcx & 0xffff, 0x1234, "CX")
+}
+
+/// A read/write watchpoint traps after the store and after the load.
+pub fn access_watchpoint(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let ips = watch_guest(&t)?;
+    t.real_mode(CODE)?;
+    let w = Watchpoint {
+        addr: DATA,
+        len: 4,
+        access: WatchAccess::ReadWrite,
+    };
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            watchpoints: vec![w],
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    let hit = DebugHit::Watchpoint(w);
+    t.expect(0, Exit::Debug { rip: ips[1], hit }, "stop after the store")?;
+    t.expect(0, Exit::Debug { rip: ips[3], hit }, "stop after the load")?;
+    check_eq(t.regs()?.rcx & 0xffff, 0x1234, "CX at the load's stop")?;
+    t.expect(0, Exit::Hlt, "hlt")
+}
+
+/// Software breakpoints stop before their instruction, like hardware ones;
+/// resuming runs on to the next.
+pub fn software_breakpoints(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let code = t.load_code(16, CODE, |a| {
+        for _ in 0..4 {
+            a.inc(ax)?;
+        }
+        a.hlt()
+    })?;
+    let ips = next_ips(16, CODE, &code);
+    t.real_mode(CODE)?;
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            sw_breakpoints: vec![ips[0], ips[2]],
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    for (ip, n) in [(ips[0], 1u64), (ips[2], 3)] {
+        t.expect(
+            0,
+            Exit::Debug {
+                rip: ip,
+                hit: DebugHit::Breakpoint(ip),
+            },
+            &format!("breakpoint after inc {n}"),
+        )?;
+        check_eq(t.regs()?.rax & 0xffff, n, "AX at the breakpoint")?;
+    }
+    t.expect(0, Exit::Hlt, "hlt")?;
+    check_eq(t.regs()?.rax & 0xffff, 4, "AX at the end")
+}
+
+/// More software breakpoints than there are debug registers all stop.
+pub fn many_software_breakpoints(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let code = t.load_code(16, CODE, |a| {
+        for _ in 0..8 {
+            a.inc(ax)?;
+        }
+        a.hlt()
+    })?;
+    let ips = next_ips(16, CODE, &code);
+    t.real_mode(CODE)?;
+    // After each of the first seven incs: more than DR0-DR3 hold.
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            sw_breakpoints: ips[..7].to_vec(),
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    for (n, &ip) in ips[..7].iter().enumerate() {
+        t.expect(
+            0,
+            Exit::Debug {
+                rip: ip,
+                hit: DebugHit::Breakpoint(ip),
+            },
+            &format!("breakpoint {}", n + 1),
+        )?;
+        check_eq(t.regs()?.rax & 0xffff, n as u64 + 1, "AX at the breakpoint")?;
+    }
+    t.expect(0, Exit::Hlt, "hlt")?;
+    check_eq(t.regs()?.rax & 0xffff, 8, "AX at the end")?;
+    // Cleared, the code is as it was (no INT3 left behind).
+    t.vcpu
+        .set_guest_debug(&GuestDebug::default())
+        .ctx("set_guest_debug (off)")?;
+    check_eq(
+        t.mem.read(CODE, code.len())?,
+        code,
+        "the code after clearing",
+    )
 }
 
 /// An exception with an empty IDT (limit 0) escalates to a triple fault,
