@@ -48,7 +48,7 @@ pub fn run_vcpu(
     session.vcpu_started(id, unsafe { libc::gettid() });
     while !control.stopping() {
         // A pause takes effect here: outside `run`, between two exits.
-        session.park_while_paused(control);
+        session.park_while_paused(control, vcpu.as_mut());
         if control.stopping() {
             break;
         }

@@ -12,7 +12,7 @@ mod run_control;
 mod vm_event;
 
 pub use machine_control::{
-    ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
+    Captured, ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
 };
 pub use run_control::Control;
 pub use vm_event::VmEvent;
