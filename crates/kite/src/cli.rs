@@ -123,6 +123,15 @@ pub struct RunArgs {
     /// unless wait=on.
     #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT[,server=on][,wait=off]")]
     pub qmp: Vec<kite_qmp::ListenAddress>,
+    /// Start from a snapshot instead of booting: file:PATH (written by QMP
+    /// `migrate`), or tcp:HOST:PORT to wait for one migration stream. The
+    /// other options must describe the same machine.
+    #[arg(long, value_parser = parse_incoming, value_name = "file:PATH|tcp:HOST:PORT")]
+    pub incoming: Option<kite_machine::snapshot::MigrationUri>,
+}
+
+fn parse_incoming(s: &str) -> Result<kite_machine::snapshot::MigrationUri, String> {
+    kite_machine::snapshot::MigrationUri::parse(s)
 }
 
 /// `--boot`: order, menu and what to do when nothing boots.
