@@ -399,6 +399,11 @@ impl MachineControl {
         }
     }
 
+    /// Whether a pause is on (a vCPU about to park completes its exit first).
+    pub(crate) fn pause_pending(&self) -> bool {
+        self.shared.paused.load(Ordering::Acquire)
+    }
+
     /// Called by a vCPU thread between exits: while paused (and the run not
     /// stopping), wait; a `capture` while parked has it save `vcpu`'s state.
     pub(crate) fn park_while_paused(&self, control: &Control, vcpu: &mut dyn Vcpu) {

@@ -217,9 +217,12 @@ pub fn decode_header(bytes: &[u8]) -> Result<(Header, usize), FormatError> {
         data: bytes,
         pos: 0,
     };
-    if c.take(MAGIC.len(), "the header")? != MAGIC {
+    // A short file is truncated only if what it has is the magic's start.
+    let n = bytes.len().min(MAGIC.len());
+    if bytes[..n] != MAGIC[..n] {
         return Err(FormatError::BadMagic);
     }
+    c.take(MAGIC.len(), "the header")?;
     let format = c.u32("the header")?;
     if format != FORMAT_VERSION {
         return Err(FormatError::Version(format));
@@ -370,10 +373,7 @@ mod tests {
         let bytes = stream();
         for n in 0..bytes.len() {
             let e = decode(&bytes[..n]).unwrap_err();
-            assert!(
-                matches!(e, FormatError::Truncated(_) | FormatError::BadMagic),
-                "{n} bytes: {e}"
-            );
+            assert!(matches!(e, FormatError::Truncated(_)), "{n} bytes: {e}");
         }
     }
 
@@ -398,6 +398,7 @@ mod tests {
         let bytes = w.finish().unwrap();
         assert_eq!(decode(&bytes), Err(FormatError::Version(2)));
         assert_eq!(decode(b"\x7fELF........"), Err(FormatError::BadMagic));
+        assert_eq!(decode(b"hello"), Err(FormatError::BadMagic));
     }
 
     #[test]
