@@ -811,4 +811,27 @@ mod aux_tests {
         c.write_command(CMD_AUX_ENABLE);
         assert_eq!(to_mouse(&mut c, 0xff)[..1], [(0xfa, true)]);
     }
+
+    #[test]
+    fn a_restored_controller_keeps_modes_and_queued_bytes() {
+        let (mut a, _, _) = controller();
+        a.write_command(CMD_WRITE_CTR);
+        a.write_data(0x47); // both interrupts, translation, system flag
+        to_mouse(&mut a, 0xf4); // enable reporting
+        a.key_event(30, true); // 'a' down: one byte queued, unread
+        let saved = crate::state::save_to_vec(&a);
+        let (mut b, kbd_irq, _) = controller();
+        crate::state::restore_from(&mut b, &saved).unwrap();
+        assert_eq!(bytes(&mut b), vec![0x1e], "the queued key, translated");
+        assert_eq!(ctr(&mut b), 0x47);
+        b.mouse_event(1, 0, 0, 0);
+        let packet = drain(&mut b);
+        assert_eq!(packet.len(), 3, "the mouse still reports: {packet:?}");
+        assert!(packet.iter().all(|p| p.1));
+        let _ = kbd_irq;
+        // A controller without a mouse refuses a state with one.
+        let mut lone = I8042::new(None, Box::new(|| {}));
+        assert!(crate::state::restore_from(&mut lone, &saved).is_err());
+        assert!(crate::state::restore_from(&mut b, &saved[..saved.len() - 2]).is_err());
+    }
 }
