@@ -280,6 +280,7 @@ pub fn build(
     let state = Arc::new(MachineState::new(
         vm.clone(),
         mem.clone(),
+        map.clone(),
         devices,
         fingerprint(config),
         vcpus.len(),

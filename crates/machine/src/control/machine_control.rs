@@ -240,6 +240,11 @@ impl MachineControl {
         result
     }
 
+    /// The running boot's machine state (devices, RAM, VM), if a boot runs.
+    pub fn machine(&self) -> Option<Arc<MachineState>> {
+        self.state().boot.as_ref().and_then(|b| b.machine.clone())
+    }
+
     /// Pause (if running) and have every parked vCPU save its state; the
     /// machine stays paused (`resume` it after writing, if `was_running`).
     pub fn capture(&self) -> Result<Captured, ControlError> {

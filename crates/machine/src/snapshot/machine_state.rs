@@ -18,6 +18,7 @@ use vm_memory::GuestMemoryMmap;
 use super::format::{Decoded, Header, StreamWriter, FORMAT_VERSION};
 use super::ram::{self, RamPages};
 use super::SnapshotError;
+use crate::memory_map::GuestMap;
 
 /// The "machine" section's version.
 const MACHINE_VERSION: u16 = 1;
@@ -57,6 +58,7 @@ pub struct SavedRun {
 pub struct MachineState {
     vm: Arc<dyn Vm>,
     mem: Arc<GuestMemoryMmap>,
+    map: Arc<GuestMap>,
     devices: DeviceTable,
     fingerprint: Vec<(String, String)>,
     vcpus: usize,
@@ -65,10 +67,21 @@ pub struct MachineState {
 /// How far a write got, for `query-migrate`.
 pub trait Progress: Send + Sync {
     fn set_total(&self, _bytes: u64) {}
+    fn add_total(&self, _bytes: u64) {}
     fn add(&self, _bytes: u64) {}
+    /// Pages per second the guest dirtied in the last pre-copy round.
+    fn dirty_rate(&self, _pages_per_sec: u64) {}
     fn cancelled(&self) -> bool {
         false
     }
+}
+
+/// The check value of each RAM page last sent (live migration), so the
+/// final pass finds pages written behind the engine's dirty log (device
+/// DMA) too.
+#[derive(Default)]
+pub struct SentPages {
+    sums: Vec<Vec<u32>>,
 }
 
 /// No one is watching.
@@ -79,6 +92,7 @@ impl MachineState {
     pub fn new(
         vm: Arc<dyn Vm>,
         mem: Arc<GuestMemoryMmap>,
+        map: Arc<GuestMap>,
         devices: DeviceTable,
         fingerprint: Vec<(String, String)>,
         vcpus: usize,
@@ -86,6 +100,7 @@ impl MachineState {
         MachineState {
             vm,
             mem,
+            map,
             devices,
             fingerprint,
             vcpus,
@@ -111,16 +126,144 @@ impl MachineState {
         progress: &dyn Progress,
     ) -> Result<u64, SnapshotError> {
         let io = SnapshotError::Io;
-        let vm_state = self
-            .vm
-            .save_state()
-            .map_err(|e| SnapshotError::Engine(format!("saving the VM's state: {e}")))?;
-        // Sizes first, so a watcher sees the total.
+        let mut w = StreamWriter::new(out, &self.header()).map_err(io)?;
+        self.write_ram(&mut w, progress, None)?;
+        self.write_state(&mut w, vcpus, saved, progress)?;
+        let written = w.written();
+        w.finish().map_err(io)?;
+        Ok(written)
+    }
+
+    /// Every RAM range's non-zero pages (`ram.N`), noting what was sent in
+    /// `sent` when given.
+    pub fn write_ram<W: Write>(
+        &self,
+        w: &mut StreamWriter<W>,
+        progress: &dyn Progress,
+        sent: Option<&mut SentPages>,
+    ) -> Result<(), SnapshotError> {
         let ranges = ram::ranges(&self.mem);
         let pages: Vec<Vec<u64>> = ranges
             .iter()
             .map(|&(b, s)| ram::pages_to_send(&self.mem, b, s, None))
             .collect();
+        progress.add_total(pages.iter().map(|p| ram::payload_len(p)).sum());
+        if let Some(sent) = sent {
+            *sent = self.page_sums();
+        }
+        for (i, (&(base, size), p)) in ranges.iter().zip(&pages).enumerate() {
+            self.write_pages(w, &format!("ram.{i}"), base, size, p, progress)?;
+        }
+        Ok(())
+    }
+
+    /// The check value of every RAM page now.
+    pub fn page_sums(&self) -> SentPages {
+        SentPages {
+            sums: ram::ranges(&self.mem)
+                .iter()
+                .map(|&(b, s)| ram::page_sums(&self.mem, b, s))
+                .collect(),
+        }
+    }
+
+    /// The pages written since the last call, by range: what the engine
+    /// logged, and (with `sent`, the machine paused) every page whose
+    /// contents differ from what was sent.
+    pub fn dirty_pages(&self, sent: Option<&SentPages>) -> Vec<Vec<u64>> {
+        let ranges = ram::ranges(&self.mem);
+        let mut out: Vec<Vec<u64>> = vec![Vec::new(); ranges.len()];
+        for gpa in self.map.take_dirty_ram() {
+            if let Some(i) = ranges.iter().position(|&(b, s)| gpa >= b && gpa < b + s) {
+                out[i].push((gpa - ranges[i].0) / ram::PAGE as u64);
+            }
+        }
+        if let Some(sent) = sent {
+            let now = self.page_sums();
+            for (i, (old, new)) in sent.sums.iter().zip(&now.sums).enumerate() {
+                out[i].extend(
+                    old.iter()
+                        .zip(new)
+                        .enumerate()
+                        .filter(|(_, (a, b))| a != b)
+                        .map(|(p, _)| p as u64),
+                );
+            }
+        }
+        for v in &mut out {
+            v.sort_unstable();
+            v.dedup();
+        }
+        out
+    }
+
+    /// Pages `pages` (by range) as `ramdelta.N` sections; `sent` learns
+    /// their new check values.
+    pub fn write_delta<W: Write>(
+        &self,
+        w: &mut StreamWriter<W>,
+        pages: &[Vec<u64>],
+        progress: &dyn Progress,
+        sent: Option<&mut SentPages>,
+    ) -> Result<(), SnapshotError> {
+        let ranges = ram::ranges(&self.mem);
+        progress.add_total(pages.iter().map(|p| ram::payload_len(p)).sum());
+        if let Some(sent) = sent {
+            for (i, p) in pages.iter().enumerate() {
+                let (base, _) = ranges[i];
+                for &page in p {
+                    if let Some(slot) = sent.sums.get_mut(i).and_then(|s| s.get_mut(page as usize))
+                    {
+                        *slot = ram::page_sum(&self.mem, base, page);
+                    }
+                }
+            }
+        }
+        for (i, (&(base, size), p)) in ranges.iter().zip(pages).enumerate() {
+            if !p.is_empty() {
+                self.write_pages(w, &format!("ramdelta.{i}"), base, size, p, progress)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_pages<W: Write>(
+        &self,
+        w: &mut StreamWriter<W>,
+        name: &str,
+        base: u64,
+        size: u64,
+        pages: &[u64],
+        progress: &dyn Progress,
+    ) -> Result<(), SnapshotError> {
+        let mem = &self.mem;
+        w.section_parts(name, RAM_VERSION, ram::payload_len(pages), |sink| {
+            // Report progress (and honour a cancel) as pages go.
+            let mut counted = |b: &[u8]| {
+                if progress.cancelled() {
+                    return Err(std::io::Error::other("migration cancelled"));
+                }
+                progress.add(b.len() as u64);
+                sink(b)
+            };
+            ram::write_pages(mem, base, size, pages, &mut counted)
+        })
+        .map_err(SnapshotError::Io)
+    }
+
+    /// The paused machine's run status, engine states and devices.
+    pub fn write_state<W: Write>(
+        &self,
+        w: &mut StreamWriter<W>,
+        vcpus: &[Vec<u8>],
+        saved: SavedRun,
+        progress: &dyn Progress,
+    ) -> Result<(), SnapshotError> {
+        let io = SnapshotError::Io;
+        let vm_state = self
+            .vm
+            .save_state()
+            .map_err(|e| SnapshotError::Engine(format!("saving the VM's state: {e}")))?;
         let devices: Vec<(String, u16, Vec<u8>)> = self
             .devices
             .entries
@@ -132,13 +275,11 @@ impl MachineState {
                 (name.clone(), d.state_version(), w.into_bytes())
             })
             .collect();
-        let total: u64 = pages.iter().map(|p| ram::payload_len(p)).sum::<u64>()
-            + devices.iter().map(|d| d.2.len() as u64).sum::<u64>()
-            + vcpus.iter().map(|v| v.len() as u64).sum::<u64>()
-            + vm_state.len() as u64;
-        progress.set_total(total);
-
-        let mut w = StreamWriter::new(out, &self.header()).map_err(io)?;
+        progress.add_total(
+            devices.iter().map(|d| d.2.len() as u64).sum::<u64>()
+                + vcpus.iter().map(|v| v.len() as u64).sum::<u64>()
+                + vm_state.len() as u64,
+        );
         w.section("machine", MACHINE_VERSION, &[u8::from(saved.running)])
             .map_err(io)?;
         w.section("vm", ENGINE_VERSION, &vm_state).map_err(io)?;
@@ -148,33 +289,18 @@ impl MachineState {
                 .map_err(io)?;
             progress.add(v.len() as u64);
         }
-        for (i, (&(base, size), p)) in ranges.iter().zip(&pages).enumerate() {
-            let mem = &self.mem;
-            w.section_parts(
-                &format!("ram.{i}"),
-                RAM_VERSION,
-                ram::payload_len(p),
-                |sink| {
-                    // Report progress (and honour a cancel) as pages go.
-                    let mut counted = |b: &[u8]| {
-                        if progress.cancelled() {
-                            return Err(std::io::Error::other("migration cancelled"));
-                        }
-                        progress.add(b.len() as u64);
-                        sink(b)
-                    };
-                    ram::write_pages(mem, base, size, p, &mut counted)
-                },
-            )
-            .map_err(io)?;
-        }
         for (name, version, data) in &devices {
             w.section(name, *version, data).map_err(io)?;
             progress.add(data.len() as u64);
         }
-        let written = w.written();
-        w.finish().map_err(io)?;
-        Ok(written)
+        Ok(())
+    }
+
+    /// Have the engine log RAM writes (live migration) or stop.
+    pub fn log_ram_writes(&self, on: bool) -> Result<(), SnapshotError> {
+        self.map
+            .log_ram_writes(on)
+            .map_err(|e| SnapshotError::Engine(format!("dirty-page logging: {e}")))
     }
 
     /// The sections a stream for this machine must have, exactly.
@@ -199,8 +325,14 @@ impl MachineState {
         let bad = SnapshotError::Mismatch;
         super::fingerprint::check(&image.header.fingerprint, &self.fingerprint).map_err(bad)?;
         let want = self.expected_sections();
+        let nranges = ram::ranges(&self.mem).len();
+        let is_delta = |n: &str| {
+            n.strip_prefix("ramdelta.")
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i < nranges)
+        };
         for s in &image.sections {
-            if !want.iter().any(|w| w == s.name) {
+            if !is_delta(s.name) && !want.iter().any(|w| w == s.name) {
                 return Err(SnapshotError::Mismatch(format!(
                     "the snapshot has a section {} this machine does not",
                     s.name
@@ -244,6 +376,28 @@ impl MachineState {
             }
             pages.push(RamPages::parse(s.data, &ranges).map_err(SnapshotError::Corrupt)?);
         }
+        // Live migration: later copies of pages, in stream order.
+        let mut deltas = Vec::new();
+        for s in image.sections.iter().filter(|s| is_delta(s.name)) {
+            if s.version != RAM_VERSION {
+                return Err(SnapshotError::Corrupt(format!(
+                    "RAM section version {}",
+                    s.version
+                )));
+            }
+            let d = RamPages::parse(s.data, &ranges).map_err(SnapshotError::Corrupt)?;
+            let want = ranges
+                .iter()
+                .position(|&r| r == (d.base, d.size))
+                .map(|i| format!("ramdelta.{i}"));
+            if want.as_deref() != Some(s.name) {
+                return Err(SnapshotError::Corrupt(format!(
+                    "{} holds another range",
+                    s.name
+                )));
+            }
+            deltas.push(d);
+        }
         for (name, dev) in &self.devices.entries {
             let s = get(name)?;
             let version = lock(dev).state_version();
@@ -265,6 +419,9 @@ impl MachineState {
         // Everything is there and checked: apply.
         for p in &pages {
             p.apply_full(&self.mem).map_err(SnapshotError::Apply)?;
+        }
+        for d in &deltas {
+            d.apply_delta(&self.mem).map_err(SnapshotError::Apply)?;
         }
         for (name, dev) in &self.devices.entries {
             let s = get(name)?;

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use kite_devices::bus::lock;
 
-use super::machine_state::{Progress, SavedRun};
+use super::format::StreamWriter;
+use super::machine_state::{Progress, SavedRun, SentPages};
 use super::uri::MigrationUri;
 use super::SnapshotError;
-use crate::control::MachineControl;
+use crate::control::{MachineControl, RunStatus};
 
 /// A job's state, as QEMU's MigrationStatus names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,7 @@ struct Shared {
     job: Mutex<Job>,
     transferred: AtomicU64,
     total: AtomicU64,
+    dirty_rate: AtomicU64,
     cancel: AtomicBool,
     listeners: Mutex<Vec<Listener>>,
 }
@@ -102,6 +104,12 @@ struct Shared {
 impl Progress for Shared {
     fn set_total(&self, bytes: u64) {
         self.total.store(bytes, Ordering::Relaxed);
+    }
+    fn add_total(&self, bytes: u64) {
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+    }
+    fn dirty_rate(&self, pages_per_sec: u64) {
+        self.dirty_rate.store(pages_per_sec, Ordering::Relaxed);
     }
     fn add(&self, bytes: u64) {
         self.transferred.fetch_add(bytes, Ordering::Relaxed);
@@ -145,7 +153,7 @@ impl Migrations {
             status: job.status.unwrap_or(MigrationStatus::None),
             transferred: self.shared.transferred.load(Ordering::Relaxed),
             total: self.shared.total.load(Ordering::Relaxed),
-            dirty_pages_rate: 0,
+            dirty_pages_rate: self.shared.dirty_rate.load(Ordering::Relaxed),
             total_time_ms,
             downtime_ms: job.downtime.map(|d| d.as_millis() as u64),
             error: job.error.clone(),
@@ -169,6 +177,7 @@ impl Migrations {
         }
         self.shared.transferred.store(0, Ordering::Relaxed);
         self.shared.total.store(0, Ordering::Relaxed);
+        self.shared.dirty_rate.store(0, Ordering::Relaxed);
         self.shared.cancel.store(false, Ordering::Relaxed);
         self.set_status(MigrationStatus::Setup);
         let me = self.clone();
@@ -230,6 +239,26 @@ impl Migrations {
             }
         };
         self.set_status(MigrationStatus::Active);
+        if let Sink::Tcp(t) = &mut sink {
+            if session.status() == RunStatus::Running {
+                let result = self.write_live(session, t);
+                let handed_over = result.is_ok();
+                let finished = result.and_then(|()| match sink {
+                    Sink::Tcp(t) => t.into_inner().map_err(|e| e.to_string()).and_then(|s| {
+                        s.shutdown(std::net::Shutdown::Write)
+                            .map_err(|e| e.to_string())
+                    }),
+                    Sink::File(_) => Ok(()),
+                });
+                if !handed_over || finished.is_err() {
+                    if let Some(m) = session.machine() {
+                        let _ = m.log_ram_writes(false);
+                    }
+                    let _ = session.resume();
+                }
+                return finished;
+            }
+        }
         let captured = session.capture().map_err(|e| e.to_string())?;
         let paused_at = Instant::now();
         let out: &mut dyn std::io::Write = match &mut sink {
@@ -261,6 +290,68 @@ impl Migrations {
         }
         lock(&self.shared.job).downtime = Some(paused_at.elapsed());
         finished
+    }
+}
+
+/// Pre-copy rounds at most, and the dirty pages few enough to stop at.
+const MAX_ROUNDS: usize = 8;
+const STOP_PAGES: usize = 256;
+
+impl Migrations {
+    /// Live migration: RAM while the guest runs (then again the pages it
+    /// dirtied, round after round, until few are left), then pause, the
+    /// last dirty pages (the engine's log, and any page whose contents
+    /// changed behind it, as device DMA does), vCPU and device state. The
+    /// machine stays paused on success (the peer runs it now); on failure
+    /// the caller resumes it.
+    fn write_live(
+        &self,
+        session: &MachineControl,
+        out: &mut BufWriter<TcpStream>,
+    ) -> Result<(), String> {
+        let machine = session.machine().ok_or("no machine is running")?;
+        let p: &dyn Progress = &*self.shared;
+        machine.log_ram_writes(true).map_err(|e| e.to_string())?;
+        let _ = machine.dirty_pages(None);
+        let mut w = StreamWriter::new(&mut *out, &machine.header()).map_err(|e| e.to_string())?;
+        let mut sent = SentPages::default();
+        machine
+            .write_ram(&mut w, p, Some(&mut sent))
+            .map_err(|e| e.to_string())?;
+        let mut round_start = Instant::now();
+        for _ in 0..MAX_ROUNDS {
+            let dirty = machine.dirty_pages(None);
+            let n: usize = dirty.iter().map(Vec::len).sum();
+            let secs = round_start.elapsed().as_secs_f64().max(1e-3);
+            p.dirty_rate((n as f64 / secs) as u64);
+            round_start = Instant::now();
+            if n <= STOP_PAGES {
+                // Few enough: these go with the final pass.
+                break;
+            }
+            machine
+                .write_delta(&mut w, &dirty, p, Some(&mut sent))
+                .map_err(|e| e.to_string())?;
+        }
+        let captured = session.capture().map_err(|e| e.to_string())?;
+        let paused_at = Instant::now();
+        let last = machine.dirty_pages(Some(&sent));
+        let result = machine
+            .write_delta(&mut w, &last, p, None)
+            .and_then(|()| {
+                machine.write_state(
+                    &mut w,
+                    &captured.vcpus,
+                    SavedRun {
+                        running: captured.was_running,
+                    },
+                    p,
+                )
+            })
+            .map_err(|e| e.to_string())
+            .and_then(|()| w.finish().map(|_| ()).map_err(|e| e.to_string()));
+        lock(&self.shared.job).downtime = Some(paused_at.elapsed());
+        result
     }
 }
 

@@ -41,6 +41,22 @@ pub fn pages_to_send(
     }
 }
 
+/// A check value of page `page` of the range at `base`.
+pub fn page_sum(mem: &GuestMemoryMmap, base: u64, page: u64) -> u32 {
+    let mut buf = [0u8; PAGE];
+    match mem.read_slice(&mut buf, GuestAddress(base + page * PAGE as u64)) {
+        Ok(()) => crc32fast::hash(&buf),
+        Err(_) => 0,
+    }
+}
+
+/// The check value of every page of range (`base`, `size`).
+pub fn page_sums(mem: &GuestMemoryMmap, base: u64, size: u64) -> Vec<u32> {
+    (0..size / PAGE as u64)
+        .map(|p| page_sum(mem, base, p))
+        .collect()
+}
+
 /// The payload length for `pages`.
 pub fn payload_len(pages: &[u64]) -> u64 {
     16 + (pages.len() * RECORD) as u64
