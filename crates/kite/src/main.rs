@@ -216,7 +216,8 @@ fn run(args: RunArgs) -> i32 {
         None => run_session_controlled(&config, &control),
         Some(uri) => {
             let limit = kite_machine::snapshot::migration::incoming_limit(config.memory);
-            match Incoming::receive(&uri.to_string(), limit) {
+            let check = |b: &[u8]| kite_machine::run::check_stream(&config, b);
+            match Incoming::receive(&uri.to_string(), limit, &check) {
                 Ok(incoming) => run_session_incoming(&config, &control, &incoming),
                 Err(e) => {
                     drop(raw);

@@ -275,6 +275,16 @@ pub fn run_session_incoming_on(
     restored_session(config, guest, hv, console, (tx, rx), session, &image)
 }
 
+/// Whether `bytes` is a whole, intact snapshot taken with `config` (what a
+/// destination tells its source before restoring).
+pub fn check_stream(config: &MachineConfig, bytes: &[u8]) -> Result<(), String> {
+    let image = crate::snapshot::decode(bytes).map_err(|e| e.to_string())?;
+    crate::snapshot::fingerprint::check(
+        &image.header.fingerprint,
+        &crate::snapshot::fingerprint::fingerprint(config),
+    )
+}
+
 /// The whole stream checked, and taken with this configuration.
 fn check_incoming<'a>(
     config: &MachineConfig,

@@ -13,7 +13,7 @@
 //! It must not know the QMP protocol.
 
 use std::fs::File;
-use std::io::{BufWriter, Read};
+use std::io::{BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -244,10 +244,7 @@ impl Migrations {
                 let result = self.write_live(session, t);
                 let handed_over = result.is_ok();
                 let finished = result.and_then(|()| match sink {
-                    Sink::Tcp(t) => t.into_inner().map_err(|e| e.to_string()).and_then(|s| {
-                        s.shutdown(std::net::Shutdown::Write)
-                            .map_err(|e| e.to_string())
-                    }),
+                    Sink::Tcp(t) => await_verdict(t, uri),
                     Sink::File(_) => Ok(()),
                 });
                 if !handed_over || finished.is_err() {
@@ -277,10 +274,7 @@ impl Migrations {
             .map_err(|e: SnapshotError| e.to_string())
             .and_then(|_| match sink {
                 Sink::File(f) => f.commit(),
-                Sink::Tcp(t) => t.into_inner().map_err(|e| e.to_string()).and_then(|s| {
-                    s.shutdown(std::net::Shutdown::Write)
-                        .map_err(|e| e.to_string())
-                }),
+                Sink::Tcp(t) => await_verdict(t, uri),
             });
         // A file snapshot (or a failed migration) leaves the machine as it
         // was; after a completed TCP migration the peer runs it.
@@ -352,6 +346,37 @@ impl Migrations {
             .and_then(|()| w.finish().map(|_| ()).map_err(|e| e.to_string()));
         lock(&self.shared.job).downtime = Some(paused_at.elapsed());
         result
+    }
+}
+
+/// What a destination answers a stream it accepted.
+const ACCEPTED: &[u8] = b"OK\n";
+/// How long a source waits for the destination's verdict.
+const VERDICT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Flush and half-close the stream, then read the destination's verdict:
+/// the migration is done only once the peer has checked the whole stream.
+fn await_verdict(t: BufWriter<TcpStream>, uri: &MigrationUri) -> Result<(), String> {
+    let s = t.into_inner().map_err(|e| format!("{uri}: {e}"))?;
+    s.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| format!("{uri}: {e}"))?;
+    let _ = s.set_read_timeout(Some(VERDICT_TIMEOUT));
+    let mut reply = Vec::new();
+    (&s).take(4096)
+        .read_to_end(&mut reply)
+        .map_err(|e| format!("{uri}: no answer from the destination: {e}"))?;
+    if reply == ACCEPTED {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&reply);
+    match text.strip_prefix("ERR ") {
+        Some(why) => Err(format!(
+            "{uri}: the destination refused the stream: {}",
+            why.trim()
+        )),
+        None => Err(format!(
+            "{uri}: the destination hung up before accepting the stream"
+        )),
     }
 }
 
@@ -444,7 +469,13 @@ impl Incoming {
     /// Read what `uri` names: a file, or the first peer that connects to
     /// the TCP address (one stream; later peers are refused when the
     /// listener closes). At most `limit` bytes.
-    pub fn receive(uri: &str, limit: u64) -> Result<Incoming, IncomingError> {
+    /// A TCP peer is told whether `check` accepted the stream (the source
+    /// counts the migration done only then).
+    pub fn receive(
+        uri: &str,
+        limit: u64,
+        check: &dyn Fn(&[u8]) -> Result<(), String>,
+    ) -> Result<Incoming, IncomingError> {
         let parsed = MigrationUri::parse(uri)
             .map_err(|e| IncomingError::Input(format!("--incoming {e}")))?;
         match &parsed {
@@ -479,14 +510,25 @@ impl Incoming {
                 log::info!("incoming migration from {peer}");
                 let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
                 let mut bytes = Vec::new();
-                let mut limited = s.take(limit + 1);
+                let mut limited = (&s).take(limit + 1);
                 limited
                     .read_to_end(&mut bytes)
                     .map_err(|e| IncomingError::Stream(format!("migration from {peer}: {e}")))?;
                 if bytes.len() as u64 > limit {
+                    let _ = (&s).write_all(b"ERR too much data\n");
                     return Err(IncomingError::Stream(format!(
                         "migration from {peer}: more data than a snapshot of this machine holds"
                     )));
+                }
+                let verdict = check(&bytes);
+                let reply = match &verdict {
+                    Ok(()) => ACCEPTED.to_vec(),
+                    Err(e) => format!("ERR {e}\n").into_bytes(),
+                };
+                let _ = (&s).write_all(&reply);
+                let _ = s.shutdown(std::net::Shutdown::Both);
+                if let Err(e) = verdict {
+                    return Err(IncomingError::Stream(format!("migration from {peer}: {e}")));
                 }
                 Ok(Incoming {
                     bytes,
