@@ -215,6 +215,7 @@ fn run(args: RunArgs) -> i32 {
     let result = match &args.incoming {
         None => run_session_controlled(&config, &control),
         Some(uri) => {
+            control.set_incoming(true);
             let limit = kite_machine::snapshot::migration::incoming_limit(config.memory);
             let check = |b: &[u8]| kite_machine::run::check_stream(&config, b);
             match Incoming::receive(&uri.to_string(), limit, &check) {

@@ -117,6 +117,7 @@ impl QmpBackend for Backend {
         match self.control.status() {
             RunStatus::Running => RunState::Running,
             RunStatus::Paused => RunState::Paused,
+            RunStatus::Incoming => RunState::InMigrate,
             RunStatus::Shutdown => RunState::Shutdown,
         }
     }

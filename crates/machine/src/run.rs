@@ -245,6 +245,7 @@ pub fn run_session_incoming(
     session: &MachineControl,
     incoming: &Incoming,
 ) -> Result<Outcome, MachineError> {
+    session.set_incoming(true);
     let image = check_incoming(config, incoming)?;
     let guest = builder::load_guest(config)?;
     let (tx, rx) = channel();
@@ -268,6 +269,7 @@ pub fn run_session_incoming_on(
     session: &MachineControl,
     incoming: &Incoming,
 ) -> Result<Outcome, MachineError> {
+    session.set_incoming(true);
     let image = check_incoming(config, incoming)?;
     let guest = builder::load_guest(config)?;
     let (tx, rx) = channel();
@@ -377,6 +379,7 @@ fn boot_until_end(
             if !saved.running {
                 let _ = session.pause();
             }
+            session.set_incoming(false);
         }
         let event = machine.run_controlled(&rx, session)?;
         // Events raised by other vCPUs while this one ended are moot, but a

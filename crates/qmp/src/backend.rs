@@ -7,6 +7,8 @@
 pub enum RunState {
     Running,
     Paused,
+    /// Waiting for an incoming migration (`--incoming`).
+    InMigrate,
     Shutdown,
 }
 
@@ -15,6 +17,7 @@ impl RunState {
         match self {
             RunState::Running => "running",
             RunState::Paused => "paused",
+            RunState::InMigrate => "inmigrate",
             RunState::Shutdown => "shutdown",
         }
     }

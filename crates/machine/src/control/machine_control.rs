@@ -30,6 +30,8 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum RunStatus {
     Running,
     Paused,
+    /// Waiting for (or applying) the snapshot it starts from.
+    Incoming,
     /// The session ended (the process is about to exit).
     Shutdown,
 }
@@ -96,6 +98,9 @@ pub enum ControlError {
     /// No board is built (between boots), or it has no power button.
     #[error("the machine has no power button right now")]
     NoPowerButton,
+    /// The machine is still being restored from its snapshot.
+    #[error("the incoming migration has not finished")]
+    Incoming,
     /// No machine is running to save.
     #[error("no machine is running right now")]
     NoMachine,
@@ -127,6 +132,7 @@ struct State {
     paused: bool,
     ended: bool,
     quit: bool,
+    incoming: bool,
     engine: Option<EngineKind>,
     boot: Option<Boot>,
     /// Bumped to ask every parked vCPU for its state.
@@ -180,6 +186,8 @@ impl MachineControl {
         let st = self.state();
         if st.ended {
             RunStatus::Shutdown
+        } else if st.incoming {
+            RunStatus::Incoming
         } else if st.paused {
             RunStatus::Paused
         } else {
@@ -306,11 +314,20 @@ impl MachineControl {
         })
     }
 
+    /// The session starts from a snapshot not applied yet (`Incoming`
+    /// until then), or has applied it.
+    pub fn set_incoming(&self, on: bool) {
+        self.state().incoming = on;
+    }
+
     /// Let the vCPUs run again. Resuming a running machine does nothing.
     pub fn resume(&self) -> Result<(), ControlError> {
         let mut st = self.state();
         if st.ended {
             return Err(ControlError::Ended);
+        }
+        if st.incoming {
+            return Err(ControlError::Incoming);
         }
         if !st.paused {
             return Ok(());
