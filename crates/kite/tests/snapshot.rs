@@ -479,3 +479,46 @@ fn a_linux_guest_restored_from_a_snapshot_finds_its_disk_writes_and_writes_more(
     assert!(image.starts_with(b"KITE-BEFORE-SNAPSHOT-41\n"));
     assert_eq!(&image[4096..4096 + 22], b"KITE-AFTER-RESTORE-42\n");
 }
+
+#[test]
+fn a_destination_of_another_configuration_refuses_and_the_source_runs_on() {
+    let k = temp_file("snap-mismatch-counter.elf", &tk::counter());
+    let port = free_port();
+    let uri = format!("tcp:127.0.0.1:{port}");
+    // The destination has twice the memory: it must refuse the stream.
+    let mut dest_args = counter_args(&k, "128M", "1");
+    dest_args.extend(["--incoming".to_string(), uri.clone()]);
+    let mut dest = Vm::start("snap-mismatch-dest", &strs(&dest_args));
+    let src = Vm::start("snap-mismatch-src", &strs(&counter_args(&k, "64M", "1")));
+    let out = src.drive("dropped", Some(&uri));
+    assert!(
+        out.contains("--memory 64 MiB"),
+        "the source is told why: {out}"
+    );
+    assert_eq!(dest.wait_exit(), Some(1));
+    let err = dest.stderr();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--memory 64 MiB"), "{err}");
+}
+
+#[test]
+fn a_cancelled_snapshot_leaves_no_file_and_the_guest_runs_on() {
+    let k = temp_file("snap-cancel-counter.elf", &tk::counter());
+    let snap = temp_path("snap-cancel.kite");
+    let _ = std::fs::remove_file(&snap);
+    let vm = Vm::start("snap-cancel", &strs(&counter_args(&k, "256M", "1")));
+    let out = vm.drive("cancel", Some(&format!("file:{}", snap.display())));
+    let mut part = snap.clone().into_os_string();
+    part.push(".part");
+    assert!(
+        !Path::new(&part).exists(),
+        "a temporary file was left behind"
+    );
+    // It may have finished before the cancel arrived; then the file is whole.
+    if out.contains("ENDED cancelled") {
+        assert!(!snap.exists(), "a cancelled snapshot left a file");
+    } else {
+        assert!(out.contains("ENDED completed"), "{out}");
+        assert!(std::fs::metadata(&snap).unwrap().len() > 0);
+    }
+}
