@@ -256,6 +256,9 @@ impl MachineControl {
     /// Pause (if running) and have every parked vCPU save its state; the
     /// machine stays paused (`resume` it after writing, if `was_running`).
     pub fn capture(&self) -> Result<Captured, ControlError> {
+        if self.status() == RunStatus::Incoming {
+            return Err(ControlError::Incoming);
+        }
         let was_running = self.status() == RunStatus::Running;
         self.pause()?;
         let mut st = self.state();
