@@ -18,6 +18,9 @@ usage: drive.py SOCKET SERIAL_FILE SCENARIO [ARG]
   linux-snapshot URI: wait for a line SNAP-NOW in SERIAL_FILE, stop,
       migrate to URI.
   cont-only: a restored paused guest: cont.
+  screen-snapshot URI PNG: (firmware with a display) after 3 s, stop,
+      screendump to PNG, migrate to URI.
+  screen-restored PNG: the restored paused machine's screendump to PNG.
   cancel URI: migrate, cancel at once: ends cancelled or completed, and
       the guest runs on.
 Exits 0 when every check held, else prints what failed and exits 1.
@@ -162,6 +165,22 @@ async def cont_only(qmp, serial):
     print("RESUMED")
 
 
+async def screen_snapshot(qmp, serial, uri, png):
+    await asyncio.sleep(3)  # SeaBIOS has drawn its banner by then
+    await qmp.execute("stop")
+    await next_event(qmp, "STOP")
+    await qmp.execute("screendump", {"filename": png, "format": "png"})
+    await migrate_and_wait(qmp, uri)
+    print("SAVED")
+
+
+async def screen_restored(qmp, serial, png):
+    await restored(qmp)
+    check((await qmp.execute("query-status"))["status"] == "paused", "restored running")
+    await qmp.execute("screendump", {"filename": png, "format": "png"})
+    print("SHOT")
+
+
 async def dropped(qmp, serial, uri):
     await wait_until(lambda: (last_count(serial) or 0) >= 3, "the guest to count")
     await qmp.execute("migrate", {"uri": uri})
@@ -205,6 +224,8 @@ async def main():
         "dropped": dropped,
         "linux-snapshot": linux_snapshot,
         "cont-only": cont_only,
+        "screen-snapshot": screen_snapshot,
+        "screen-restored": screen_restored,
     }
     await scenarios[scenario](qmp, serial, *arg)
     try:
