@@ -336,6 +336,12 @@ fn a_destination_whose_source_drops_exits_with_one_line() {
         }
     };
     std::io::Write::write_all(&mut s, b"KITESNAP\x01\x00\x00\x00").unwrap();
+    // One stream only: a second source is turned away while the first sends.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "a second incoming stream was let in"
+    );
     drop(s);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
