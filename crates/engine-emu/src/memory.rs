@@ -6,8 +6,9 @@
 //! Shared (behind an `Arc`) by every vCPU of a VM; slot changes are rare and
 //! published by replacing the slot table, so lookups never take a lock.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use kite_hypervisor::{Error, MemoryRegion, Result};
 
@@ -139,12 +140,29 @@ impl CodePages {
     }
 }
 
+/// What a vCPU tells `PhysMemory::dirty_log` about itself: whether it is
+/// executing guest code now, and the dirty-log epoch it has caught up with
+/// (its TLB holds no write permission granted before that epoch's clear).
+#[derive(Debug, Default)]
+pub struct VcpuMemAck {
+    pub in_guest: AtomicBool,
+    pub seen_dirty_epoch: AtomicU64,
+}
+
+/// How long `dirty_log` waits for running vCPUs to drop their TLB write
+/// permissions (they do at the next block boundary, microseconds).
+const DIRTY_ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The slot table and code tracking of one VM.
 #[derive(Debug)]
 pub struct PhysMemory {
     slots: RwLock<Arc<Vec<Arc<Slot>>>>,
     /// Bumped when the slot table changes, so vCPUs flush TLBs.
     pub layout_epoch: AtomicU64,
+    /// Bumped by `dirty_log`, so vCPUs drop TLB write permissions (writes
+    /// through them would not be logged) without flushing anything else.
+    pub dirty_epoch: AtomicU64,
+    vcpus: Mutex<Vec<Weak<VcpuMemAck>>>,
     code: RwLock<Arc<CodePages>>,
 }
 
@@ -159,6 +177,8 @@ impl PhysMemory {
         PhysMemory {
             slots: RwLock::new(Arc::new(Vec::new())),
             layout_epoch: AtomicU64::new(0),
+            dirty_epoch: AtomicU64::new(0),
+            vcpus: Mutex::new(Vec::new()),
             code: RwLock::new(Arc::new(CodePages::new())),
         }
     }
@@ -239,15 +259,55 @@ impl PhysMemory {
                 "memory slot {slot} does not log dirty pages"
             )));
         }
-        // Writes made through TLB entries stay logged: TLBs only keep write
-        // permission for pages already marked, so clearing forces a re-walk.
+        // TLBs keep write permission only for pages already marked, and a
+        // write through such an entry marks nothing. So after the bits are
+        // read and cleared, every vCPU in guest code drops its write
+        // permissions (a new epoch) before this returns: a page written
+        // through an old entry was marked when the entry was made, so it is
+        // in this bitmap, and the caller copies it after the write; any
+        // later write takes a TLB miss, which marks the page again. Nothing
+        // is lost between two calls, which live migration relies on.
         let out = s
             .dirty
             .iter()
             .map(|w| w.swap(0, Ordering::AcqRel))
             .collect();
-        self.layout_epoch.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.dirty_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.wait_for_dirty_acks(epoch);
         Ok(out)
+    }
+
+    /// A vCPU's handle for the dirty-log handshake; keep it as long as the
+    /// vCPU lives.
+    pub fn register_vcpu(&self) -> Arc<VcpuMemAck> {
+        let ack = Arc::new(VcpuMemAck::default());
+        ack.seen_dirty_epoch
+            .store(self.dirty_epoch.load(Ordering::SeqCst), Ordering::SeqCst);
+        let mut v = self.vcpus.lock().unwrap_or_else(|e| e.into_inner());
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(&ack));
+        ack
+    }
+
+    /// Wait until no vCPU can still write through a TLB entry from before
+    /// `epoch`: each is out of guest code or has caught up.
+    fn wait_for_dirty_acks(&self, epoch: u64) {
+        let acks: Vec<Arc<VcpuMemAck>> = {
+            let v = self.vcpus.lock().unwrap_or_else(|e| e.into_inner());
+            v.iter().filter_map(Weak::upgrade).collect()
+        };
+        let start = Instant::now();
+        for ack in acks {
+            while ack.in_guest.load(Ordering::SeqCst)
+                && ack.seen_dirty_epoch.load(Ordering::SeqCst) < epoch
+            {
+                if start.elapsed() > DIRTY_ACK_TIMEOUT {
+                    log::warn!("emu: a vCPU did not reach a block boundary in {DIRTY_ACK_TIMEOUT:?}; the dirty log may miss its writes");
+                    return;
+                }
+                std::thread::yield_now();
+            }
+        }
     }
 }
 

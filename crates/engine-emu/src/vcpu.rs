@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use kite_hypervisor::exit::VcpuExit;
 use kite_hypervisor::{
-    x86, CpuidEntry, Error, Event, Fpu, GuestDebug, Regs, Result, Segment, Sregs, Translation,
-    Vcpu, VcpuKick,
+    x86, CpuidEntry, DebugHit, Error, Event, Fpu, GuestDebug, Regs, Result, Segment, Sregs,
+    Translation, Vcpu, VcpuKick, HW_DEBUG_SLOTS,
 };
 
 use crate::cpu::block_cache::BlockCache;
@@ -81,9 +81,10 @@ impl EmuVcpu {
                 self.cpu.replay.push(u64::from_le_bytes(b));
                 self.cpu.pending = None;
             }
-            Some(Pending::Debug) => {
+            Some(Pending::Debug(hit)) => {
                 self.cpu.pending = None;
-                self.cpu.skip_breakpoint = true;
+                // Resume past the breakpoint that stopped us (as RF does).
+                self.cpu.skip_breakpoint = matches!(hit, DebugHit::Breakpoint(_));
             }
             _ => {}
         }
@@ -124,7 +125,10 @@ impl EmuVcpu {
                 }
             }
             Pending::Hlt => VcpuExit::Hlt,
-            Pending::Debug => VcpuExit::Debug { rip: self.cpu.rip },
+            Pending::Debug(hit) => VcpuExit::Debug {
+                rip: self.cpu.rip,
+                hit,
+            },
         }
     }
 
@@ -458,15 +462,28 @@ impl Vcpu for EmuVcpu {
     }
 
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {
-        // As many as the debug registers hold, like the kvm engine.
-        if debug.breakpoints.len() > 4 {
+        // As many as the debug registers hold, like the kvm engine;
+        // software breakpoints are checked per instruction, without a limit.
+        let hw = debug.breakpoints.len() + debug.watchpoints.len();
+        if hw > HW_DEBUG_SLOTS {
             return Err(Error::Invalid(format!(
-                "{} hardware breakpoints requested; at most 4 are supported",
-                debug.breakpoints.len()
+                "{hw} hardware breakpoints and watchpoints requested; at most {HW_DEBUG_SLOTS} are supported"
+            )));
+        }
+        if let Some(w) = debug.watchpoints.iter().find(|w| !w.is_valid()) {
+            return Err(Error::Invalid(format!(
+                "watchpoint of {} bytes at {:#x}: the length must be 1, 2, 4 or 8 and the address aligned to it",
+                w.len, w.addr
             )));
         }
         self.cpu.single_step = debug.single_step;
-        self.cpu.breakpoints = debug.breakpoints.clone();
+        let mut all = debug.breakpoints.clone();
+        all.extend(&debug.sw_breakpoints);
+        all.sort_unstable();
+        all.dedup();
+        self.cpu.breakpoints = all;
+        self.cpu.watchpoints = debug.watchpoints.clone();
+        self.cpu.watch_hit = None;
         Ok(())
     }
 }

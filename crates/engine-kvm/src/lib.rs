@@ -16,6 +16,8 @@ mod convert;
 mod hypervisor;
 mod kick;
 mod page_walk;
+pub mod snapshot;
+mod sw_breakpoints;
 mod vcpu;
 mod vm;
 

@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use kite_hypervisor::exit::SystemEvent;
 use kite_hypervisor::{
-    CpuidEntry, Error, Event, Fpu, GuestDebug, Regs, Result, Sregs, Translation, Vcpu, VcpuExit,
-    VcpuKick,
+    CpuidEntry, DebugHit, Error, Event, Fpu, GuestDebug, Regs, Result, Sregs, Translation, Vcpu,
+    VcpuExit, VcpuKick, WatchAccess, Watchpoint, HW_DEBUG_SLOTS,
 };
 use kvm_bindings::{
     kvm_guest_debug, kvm_msr_entry, CpuId, Msrs, KVM_EXIT_IO_IN, KVM_GUESTDBG_ENABLE,
-    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_INTERNAL_ERROR_DELIVERY_EV,
-    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
-    KVM_INTERNAL_ERROR_SIMUL_EX, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN,
+    KVM_GUESTDBG_INJECT_BP, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+    KVM_GUESTDBG_USE_SW_BP, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
+    KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES, KVM_INTERNAL_ERROR_SIMUL_EX,
+    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit as KvmExit, VcpuFd};
 
@@ -22,9 +22,23 @@ use crate::convert::{
 };
 use crate::kick::KickState;
 use crate::page_walk::{self, Slots};
+use crate::sw_breakpoints::{self, SwPatches};
 
-/// Hardware breakpoint registers DR0-DR3.
-const HW_BREAKPOINTS: usize = 4;
+mod state;
+
+/// DR6: breakpoint condition detected, one bit per DR0-DR3.
+const DR6_B_MASK: u64 = 0xf;
+/// DR6: single step.
+const DR6_BS: u64 = 1 << 14;
+/// The #BP vector (an INT3 that KVM_GUESTDBG_USE_SW_BP intercepted).
+const BP_VECTOR: u32 = 3;
+
+/// What a debug register was set up for.
+#[derive(Debug, Clone, Copy)]
+enum DebugSlot {
+    Breakpoint(u64),
+    Watchpoint(Watchpoint),
+}
 
 /// A vCPU on /dev/kvm.
 pub struct KvmVcpu {
@@ -35,10 +49,33 @@ pub struct KvmVcpu {
     kick: Arc<KickState>,
     /// The VM's memory slots, for page-table walks.
     slots: Slots,
+    /// The VM has the in-kernel irqchip (this vCPU has a local APIC).
+    irqchip: bool,
+    /// The MSRs KVM saves and restores.
+    msr_list: Arc<Vec<u32>>,
+    /// What DR0-DR3 hold, as the last `set_guest_debug` placed them.
+    debug_slots: Vec<DebugSlot>,
+    /// What the last `set_guest_debug` asked for.
+    debug: GuestDebug,
+    /// The VM's INT3 patches (software breakpoints).
+    patches: SwPatches,
+    /// The last exit was the breakpoint at this address: step past it
+    /// (without it) before running on.
+    step_over: Option<u64>,
+    /// That step is under way.
+    stepping_over: Option<u64>,
 }
 
 /// An exit with the borrow of the `kvm_run` page dropped; the data-carrying
 /// ones are re-read from `kvm_run`.
+/// The `kvm_debug_exit_arch` fields a debug exit is explained by.
+#[derive(Debug, Clone, Copy)]
+struct DebugInfo {
+    exception: u32,
+    pc: u64,
+    dr6: u64,
+}
+
 enum RawExit {
     Io,
     Mmio,
@@ -46,14 +83,148 @@ enum RawExit {
     Shutdown,
     FailEntry(u64),
     SystemEvent(u32),
-    Debug,
+    Debug(DebugInfo),
     Interrupted,
     InternalError,
     Other(String),
 }
 
 impl KvmVcpu {
-    pub(crate) fn new(id: u32, mut fd: VcpuFd, run_size: usize, slots: Slots) -> Self {
+    /// Program KVM with `self.debug`, leaving out the breakpoint being
+    /// stepped over (and stepping instead).
+    fn apply_debug(&mut self) -> Result<()> {
+        let skip = self.stepping_over;
+        let debug = self.debug.clone();
+        let mut slots: Vec<DebugSlot> = debug
+            .breakpoints
+            .iter()
+            .filter(|&&a| Some(a) != skip)
+            .map(|&a| DebugSlot::Breakpoint(a))
+            .collect();
+        slots.extend(debug.watchpoints.iter().map(|&w| DebugSlot::Watchpoint(w)));
+        // Software breakpoints take the debug registers left free (they work
+        // on every KVM); only the rest become INT3 in guest memory.
+        let mut sw = Vec::new();
+        for &addr in debug.sw_breakpoints.iter().filter(|&&a| Some(a) != skip) {
+            if slots
+                .iter()
+                .any(|s| matches!(s, DebugSlot::Breakpoint(a) if *a == addr))
+            {
+                continue;
+            }
+            if slots.len() < HW_DEBUG_SLOTS {
+                slots.push(DebugSlot::Breakpoint(addr));
+            } else {
+                sw.push((addr, self.translate(addr)?.map(|t| t.phys)));
+            }
+        }
+        sw_breakpoints::sync(&self.patches, &self.slots, &sw)?;
+
+        let mut kvm = kvm_guest_debug::default();
+        let stepping = debug.single_step || skip.is_some();
+        if stepping || !slots.is_empty() || !sw.is_empty() {
+            kvm.control = KVM_GUESTDBG_ENABLE;
+        }
+        if stepping {
+            kvm.control |= KVM_GUESTDBG_SINGLESTEP;
+        }
+        if !sw.is_empty() {
+            kvm.control |= KVM_GUESTDBG_USE_SW_BP;
+        }
+        if !slots.is_empty() {
+            kvm.control |= KVM_GUESTDBG_USE_HW_BP;
+            let mut dr7 = 0u64;
+            for (i, slot) in slots.iter().enumerate() {
+                // Global enable Gi; then R/W and LEN (zero: execution).
+                dr7 |= 1 << (2 * i + 1);
+                match *slot {
+                    DebugSlot::Breakpoint(addr) => kvm.arch.debugreg[i] = addr,
+                    DebugSlot::Watchpoint(w) => {
+                        kvm.arch.debugreg[i] = w.addr;
+                        let rw: u64 = match w.access {
+                            WatchAccess::Write => 0b01,
+                            WatchAccess::ReadWrite => 0b11,
+                        };
+                        let len: u64 = match w.len {
+                            1 => 0b00,
+                            2 => 0b01,
+                            8 => 0b10,
+                            _ => 0b11,
+                        };
+                        dr7 |= (rw | (len << 2)) << (16 + 4 * i);
+                    }
+                }
+            }
+            kvm.arch.debugreg[7] = dr7;
+        }
+        self.fd
+            .set_guest_debug(&kvm)
+            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))?;
+        self.debug_slots = slots;
+        Ok(())
+    }
+
+    /// Hand an intercepted INT3 back to the guest (KVM queues the #BP when
+    /// told), then restore the debug state.
+    fn inject_guest_bp(&mut self) -> Result<()> {
+        let mut kvm = kvm_guest_debug {
+            control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_INJECT_BP,
+            ..Default::default()
+        };
+        kvm.arch.debugreg = [0; 8];
+        self.fd
+            .set_guest_debug(&kvm)
+            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG (inject #BP)", e))?;
+        self.apply_debug()
+    }
+
+    /// After an intercepted INT3: RIP back at the breakpoint (where the
+    /// instruction it replaced starts), whichever side of the INT3 KVM left it.
+    fn rewind_int3(&mut self, addr: u64) -> Result<u64> {
+        let mut regs = self.regs()?;
+        let sregs = self.sregs()?;
+        let target = addr.wrapping_sub(sregs.cs.base);
+        if regs.rip != target {
+            regs.rip = target;
+            self.set_regs(&regs)?;
+        }
+        Ok(target)
+    }
+
+    /// Why KVM stopped with a debug exit: DR6 names the debug register (or
+    /// the single step); an intercepted INT3 is a software breakpoint.
+    fn debug_hit(&self, info: DebugInfo) -> DebugHit {
+        if info.exception == BP_VECTOR {
+            // KVM reports the INT3's address; allow for one past it too.
+            return [info.pc, info.pc.wrapping_sub(1)]
+                .into_iter()
+                .find(|a| self.debug.sw_breakpoints.contains(a))
+                .map_or(DebugHit::Unknown, DebugHit::Breakpoint);
+        }
+        let b = info.dr6 & DR6_B_MASK;
+        if b != 0 {
+            let index = b.trailing_zeros() as usize;
+            return match self.debug_slots.get(index) {
+                Some(DebugSlot::Breakpoint(addr)) => DebugHit::Breakpoint(*addr),
+                Some(DebugSlot::Watchpoint(w)) => DebugHit::Watchpoint(*w),
+                None => DebugHit::Unknown,
+            };
+        }
+        if info.dr6 & DR6_BS != 0 {
+            return DebugHit::Step;
+        }
+        DebugHit::Unknown
+    }
+
+    pub(crate) fn new(
+        id: u32,
+        mut fd: VcpuFd,
+        run_size: usize,
+        slots: Slots,
+        irqchip: bool,
+        msr_list: Arc<Vec<u32>>,
+        patches: SwPatches,
+    ) -> Self {
         let immediate_exit: *mut u8 = &mut fd.get_kvm_run().immediate_exit;
         KvmVcpu {
             id,
@@ -61,6 +232,13 @@ impl KvmVcpu {
             run_size,
             kick: Arc::new(KickState::new(immediate_exit)),
             slots,
+            irqchip,
+            msr_list,
+            debug_slots: Vec::new(),
+            debug: GuestDebug::default(),
+            patches,
+            step_over: None,
+            stepping_over: None,
         }
     }
 
@@ -83,7 +261,11 @@ impl KvmVcpu {
             KvmExit::Shutdown => RawExit::Shutdown,
             KvmExit::FailEntry(reason, _cpu) => RawExit::FailEntry(reason),
             KvmExit::SystemEvent(kind, _) => RawExit::SystemEvent(kind),
-            KvmExit::Debug(_) => RawExit::Debug,
+            KvmExit::Debug(d) => RawExit::Debug(DebugInfo {
+                exception: d.exception,
+                pc: d.pc,
+                dr6: d.dr6,
+            }),
             KvmExit::Intr => {
                 self.kick.clear();
                 RawExit::Interrupted
@@ -196,7 +378,36 @@ impl Vcpu for KvmVcpu {
     }
 
     fn run(&mut self) -> Result<VcpuExit<'_>> {
-        Ok(match self.raw_run()? {
+        if let Some(addr) = self.step_over.take() {
+            // Run the instruction at the breakpoint once, without it (the
+            // resume flag would do for debug registers, but not every KVM
+            // honours it, and INT3 needs its byte back).
+            self.stepping_over = Some(addr);
+            self.apply_debug()?;
+        }
+        let raw = loop {
+            let raw = self.raw_run()?;
+            if let RawExit::Debug(info) = &raw {
+                if info.exception == BP_VECTOR && self.debug_hit(*info) == DebugHit::Unknown {
+                    // The guest's own INT3, not a breakpoint of ours: the
+                    // guest takes its #BP.
+                    self.inject_guest_bp()?;
+                    continue;
+                }
+            }
+            if let (Some(_), RawExit::Debug(info)) = (self.stepping_over, &raw) {
+                if info.exception != BP_VECTOR && info.dr6 & DR6_BS != 0 {
+                    // Past it: put the breakpoint back.
+                    self.stepping_over = None;
+                    self.apply_debug()?;
+                    if !self.debug.single_step {
+                        continue;
+                    }
+                }
+            }
+            break raw;
+        };
+        Ok(match raw {
             RawExit::Io => return self.io_exit(),
             RawExit::Mmio => self.mmio_exit(),
             RawExit::Hlt => VcpuExit::Hlt,
@@ -214,9 +425,17 @@ impl Vcpu for KvmVcpu {
             RawExit::SystemEvent(kind) => {
                 VcpuExit::InternalError(format!("unexpected KVM system event type {kind}"))
             }
-            RawExit::Debug => VcpuExit::Debug {
-                rip: self.regs()?.rip,
-            },
+            RawExit::Debug(info) => {
+                let hit = self.debug_hit(info);
+                let mut rip = self.regs()?.rip;
+                if let DebugHit::Breakpoint(addr) = hit {
+                    self.step_over = Some(addr);
+                    if info.exception == BP_VECTOR {
+                        rip = self.rewind_int3(addr)?;
+                    }
+                }
+                VcpuExit::Debug { rip, hit }
+            }
             RawExit::Interrupted => VcpuExit::Interrupted,
             RawExit::InternalError => VcpuExit::InternalError(self.internal_error()),
             RawExit::Other(what) => VcpuExit::InternalError(format!("unexpected KVM exit: {what}")),
@@ -386,33 +605,36 @@ impl Vcpu for KvmVcpu {
         }))
     }
 
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(self.save_neutral()?.to_bytes())
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<()> {
+        let s = kite_hypervisor::state::VcpuState::from_bytes(state)?;
+        self.restore_neutral(&s)
+    }
+
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {
-        if debug.breakpoints.len() > HW_BREAKPOINTS {
+        let hw = debug.breakpoints.len() + debug.watchpoints.len();
+        if hw > HW_DEBUG_SLOTS {
             return Err(Error::Invalid(format!(
-                "{} breakpoints requested, KVM offers {HW_BREAKPOINTS} hardware breakpoints",
-                debug.breakpoints.len()
+                "{hw} hardware breakpoints and watchpoints requested, KVM offers {HW_DEBUG_SLOTS} debug registers"
             )));
         }
-        let mut kvm = kvm_guest_debug::default();
-        if debug.single_step || !debug.breakpoints.is_empty() {
-            kvm.control = KVM_GUESTDBG_ENABLE;
+        if let Some(w) = debug.watchpoints.iter().find(|w| !w.is_valid()) {
+            return Err(Error::Invalid(format!(
+                "watchpoint of {} bytes at {:#x}: the length must be 1, 2, 4 or 8 and the address aligned to it",
+                w.len, w.addr
+            )));
         }
-        if debug.single_step {
-            kvm.control |= KVM_GUESTDBG_SINGLESTEP;
+        let before = std::mem::replace(&mut self.debug, debug.clone());
+        let applied = self.apply_debug();
+        if applied.is_err() {
+            self.debug = before;
+            // Best effort back to what was in force.
+            let _ = self.apply_debug();
         }
-        if !debug.breakpoints.is_empty() {
-            kvm.control |= KVM_GUESTDBG_USE_HW_BP;
-            let mut dr7 = 0u64;
-            for (i, &addr) in debug.breakpoints.iter().enumerate() {
-                kvm.arch.debugreg[i] = addr;
-                // Global enable Gi; R/W and LEN zero: break on execution.
-                dr7 |= 1 << (2 * i + 1);
-            }
-            kvm.arch.debugreg[7] = dr7;
-        }
-        self.fd
-            .set_guest_debug(&kvm)
-            .map_err(|e| Error::host("KVM_SET_GUEST_DEBUG", e))
+        applied
     }
 }
 

@@ -12,7 +12,10 @@ use kvm_bindings::{
 use kvm_ioctls::{Kvm, VmFd};
 
 use crate::page_walk::{self, Slots};
+use crate::sw_breakpoints::SwPatches;
 use crate::vcpu::KvmVcpu;
+
+mod state;
 
 /// Where KVM puts the three pages of its real-mode TSS (Intel only): just below
 /// the 4 GiB boundary, under the BIOS area, where no RAM or device lives.
@@ -28,9 +31,15 @@ const PAGE_SIZE: u64 = 4096;
 pub struct KvmVm {
     fd: VmFd,
     irqchip: bool,
+    /// The in-kernel PIT exists.
+    pit: bool,
+    /// The MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST), for vCPU state.
+    msr_list: Arc<Vec<u32>>,
     /// Slots added so far, by slot number: dirty_log needs each slot's size,
     /// translate reads page tables through them.
     slots: Slots,
+    /// INT3 software breakpoints, shared by the vCPUs.
+    patches: SwPatches,
 }
 
 impl KvmVm {
@@ -61,10 +70,18 @@ impl KvmVm {
             fd.create_pit2(pit)
                 .map_err(|e| Error::host("KVM_CREATE_PIT2", e))?;
         }
+        // Without the list a vCPU state carries no MSRs beyond the fixed ones.
+        let msr_list = kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .unwrap_or_default();
         Ok(KvmVm {
             fd,
             irqchip: config.irqchip,
+            pit: config.pit,
+            msr_list: Arc::new(msr_list),
             slots: Arc::new(Mutex::new(HashMap::new())),
+            patches: SwPatches::default(),
         })
     }
 
@@ -175,6 +192,9 @@ impl Vm for KvmVm {
             fd,
             self.fd.run_size(),
             self.slots.clone(),
+            self.irqchip,
+            self.msr_list.clone(),
+            self.patches.clone(),
         )))
     }
 
@@ -186,6 +206,15 @@ impl Vm for KvmVm {
         self.fd
             .set_irq_line(gsi, level)
             .map_err(|e| Error::host("KVM_IRQ_LINE", e))
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(self.save_neutral()?.to_bytes())
+    }
+
+    fn restore_state(&self, state: &[u8]) -> Result<()> {
+        let s = kite_hypervisor::state::VmState::from_bytes(state)?;
+        self.restore_neutral(&s)
     }
 
     fn signal_msi(&self, msi: Msi) -> Result<()> {

@@ -33,8 +33,8 @@ pub enum VcpuExit<'a> {
     SystemEvent(SystemEvent),
     /// The engine could not enter guest mode with the given state.
     FailEntry { reason: u64 },
-    /// Single-step or breakpoint; `rip` is the next instruction.
-    Debug { rip: u64 },
+    /// Single-step, breakpoint or watchpoint; `rip` is the next instruction.
+    Debug { rip: u64, hit: crate::DebugHit },
     /// `VcpuKick::kick` was called (or a signal interrupted the run).
     Interrupted,
     /// The engine cannot continue this guest: an unimplemented instruction,

@@ -162,12 +162,70 @@ pub struct Translation {
 }
 
 /// Debug controls, as KVM_SET_GUEST_DEBUG.
+///
+/// `breakpoints` and `watchpoints` are the debug registers' kind: together
+/// at most `HW_DEBUG_SLOTS` (DR0-DR3). `sw_breakpoints` have no fixed limit:
+/// an engine that checks each instruction (emu) just checks them; kvm
+/// places them in the debug registers left free, then as INT3 in guest
+/// memory (restored when cleared). Resuming from a breakpoint runs its
+/// instruction once without stopping there again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestDebug {
     /// Exit with `VcpuExit::Debug` after each instruction.
     pub single_step: bool,
     /// Exit with `VcpuExit::Debug` before executing at any of these linear addresses.
     pub breakpoints: Vec<u64>,
+    /// Exit with `VcpuExit::Debug` after an instruction that accessed one of
+    /// these linear ranges (a data breakpoint, a trap as on hardware).
+    pub watchpoints: Vec<Watchpoint>,
+    /// As `breakpoints`, without the debug registers' limit where the engine can.
+    pub sw_breakpoints: Vec<u64>,
+}
+
+/// How many hardware breakpoints plus watchpoints a vCPU has (DR0-DR3).
+pub const HW_DEBUG_SLOTS: usize = 4;
+
+/// What a watchpoint watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WatchAccess {
+    Write,
+    /// Reads and writes (x86 debug registers cannot watch reads alone).
+    ReadWrite,
+}
+
+/// A data breakpoint: `len` bytes (1, 2, 4 or 8, aligned to `len`) at linear `addr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Watchpoint {
+    pub addr: u64,
+    pub len: u8,
+    pub access: WatchAccess,
+}
+
+impl Watchpoint {
+    /// Whether `len` and the alignment of `addr` are what a debug register takes.
+    pub fn is_valid(&self) -> bool {
+        matches!(self.len, 1 | 2 | 4 | 8) && self.addr.is_multiple_of(u64::from(self.len))
+    }
+
+    /// Whether an access of `size` bytes at `addr` (a write if `write`) hits it.
+    pub fn hits(&self, addr: u64, size: u64, write: bool) -> bool {
+        let kind_ok = write || self.access == WatchAccess::ReadWrite;
+        let end = self.addr.wrapping_add(u64::from(self.len));
+        kind_ok && addr < end && self.addr < addr.wrapping_add(size.max(1))
+    }
+}
+
+/// Why a vCPU left with `VcpuExit::Debug`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugHit {
+    /// A single step finished.
+    Step,
+    /// Execution reached a breakpoint (hardware or software) at this address.
+    Breakpoint(u64),
+    /// An instruction accessed the range of this watchpoint.
+    Watchpoint(Watchpoint),
+    /// The engine cannot tell.
+    Unknown,
 }
 
 /// A virtual CPU. `run` enters guest mode on the calling thread.
@@ -214,5 +272,47 @@ pub trait Vcpu: Send {
             engine: "this",
             what: "restoring vCPU state".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WatchAccess, Watchpoint};
+
+    #[test]
+    fn watchpoints_hit_overlapping_accesses_of_their_kind() {
+        let w = Watchpoint {
+            addr: 0x1000,
+            len: 4,
+            access: WatchAccess::Write,
+        };
+        assert!(w.hits(0x1000, 1, true));
+        assert!(w.hits(0x0ffe, 4, true), "a store that overlaps the start");
+        assert!(w.hits(0x1003, 8, true));
+        assert!(!w.hits(0x1004, 4, true), "just past the end");
+        assert!(!w.hits(0x0ffc, 4, true), "just before the start");
+        assert!(
+            !w.hits(0x1000, 4, false),
+            "a write watchpoint ignores reads"
+        );
+        let rw = Watchpoint {
+            access: WatchAccess::ReadWrite,
+            ..w
+        };
+        assert!(rw.hits(0x1002, 2, false));
+    }
+
+    #[test]
+    fn watchpoints_must_fit_a_debug_register() {
+        let w = |addr, len| Watchpoint {
+            addr,
+            len,
+            access: WatchAccess::Write,
+        };
+        assert!(w(0x1000, 8).is_valid());
+        assert!(w(0x1002, 2).is_valid());
+        assert!(!w(0x1002, 4).is_valid());
+        assert!(!w(0x1000, 3).is_valid());
+        assert!(!w(0x1000, 16).is_valid());
     }
 }

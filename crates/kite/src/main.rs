@@ -20,6 +20,7 @@ use kite_machine::{
 };
 
 use cli::{Cli, Command, NetSpec, RunArgs};
+use kite_machine::gdb::GdbServer;
 
 const STATUS_FAILURE: i32 = 1;
 const STATUS_BAD_INPUT: i32 = 2;
@@ -202,6 +203,11 @@ fn run(args: RunArgs) -> i32 {
     };
 
     let control = MachineControl::new();
+    let gdb = match args.gdb.as_ref().map(|g| GdbServer::start(g, &control)) {
+        Some(Err(e)) => return bad_input(e),
+        Some(Ok(s)) => Some(s),
+        None => None,
+    };
     let qmp = match qmp_bridge::Qmp::start(&args.qmp, &config, &control) {
         Ok(q) => q,
         Err(e) => return bad_input(e),
@@ -234,6 +240,14 @@ fn run(args: RunArgs) -> i32 {
     };
     drop(raw);
     qmp.finish();
+    let status = match &result {
+        Ok(outcome) => outcome.status(),
+        Err(e) if e.is_user_error() => STATUS_BAD_INPUT,
+        Err(_) => STATUS_FAILURE,
+    };
+    if let Some(g) = gdb {
+        g.finish(status);
+    }
     if let (Some(path), Some(d)) = (&args.screenshot_on_exit, &config.display) {
         if let Err(e) = save_screenshot(&d.display, path, true) {
             eprintln!("kite: --screenshot-on-exit {}: {e}", path.display());

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod firmware;
 pub mod firmware_devices;
+pub mod gdb;
 pub mod ide_devices;
 pub mod input_devices;
 pub mod irq;

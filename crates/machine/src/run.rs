@@ -159,6 +159,15 @@ impl Machine {
     ) -> Result<VmEvent, MachineError> {
         let kicks: Vec<Arc<dyn VcpuKick>> = self.vcpus.iter().map(|v| v.kick_handle()).collect();
         session.attach(&self.control, kicks.clone(), Some(self.state.clone()));
+        let debug = session.debug_hook();
+        if let Some(d) = &debug {
+            let ids = self.vcpus.iter().map(|v| v.id());
+            d.boot_started(
+                &self.control,
+                self.mem.clone(),
+                ids.zip(kicks.clone()).collect(),
+            );
+        }
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let mut spawn_error = None;
         for vcpu in self.vcpus.drain(..) {
@@ -202,6 +211,9 @@ impl Machine {
             let _ = t.join();
         }
         session.detach();
+        if let Some(d) = &debug {
+            d.boot_ended();
+        }
         first
     }
 }

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use kite_devices::{IoBus, MmioBus};
 use kite_hypervisor::exit::SystemEvent;
-use kite_hypervisor::{Vcpu, VcpuExit};
+use kite_hypervisor::{DebugHit, Vcpu, VcpuExit};
 
-use crate::control::{Control, MachineControl, VmEvent};
+use crate::control::{Control, DebugEvent, MachineControl, VmEvent};
 
 /// What to do after an exit, decided while the exit borrows the vCPU.
 enum Next {
     Continue,
     Idle,
+    Debug(DebugHit),
     End(VmEvent),
     TripleFault,
 }
@@ -46,6 +47,8 @@ pub fn run_vcpu(
     let _guard = PanicGuard { id, control };
     // SAFETY: gettid has no preconditions and touches no memory.
     session.vcpu_started(id, unsafe { libc::gettid() });
+    let debugger = session.debug_hook();
+    let mut debug_event = None;
     // The last `run` returned with no exit left half done (Interrupted),
     // or the vCPU has not run yet: its state may be saved.
     let mut settled = true;
@@ -57,6 +60,9 @@ pub fn run_vcpu(
         } else {
             // A pause takes effect here: outside `run`, between two exits.
             session.park_while_paused(control, vcpu.as_mut());
+            if let Some(d) = &debugger {
+                d.vcpu_checkpoint(vcpu.as_mut(), debug_event.take(), control);
+            }
         }
         if control.stopping() {
             break;
@@ -72,11 +78,16 @@ pub fn run_vcpu(
             Next::Continue => {}
             // HLT with nothing to wake it (no irqchip): do not spin hot.
             Next::Idle => std::thread::sleep(Duration::from_millis(1)),
+            Next::Debug(hit) => debug_event = Some(DebugEvent::Hit(hit)),
             Next::End(ev) => {
                 control.request(ev);
                 return;
             }
             Next::TripleFault => {
+                // An attached debugger sees the vCPU as it died, first.
+                if let Some(d) = &debugger {
+                    d.vcpu_checkpoint(vcpu.as_mut(), Some(DebugEvent::TripleFault), control);
+                }
                 control.request(VmEvent::TripleFault(format!(
                     "vCPU {id}: triple fault (guest shutdown): {}",
                     describe_state(vcpu.as_ref())
@@ -116,7 +127,8 @@ fn dispatch(id: u32, exit: VcpuExit<'_>, io: &IoBus, mmio: &MmioBus) -> Next {
         VcpuExit::FailEntry { reason } => Next::End(VmEvent::Failed(format!(
             "vCPU {id}: the engine could not enter guest mode (hardware reason {reason:#x})"
         ))),
-        VcpuExit::Debug { .. } | VcpuExit::Interrupted => Next::Continue,
+        VcpuExit::Debug { hit, .. } => Next::Debug(hit),
+        VcpuExit::Interrupted => Next::Continue,
         VcpuExit::InternalError(msg) => Next::End(VmEvent::Failed(name_vcpu(id, msg))),
     }
 }

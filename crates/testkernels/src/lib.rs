@@ -15,6 +15,7 @@
 mod boot_disk;
 mod elf;
 mod exceptions;
+mod gdb_probe;
 mod layout;
 mod long_mode;
 mod serial_asm;
@@ -22,6 +23,11 @@ mod serial_asm;
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
 
+pub use elf::Symbol;
+pub use gdb_probe::{
+    gdb_probe32, gdb_probe64, ProbeKernel, PROBE_COUNTER, PROBE_EAX, PROBE_EBX, PROBE_RAX,
+    PROBE_STACK_TOP, PROBE_VALUE,
+};
 pub use layout::{LOAD_ADDR, MULTIBOOT_MAGIC_BOOTLOADER};
 
 /// The isa-debug-exit value the built-in greeting kernel writes: the process

@@ -27,14 +27,36 @@ const GDT: [u64; 4] = [
 ];
 const GDTR_OFF: u32 = GDT_OFF + 0x20;
 
+/// Labels a kernel body names (for a symbol table), and where they ended up.
+pub type Names = Vec<(&'static str, CodeLabel)>;
+pub type Placed = Vec<(&'static str, u32)>;
+
 fn assemble_at(a: &mut CodeAssembler, ip: u32, max: u32) -> Result<Vec<u8>, IcedError> {
-    let code = a.assemble(u64::from(ip))?;
+    assemble_named(a, ip, max, &Vec::new()).map(|(code, _)| code)
+}
+
+/// Assemble at `ip` and resolve the addresses of `names`.
+fn assemble_named(
+    a: &mut CodeAssembler,
+    ip: u32,
+    max: u32,
+    names: &Names,
+) -> Result<(Vec<u8>, Placed), IcedError> {
+    let result = a.assemble_options(
+        u64::from(ip),
+        iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS,
+    )?;
+    let mut placed = Vec::new();
+    for (name, label) in names {
+        placed.push((*name, result.label_ip(label)? as u32));
+    }
+    let code = result.inner.code_buffer;
     // A slot overflow is a bug in this crate, not an input error.
     assert!(
         code.len() <= max as usize,
         "test kernel code does not fit its slot"
     );
-    Ok(code)
+    Ok((code, placed))
 }
 
 fn put(seg: &mut [u8], off: u32, bytes: &[u8]) {
@@ -71,6 +93,14 @@ fn finish(seg: Vec<u8>) -> Vec<u8> {
 pub fn build(
     body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
 ) -> Result<Vec<u8>, IcedError> {
+    let (seg, _) = build_named(|a| body(a).map(|()| Vec::new()))?;
+    Ok(finish(seg))
+}
+
+/// `build`'s segment (file part), with the addresses of the labels `body` names.
+pub fn build_named(
+    body: impl FnOnce(&mut CodeAssembler) -> Result<Names, IcedError>,
+) -> Result<(Vec<u8>, Placed), IcedError> {
     let mut seg = segment_with_header();
 
     // Identity map of the first GiB with 2 MiB pages.
@@ -120,11 +150,16 @@ pub fn build(
     a.mov(ss, ax)?;
     a.mov(ebx, ebx)?; // zero-extend the Multiboot info address
     a.mov(rsp, u64::from(LOAD_ADDR + STACK_TOP_OFF))?;
-    body(&mut a)?;
+    let names = body(&mut a)?;
     serial_asm::halt_forever(&mut a)?;
-    let code = assemble_at(&mut a, LOAD_ADDR + CODE64_OFF, FILE_END_OFF - CODE64_OFF)?;
+    let (code, placed) = assemble_named(
+        &mut a,
+        LOAD_ADDR + CODE64_OFF,
+        FILE_END_OFF - CODE64_OFF,
+        &names,
+    )?;
     put(&mut seg, CODE64_OFF, &code);
-    Ok(finish(seg))
+    Ok((seg, placed))
 }
 
 /// A kernel that stays in 32-bit protected mode, paging off, and runs `body`.
@@ -132,15 +167,25 @@ pub fn build(
 pub fn build_protected(
     body: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
 ) -> Result<Vec<u8>, IcedError> {
+    let (seg, _) = build_protected_named(|a| body(a).map(|()| Vec::new()))?;
+    Ok(finish(seg))
+}
+
+/// `build_protected`'s segment (file part), with the addresses of the
+/// labels `body` names.
+pub fn build_protected_named(
+    body: impl FnOnce(&mut CodeAssembler) -> Result<Names, IcedError>,
+) -> Result<(Vec<u8>, Placed), IcedError> {
     let mut seg = segment_with_header();
     let mut a = CodeAssembler::new(32)?;
     a.cli()?;
     a.mov(esp, LOAD_ADDR + STACK_TOP_OFF)?;
-    body(&mut a)?;
+    let names = body(&mut a)?;
     serial_asm::halt_forever(&mut a)?;
-    let code = assemble_at(&mut a, LOAD_ADDR + ENTRY_OFF, GDT_OFF - ENTRY_OFF)?;
+    let (code, placed) =
+        assemble_named(&mut a, LOAD_ADDR + ENTRY_OFF, GDT_OFF - ENTRY_OFF, &names)?;
     put(&mut seg, ENTRY_OFF, &code);
-    Ok(finish(seg))
+    Ok((seg, placed))
 }
 
 /// Fill the buffer from the generator, fold it into a checksum, print it.

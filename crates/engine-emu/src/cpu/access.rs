@@ -165,6 +165,9 @@ impl Cpu {
     /// supervisor access (descriptor tables, TSS, IDT).
     #[inline(always)]
     pub fn read_lin(&mut self, lin: u64, size: u32, sys: bool) -> Res<u64> {
+        if !self.watchpoints.is_empty() {
+            self.check_watch(lin, u64::from(size), false);
+        }
         if (lin & 0xfff) + u64::from(size) <= 0x1000 {
             if let Some(h) = self.tlb.lookup(lin, self.need(false, sys)) {
                 // SAFETY: the TLB only holds pages of RAM slots; the access
@@ -187,6 +190,9 @@ impl Cpu {
     /// Write `size` (1, 2, 4, 8) bytes at a linear address.
     #[inline(always)]
     pub fn write_lin(&mut self, lin: u64, size: u32, val: u64, sys: bool) -> Res {
+        if !self.watchpoints.is_empty() {
+            self.check_watch(lin, u64::from(size), true);
+        }
         if (lin & 0xfff) + u64::from(size) <= 0x1000 {
             if let Some(h) = self.tlb.lookup(lin, self.need(true, sys)) {
                 // SAFETY: as in read_lin; write permission means RAM, writable,
@@ -203,6 +209,18 @@ impl Cpu {
             }
         }
         self.write_lin_bytes(lin, &val.to_le_bytes()[..size as usize], sys)
+    }
+
+    /// Note the first watchpoint a data access of `size` bytes at `lin` hits.
+    #[cold]
+    fn check_watch(&mut self, lin: u64, size: u64, write: bool) {
+        if self.watch_hit.is_none() {
+            self.watch_hit = self
+                .watchpoints
+                .iter()
+                .find(|w| w.hits(lin, size, write))
+                .copied();
+        }
     }
 
     /// Translate both pages of an access first so a fault leaves nothing half done.
@@ -224,6 +242,9 @@ impl Cpu {
 
     /// Read any number of bytes (up to two pages) at a linear address.
     pub fn read_lin_bytes(&mut self, lin: u64, buf: &mut [u8], sys: bool) -> Res {
+        if !self.watchpoints.is_empty() {
+            self.check_watch(lin, buf.len() as u64, false);
+        }
         let acc = Access {
             write: false,
             fetch: false,
@@ -252,6 +273,9 @@ impl Cpu {
     /// Write any number of bytes at a linear address; all pages are
     /// translated (and may fault) before any byte is written.
     pub fn write_lin_bytes(&mut self, lin: u64, buf: &[u8], sys: bool) -> Res {
+        if !self.watchpoints.is_empty() {
+            self.check_watch(lin, buf.len() as u64, true);
+        }
         let acc = Access {
             write: true,
             fetch: false,

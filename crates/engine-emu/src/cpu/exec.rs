@@ -6,6 +6,7 @@ use iced_x86::{Code, Instruction, Mnemonic};
 use super::block_cache::BlockCache;
 use super::{Cpu, Fault, Mode, Pending, Res};
 use crate::mmu::page_walk::Access;
+use kite_hypervisor::DebugHit;
 
 /// Executes one decoded instruction. On `Ok`, `cpu.next_rip` is where
 /// execution continues.
@@ -158,6 +159,13 @@ impl Cpu {
 
     /// Run guest code until something needs the caller.
     pub fn run(&mut self, blocks: &mut BlockCache) -> Stop {
+        self.enter_guest();
+        let stop = self.run_blocks(blocks);
+        self.leave_guest();
+        stop
+    }
+
+    fn run_blocks(&mut self, blocks: &mut BlockCache) -> Stop {
         // The block that just ran normally, to follow or learn its link.
         let mut prev: Option<u32> = None;
         self.replay_pos = 0;
@@ -232,6 +240,7 @@ impl Cpu {
             // replayed answers is the first one run (`replay_pos` is 0 on
             // entry, and the log is cleared after it).
             let slow = !self.breakpoints.is_empty()
+                || !self.watchpoints.is_empty()
                 || !self.replay.is_empty()
                 || self.single_step
                 || self.interrupt_shadow
@@ -284,8 +293,8 @@ impl Cpu {
         for d in block.insns.iter() {
             if !self.breakpoints.is_empty() && !self.skip_breakpoint {
                 let lin = self.rip_lin();
-                if self.breakpoints.contains(&lin) {
-                    self.pending = Some(Pending::Debug);
+                if self.breakpoints.binary_search(&lin).is_ok() {
+                    self.pending = Some(Pending::Debug(DebugHit::Breakpoint(lin)));
                     return Some(Stop::Debug);
                 }
             }
@@ -295,11 +304,20 @@ impl Cpu {
             self.replay_pos = 0;
             let shadow = self.interrupt_shadow;
             let trap = self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
+            self.watch_hit = None;
             let answered = !self.replay.is_empty();
             match (d.handler)(self, &d.ins) {
                 Ok(()) => {
                     self.rip = self.next_rip;
                     self.replay.clear();
+                    if let Some(w) = self.watch_hit.take() {
+                        // A data breakpoint traps after the access completes.
+                        if shadow {
+                            self.interrupt_shadow = false;
+                        }
+                        self.pending = Some(Pending::Debug(DebugHit::Watchpoint(w)));
+                        return Some(Stop::Debug);
+                    }
                     if shadow {
                         self.interrupt_shadow = false;
                     }
@@ -313,7 +331,7 @@ impl Cpu {
                         return None;
                     }
                     if self.single_step {
-                        self.pending = Some(Pending::Debug);
+                        self.pending = Some(Pending::Debug(DebugHit::Step));
                         return Some(Stop::Debug);
                     }
                     // After the instruction an exit answered, look at
@@ -327,6 +345,7 @@ impl Cpu {
                     }
                 }
                 Err(f) => {
+                    self.watch_hit = None;
                     return self.fault(f);
                 }
             }

@@ -169,8 +169,8 @@ pub enum Pending {
     },
     /// HLT without an irqchip.
     Hlt,
-    /// Single-step or breakpoint.
-    Debug,
+    /// Single-step, breakpoint or watchpoint.
+    Debug(kite_hypervisor::DebugHit),
 }
 
 /// The processor's operating mode, derived from CR0, EFER, RFLAGS.VM and CS.
@@ -273,8 +273,16 @@ pub struct Cpu {
     pub seen_layout_epoch: u64,
     pub seen_write_epoch: u64,
     pub seen_inval_epoch: u64,
+    pub seen_dirty_epoch: u64,
+    /// This vCPU's side of the dirty-log handshake (see `PhysMemory::dirty_log`).
+    pub mem_ack: Arc<crate::memory::VcpuMemAck>,
     pub single_step: bool,
+    /// Execution breakpoints (linear addresses), sorted.
     pub breakpoints: Vec<u64>,
+    /// Data breakpoints, checked on every linear data access while non-empty.
+    pub watchpoints: Vec<kite_hypervisor::Watchpoint>,
+    /// The watchpoint the current instruction touched (reported after it).
+    pub watch_hit: Option<kite_hypervisor::Watchpoint>,
     /// Resume past a breakpoint at RIP once.
     pub skip_breakpoint: bool,
     /// The irqchip said an external interrupt is pending (delivered when IF=1).
@@ -298,6 +306,7 @@ impl Cpu {
     ) -> Cpu {
         let slots = SlotView { slots: mem.slots() };
         let code = mem.code_pages();
+        let mem_ack = mem.register_vcpu();
         let mut cpu = Cpu {
             gpr: [0; 16],
             rip: 0,
@@ -340,8 +349,12 @@ impl Cpu {
             seen_layout_epoch: 0,
             seen_write_epoch: 0,
             seen_inval_epoch: 0,
+            seen_dirty_epoch: 0,
+            mem_ack,
             single_step: false,
             breakpoints: Vec::new(),
+            watchpoints: Vec::new(),
+            watch_hit: None,
             skip_breakpoint: false,
             intr_pending: false,
             reported_ud: Vec::new(),
@@ -511,6 +524,32 @@ impl Cpu {
             self.seen_inval_epoch = inval;
             self.tlb.bump_epoch();
         }
+        // SeqCst: pairs with `PhysMemory::dirty_log` (see `enter_guest`).
+        let de = self.mem.dirty_epoch.load(Ordering::SeqCst);
+        if de != self.seen_dirty_epoch {
+            self.seen_dirty_epoch = de;
+            self.tlb.drop_write_permissions();
+            self.mem_ack.seen_dirty_epoch.store(de, Ordering::SeqCst);
+        }
         changed
+    }
+
+    /// Say that guest code runs from now until `leave_guest`. The store is
+    /// SeqCst before the epoch loads of `sync_memory_epochs`, and
+    /// `dirty_log` bumps its epoch before it reads this flag: either it sees
+    /// the vCPU in guest code and waits for it, or the vCPU sees the new
+    /// epoch before its next write.
+    #[inline]
+    pub fn enter_guest(&self) {
+        self.mem_ack
+            .in_guest
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[inline]
+    pub fn leave_guest(&self) {
+        self.mem_ack
+            .in_guest
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -238,3 +238,97 @@ impl EmuVcpu {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kite_hypervisor::state::VcpuState;
+    use kite_hypervisor::{Event, FlatKind, Regs, Segment, Vm, VmConfig};
+
+    use crate::EmuVm;
+
+    fn vcpu(irqchip: bool) -> (std::sync::Arc<EmuVm>, Box<dyn kite_hypervisor::Vcpu>) {
+        let vm = EmuVm::new(&VmConfig {
+            irqchip,
+            pit: false,
+            vcpus: 1,
+        });
+        let v = vm.create_vcpu(0).unwrap();
+        (vm, v)
+    }
+
+    #[test]
+    fn emu_vcpu_round_trips_through_the_neutral_state() {
+        let (_vm, mut a) = vcpu(true);
+        let mut regs = Regs::default();
+        regs.set_gprs(&std::array::from_fn(|i| i as u64 * 0x1001));
+        regs.rip = 0x1234;
+        regs.rflags = 0x202;
+        a.set_regs(&regs).unwrap();
+        let mut sregs = a.sregs().unwrap();
+        sregs.cs = Segment::flat(8, FlatKind::Code32);
+        sregs.ss = Segment::flat(16, FlatKind::Data);
+        sregs.cr0 = 0x11;
+        sregs.cr2 = 0xdead_b000;
+        a.set_sregs(&sregs).unwrap();
+        a.set_msrs(&[
+            (0x174, 8),
+            (0xc000_0081, 0x0023_0010_0000_0000),
+            (0x277, 0x0606),
+        ])
+        .unwrap();
+        a.inject(Event::Exception {
+            vector: 13,
+            error_code: Some(0x18),
+        })
+        .unwrap();
+        a.inject(Event::Nmi).unwrap();
+        let first = VcpuState::from_bytes(&a.save_state().unwrap()).unwrap();
+        assert_eq!(first.regs, regs);
+        assert_eq!(first.sregs.cr2, 0xdead_b000);
+        assert_eq!(first.msr(0x174), Some(8));
+        assert!(first.events.nmi_pending);
+        assert_eq!(
+            first.events.exception.map(|x| x.error_code),
+            Some(Some(0x18))
+        );
+        assert!(first.lapic.is_some());
+
+        let (_vm2, mut b) = vcpu(true);
+        b.restore_state(&a.save_state().unwrap()).unwrap();
+        let second = VcpuState::from_bytes(&b.save_state().unwrap()).unwrap();
+        assert!(second.tsc >= first.tsc, "the guest TSC goes on, never back");
+        assert_eq!(
+            VcpuState { tsc: 0, ..second },
+            VcpuState {
+                tsc: 0,
+                ..first.clone()
+            }
+        );
+
+        // A value the MSR cannot hold is refused, and nothing changes.
+        let mut bad = first.clone();
+        for m in bad.msrs.iter_mut() {
+            match m.0 {
+                0x174 => m.1 = 0x99,
+                0x277 => m.1 = 0x02, // PAT type 2 is reserved
+                _ => {}
+            }
+        }
+        let before = b.save_state().unwrap();
+        assert!(b.restore_state(&bad.to_bytes()).is_err());
+        let after = VcpuState::from_bytes(&b.save_state().unwrap()).unwrap();
+        let before = VcpuState::from_bytes(&before).unwrap();
+        assert_eq!(after.msr(0x174), Some(8));
+        assert_eq!(
+            VcpuState { tsc: 0, ..after },
+            VcpuState { tsc: 0, ..before }
+        );
+
+        // A VM without irqchip refuses a state with a local APIC, unchanged.
+        let (_vm3, mut c) = vcpu(false);
+        let (regs_c, sregs_c) = (c.regs().unwrap(), c.sregs().unwrap());
+        assert!(c.restore_state(&a.save_state().unwrap()).is_err());
+        assert_eq!(c.regs().unwrap(), regs_c);
+        assert_eq!(c.sregs().unwrap(), sregs_c);
+    }
+}

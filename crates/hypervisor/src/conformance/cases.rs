@@ -3,6 +3,7 @@
 //! emulate every instruction, and some cannot return from interrupts (IRET),
 //! so no case depends on IRET.
 
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -11,7 +12,10 @@ use iced_x86::code_asm::*;
 use super::support::*;
 use super::CaseResult;
 use crate::x86::*;
-use crate::{DescriptorTable, Event, Fpu, GuestDebug, Hypervisor, MemoryRegion, Msi, Regs};
+use crate::{
+    DebugHit, DescriptorTable, Event, Fpu, GuestDebug, Hypervisor, MemoryRegion, Msi, Regs,
+    WatchAccess, Watchpoint,
+};
 
 /// Port the guests use to report progress.
 const REPORT: u16 = 0x10;
@@ -21,8 +25,8 @@ const ISR_PORT: u16 = 0x11;
 const MMIO: u64 = 0x1000_0000;
 
 pub use super::snapshot::{
-    snapshot_hostile_state, snapshot_irqchip_state, snapshot_long_mode_state,
-    snapshot_pit_interrupt,
+    snapshot_halted_vcpu, snapshot_hostile_state, snapshot_irqchip_state, snapshot_long_mode_state,
+    snapshot_pit_interrupt, snapshot_waiting_application_processor,
 };
 
 /// OUT of 1, 2 and 4 bytes: the exit names the port, the access size and the
@@ -776,12 +780,19 @@ pub fn single_step(hv: &dyn Hypervisor) -> CaseResult {
     t.vcpu
         .set_guest_debug(&GuestDebug {
             single_step: true,
-            breakpoints: vec![],
+            ..GuestDebug::default()
         })
         .ctx("set_guest_debug")?;
     let ips = next_ips(16, CODE, &code);
     for (i, &ip) in ips[..4].iter().enumerate() {
-        t.expect(0, Exit::Debug { rip: ip }, &format!("step {}", i + 1))?;
+        t.expect(
+            0,
+            Exit::Debug {
+                rip: ip,
+                hit: DebugHit::Step,
+            },
+            &format!("step {}", i + 1),
+        )?;
     }
     t.vcpu
         .set_guest_debug(&GuestDebug::default())
@@ -803,21 +814,24 @@ pub fn hardware_breakpoint(hv: &dyn Hypervisor) -> CaseResult {
     t.real_mode(CODE)?;
     // Ask for many first: it must be refused, not silently truncated.
     let many = GuestDebug {
-        single_step: false,
         breakpoints: (0..64).map(|i| CODE + i).collect(),
+        ..GuestDebug::default()
     };
     if t.vcpu.set_guest_debug(&many).is_ok() {
         return Err("64 hardware breakpoints were accepted".into());
     }
     t.vcpu
         .set_guest_debug(&GuestDebug {
-            single_step: false,
             breakpoints: vec![CODE + 2],
+            ..GuestDebug::default()
         })
         .ctx("set_guest_debug")?;
     t.expect(
         0,
-        Exit::Debug { rip: CODE + 2 },
+        Exit::Debug {
+            rip: CODE + 2,
+            hit: DebugHit::Breakpoint(CODE + 2),
+        },
         "breakpoint at the third inc",
     )?;
     check_eq(t.regs()?.rax & 0xffff, 2, "AX at the breakpoint")?;
@@ -826,6 +840,165 @@ pub fn hardware_breakpoint(hv: &dyn Hypervisor) -> CaseResult {
         .ctx("set_guest_debug (off)")?;
     t.expect(0, Exit::Hlt, "hlt")?;
     check_eq(t.regs()?.rax & 0xffff, 4, "AX at the end")
+}
+
+/// The watchpoint test's guest: store AX at `DATA`, then load it into CX.
+fn watch_guest(t: &TestVm) -> Result<Vec<u64>, String> {
+    let code = t.load_code(16, CODE, |a| {
+        a.mov(ax, 0x1234)?;
+        a.mov(word_ptr(DATA), ax)?;
+        a.inc(bx)?;
+        a.mov(cx, word_ptr(DATA))?;
+        a.hlt()
+    })?;
+    Ok(next_ips(16, CODE, &code))
+}
+
+/// A write watchpoint traps after the store (the value is in memory, RIP at
+/// the next instruction) and ignores the load; too many debug-register
+/// users are refused.
+pub fn write_watchpoint(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let ips = watch_guest(&t)?;
+    t.real_mode(CODE)?;
+    let w = Watchpoint {
+        addr: DATA,
+        len: 2,
+        access: WatchAccess::Write,
+    };
+    let crowded = GuestDebug {
+        breakpoints: vec![CODE + 0x100, CODE + 0x101, CODE + 0x102],
+        watchpoints: vec![w, w],
+        ..GuestDebug::default()
+    };
+    if t.vcpu.set_guest_debug(&crowded).is_ok() {
+        return Err("3 breakpoints and 2 watchpoints were accepted".into());
+    }
+    let odd = GuestDebug {
+        watchpoints: vec![Watchpoint {
+            addr: DATA + 1,
+            ..w
+        }],
+        ..GuestDebug::default()
+    };
+    if t.vcpu.set_guest_debug(&odd).is_ok() {
+        return Err("a misaligned 2-byte watchpoint was accepted".into());
+    }
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            watchpoints: vec![w],
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    t.expect(
+        0,
+        Exit::Debug {
+            rip: ips[1],
+            hit: DebugHit::Watchpoint(w),
+        },
+        "stop after the store",
+    )?;
+    check_eq(t.mem.read_u16(DATA)?, 0x1234, "the watched word")?;
+    t.expect(0, Exit::Hlt, "hlt (the load does not trigger)")?;
+    check_eq(t.regs()?.rcx & 0xffff, 0x1234, "CX")
+}
+
+/// A read/write watchpoint traps after the store and after the load.
+pub fn access_watchpoint(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let ips = watch_guest(&t)?;
+    t.real_mode(CODE)?;
+    let w = Watchpoint {
+        addr: DATA,
+        len: 4,
+        access: WatchAccess::ReadWrite,
+    };
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            watchpoints: vec![w],
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    let hit = DebugHit::Watchpoint(w);
+    t.expect(0, Exit::Debug { rip: ips[1], hit }, "stop after the store")?;
+    t.expect(0, Exit::Debug { rip: ips[3], hit }, "stop after the load")?;
+    check_eq(t.regs()?.rcx & 0xffff, 0x1234, "CX at the load's stop")?;
+    t.expect(0, Exit::Hlt, "hlt")
+}
+
+/// Software breakpoints stop before their instruction, like hardware ones;
+/// resuming runs on to the next.
+pub fn software_breakpoints(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let code = t.load_code(16, CODE, |a| {
+        for _ in 0..4 {
+            a.inc(ax)?;
+        }
+        a.hlt()
+    })?;
+    let ips = next_ips(16, CODE, &code);
+    t.real_mode(CODE)?;
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            sw_breakpoints: vec![ips[0], ips[2]],
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    for (ip, n) in [(ips[0], 1u64), (ips[2], 3)] {
+        t.expect(
+            0,
+            Exit::Debug {
+                rip: ip,
+                hit: DebugHit::Breakpoint(ip),
+            },
+            &format!("breakpoint after inc {n}"),
+        )?;
+        check_eq(t.regs()?.rax & 0xffff, n, "AX at the breakpoint")?;
+    }
+    t.expect(0, Exit::Hlt, "hlt")?;
+    check_eq(t.regs()?.rax & 0xffff, 4, "AX at the end")
+}
+
+/// More software breakpoints than there are debug registers all stop.
+pub fn many_software_breakpoints(hv: &dyn Hypervisor) -> CaseResult {
+    let mut t = TestVm::new(hv, false)?;
+    let code = t.load_code(16, CODE, |a| {
+        for _ in 0..8 {
+            a.inc(ax)?;
+        }
+        a.hlt()
+    })?;
+    let ips = next_ips(16, CODE, &code);
+    t.real_mode(CODE)?;
+    // After each of the first seven incs: more than DR0-DR3 hold.
+    t.vcpu
+        .set_guest_debug(&GuestDebug {
+            sw_breakpoints: ips[..7].to_vec(),
+            ..GuestDebug::default()
+        })
+        .ctx("set_guest_debug")?;
+    for (n, &ip) in ips[..7].iter().enumerate() {
+        t.expect(
+            0,
+            Exit::Debug {
+                rip: ip,
+                hit: DebugHit::Breakpoint(ip),
+            },
+            &format!("breakpoint {}", n + 1),
+        )?;
+        check_eq(t.regs()?.rax & 0xffff, n as u64 + 1, "AX at the breakpoint")?;
+    }
+    t.expect(0, Exit::Hlt, "hlt")?;
+    check_eq(t.regs()?.rax & 0xffff, 8, "AX at the end")?;
+    // Cleared, the code is as it was (no INT3 left behind).
+    t.vcpu
+        .set_guest_debug(&GuestDebug::default())
+        .ctx("set_guest_debug (off)")?;
+    check_eq(
+        t.mem.read(CODE, code.len())?,
+        code,
+        "the code after clearing",
+    )
 }
 
 /// An exception with an empty IDT (limit 0) escalates to a triple fault,
@@ -902,6 +1075,72 @@ pub fn dirty_log(hv: &dyn Hypervisor) -> CaseResult {
     // SAFETY: deleting the slot touches no memory.
     unsafe { t.vm.set_memory_region(MemoryRegion { size: 0, ..region }) }.ctx("delete slot")?;
     result
+}
+
+/// The dirty log loses no write while the guest runs: a guest increments a
+/// counter in a logged page without pause while another thread reads the
+/// log again and again. Whenever the counter changed between two reads, the
+/// second read must report the page (live migration's pre-copy relies on it).
+pub fn dirty_log_while_running(hv: &dyn Hypervisor) -> CaseResult {
+    const BASE: u64 = 0x40_0000;
+    let mut t = TestVm::new(hv, false)?;
+    let logged = Arc::new(GuestMemory::new(0x10000)?);
+    let region = MemoryRegion {
+        slot: 1,
+        guest_phys_addr: BASE,
+        size: logged.size(),
+        host_addr: logged.host_addr(),
+        readonly: false,
+        log_dirty: true,
+    };
+    // SAFETY: `logged` outlives the slot, deleted before returning.
+    unsafe { t.vm.set_memory_region(region) }.ctx("set_memory_region (dirty log)")?;
+    t.load_code(32, CODE, |a| {
+        let mut spin = a.create_label();
+        a.mov(ebx, BASE as u32)?;
+        a.set_label(&mut spin)?;
+        a.inc(dword_ptr(ebx + 0x5000))?;
+        a.jmp(spin)
+    })?;
+    t.protected_mode(CODE)?;
+    let (vm, mem, kick) = (t.vm.clone(), logged.clone(), t.vcpu.kick_handle());
+    let reader = thread::spawn(move || -> Result<u32, String> {
+        let counter = || -> Result<u32, String> {
+            let b = mem.read(0x5000, 4)?;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        thread::sleep(Duration::from_millis(20));
+        vm.dirty_log(1).ctx("first dirty_log")?;
+        let mut after_last = counter()?;
+        let mut changes = 0;
+        for round in 0..200 {
+            thread::sleep(Duration::from_micros(500));
+            let before = counter()?;
+            let log = vm.dirty_log(1).ctx("dirty_log")?;
+            if before != after_last {
+                changes += 1;
+                if log.first().copied().unwrap_or(0) & (1 << 5) == 0 {
+                    kick.kick();
+                    return Err(format!(
+                        "round {round}: the counter went {after_last} -> {before} but page 5 is clean"
+                    ));
+                }
+            }
+            after_last = counter()?;
+        }
+        kick.kick();
+        Ok(changes)
+    });
+    let exit = t.run(0);
+    let result = reader.join().map_err(|_| "the reading thread panicked")?;
+    // SAFETY: deleting the slot touches no memory.
+    unsafe { t.vm.set_memory_region(MemoryRegion { size: 0, ..region }) }.ctx("delete slot")?;
+    check_eq(exit?, Exit::Interrupted, "exit after the kick")?;
+    let changes = result?;
+    if changes < 10 {
+        return Err(format!("the guest wrote in only {changes} of 200 rounds"));
+    }
+    Ok(())
 }
 
 /// Run until the guest reports readiness on `REPORT`, then call `raise` from

@@ -104,8 +104,13 @@ macro_rules! conformance_tests {
             translate_permissions,
             single_step,
             hardware_breakpoint,
+            write_watchpoint,
+            access_watchpoint,
+            software_breakpoints,
+            many_software_breakpoints,
             triple_fault_shuts_down,
             dirty_log,
+            dirty_log_while_running,
             interrupt_via_pic,
             interrupt_via_ioapic,
             interrupt_via_msi,
@@ -122,6 +127,8 @@ macro_rules! conformance_tests {
             snapshot_long_mode_state,
             snapshot_irqchip_state,
             snapshot_pit_interrupt,
+            snapshot_halted_vcpu,
+            snapshot_waiting_application_processor,
             snapshot_hostile_state
         );
     };

@@ -19,8 +19,8 @@ use iced_x86::IcedError;
 use crate::exit::SystemEvent;
 use crate::x86::*;
 use crate::{
-    DescriptorTable, FlatKind, Hypervisor, MemoryRegion, Regs, Segment, Sregs, Vcpu, VcpuExit,
-    VcpuKick, Vm, VmConfig,
+    DebugHit, DescriptorTable, FlatKind, Hypervisor, MemoryRegion, Regs, Segment, Sregs, Vcpu,
+    VcpuExit, VcpuKick, Vm, VmConfig,
 };
 
 /// Size of the RAM slot at guest-physical 0.
@@ -147,7 +147,7 @@ pub enum Exit {
     Shutdown,
     SystemEvent(SystemEvent),
     FailEntry(u64),
-    Debug { rip: u64 },
+    Debug { rip: u64, hit: DebugHit },
     Interrupted,
     InternalError(String),
 }
@@ -440,7 +440,7 @@ pub fn owned_exit(exit: VcpuExit<'_>, input: u64) -> Exit {
         VcpuExit::Shutdown => Exit::Shutdown,
         VcpuExit::SystemEvent(e) => Exit::SystemEvent(e),
         VcpuExit::FailEntry { reason } => Exit::FailEntry(reason),
-        VcpuExit::Debug { rip } => Exit::Debug { rip },
+        VcpuExit::Debug { rip, hit } => Exit::Debug { rip, hit },
         VcpuExit::Interrupted => Exit::Interrupted,
         VcpuExit::InternalError(msg) => Exit::InternalError(msg),
     }

@@ -155,4 +155,25 @@ mod tests {
         s.ioapic.as_mut().unwrap().id = 16;
         assert!(VmState::from_bytes(&s.to_bytes()).is_err());
     }
+
+    #[test]
+    fn mutated_bytes_never_panic() {
+        let good = sample().to_bytes();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = (x % b.len() as u64) as usize;
+            b[at] = (x >> 32) as u8;
+            let cut = ((x >> 40) as usize) % (b.len() + 1);
+            if x & 1 == 0 {
+                b.truncate(cut);
+            }
+            if let Ok(s) = VmState::from_bytes(&b) {
+                assert_eq!(VmState::from_bytes(&s.to_bytes()), Ok(s));
+            }
+        }
+    }
 }

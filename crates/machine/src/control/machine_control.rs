@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use kite_devices::bus::lock;
 use kite_hypervisor::{EngineKind, Vcpu, VcpuKick};
 
-use super::{Control, VmEvent};
+use super::{Control, DebugHook, VmEvent};
 use crate::snapshot::MachineState;
 
 /// How long `pause` waits for every vCPU to leave guest mode.
@@ -125,6 +125,8 @@ struct Shared {
     paused: AtomicBool,
     cond: Condvar,
     listeners: Mutex<Vec<Listener>>,
+    /// A debugger's hook into the vCPU loop and the run, if one is attached.
+    debug_hook: Mutex<Option<Arc<dyn DebugHook>>>,
 }
 
 #[derive(Default)]
@@ -379,6 +381,15 @@ impl MachineControl {
             b.control.request(VmEvent::HostQuit);
         }
         self.shared.cond.notify_all();
+    }
+
+    /// Let a debugger stop the vCPUs (set before the session runs).
+    pub fn set_debug_hook(&self, hook: Arc<dyn DebugHook>) {
+        *lock(&self.shared.debug_hook) = Some(hook);
+    }
+
+    pub(crate) fn debug_hook(&self) -> Option<Arc<dyn DebugHook>> {
+        lock(&self.shared.debug_hook).clone()
     }
 
     // The session's side.

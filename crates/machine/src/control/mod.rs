@@ -7,10 +7,12 @@
 //! they all import it and it imports none of them. It must not know how
 //! the board is wired nor how a monitor protocol spells things.
 
+mod debug_hook;
 mod machine_control;
 mod run_control;
 mod vm_event;
 
+pub use debug_hook::{DebugEvent, DebugHook};
 pub use machine_control::{
     Captured, ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
 };

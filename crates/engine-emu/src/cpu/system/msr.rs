@@ -167,7 +167,8 @@ impl Cpu {
             }
             MSR_IA32_TSC_ADJUST => {
                 let delta = v.wrapping_sub(self.msr.tsc_adjust);
-                self.msr.tsc_offset = self.msr.tsc_offset.wrapping_add(delta as i64);
+                let tsc = self.guest_tsc().wrapping_add(delta);
+                self.set_guest_tsc(tsc);
                 self.msr.tsc_adjust = v;
             }
             // Locked by the firmware, without VMX/SMX: only the same value.

@@ -40,9 +40,17 @@ impl Cpu {
         }
     }
 
-    /// Set the guest's TSC (WRMSR IA32_TSC).
+    /// Set the guest's TSC (WRMSR IA32_TSC). With an irqchip the offset
+    /// lives in the local APIC's clock (so TSC-deadline timers compare
+    /// against the TSC the guest reads) and `msr.tsc_offset` stays 0.
     pub fn set_guest_tsc(&mut self, v: u64) {
-        self.msr.tsc_offset = v.wrapping_sub(self.base_tsc()) as i64;
+        match &self.irq {
+            Some(irq) => {
+                irq.wrmsr(crate::irq::MSR_TSC, v);
+                self.msr.tsc_offset = 0;
+            }
+            None => self.msr.tsc_offset = v.wrapping_sub(host_tsc()) as i64,
+        }
     }
 }
 
@@ -100,5 +108,24 @@ mod tests {
         assert_eq!(rdtsc(&mut c, &ins), Err(gp0()));
         c.cpl = 0;
         assert_eq!(rdtsc(&mut c, &ins), Ok(()));
+    }
+
+    #[test]
+    fn tsc_writes_move_the_tsc_deadline_clock_too() {
+        use crate::irq::IrqChip;
+        let chip = IrqChip::new(false);
+        let irq = chip.add_vcpu(0);
+        let mut c = Cpu::new(
+            Arc::new(PhysMemory::new()),
+            Some(chip),
+            Some(irq.clone()),
+            0,
+        );
+        c.set_guest_tsc(1 << 40);
+        let guest = c.guest_tsc();
+        assert!((1 << 40..(1 << 40) + 1_000_000_000).contains(&guest));
+        // The APIC's clock (what a TSC deadline is compared with) agrees.
+        let apic = irq.guest_tsc(std::time::Instant::now());
+        assert!(apic >= guest && apic - guest < 1_000_000_000);
     }
 }
