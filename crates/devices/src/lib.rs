@@ -13,7 +13,9 @@ pub mod firmware;
 pub mod legacy;
 pub mod pci;
 pub mod rtc_cmos;
+pub mod state;
 pub mod storage;
 pub mod virtio;
 
 pub use bus::{BusError, IoBus, IrqLine, MmioBus, MmioDevice, MsiSender, PioDevice};
+pub use state::{Snapshot, StateError, StateReader, StateWriter};

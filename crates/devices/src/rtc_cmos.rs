@@ -13,6 +13,7 @@
 //! `CmosMemory` at construction.
 
 use crate::bus::{lock, IrqLine, PioDevice};
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -448,6 +449,88 @@ impl RtcCmos {
     }
 }
 
+impl Snapshot for RtcCmos {
+    fn save_state(&self, w: &mut StateWriter) {
+        let s = lock(&self.shared.state);
+        w.u8(s.index);
+        w.raw(&s.cmos);
+        w.u8(s.reg_a);
+        w.u8(s.reg_b);
+        w.u8(s.reg_c);
+        // The guest's clock as an offset from the host's UTC: the restored
+        // guest reads the wall-clock time, as after any pause.
+        let off = s
+            .offset_nanos
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        w.i64(off);
+        match s.pending {
+            None => w.bool(false),
+            Some(dt) => {
+                w.bool(true);
+                w.i64(dt.year);
+                for v in [dt.month, dt.day, dt.hour, dt.minute, dt.second, dt.weekday] {
+                    w.u32(v);
+                }
+            }
+        }
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let index = r.u8_max(0x7f, "RTC index")?;
+        let mut cmos = [0u8; 128];
+        cmos.copy_from_slice(r.raw(128, "CMOS memory")?);
+        let reg_a = r.u8("RTC register A")?;
+        let reg_b = r.u8("RTC register B")?;
+        let reg_c = r.u8("RTC register C")?;
+        let offset = r.i64("RTC offset")?;
+        let pending = if r.bool("RTC SET latch")? {
+            let year = r.i64("RTC year")?;
+            let mut f = [0u32; 6];
+            for v in &mut f {
+                *v = r.u32("RTC date")?;
+            }
+            let [month, day, hour, minute, second, weekday] = f;
+            if !(1..=12).contains(&month)
+                || !(1..=31).contains(&day)
+                || hour > 23
+                || minute > 59
+                || second > 59
+                || weekday > 6
+                || !(0..=9999).contains(&year)
+            {
+                return Err(StateError::invalid("RTC: a latched date out of range"));
+            }
+            Some(DateTime {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                weekday,
+            })
+        } else {
+            None
+        };
+        let mut s = lock(&self.shared.state);
+        s.index = index;
+        s.cmos = cmos;
+        s.reg_a = reg_a & 0x7f;
+        s.reg_b = reg_b;
+        s.reg_c = reg_c & 0xf0;
+        s.offset_nanos = i128::from(offset);
+        s.pending = pending;
+        let now = Instant::now();
+        let nanos = s.guest_nanos(now);
+        s.last_second = nanos.div_euclid(NANOS_PER_SEC) as i64;
+        s.last_tick = s.periodic_period().map_or(0, |p| nanos.div_euclid(p));
+        s.update_irq();
+        drop(s);
+        self.shared.wake.notify_all();
+        Ok(())
+    }
+}
+
 fn timer_loop(shared: &Shared) {
     let mut s = lock(&shared.state);
     while !s.stop {
@@ -603,6 +686,33 @@ mod tests {
                 return t;
             }
         }
+    }
+
+    #[test]
+    fn state_round_trip_keeps_cmos_registers_and_the_guest_clock() {
+        let (mut a, _) = rtc();
+        wr(&mut a, 0x40, 0x77); // a CMOS byte
+        wr(&mut a, REG_B, B_24H | B_DM_BINARY); // binary mode
+                                                // Set the year to 2010 (binary) through SET.
+        wr(&mut a, REG_B, B_24H | B_DM_BINARY | B_SET);
+        wr(&mut a, 9, 10);
+        wr(&mut a, REG_B, B_24H | B_DM_BINARY);
+        let saved = crate::state::save_to_vec(&a);
+        let (mut b, _) = rtc();
+        crate::state::restore_from(&mut b, &saved).unwrap();
+        assert_eq!(rd(&mut b, 0x40), 0x77);
+        assert_eq!(rd(&mut b, REG_B) & B_DM_BINARY, B_DM_BINARY);
+        assert_eq!(read_time(&mut b)[6], 10, "the guest's year offset survives");
+        // A latched date out of range is refused.
+        let mut bad = saved.clone();
+        let at = 1 + 128 + 3 + 8;
+        bad[at] = 1;
+        bad.truncate(at + 1);
+        bad.extend_from_slice(&2010i64.to_le_bytes());
+        for v in [13u32, 1, 0, 0, 0, 0] {
+            bad.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(crate::state::restore_from(&mut b, &bad).is_err());
     }
 
     #[test]

@@ -123,10 +123,19 @@ pub struct RunArgs {
     /// unless wait=on.
     #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT[,server=on][,wait=off]")]
     pub qmp: Vec<kite_qmp::ListenAddress>,
+    /// Start from a snapshot instead of booting: file:PATH (written by QMP
+    /// `migrate`), or tcp:HOST:PORT to wait for one migration stream. The
+    /// other options must describe the same machine.
+    #[arg(long, value_parser = parse_incoming, value_name = "file:PATH|tcp:HOST:PORT")]
+    pub incoming: Option<kite_machine::snapshot::MigrationUri>,
     /// Serve the GDB remote protocol here (as QEMU's -gdb); with wait=on
     /// the guest starts stopped until gdb attaches and continues (QEMU's -S).
     #[arg(long, value_name = "tcp:HOST:PORT[,wait=on]", value_parser = parse_gdb)]
     pub gdb: Option<kite_machine::gdb::GdbConfig>,
+}
+
+fn parse_incoming(s: &str) -> Result<kite_machine::snapshot::MigrationUri, String> {
+    kite_machine::snapshot::MigrationUri::parse(s)
 }
 
 fn parse_gdb(s: &str) -> Result<kite_machine::gdb::GdbConfig, String> {

@@ -12,9 +12,11 @@ mod terminal;
 use std::sync::Arc;
 
 use clap::Parser;
+use kite_machine::snapshot::migration::IncomingError;
+use kite_machine::snapshot::{Incoming, MigrationUri};
 use kite_machine::{
-    run_session_controlled, BlockConfig, DisplayConfig, FirmwareConfig, IdeDriveConfig,
-    IdeDriveKind, Image, MachineConfig, MachineControl, NetConfig, SerialMode,
+    run_session_controlled, run_session_incoming, BlockConfig, DisplayConfig, FirmwareConfig,
+    IdeDriveConfig, IdeDriveKind, Image, MachineConfig, MachineControl, NetConfig, SerialMode,
 };
 
 use cli::{Cli, Command, NetSpec, RunArgs};
@@ -215,7 +217,27 @@ fn run(args: RunArgs) -> i32 {
     } else {
         None
     };
-    let result = run_session_controlled(&config, &control);
+    let incoming_tcp = matches!(args.incoming, Some(MigrationUri::Tcp(..)));
+    let result = match &args.incoming {
+        None => run_session_controlled(&config, &control),
+        Some(uri) => {
+            control.set_incoming(true);
+            let limit = kite_machine::snapshot::migration::incoming_limit(config.memory);
+            let check = |b: &[u8]| kite_machine::run::check_stream(&config, b);
+            match Incoming::receive(&uri.to_string(), limit, &check) {
+                Ok(incoming) => run_session_incoming(&config, &control, &incoming),
+                Err(e) => {
+                    drop(raw);
+                    qmp.finish();
+                    eprintln!("kite: {e}");
+                    return match e {
+                        IncomingError::Input(_) => STATUS_BAD_INPUT,
+                        IncomingError::Stream(_) => STATUS_FAILURE,
+                    };
+                }
+            }
+        }
+    };
     drop(raw);
     qmp.finish();
     let status = match &result {
@@ -241,7 +263,8 @@ fn run(args: RunArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("kite: {e}");
-            if e.is_user_error() {
+            // A stream cut by the network is not the user's file.
+            if e.is_user_error() && !incoming_tcp {
                 STATUS_BAD_INPUT
             } else {
                 STATUS_FAILURE

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kite_machine::snapshot::{MigrationStatus, Migrations};
 use kite_machine::{
     EngineChoice, MachineConfig, MachineControl, MachineEvent, RunStatus, ShutdownCause,
 };
 use kite_qmp::{
-    BlockInfo, CpuInfo, ListenAddress, QmpBackend, QmpEvent, QmpServer, RunState, ServerError,
-    ShutdownReason, VersionInfo,
+    BlockInfo, CpuInfo, ListenAddress, MigrationStats, QmpBackend, QmpEvent, QmpServer, RunState,
+    ServerError, ShutdownReason, VersionInfo,
 };
 
 /// How long the last events may take to reach clients at exit.
@@ -19,6 +20,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Backend {
     control: MachineControl,
+    migrations: Migrations,
     blocks: Vec<BlockInfo>,
     kvm_present: bool,
     display: Option<kite_display::Display>,
@@ -50,8 +52,10 @@ impl Qmp {
             .collect();
         let kvm_present =
             config.engine != EngineChoice::Emu && std::path::Path::new("/dev/kvm").exists();
+        let migrations = Migrations::new();
         let server = QmpServer::new(Arc::new(Backend {
             control: control.clone(),
+            migrations: migrations.clone(),
             blocks,
             kvm_present,
             display: config.display.as_ref().map(|d| d.display.clone()),
@@ -61,6 +65,8 @@ impl Qmp {
         }
         let s = server.clone();
         control.subscribe(move |ev| s.broadcast(qmp_event(*ev)));
+        let s = server.clone();
+        migrations.subscribe(move |st| s.broadcast(QmpEvent::Migration(st.name())));
         if addrs.iter().any(|a| a.wait) {
             server.wait_for_client();
         }
@@ -111,6 +117,7 @@ impl QmpBackend for Backend {
         match self.control.status() {
             RunStatus::Running => RunState::Running,
             RunStatus::Paused => RunState::Paused,
+            RunStatus::Incoming => RunState::InMigrate,
             RunStatus::Shutdown => RunState::Shutdown,
         }
     }
@@ -157,6 +164,31 @@ impl QmpBackend for Backend {
 
     fn name(&self) -> Option<String> {
         None
+    }
+
+    fn migrate(&self, uri: &str) -> Result<(), String> {
+        self.migrations.start(&self.control, uri)
+    }
+
+    fn query_migrate(&self) -> Option<MigrationStats> {
+        let m = self.migrations.info();
+        if m.status == MigrationStatus::None {
+            return None;
+        }
+        Some(MigrationStats {
+            status: m.status.name(),
+            transferred: m.transferred,
+            remaining: m.total.saturating_sub(m.transferred),
+            total: m.total,
+            dirty_pages_rate: m.dirty_pages_rate,
+            total_time_ms: m.total_time_ms,
+            downtime_ms: m.downtime_ms,
+            error: m.error,
+        })
+    }
+
+    fn migrate_cancel(&self) {
+        self.migrations.cancel();
     }
 
     fn screendump(&self, path: &str, png: bool) -> Result<(), String> {

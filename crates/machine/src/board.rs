@@ -19,6 +19,7 @@ use crate::control::{Control, VmEvent};
 use crate::error::MachineError;
 use crate::irq::VmIrqLine;
 use crate::memory::{MemoryLayout, HIGH_RAM_START, MMIO_HOLE_START};
+use crate::snapshot::DeviceTable;
 
 /// The RTC's ports and interrupt.
 const RTC_PORT: u64 = 0x70;
@@ -60,7 +61,7 @@ pub fn write_acpi_tables(
 }
 
 /// Put the RTC, PCI (bus 0 as `root` holds it) and ACPI power devices on
-/// the port bus.
+/// the port bus, and their state in a snapshot's `devices`.
 pub fn add_pc_devices(
     io_bus: &IoBus,
     root: PciRoot,
@@ -68,6 +69,7 @@ pub fn add_pc_devices(
     layout: &MemoryLayout,
     control: &Control,
     cmos: &[(u8, u8)],
+    devices: &mut DeviceTable,
 ) -> Result<(), MachineError> {
     let ram_below_4g = layout.low_size;
     let rtc = RtcCmos::new(
@@ -81,7 +83,9 @@ pub fn add_pc_devices(
     for &(index, value) in cmos {
         rtc.set_cmos_byte(index, value);
     }
-    io_bus.insert(RTC_PORT, 2, Arc::new(Mutex::new(rtc)))?;
+    let rtc = Arc::new(Mutex::new(rtc));
+    io_bus.insert(RTC_PORT, 2, rtc.clone())?;
+    devices.add("rtc", rtc);
 
     let c = control.clone();
     let sink = Arc::new(PowerEventFn(move |ev| {
@@ -93,7 +97,9 @@ pub fn add_pc_devices(
 
     let root = Arc::new(Mutex::new(root));
     let config_io = PciConfigIo::new(root, Some(ResetControl::new(sink.clone())));
-    io_bus.insert(PCI_CONFIG_PORT, 8, Arc::new(Mutex::new(config_io)))?;
+    let config_io = Arc::new(Mutex::new(config_io));
+    io_bus.insert(PCI_CONFIG_PORT, 8, config_io.clone())?;
+    devices.add("pci", config_io);
 
     let pm = Arc::new(Mutex::new(AcpiPmRegisters::new(
         VmIrqLine::new(vm.clone(), SCI_IRQ),
@@ -101,6 +107,7 @@ pub fn add_pc_devices(
         true,
     )));
     control.set_power_button(pm.clone());
-    io_bus.insert(u64::from(PM_BASE), u64::from(PM_LEN), pm)?;
+    io_bus.insert(u64::from(PM_BASE), u64::from(PM_LEN), pm.clone())?;
+    devices.add("acpi_pm", pm);
     Ok(())
 }

@@ -29,6 +29,8 @@ use crate::loader::{load_kernel, BootSpec, BootState};
 use crate::memory::{create_guest_memory, MemoryLayout};
 use crate::memory_map::{FirmwareRom, GuestMap, PamWrites, PAM_LEN, PAM_START};
 use crate::run::Machine;
+use crate::snapshot::fingerprint::fingerprint;
+use crate::snapshot::{DeviceTable, MachineState};
 
 /// Check what can be checked before building anything.
 pub fn validate(config: &MachineConfig) -> Result<MemoryLayout, MachineError> {
@@ -126,7 +128,8 @@ pub fn build(
     let rom = bios.as_deref().map(FirmwareRom::new).transpose()?;
     let map = GuestMap::new(vm.clone(), mem.clone(), &layout, rom)?;
 
-    // The board.
+    // The board; every device with state goes in `devices` for snapshots.
+    let mut devices = DeviceTable::new();
     let control = Control::new(events.clone(), Arc::new(AtomicBool::new(false)));
     let io_bus = Arc::new(IoBus::new());
     let mmio_bus = Arc::new(MmioBus::new());
@@ -140,6 +143,7 @@ pub fn build(
         uart16550::UART_PORT_LEN,
         com1.clone(),
     )?;
+    devices.add("serial0", com1.clone());
 
     let c = control.clone();
     let exit = DebugExit::new(Box::new(move |v| c.request(VmEvent::DebugExit(v))));
@@ -157,6 +161,7 @@ pub fn build(
         )
         .with_mouse(Some(VmIrqLine::new(vm.clone(), i8042::MOUSE_IRQ))),
     ));
+    devices.add("i8042", kbd.clone());
     let (data, cmd) = I8042::ports(&kbd);
     for port in [data, cmd] {
         let base = u64::from(port.port());
@@ -223,9 +228,24 @@ pub fn build(
     if firmware {
         let info = crate::firmware_devices::firmware_info(config, &layout, option_roms);
         cmos = cmos_settings(&info);
-        crate::firmware_devices::add_firmware_devices(&io_bus, &info, &mem, config, &control)?;
+        crate::firmware_devices::add_firmware_devices(
+            &io_bus,
+            &info,
+            &mem,
+            config,
+            &control,
+            &mut devices,
+        )?;
     }
-    crate::board::add_pc_devices(&io_bus, pci_root, &vm, &layout, &control, &cmos)?;
+    crate::board::add_pc_devices(
+        &io_bus,
+        pci_root,
+        &vm,
+        &layout,
+        &control,
+        &cmos,
+        &mut devices,
+    )?;
 
     // The vCPUs: vCPU 0 starts at the kernel's entry; the others wait for
     // the boot vCPU to start them (INIT/SIPI through the local APICs).
@@ -257,7 +277,17 @@ pub fn build(
 
     // Last, so a failed build leaves the console (and the VM) as it was.
     console.attach(com1);
-    Ok(Machine::new(vm, mem, map, io_bus, mmio_bus, vcpus, control))
+    let state = Arc::new(MachineState::new(
+        vm.clone(),
+        mem.clone(),
+        map.clone(),
+        devices,
+        fingerprint(config),
+        vcpus.len(),
+    ));
+    Ok(Machine::new(
+        vm, mem, map, io_bus, mmio_bus, vcpus, control, state,
+    ))
 }
 
 /// IA32_MTRR_DEF_TYPE, and its value with MTRRs on and write-back default.

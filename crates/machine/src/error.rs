@@ -30,18 +30,24 @@ pub enum MachineError {
     /// The host would not start a thread.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// A snapshot to restore was refused (or could not be applied).
+    #[error("{0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
 }
 
 impl MachineError {
     /// Whether the user's input is at fault (the CLI exits 2), rather than
     /// the engine or host (exit 1).
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
-            MachineError::Config(_)
-                | MachineError::Load(_)
-                | MachineError::Memory(MemoryError::BadSize { .. })
-        )
+        match self {
+            MachineError::Snapshot(e) => e.is_user_error(),
+            _ => matches!(
+                self,
+                MachineError::Config(_)
+                    | MachineError::Load(_)
+                    | MachineError::Memory(MemoryError::BadSize { .. })
+            ),
+        }
     }
 
     pub(crate) fn engine(

@@ -62,17 +62,20 @@ pub fn firmware_info<'a>(
     }
 }
 
-/// Put fw_cfg and the debug console on the port bus.
+/// Put fw_cfg and the debug console on the port bus; fw_cfg's state goes in
+/// a snapshot's `devices`.
 pub fn add_firmware_devices(
     io_bus: &IoBus,
     info: &FirmwareInfo<'_>,
     mem: &Arc<GuestMemoryMmap>,
     config: &MachineConfig,
     control: &Control,
+    devices: &mut crate::snapshot::DeviceTable,
 ) -> Result<(), MachineError> {
     let cfg = fw_cfg(info, mem.clone()).map_err(MachineError::Config)?;
     let cfg = Arc::new(Mutex::new(cfg));
     io_bus.insert(u64::from(FW_CFG_PORT), FW_CFG_PORT_LEN, cfg.clone())?;
+    devices.add("fw_cfg", cfg.clone());
     io_bus.insert(
         u64::from(FW_CFG_DMA_PORT),
         FW_CFG_DMA_PORT_LEN,

@@ -24,6 +24,7 @@ pub mod loader;
 pub mod memory;
 pub mod memory_map;
 pub mod run;
+pub mod snapshot;
 pub mod vcpu_loop;
 pub mod virtio_devices;
 
@@ -36,4 +37,4 @@ pub use control::{
 };
 pub use error::MachineError;
 pub use loader::Image;
-pub use run::{run_session, run_session_controlled, Outcome};
+pub use run::{run_session, run_session_controlled, run_session_incoming, Outcome};

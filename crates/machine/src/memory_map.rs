@@ -37,6 +37,7 @@ const SLOT_PAM_FIRST: u32 = 3;
 const SLOT_ROM: u32 = SLOT_PAM_FIRST + PAM_SEGMENTS as u32;
 /// BARs take slots from here up.
 const SLOT_BAR_FIRST: u32 = 64;
+const PAGE_SIZE: u64 = 4096;
 
 /// A firmware image in its own page-aligned host memory.
 pub struct FirmwareRom {
@@ -168,6 +169,58 @@ impl GuestMap {
                 log::warn!("cannot delete memory slot {}: {e}", r.slot);
             }
         }
+    }
+
+    /// Have the engine log guest writes to RAM (for a live migration), or
+    /// stop. The slots are re-registered in place with the flag changed (no
+    /// moment without them); ROM, read-only and BAR slots are left alone.
+    pub fn log_ram_writes(&self, on: bool) -> Result<(), MemoryError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        for r in slots.values_mut() {
+            if r.slot >= SLOT_ROM || r.readonly || r.log_dirty == on {
+                continue;
+            }
+            let new = MemoryRegion {
+                log_dirty: on,
+                ..*r
+            };
+            // SAFETY: the same host memory as the slot already names, which
+            // this map keeps alive until `unmap_all`.
+            unsafe { self.vm.set_memory_region(new)? };
+            *r = new;
+        }
+        Ok(())
+    }
+
+    /// Guest-physical addresses of the RAM pages written since the last
+    /// call (or since `log_ram_writes(true)`), in logged slots.
+    pub fn take_dirty_ram(&self) -> Vec<u64> {
+        let logged: Vec<MemoryRegion> = {
+            let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots
+                .values()
+                .filter(|r| r.slot < SLOT_ROM && r.log_dirty)
+                .copied()
+                .collect()
+        };
+        let mut out = Vec::new();
+        for r in logged {
+            let Ok(words) = self.vm.dirty_log(r.slot) else {
+                continue;
+            };
+            let pages = r.size / PAGE_SIZE;
+            for (w, &bits) in words.iter().enumerate() {
+                let mut b = bits;
+                while b != 0 {
+                    let i = w as u64 * 64 + u64::from(b.trailing_zeros());
+                    b &= b - 1;
+                    if i < pages {
+                        out.push(r.guest_phys_addr + i * PAGE_SIZE);
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn pam_mode(&self, gpa: u64) -> Option<PamMode> {

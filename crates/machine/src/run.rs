@@ -21,6 +21,7 @@ use crate::control::{MachineControl, MachineEvent, ShutdownCause};
 use crate::engine::open_engine;
 use crate::error::MachineError;
 use crate::memory_map::GuestMap;
+use crate::snapshot::{Decoded, Incoming, MachineState, SavedRun, SnapshotError};
 use crate::vcpu_loop::run_vcpu;
 
 /// How a session ended.
@@ -98,9 +99,11 @@ pub struct Machine {
     io_bus: Arc<IoBus>,
     mmio_bus: Arc<MmioBus>,
     control: Control,
+    state: Arc<MachineState>,
 }
 
 impl Machine {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         vm: VmHandle,
         mem: Arc<GuestMemoryMmap>,
@@ -109,6 +112,7 @@ impl Machine {
         mmio_bus: Arc<MmioBus>,
         vcpus: Vec<Box<dyn Vcpu>>,
         control: Control,
+        state: Arc<MachineState>,
     ) -> Self {
         Machine {
             vcpus,
@@ -118,7 +122,18 @@ impl Machine {
             io_bus,
             mmio_bus,
             control,
+            state,
         }
+    }
+
+    /// What a snapshot saves of this machine.
+    pub fn state(&self) -> &Arc<MachineState> {
+        &self.state
+    }
+
+    /// Put a checked snapshot into this machine before it runs.
+    pub fn restore(&mut self, image: &Decoded<'_>) -> Result<SavedRun, SnapshotError> {
+        self.state.restore(image, &mut self.vcpus)
     }
 
     pub fn memory(&self) -> &Arc<GuestMemoryMmap> {
@@ -143,7 +158,7 @@ impl Machine {
         session: &MachineControl,
     ) -> Result<VmEvent, MachineError> {
         let kicks: Vec<Arc<dyn VcpuKick>> = self.vcpus.iter().map(|v| v.kick_handle()).collect();
-        session.attach(&self.control, kicks.clone());
+        session.attach(&self.control, kicks.clone(), Some(self.state.clone()));
         let debug = session.debug_hook();
         if let Some(d) = &debug {
             let ids = self.vcpus.iter().map(|v| v.id());
@@ -233,6 +248,89 @@ pub fn run_session_controlled(
     run_loaded(config, guest, hv.as_ref(), console, (tx, rx), session)
 }
 
+/// `run_session_controlled`, starting from the snapshot `incoming` instead
+/// of a fresh boot: the stream is checked whole (format, checksums, the
+/// configuration it was taken with) before anything is built, and the
+/// machine runs (or stays paused) as it was saved.
+pub fn run_session_incoming(
+    config: &MachineConfig,
+    session: &MachineControl,
+    incoming: &Incoming,
+) -> Result<Outcome, MachineError> {
+    session.set_incoming(true);
+    let image = check_incoming(config, incoming)?;
+    let guest = builder::load_guest(config)?;
+    let (tx, rx) = channel();
+    let console = Console::open(&config.serial, tx.clone())?;
+    let hv = open_engine(config.engine)?;
+    restored_session(
+        config,
+        guest,
+        hv.as_ref(),
+        console,
+        (tx, rx),
+        session,
+        &image,
+    )
+}
+
+/// `run_session_incoming` on an engine already open.
+pub fn run_session_incoming_on(
+    config: &MachineConfig,
+    hv: &dyn Hypervisor,
+    session: &MachineControl,
+    incoming: &Incoming,
+) -> Result<Outcome, MachineError> {
+    session.set_incoming(true);
+    let image = check_incoming(config, incoming)?;
+    let guest = builder::load_guest(config)?;
+    let (tx, rx) = channel();
+    let console = Console::open(&config.serial, tx.clone())?;
+    restored_session(config, guest, hv, console, (tx, rx), session, &image)
+}
+
+/// Whether `bytes` is a whole, intact snapshot taken with `config` (what a
+/// destination tells its source before restoring).
+pub fn check_stream(config: &MachineConfig, bytes: &[u8]) -> Result<(), String> {
+    let image = crate::snapshot::decode(bytes).map_err(|e| e.to_string())?;
+    crate::snapshot::fingerprint::check(
+        &image.header.fingerprint,
+        &crate::snapshot::fingerprint::fingerprint(config),
+    )
+}
+
+/// The whole stream checked, and taken with this configuration.
+fn check_incoming<'a>(
+    config: &MachineConfig,
+    incoming: &'a Incoming,
+) -> Result<Decoded<'a>, MachineError> {
+    let image = crate::snapshot::decode(&incoming.bytes).map_err(SnapshotError::from)?;
+    crate::snapshot::fingerprint::check(
+        &image.header.fingerprint,
+        &crate::snapshot::fingerprint::fingerprint(config),
+    )
+    .map_err(SnapshotError::Mismatch)?;
+    Ok(image)
+}
+
+fn restored_session(
+    config: &MachineConfig,
+    guest: builder::LoadedGuest,
+    hv: &dyn Hypervisor,
+    console: Console,
+    channel: (Sender<VmEvent>, Receiver<VmEvent>),
+    session: &MachineControl,
+    image: &Decoded<'_>,
+) -> Result<Outcome, MachineError> {
+    session.set_engine(hv.kind());
+    let result = boot_until_end(config, guest, hv, console, channel, session, Some(image));
+    session.end(match &result {
+        Ok(o) => o.cause(),
+        Err(_) => ShutdownCause::HostError,
+    });
+    result
+}
+
 /// `run_session` on an engine already open.
 pub fn run_session_on(
     config: &MachineConfig,
@@ -262,7 +360,7 @@ fn run_loaded(
     session: &MachineControl,
 ) -> Result<Outcome, MachineError> {
     session.set_engine(hv.kind());
-    let result = boot_until_end(config, first, hv, console, channel, session);
+    let result = boot_until_end(config, first, hv, console, channel, session, None);
     session.end(match &result {
         Ok(o) => o.cause(),
         Err(_) => ShutdownCause::HostError,
@@ -277,6 +375,7 @@ fn boot_until_end(
     console: Console,
     (tx, rx): (Sender<VmEvent>, Receiver<VmEvent>),
     session: &MachineControl,
+    mut restore: Option<&Decoded<'_>>,
 ) -> Result<Outcome, MachineError> {
     let mut guest = Some(first);
     loop {
@@ -285,7 +384,15 @@ fn boot_until_end(
             Some(g) => g,
             None => builder::load_guest(config)?,
         };
-        let machine = builder::build(config, loaded, hv, &console, &tx)?;
+        let mut machine = builder::build(config, loaded, hv, &console, &tx)?;
+        // The first boot of a restored session continues the snapshot.
+        if let Some(image) = restore.take() {
+            let saved = machine.restore(image)?;
+            if !saved.running {
+                let _ = session.pause();
+            }
+            session.set_incoming(false);
+        }
         let event = machine.run_controlled(&rx, session)?;
         // Events raised by other vCPUs while this one ended are moot, but a
         // quit (console or monitor) still counts.

@@ -49,18 +49,30 @@ pub fn run_vcpu(
     session.vcpu_started(id, unsafe { libc::gettid() });
     let debugger = session.debug_hook();
     let mut debug_event = None;
+    // The last `run` returned with no exit left half done (Interrupted),
+    // or the vCPU has not run yet: its state may be saved.
+    let mut settled = true;
     while !control.stopping() {
-        // A pause takes effect here: outside `run`, between two exits.
-        session.park_while_paused(control);
-        if let Some(d) = &debugger {
-            d.vcpu_checkpoint(vcpu.as_mut(), debug_event.take(), control);
+        if session.pause_pending() && !settled {
+            // Before parking, let the engine finish the last exit's
+            // instruction: kicked, `run` completes it and returns at once.
+            vcpu.kick_handle().kick();
+        } else {
+            // A pause takes effect here: outside `run`, between two exits.
+            session.park_while_paused(control, vcpu.as_mut());
+            if let Some(d) = &debugger {
+                d.vcpu_checkpoint(vcpu.as_mut(), debug_event.take(), control);
+            }
         }
         if control.stopping() {
             break;
         }
         let next = match vcpu.run() {
             Err(e) => Next::End(VmEvent::Failed(name_vcpu(id, e.to_string()))),
-            Ok(exit) => dispatch(id, exit, io, mmio),
+            Ok(exit) => {
+                settled = matches!(exit, VcpuExit::Interrupted);
+                dispatch(id, exit, io, mmio)
+            }
         };
         match next {
             Next::Continue => {}

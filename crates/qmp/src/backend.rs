@@ -7,6 +7,8 @@
 pub enum RunState {
     Running,
     Paused,
+    /// Waiting for an incoming migration (`--incoming`).
+    InMigrate,
     Shutdown,
 }
 
@@ -15,6 +17,7 @@ impl RunState {
         match self {
             RunState::Running => "running",
             RunState::Paused => "paused",
+            RunState::InMigrate => "inmigrate",
             RunState::Shutdown => "shutdown",
         }
     }
@@ -49,6 +52,26 @@ pub struct VersionInfo {
     pub package: String,
 }
 
+/// An outgoing migration's state for `query-migrate` (QEMU's
+/// MigrationInfo, by meaning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationStats {
+    /// QEMU's MigrationStatus name: setup, active, completed, failed,
+    /// cancelling, cancelled.
+    pub status: &'static str,
+    /// Bytes of RAM and state sent, left to send, and the pass's total.
+    pub transferred: u64,
+    pub remaining: u64,
+    pub total: u64,
+    pub dirty_pages_rate: u64,
+    /// Milliseconds since the start (the whole job once it ended).
+    pub total_time_ms: u64,
+    /// Milliseconds the guest stood still, once known.
+    pub downtime_ms: Option<u64>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// The machine a QMP server drives. Calls come from client threads, several
 /// at once; each returns when the request has taken effect (`stop` when no
 /// vCPU runs) or was refused with a message for the client.
@@ -72,4 +95,17 @@ pub trait QmpBackend: Send + Sync {
         let _ = (path, png);
         Err("the machine has no display (see --display)".into())
     }
+    /// Start migrating (snapshotting) the machine to `uri` (`file:PATH`,
+    /// `tcp:HOST:PORT`); returns once started, progress through
+    /// `query_migrate`.
+    fn migrate(&self, uri: &str) -> Result<(), String> {
+        let _ = uri;
+        Err("this machine cannot migrate".into())
+    }
+    /// The current (or last) migration, None if there was none.
+    fn query_migrate(&self) -> Option<MigrationStats> {
+        None
+    }
+    /// Cancel the migration in progress, if any.
+    fn migrate_cancel(&self) {}
 }

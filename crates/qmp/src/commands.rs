@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::backend::{QmpBackend, RunState};
+use crate::backend::{MigrationStats, QmpBackend, RunState};
 use crate::error::QmpError;
 
 /// An argument's JSON type.
@@ -13,6 +13,7 @@ use crate::error::QmpError;
 enum ArgKind {
     Str,
     Int,
+    Bool,
     StrList,
 }
 
@@ -21,6 +22,7 @@ impl ArgKind {
         match self {
             ArgKind::Str => "string",
             ArgKind::Int => "int",
+            ArgKind::Bool => "boolean",
             ArgKind::StrList => "array of strings",
         }
     }
@@ -29,6 +31,7 @@ impl ArgKind {
         match self {
             ArgKind::Str => v.is_string(),
             ArgKind::Int => v.is_i64() || v.is_u64(),
+            ArgKind::Bool => v.is_boolean(),
             ArgKind::StrList => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
         }
     }
@@ -96,6 +99,28 @@ const COMMANDS: &[Command] = &[
             },
         ],
     },
+    Command {
+        name: "migrate",
+        args: &[
+            Arg {
+                name: "uri",
+                kind: ArgKind::Str,
+                required: true,
+            },
+            Arg {
+                name: "detach",
+                kind: ArgKind::Bool,
+                required: false,
+            },
+            Arg {
+                name: "resume",
+                kind: ArgKind::Bool,
+                required: false,
+            },
+        ],
+    },
+    cmd("query-migrate"),
+    cmd("migrate_cancel"),
     Command {
         name: "human-monitor-command",
         args: &[
@@ -318,6 +343,23 @@ impl Session {
                     .map(|_| json!({}))
                     .map_err(QmpError::generic)
             }
+            "migrate" => {
+                if args.get("resume").and_then(Value::as_bool) == Some(true) {
+                    return Err(QmpError::generic("there is no paused migration to resume"));
+                }
+                let uri = args.get("uri").and_then(Value::as_str).unwrap_or_default();
+                backend
+                    .migrate(uri)
+                    .map(|_| json!({}))
+                    .map_err(QmpError::generic)
+            }
+            "query-migrate" => Ok(backend
+                .query_migrate()
+                .map_or(json!({}), |m| migration_json(&m))),
+            "migrate_cancel" => {
+                backend.migrate_cancel();
+                Ok(json!({}))
+            }
             "human-monitor-command" => {
                 let line = args
                     .get("command-line")
@@ -365,6 +407,28 @@ pub(crate) fn version_json(backend: &dyn QmpBackend) -> Value {
         "qemu": {"major": v.major, "minor": v.minor, "micro": v.micro},
         "package": v.package,
     })
+}
+
+/// `query-migrate`'s reply, in QEMU's shape.
+fn migration_json(m: &MigrationStats) -> Value {
+    let mut v = json!({
+        "status": m.status,
+        "total-time": m.total_time_ms,
+        "ram": {
+            "transferred": m.transferred,
+            "remaining": m.remaining,
+            "total": m.total,
+            "dirty-pages-rate": m.dirty_pages_rate,
+            "page-size": 4096,
+        },
+    });
+    if let Some(d) = m.downtime_ms {
+        v["downtime"] = json!(d);
+    }
+    if let Some(e) = &m.error {
+        v["error-desc"] = json!(e);
+    }
+    v
 }
 
 fn status_json(s: RunState) -> Value {

@@ -48,6 +48,8 @@ pub enum QmpEvent {
     Reset(ShutdownReason),
     Powerdown,
     Shutdown(ShutdownReason),
+    /// A migration's status changed (QEMU's MigrationStatus name).
+    Migration(&'static str),
 }
 
 impl QmpEvent {
@@ -58,6 +60,7 @@ impl QmpEvent {
             QmpEvent::Reset(_) => "RESET",
             QmpEvent::Powerdown => "POWERDOWN",
             QmpEvent::Shutdown(_) => "SHUTDOWN",
+            QmpEvent::Migration(_) => "MIGRATION",
         }
     }
 
@@ -73,6 +76,9 @@ impl QmpEvent {
                 "data".into(),
                 json!({"guest": r.by_guest(), "reason": r.name()}),
             );
+        }
+        if let QmpEvent::Migration(status) = self {
+            m.insert("data".into(), json!({ "status": status }));
         }
         m.insert(
             "timestamp".into(),
@@ -101,5 +107,8 @@ mod tests {
         let s = QmpEvent::Stop.to_json();
         assert_eq!(s["event"], "STOP");
         assert!(s.get("data").is_none());
+        let m = QmpEvent::Migration("completed").to_json();
+        assert_eq!(m["event"], "MIGRATION");
+        assert_eq!(m["data"], json!({"status": "completed"}));
     }
 }

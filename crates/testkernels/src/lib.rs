@@ -198,6 +198,57 @@ pub fn counter() -> Vec<u8> {
     })
 }
 
+/// The prefix of each line the memory-load kernel prints after a sweep.
+pub const SWEEP_PREFIX: &str = "sweep=";
+/// What it prints (then halts) when a page does not hold what it wrote.
+pub const STALE_PAGE: &str = "stale page at ";
+/// The memory the memory-load kernel writes: 16 MiB from 8 MiB (a guest
+/// needs 24 MiB or more).
+pub const MEMORY_LOAD_BASE: u64 = 8 << 20;
+pub const MEMORY_LOAD_PAGES: u64 = 4096;
+
+/// Enters long mode and dirties memory for ever: sweep N (from 1) writes N
+/// into the first word of each 4 KiB page of `MEMORY_LOAD_BASE` ..
+/// +`MEMORY_LOAD_PAGES` pages, first checking that the page still holds
+/// N - 1; every 16 sweeps it prints `sweep=<16 hex digits>`. A page that
+/// lost a write (a migration that missed it) prints `stale page at
+/// <address>` and halts. For live migration under load.
+pub fn memory_load() -> Vec<u8> {
+    build_long_mode(|a| {
+        let mut top = a.create_label();
+        let mut page = a.create_label();
+        let mut quiet = a.create_label();
+        let mut bad = a.create_label();
+        a.mov(r9d, 1u32)?;
+        a.set_label(&mut top)?;
+        a.mov(rdi, MEMORY_LOAD_BASE)?;
+        a.mov(r11, MEMORY_LOAD_BASE + MEMORY_LOAD_PAGES * 4096)?;
+        a.set_label(&mut page)?;
+        a.mov(rax, qword_ptr(rdi))?;
+        a.lea(r10, qword_ptr(r9 - 1))?;
+        a.cmp(rax, r10)?;
+        a.jne(bad)?;
+        a.mov(qword_ptr(rdi), r9)?;
+        a.add(rdi, 4096)?;
+        a.cmp(rdi, r11)?;
+        a.jb(page)?;
+        a.test(r9d, 15u32)?;
+        a.jnz(quiet)?;
+        a.mov(r8, r9)?;
+        serial_asm::print_hex_r8(a, SWEEP_PREFIX)?;
+        a.mov(ebx, b'\n' as u32)?;
+        serial_asm::putc_bl(a)?;
+        a.set_label(&mut quiet)?;
+        a.inc(r9)?;
+        a.jmp(top)?;
+        a.set_label(&mut bad)?;
+        a.mov(r8, rdi)?;
+        serial_asm::print_hex_r8(a, STALE_PAGE)?;
+        a.mov(ebx, b'\n' as u32)?;
+        serial_asm::putc_bl(a)
+    })
+}
+
 /// Enters long mode, prints `halted` and halts with interrupts off, for good:
 /// only the VMM (Ctrl-A x, a signal) ends it.
 pub fn halt() -> Vec<u8> {

@@ -7,6 +7,7 @@
 
 use super::power_event::{PowerEvent, PowerEventSink};
 use crate::bus::{IrqLine, PioDevice};
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,9 @@ pub struct AcpiPmRegisters {
     enable: u16,
     control: u16,
     timer_start: Instant,
+    /// Nanoseconds the timer had counted before `timer_start` (a restored
+    /// snapshot's).
+    timer_offset_ns: u64,
     timer_32bit: bool,
     sci: Arc<dyn IrqLine>,
     sci_high: bool,
@@ -61,6 +65,7 @@ impl AcpiPmRegisters {
             // No SMI command port: the board starts in ACPI mode.
             control: CNT_SCI_EN,
             timer_start: Instant::now(),
+            timer_offset_ns: 0,
             timer_32bit,
             sci,
             sci_high: false,
@@ -70,13 +75,17 @@ impl AcpiPmRegisters {
 
     /// The PM timer's current count.
     pub fn timer(&self) -> u32 {
-        let ticks = self.timer_start.elapsed().as_nanos() * PM_TIMER_HZ / 1_000_000_000;
+        let ticks = self.timer_nanos() * PM_TIMER_HZ / 1_000_000_000;
         let mask = if self.timer_32bit {
             0xffff_ffff
         } else {
             0x00ff_ffff
         };
         (ticks & mask) as u32
+    }
+
+    fn timer_nanos(&self) -> u128 {
+        self.timer_start.elapsed().as_nanos() + u128::from(self.timer_offset_ns)
     }
 
     /// The power button was pressed: set PWRBTN_STS, raising the SCI if the
@@ -115,6 +124,39 @@ impl AcpiPmRegisters {
                 log::warn!("guest asked for sleep type {sleep_type}, which Kite does not offer");
             }
         }
+    }
+}
+
+impl Snapshot for AcpiPmRegisters {
+    fn save_state(&self, w: &mut StateWriter) {
+        w.u16(self.status);
+        w.u16(self.enable);
+        w.u16(self.control);
+        // The timer goes on from the count it had (it does not jump by the
+        // time the snapshot spent on disk).
+        w.u64(u64::try_from(self.timer_nanos()).unwrap_or(u64::MAX));
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let status = r.u16("PM1 status")?;
+        let enable = r.u16("PM1 enable")?;
+        let control = r.u16("PM1 control")?;
+        let nanos = r.u64("PM timer")?;
+        if status & !STS_W1C != 0
+            || enable & !EN_WRITABLE != 0
+            || control & !(CNT_SLP_TYP | CNT_SCI_EN) != 0
+        {
+            return Err(StateError::invalid(format!(
+                "PM registers: status {status:#x}, enable {enable:#x}, control {control:#x} hold bits the board never sets"
+            )));
+        }
+        self.status = status;
+        self.enable = enable;
+        self.control = control | CNT_SCI_EN;
+        self.timer_start = Instant::now();
+        self.timer_offset_ns = nanos;
+        self.update_sci();
+        Ok(())
     }
 }
 
@@ -190,6 +232,27 @@ mod tests {
         let mut b = [0u8; 4];
         p.read(off, &mut b);
         u32::from_le_bytes(b)
+    }
+
+    #[test]
+    fn state_round_trip_keeps_enables_and_the_timer_count() {
+        let (mut p, _, _rx) = pm(true);
+        p.write(2, &STS_PWRBTN.to_le_bytes()); // enable the power button
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let before = p.timer();
+        let saved = crate::state::save_to_vec(&p);
+        let (mut q, line, _rx2) = pm(true);
+        crate::state::restore_from(&mut q, &saved).unwrap();
+        assert_eq!(rd16(&mut q, 2), STS_PWRBTN);
+        // The restored timer starts from the saved count, not from zero.
+        assert!(q.timer() >= before, "{} < {before}", q.timer());
+        q.press_power_button();
+        assert!(line.0.load(Ordering::SeqCst));
+        // Bits the board never sets are refused.
+        let mut bad = saved.clone();
+        bad[4] = 0xff;
+        bad[5] = 0xff;
+        assert!(crate::state::restore_from(&mut q, &bad).is_err());
     }
 
     #[test]

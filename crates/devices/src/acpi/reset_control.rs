@@ -30,6 +30,18 @@ impl ResetControl {
     }
 }
 
+impl ResetControl {
+    /// The stored bits (for a snapshot).
+    pub fn value(&self) -> u8 {
+        self.value
+    }
+
+    /// Restore the stored bits (only those that read back are kept).
+    pub fn set_value(&mut self, v: u8) {
+        self.value = v & STORED;
+    }
+}
+
 impl PioDevice for ResetControl {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         data.fill(0);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::pam::{PamMapper, PamSegment, PAM_SEGMENTS};
 use crate::pci::config_space::ConfigSpace;
 use crate::pci::PciDevice;
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 
 pub const HOST_BRIDGE_VENDOR: u16 = 0x8086;
 pub const HOST_BRIDGE_DEVICE: u16 = 0x1237;
@@ -85,6 +86,22 @@ impl I440fx {
     }
 }
 
+impl Snapshot for I440fx {
+    fn save_state(&self, w: &mut StateWriter) {
+        self.config.save_state(w);
+    }
+
+    /// The configuration space, then every PAM segment whose mode it
+    /// changes is re-mapped.
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        self.config.restore_state(r)?;
+        let old = self.pam;
+        self.pam = self.read_pam();
+        self.apply(Some(old));
+        Ok(())
+    }
+}
+
 impl PciDevice for I440fx {
     fn read_config(&mut self, offset: u16, data: &mut [u8]) {
         self.config.read(offset, data);
@@ -115,6 +132,23 @@ mod tests {
         fn set(&self, index: usize, _segment: PamSegment, mode: PamMode) {
             self.0.lock().unwrap().push((index, mode));
         }
+    }
+
+    #[test]
+    fn restore_reapplies_the_saved_pam_mapping() {
+        let mut a = I440fx::new(None, [0; 7]);
+        a.write_config(0x5a, &[0x33, 0x11]);
+        let saved = crate::state::save_to_vec(&a);
+        let rec = Arc::new(Record::default());
+        let mut b = I440fx::new(Some(rec.clone()), [0; 7]);
+        rec.0.lock().unwrap().clear();
+        crate::state::restore_from(&mut b, &saved).unwrap();
+        assert_eq!(b.pam(), a.pam());
+        let changed: Vec<usize> = rec.0.lock().unwrap().iter().map(|r| r.0).collect();
+        assert_eq!(changed, vec![1, 2, 3, 4]);
+        // Another device's configuration space is refused.
+        let other = crate::state::save_to_vec(&crate::chipset::Piix3Isa::new());
+        assert!(crate::state::restore_from(&mut b, &other).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::pci::config_space::ConfigSpace;
 use crate::pci::PciDevice;
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 
 pub const PIIX3_VENDOR: u16 = 0x8086;
 pub const PIIX3_ISA_DEVICE: u16 = 0x7000;
@@ -48,6 +49,15 @@ impl Piix3Isa {
     pub fn pirq(&self, n: usize) -> Option<u8> {
         let v = *self.config.bytes().get(PIRQ_ROUTE + n)?;
         (v & 0x80 == 0).then_some(v & 0x0f)
+    }
+}
+
+impl Snapshot for Piix3Isa {
+    fn save_state(&self, w: &mut StateWriter) {
+        self.config.save_state(w);
+    }
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        self.config.restore_state(r)
     }
 }
 

@@ -11,6 +11,7 @@
 //! past an item's end give zeros (as QEMU does). This module knows nothing
 //! about what the items mean; the machine fills them.
 
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -92,6 +93,32 @@ pub enum FwCfgError {
     Duplicate(String),
     #[error("fw_cfg holds at most {MAX_FILES} files")]
     TooManyFiles,
+}
+
+impl Snapshot for FwCfg {
+    /// The guest's selection and position (the items come from the machine's
+    /// configuration, which a restore rebuilds the same).
+    fn save_state(&self, w: &mut StateWriter) {
+        w.u16(self.selected);
+        w.u64(self.offset as u64);
+        w.u32(self.dma_high);
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let selected = r.u16("fw_cfg selector")?;
+        let offset = r.u64("fw_cfg offset")?;
+        let dma_high = r.u32("fw_cfg DMA address")?;
+        self.select(selected);
+        let len = self.current().map_or(0, |d| d.len()) as u64;
+        if offset > len {
+            return Err(StateError::Invalid(format!(
+                "fw_cfg: offset {offset} past item {selected:#x}'s {len} bytes"
+            )));
+        }
+        self.offset = offset as usize;
+        self.dma_high = dma_high;
+        Ok(())
+    }
 }
 
 /// The fw_cfg device: its items, and the guest's current selection.
@@ -300,6 +327,20 @@ mod tests {
                 b[0]
             })
             .collect()
+    }
+
+    #[test]
+    fn state_round_trip_keeps_the_selection_and_offset() {
+        let mut a = FwCfg::new(None);
+        select(&mut a, FwCfgItem::Signature as u16);
+        assert_eq!(read_n(&mut a, 2), b"QE");
+        let saved = crate::state::save_to_vec(&a);
+        let mut b = FwCfg::new(None);
+        crate::state::restore_from(&mut b, &saved).unwrap();
+        assert_eq!(read_n(&mut b, 2), b"MU");
+        let mut bad = saved.clone();
+        bad[2..10].copy_from_slice(&5u64.to_le_bytes());
+        assert!(crate::state::restore_from(&mut b, &bad).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use super::root::{PciAddress, PciRoot};
 use crate::acpi::ResetControl;
 use crate::bus::{lock, PioDevice};
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 use std::sync::{Arc, Mutex};
 
 const ENABLE: u32 = 1 << 31;
@@ -44,6 +45,25 @@ impl PciConfigIo {
             function: ((self.address >> 8) & 0x7) as u8,
         };
         Some((addr, (self.address & 0xfc) as u16 + port_off))
+    }
+}
+
+impl Snapshot for PciConfigIo {
+    fn save_state(&self, w: &mut StateWriter) {
+        w.u32(self.address);
+        w.u8(self.reset.as_ref().map_or(0, |r| r.value()));
+        lock(&self.root).save_state(w);
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let address = r.u32("PCI config address")?;
+        let reset = r.u8("reset control")?;
+        lock(&self.root).restore_state(r)?;
+        self.address = address & !0x7f00_0003;
+        if let Some(rc) = self.reset.as_mut() {
+            rc.set_value(reset);
+        }
+        Ok(())
     }
 }
 
@@ -95,6 +115,14 @@ mod tests {
     use std::sync::mpsc;
 
     struct TestNic(ConfigSpace);
+    impl Snapshot for TestNic {
+        fn save_state(&self, w: &mut StateWriter) {
+            self.0.save_state(w);
+        }
+        fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+            self.0.restore_state(r)
+        }
+    }
     impl PciDevice for TestNic {
         fn read_config(&mut self, offset: u16, data: &mut [u8]) {
             self.0.read(offset, data);

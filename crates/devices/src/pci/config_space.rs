@@ -4,6 +4,8 @@
 
 use thiserror::Error;
 
+use crate::state::{StateError, StateReader, StateWriter};
+
 use super::{BarRegion, ROM_BAR};
 
 /// Size of the conventional configuration space.
@@ -317,6 +319,28 @@ impl ConfigSpace {
     /// The raw bytes (for a device's own view of its capabilities).
     pub fn bytes(&self) -> &[u8; CONFIG_SPACE_SIZE] {
         &self.data
+    }
+
+    /// Save the 256 bytes for a snapshot.
+    pub fn save_state(&self, w: &mut StateWriter) {
+        w.raw(&self.data);
+    }
+
+    /// Restore what `save_state` saved into a space declared the same way:
+    /// only bits the guest could have changed may differ from this one's
+    /// (ids, class, BAR flags and capabilities must match).
+    pub fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let saved = r.raw(CONFIG_SPACE_SIZE, "PCI configuration space")?;
+        for (at, (&new, &old)) in saved.iter().zip(self.data.iter()).enumerate() {
+            let changeable = self.wmask[at] | self.w1c[at];
+            if (new ^ old) & !changeable != 0 {
+                return Err(StateError::Invalid(format!(
+                    "PCI configuration byte {at:#04x} is {new:#04x}, this device has {old:#04x} (a different device?)"
+                )));
+            }
+        }
+        self.data.copy_from_slice(saved);
+        Ok(())
     }
 
     /// Read `data.len()` bytes at `offset`; out-of-range reads as all ones.

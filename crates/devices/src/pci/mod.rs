@@ -9,6 +9,8 @@ pub mod config_io;
 pub mod config_space;
 pub mod root;
 
+use crate::state::Snapshot;
+
 pub use bar_allocator::{BarAllocator, PciWindows};
 pub use bar_ram::{BarRam, DirtyPages, RamMapper};
 pub use config_io::PciConfigIo;
@@ -34,7 +36,10 @@ pub struct BarRegion {
 ///
 /// Accesses are 1, 2 or 4 bytes at an offset aligned to their size, inside
 /// the 256-byte configuration space; the root checks that before calling.
-pub trait PciDevice: Send {
+///
+/// Its `Snapshot` half saves the configuration space and whatever the
+/// function keeps beyond it; the root re-maps the BARs after a restore.
+pub trait PciDevice: Snapshot + Send {
     /// Read `data.len()` bytes at `offset`.
     fn read_config(&mut self, offset: u16, data: &mut [u8]);
     /// Write `data` at `offset`.

@@ -3,6 +3,7 @@
 
 use super::{BarKind, BarRegion, PciDevice, RamMapper};
 use crate::bus::{lock, IoBus, MmioBus, MmioDevice, PioDevice};
+use crate::state::{StateError, StateReader, StateWriter};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
@@ -225,6 +226,48 @@ impl PciRoot {
                 self.remap(addr);
             }
         }
+    }
+}
+
+impl PciRoot {
+    /// Save every function's state, by address.
+    pub fn save_state(&self, w: &mut StateWriter) {
+        w.u32(self.functions.len() as u32);
+        for (addr, dev) in &self.functions {
+            w.u8(addr.device);
+            w.u8(addr.function);
+            w.nested(&*lock(dev));
+        }
+    }
+
+    /// Restore every function (the same functions at the same addresses as
+    /// saved), then map their BARs where the saved configuration puts them.
+    pub fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let n = r.u32("PCI function count")? as usize;
+        if n != self.functions.len() {
+            return Err(StateError::Invalid(format!(
+                "the snapshot has {n} PCI functions, this machine {}",
+                self.functions.len()
+            )));
+        }
+        let addrs: Vec<PciAddress> = self.functions.keys().copied().collect();
+        for want in &addrs {
+            let got = PciAddress {
+                device: r.u8("PCI device number")?,
+                function: r.u8("PCI function number")?,
+            };
+            if got != *want {
+                return Err(StateError::Invalid(format!(
+                    "the snapshot has a PCI function at {got}, this machine at {want}"
+                )));
+            }
+            let dev = self.functions[want].clone();
+            r.nested(&mut *lock(&dev), "PCI function")?;
+        }
+        for a in addrs {
+            self.remap(a);
+        }
+        Ok(())
     }
 }
 

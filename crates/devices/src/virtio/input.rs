@@ -20,6 +20,7 @@ use vm_memory::GuestMemoryMmap;
 use super::chain::{write_regions, ChainBuffers, ChainError};
 use super::{VirtioDevice, VirtioError};
 use crate::bus::lock;
+use crate::state::{StateError, StateReader, StateWriter};
 
 /// The virtio device id of input devices.
 pub const VIRTIO_ID_INPUT: u16 = 18;
@@ -274,6 +275,19 @@ impl VirtioDevice for TabletDevice {
 
     fn activate(&mut self, _features: u64) {
         self.shared.active.store(true, Ordering::Release);
+    }
+
+    fn save_state(&self, w: &mut StateWriter) {
+        w.u8(self.select);
+        w.u8(self.subsel);
+        w.u8(lock(&self.shared.pending).buttons);
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        self.select = r.u8("tablet config select")?;
+        self.subsel = r.u8("tablet config subselect")?;
+        lock(&self.shared.pending).buttons = r.u8("tablet buttons")? & 0x07;
+        Ok(())
     }
 
     fn reset(&mut self) {

@@ -23,6 +23,8 @@ pub use pci_transport::VirtioPciDevice;
 pub use rng::RngDevice;
 
 use thiserror::Error;
+
+use crate::state::{StateError, StateReader, StateWriter};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
@@ -56,6 +58,16 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, _features: u64) {}
     /// The driver reset the device.
     fn reset(&mut self) {}
+    /// The device's own state beyond the transport's (queues, features and
+    /// status are the transport's), for a snapshot; nothing by default.
+    /// Requests are handled synchronously, so none is in flight when a
+    /// snapshot is taken with the vCPUs parked.
+    fn save_state(&self, _w: &mut StateWriter) {}
+    /// Restore what `save_state` wrote (after the transport re-activated
+    /// the device with its saved features).
+    fn restore_state(&mut self, _r: &mut StateReader<'_>) -> Result<(), StateError> {
+        Ok(())
+    }
     /// Handle whatever the driver made available on queue `index`; returns
     /// whether anything was added to the used ring.
     fn process_queue(

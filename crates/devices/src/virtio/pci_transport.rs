@@ -20,6 +20,7 @@ use super::{VirtioDevice, VirtioError, VIRTIO_F_VERSION_1};
 use crate::bus::{IrqLine, MmioDevice, MsiSender};
 use crate::pci::config_space::{Bar, BarKind, ConfigSpace, ConfigSpaceError, COMMAND_MEMORY_SPACE};
 use crate::pci::PciDevice;
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 
 pub const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
 pub const VIRTIO_PCI_DEVICE_BASE: u16 = 0x1040;
@@ -578,6 +579,144 @@ impl VirtioPciDevice {
     /// Whether a config access at `offset` of `len` bytes is the data window.
     fn is_pci_cfg_data(&self, offset: u16, len: usize) -> bool {
         usize::from(offset) == self.pci_cfg_cap + 16 && len >= 1
+    }
+}
+
+impl Snapshot for VirtioPciDevice {
+    fn save_state(&self, w: &mut StateWriter) {
+        self.config.save_state(w);
+        w.u32(self.device_feature_select);
+        w.u32(self.driver_feature_select);
+        w.u64(self.driver_features);
+        w.u8(self.status);
+        w.u8(self.config_generation);
+        w.u16(self.config_vector);
+        w.u16(self.queue_select);
+        w.u16(self.queues.len() as u16);
+        for (q, &vector) in self.queues.iter().zip(&self.queue_vectors) {
+            let st = q.state();
+            w.u16(st.size);
+            w.bool(st.ready);
+            w.u64(st.desc_table);
+            w.u64(st.avail_ring);
+            w.u64(st.used_ring);
+            w.u16(st.next_avail);
+            w.u16(st.next_used);
+            w.bool(st.event_idx_enabled);
+            w.u16(vector);
+        }
+        w.u8(self.isr);
+        w.u16(self.msix.len() as u16);
+        for (e, &p) in self.msix.iter().zip(&self.pending) {
+            w.u64(e.address);
+            w.u32(e.data);
+            w.bool(e.masked);
+            w.bool(p);
+        }
+        w.bool(self.broken);
+        let mut dev = StateWriter::new();
+        self.device.save_state(&mut dev);
+        w.bytes(&dev.into_bytes());
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let mut config = self.config.clone();
+        config.restore_state(r)?;
+        let device_feature_select = r.u32("virtio feature select")?;
+        let driver_feature_select = r.u32("virtio driver feature select")?;
+        let driver_features = r.u64("virtio driver features")?;
+        if driver_features & !self.device_features() != 0 {
+            return Err(StateError::Invalid(format!(
+                "virtio: the driver's features {driver_features:#x} include some the device does not offer ({:#x})",
+                self.device_features()
+            )));
+        }
+        let status = r.u8("virtio device status")?;
+        let config_generation = r.u8("virtio config generation")?;
+        let config_vector = r.u16("virtio config vector")?;
+        let queue_select = r.u16("virtio queue select")?;
+        let n = usize::from(r.u16("virtio queue count")?);
+        if n != self.queues.len() {
+            return Err(StateError::Invalid(format!(
+                "virtio: {n} queues saved, the device has {}",
+                self.queues.len()
+            )));
+        }
+        let mut queues = Vec::with_capacity(n);
+        let mut vectors = Vec::with_capacity(n);
+        for q in &self.queues {
+            let st = virtio_queue::QueueState {
+                max_size: q.max_size(),
+                size: r.u16("virtio queue size")?,
+                ready: r.bool("virtio queue ready")?,
+                desc_table: r.u64("virtio descriptor table")?,
+                avail_ring: r.u64("virtio avail ring")?,
+                used_ring: r.u64("virtio used ring")?,
+                next_avail: r.u16("virtio next avail")?,
+                next_used: r.u16("virtio next used")?,
+                event_idx_enabled: r.bool("virtio event index")?,
+            };
+            // Requests are completed synchronously: at most a ring's worth
+            // can be taken and not yet used.
+            if st.next_avail.wrapping_sub(st.next_used) > st.size {
+                return Err(StateError::Invalid(format!(
+                    "virtio: queue indices avail {} / used {} are further apart than the ring's {} entries",
+                    st.next_avail, st.next_used, st.size
+                )));
+            }
+            let queue = Queue::try_from(st).map_err(|e| {
+                StateError::Invalid(format!("virtio: a saved queue is not valid: {e}"))
+            })?;
+            queues.push(queue);
+            vectors.push(r.u16("virtio queue vector")?);
+        }
+        let isr = r.u8("virtio ISR")?;
+        if isr & !(ISR_QUEUE | ISR_CONFIG) != 0 {
+            return Err(StateError::invalid(format!("virtio: ISR {isr:#x}")));
+        }
+        let m = usize::from(r.u16("MSI-X vector count")?);
+        if m != self.msix.len() {
+            return Err(StateError::Invalid(format!(
+                "virtio: {m} MSI-X vectors saved, the device has {}",
+                self.msix.len()
+            )));
+        }
+        let mut msix = Vec::with_capacity(m);
+        let mut pending = Vec::with_capacity(m);
+        for _ in 0..m {
+            msix.push(MsixEntry {
+                address: r.u64("MSI-X address")? & !3,
+                data: r.u32("MSI-X data")?,
+                masked: r.bool("MSI-X mask")?,
+            });
+            pending.push(r.bool("MSI-X pending")?);
+        }
+        let broken = r.bool("virtio broken")?;
+        let device_state = r.bytes(usize::MAX, "virtio device state")?;
+
+        self.config = config;
+        self.device_feature_select = device_feature_select;
+        self.driver_feature_select = driver_feature_select;
+        self.driver_features = driver_features;
+        self.status = status;
+        self.config_generation = config_generation;
+        self.config_vector = config_vector;
+        self.queue_select = queue_select;
+        self.queues = queues;
+        self.queue_vectors = vectors;
+        self.isr = isr;
+        self.msix = msix;
+        self.pending = pending;
+        self.broken = broken;
+        if status & VIRTIO_CONFIG_S_DRIVER_OK as u8 != 0 {
+            self.device.activate(driver_features);
+        }
+        crate::state::restore_from_reader(&mut *self.device, device_state)?;
+        let intx = !self.msix_enabled()
+            && self.isr != 0
+            && self.config.command() & COMMAND_INTX_DISABLE == 0;
+        self.irq.intx.set_level(intx);
+        Ok(())
     }
 }
 

@@ -17,9 +17,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use kite_devices::bus::lock;
-use kite_hypervisor::{EngineKind, VcpuKick};
+use kite_hypervisor::{EngineKind, Vcpu, VcpuKick};
 
 use super::{Control, DebugHook, VmEvent};
+use crate::snapshot::MachineState;
 
 /// How long `pause` waits for every vCPU to leave guest mode.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +30,8 @@ const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum RunStatus {
     Running,
     Paused,
+    /// Waiting for (or applying) the snapshot it starts from.
+    Incoming,
     /// The session ended (the process is about to exit).
     Shutdown,
 }
@@ -95,6 +98,15 @@ pub enum ControlError {
     /// No board is built (between boots), or it has no power button.
     #[error("the machine has no power button right now")]
     NoPowerButton,
+    /// The machine is still being restored from its snapshot.
+    #[error("the incoming migration has not finished")]
+    Incoming,
+    /// No machine is running to save.
+    #[error("no machine is running right now")]
+    NoMachine,
+    /// A vCPU could not save its state.
+    #[error("vCPU {index}: cannot save its state: {reason}")]
+    VcpuState { index: u32, reason: String },
 }
 
 type Listener = Box<dyn Fn(&MachineEvent) + Send + Sync>;
@@ -122,8 +134,13 @@ struct State {
     paused: bool,
     ended: bool,
     quit: bool,
+    incoming: bool,
     engine: Option<EngineKind>,
     boot: Option<Boot>,
+    /// Bumped to ask every parked vCPU for its state.
+    save_round: u64,
+    /// The states of this round, by vCPU index.
+    saved: Vec<Option<Result<Vec<u8>, String>>>,
 }
 
 /// The boot now running.
@@ -133,6 +150,17 @@ struct Boot {
     /// vCPU threads waiting at the top of their loop.
     parked: usize,
     threads: Vec<VcpuThread>,
+    /// The boot's devices, RAM and VM, for a snapshot.
+    machine: Option<Arc<MachineState>>,
+}
+
+/// What `capture` hands a snapshot writer.
+pub struct Captured {
+    pub machine: Arc<MachineState>,
+    /// Each vCPU's engine state, by index.
+    pub vcpus: Vec<Vec<u8>>,
+    /// The machine ran before the capture paused it.
+    pub was_running: bool,
 }
 
 impl MachineControl {
@@ -160,6 +188,8 @@ impl MachineControl {
         let st = self.state();
         if st.ended {
             RunStatus::Shutdown
+        } else if st.incoming {
+            RunStatus::Incoming
         } else if st.paused {
             RunStatus::Paused
         } else {
@@ -220,11 +250,89 @@ impl MachineControl {
         result
     }
 
+    /// The running boot's machine state (devices, RAM, VM), if a boot runs.
+    pub fn machine(&self) -> Option<Arc<MachineState>> {
+        self.state().boot.as_ref().and_then(|b| b.machine.clone())
+    }
+
+    /// Pause (if running) and have every parked vCPU save its state; the
+    /// machine stays paused (`resume` it after writing, if `was_running`).
+    pub fn capture(&self) -> Result<Captured, ControlError> {
+        if self.status() == RunStatus::Incoming {
+            return Err(ControlError::Incoming);
+        }
+        let was_running = self.status() == RunStatus::Running;
+        self.pause()?;
+        let mut st = self.state();
+        let (n, machine) = match &st.boot {
+            Some(b) if b.parked >= b.kicks.len() => match &b.machine {
+                Some(m) => (b.kicks.len(), m.clone()),
+                None => return Err(ControlError::NoMachine),
+            },
+            Some(_) => return Err(ControlError::PauseTimeout(PAUSE_TIMEOUT)),
+            None => return Err(ControlError::NoMachine),
+        };
+        st.save_round += 1;
+        st.saved = vec![None; n];
+        self.shared.cond.notify_all();
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while st.saved.iter().any(Option::is_none) {
+            if Instant::now() >= deadline || st.boot.is_none() || st.ended {
+                drop(st);
+                if was_running {
+                    let _ = self.resume();
+                }
+                return Err(ControlError::PauseTimeout(PAUSE_TIMEOUT));
+            }
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, Duration::from_millis(5))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let mut vcpus = Vec::with_capacity(n);
+        let mut failure = None;
+        for (i, s) in std::mem::take(&mut st.saved).into_iter().enumerate() {
+            match s {
+                Some(Ok(b)) => vcpus.push(b),
+                Some(Err(reason)) => {
+                    failure.get_or_insert(ControlError::VcpuState {
+                        index: i as u32,
+                        reason,
+                    });
+                }
+                None => {}
+            }
+        }
+        drop(st);
+        if let Some(e) = failure {
+            if was_running {
+                let _ = self.resume();
+            }
+            return Err(e);
+        }
+        Ok(Captured {
+            machine,
+            vcpus,
+            was_running,
+        })
+    }
+
+    /// The session starts from a snapshot not applied yet (`Incoming`
+    /// until then), or has applied it.
+    pub fn set_incoming(&self, on: bool) {
+        self.state().incoming = on;
+    }
+
     /// Let the vCPUs run again. Resuming a running machine does nothing.
     pub fn resume(&self) -> Result<(), ControlError> {
         let mut st = self.state();
         if st.ended {
             return Err(ControlError::Ended);
+        }
+        if st.incoming {
+            return Err(ControlError::Incoming);
         }
         if !st.paused {
             return Ok(());
@@ -295,7 +403,12 @@ impl MachineControl {
     }
 
     /// A boot starts with these vCPUs (one kick each).
-    pub(crate) fn attach(&self, control: &Control, kicks: Vec<Arc<dyn VcpuKick>>) {
+    pub(crate) fn attach(
+        &self,
+        control: &Control,
+        kicks: Vec<Arc<dyn VcpuKick>>,
+        machine: Option<Arc<MachineState>>,
+    ) {
         let mut st = self.state();
         if st.quit {
             control.request(VmEvent::HostQuit);
@@ -305,6 +418,7 @@ impl MachineControl {
             kicks,
             parked: 0,
             threads: Vec::new(),
+            machine,
         });
     }
 
@@ -321,9 +435,14 @@ impl MachineControl {
         }
     }
 
+    /// Whether a pause is on (a vCPU about to park completes its exit first).
+    pub(crate) fn pause_pending(&self) -> bool {
+        self.shared.paused.load(Ordering::Acquire)
+    }
+
     /// Called by a vCPU thread between exits: while paused (and the run not
-    /// stopping), wait.
-    pub(crate) fn park_while_paused(&self, control: &Control) {
+    /// stopping), wait; a `capture` while parked has it save `vcpu`'s state.
+    pub(crate) fn park_while_paused(&self, control: &Control, vcpu: &mut dyn Vcpu) {
         if !self.shared.paused.load(Ordering::Acquire) {
             return;
         }
@@ -335,7 +454,17 @@ impl MachineControl {
             b.parked += 1;
         }
         self.shared.cond.notify_all();
+        let mut seen = st.save_round;
         while st.paused && !control.stopping() {
+            if st.save_round != seen {
+                seen = st.save_round;
+                let state = vcpu.save_state().map_err(|e| e.to_string());
+                if let Some(slot) = st.saved.get_mut(vcpu.id() as usize) {
+                    *slot = Some(state);
+                }
+                self.shared.cond.notify_all();
+                continue;
+            }
             st = self
                 .shared
                 .cond

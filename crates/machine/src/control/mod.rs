@@ -14,7 +14,7 @@ mod vm_event;
 
 pub use debug_hook::{DebugEvent, DebugHook};
 pub use machine_control::{
-    ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
+    Captured, ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
 };
 pub use run_control::Control;
 pub use vm_event::VmEvent;

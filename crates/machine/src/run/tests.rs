@@ -34,6 +34,7 @@ struct Record {
     boot_rip: Mutex<Vec<u64>>,
     io_in: Mutex<Vec<u8>>,
     irq_lines: Mutex<Vec<(u32, bool)>>,
+    restored_rip: Mutex<Vec<u64>>,
 }
 
 struct FakeHv {
@@ -118,6 +119,16 @@ impl Vm for FakeVm {
     }
     fn signal_msi(&self, _msi: Msi) -> Result<()> {
         Ok(())
+    }
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(b"fake-vm".to_vec())
+    }
+    fn restore_state(&self, state: &[u8]) -> Result<()> {
+        if state == b"fake-vm" {
+            Ok(())
+        } else {
+            Err(Error::Invalid("not a fake VM's state".into()))
+        }
     }
 }
 
@@ -226,6 +237,18 @@ impl Vcpu for FakeVcpu {
         Ok(None)
     }
     fn set_guest_debug(&mut self, _d: &GuestDebug) -> Result<()> {
+        Ok(())
+    }
+    // The fake's whole state is its rip.
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(self.regs.rip.to_le_bytes().to_vec())
+    }
+    fn restore_state(&mut self, state: &[u8]) -> Result<()> {
+        let b: [u8; 8] = state
+            .try_into()
+            .map_err(|_| Error::Invalid("not a fake vCPU's state".into()))?;
+        self.regs.rip = u64::from_le_bytes(b);
+        self.record.restored_rip.lock().unwrap().push(self.regs.rip);
         Ok(())
     }
 }
@@ -420,4 +443,165 @@ fn device_interrupts_reach_the_vm_lines() {
     assert_eq!(outcome, Outcome::DebugExit(1));
     let lines = rec.irq_lines.lock().unwrap().clone();
     assert_eq!(lines, vec![(4, true), (4, false), (1, true), (1, false)]);
+}
+
+/// Run `script` until it idles, snapshot it through the session handle,
+/// quit; the stream.
+fn snapshot_of(script: Vec<Step>, cfg: &MachineConfig, pause_first: bool) -> Vec<u8> {
+    let record = Arc::new(Record::default());
+    let hv = FakeHv {
+        scripts: vec![script],
+        record: record.clone(),
+    };
+    let control = MachineControl::new();
+    let c = control.clone();
+    let taker = std::thread::spawn(move || {
+        // Wait for the script to have run (its last step idles).
+        for _ in 0..2000 {
+            if c.vcpu_threads().len() == 1 && !record.io_in.lock().unwrap().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if pause_first {
+            c.pause().unwrap();
+        }
+        let cap = c.capture().unwrap();
+        assert_eq!(cap.was_running, !pause_first);
+        let mut out = Vec::new();
+        cap.machine
+            .write(
+                &mut out,
+                &cap.vcpus,
+                crate::snapshot::SavedRun {
+                    running: cap.was_running,
+                },
+                &crate::snapshot::NoProgress,
+            )
+            .unwrap();
+        c.quit();
+        out
+    });
+    let outcome = run_session_on_controlled(cfg, &hv, &control).unwrap();
+    assert_eq!(outcome, Outcome::HostQuit);
+    taker.join().unwrap()
+}
+
+fn restore(
+    bytes: Vec<u8>,
+    script: Vec<Step>,
+    cfg: &MachineConfig,
+    control: &MachineControl,
+) -> (std::result::Result<Outcome, MachineError>, Arc<Record>) {
+    let record = Arc::new(Record::default());
+    let hv = FakeHv {
+        scripts: vec![script],
+        record: record.clone(),
+    };
+    let incoming = Incoming {
+        bytes,
+        source: "test".into(),
+    };
+    (
+        run_session_incoming_on(cfg, &hv, control, &incoming),
+        record,
+    )
+}
+
+#[test]
+fn a_snapshot_restores_devices_vcpus_and_ram_into_a_new_session() {
+    let cfg = config(1, SerialMode::None, false);
+    // The guest sets the UART's scratch register, then idles.
+    let bytes = snapshot_of(
+        vec![Step::Out(0x3ff, vec![0x5a]), Step::In(0x3ff)],
+        &cfg,
+        false,
+    );
+    let (outcome, rec) = restore(
+        bytes,
+        vec![Step::In(0x3ff), Step::Out(0xf4, vec![3])],
+        &cfg,
+        &MachineControl::new(),
+    );
+    assert_eq!(outcome.unwrap(), Outcome::DebugExit(3));
+    assert_eq!(
+        *rec.io_in.lock().unwrap(),
+        vec![0x5a],
+        "the restored UART has the scratch byte"
+    );
+    // The vCPU state came from the snapshot (the boot rip set at build).
+    assert_eq!(*rec.restored_rip.lock().unwrap(), vec![0x10_0040]);
+}
+
+#[test]
+fn a_paused_snapshot_restores_paused() {
+    let cfg = config(1, SerialMode::None, false);
+    let bytes = snapshot_of(vec![Step::In(0x3ff)], &cfg, true);
+    let control = MachineControl::new();
+    let c = control.clone();
+    let watcher = std::thread::spawn(move || {
+        for _ in 0..2000 {
+            if c.vcpu_threads().len() == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let status = c.status();
+        c.quit();
+        status
+    });
+    let (outcome, rec) = restore(bytes, vec![Step::Out(0xf4, vec![3])], &cfg, &control);
+    assert_eq!(watcher.join().unwrap(), crate::control::RunStatus::Paused);
+    assert_eq!(
+        outcome.unwrap(),
+        Outcome::HostQuit,
+        "the debug exit never ran"
+    );
+    assert!(rec.io_in.lock().unwrap().is_empty());
+}
+
+#[test]
+fn damaged_or_foreign_snapshots_are_refused_before_anything_runs() {
+    let cfg = config(1, SerialMode::None, false);
+    let bytes = snapshot_of(vec![Step::In(0x3ff)], &cfg, false);
+    let control = MachineControl::new();
+    let cases: Vec<(Vec<u8>, MachineConfig, &str)> = vec![
+        (bytes[..bytes.len() / 2].to_vec(), cfg.clone(), "truncated"),
+        (
+            {
+                let mut b = bytes.clone();
+                let at = b.len() / 3;
+                b[at] ^= 0x40;
+                b
+            },
+            cfg.clone(),
+            "checksum",
+        ),
+        (
+            bytes.clone(),
+            MachineConfig {
+                memory: 64 << 20,
+                ..cfg.clone()
+            },
+            "--memory 32 MiB",
+        ),
+        (
+            bytes.clone(),
+            config(2, SerialMode::None, false),
+            "--cpus 1",
+        ),
+        (
+            b"not a snapshot".to_vec(),
+            cfg.clone(),
+            "not a Kite snapshot",
+        ),
+    ];
+    for (b, c, want) in cases {
+        let (outcome, rec) = restore(b, vec![Step::Out(0xf4, vec![3])], &c, &control);
+        let e = outcome.unwrap_err();
+        assert!(e.is_user_error(), "{e}");
+        assert!(e.to_string().contains(want), "{want}: {e}");
+        assert_eq!(rec.boots.load(Ordering::SeqCst), 0, "no VM was built");
+    }
 }

@@ -241,3 +241,102 @@ fn machine_commands_reach_the_backend_in_qmp_shapes() {
     assert_eq!(q.message, json!({"return": {}}));
     assert_eq!(*b.calls.lock().unwrap(), vec!["stop", "cont", "powerdown"]);
 }
+
+/// A backend with a migration: records the URI, reports a finished job.
+#[derive(Default)]
+struct Migrating {
+    base: Fake,
+    uri: Mutex<Option<String>>,
+    cancelled: Mutex<bool>,
+}
+
+impl QmpBackend for Migrating {
+    fn version(&self) -> VersionInfo {
+        self.base.version()
+    }
+    fn status(&self) -> RunState {
+        self.base.status()
+    }
+    fn stop(&self) -> Result<(), String> {
+        self.base.stop()
+    }
+    fn cont(&self) -> Result<(), String> {
+        self.base.cont()
+    }
+    fn system_reset(&self) -> Result<(), String> {
+        self.base.system_reset()
+    }
+    fn system_powerdown(&self) -> Result<(), String> {
+        self.base.system_powerdown()
+    }
+    fn quit(&self) {}
+    fn cpus(&self) -> Vec<CpuInfo> {
+        Vec::new()
+    }
+    fn blocks(&self) -> Vec<BlockInfo> {
+        Vec::new()
+    }
+    fn kvm(&self) -> (bool, bool) {
+        (false, false)
+    }
+    fn name(&self) -> Option<String> {
+        None
+    }
+    fn migrate(&self, uri: &str) -> Result<(), String> {
+        if !uri.starts_with("file:") {
+            return Err(format!("{uri:?}: bad URI"));
+        }
+        *self.uri.lock().unwrap() = Some(uri.to_string());
+        Ok(())
+    }
+    fn query_migrate(&self) -> Option<MigrationStats> {
+        self.uri.lock().unwrap().as_ref().map(|_| MigrationStats {
+            status: "completed",
+            transferred: 100,
+            remaining: 0,
+            total: 100,
+            dirty_pages_rate: 0,
+            total_time_ms: 7,
+            downtime_ms: Some(5),
+            error: None,
+        })
+    }
+    fn migrate_cancel(&self) {
+        *self.cancelled.lock().unwrap() = true;
+    }
+}
+
+#[test]
+fn migrate_query_migrate_and_cancel() {
+    let b = Migrating::default();
+    let mut s = Session::default();
+    send(&mut s, &b.base, r#"{"execute":"qmp_capabilities"}"#);
+    let r = s.handle(br#"{"execute":"query-migrate"}"#, &b).message;
+    assert_eq!(r, json!({"return": {}}), "no migration yet");
+    let r = s.handle(br#"{"execute":"migrate"}"#, &b).message;
+    assert_eq!(r["error"]["desc"], "Parameter 'uri' is missing");
+    let r = s
+        .handle(
+            br#"{"execute":"migrate","arguments":{"uri":"exec:cat"}}"#,
+            &b,
+        )
+        .message;
+    assert_eq!(r["error"]["class"], "GenericError");
+    let r = s
+        .handle(
+            br#"{"execute":"migrate","arguments":{"uri":"file:/tmp/x","detach":true}}"#,
+            &b,
+        )
+        .message;
+    assert_eq!(r, json!({"return": {}}));
+    assert_eq!(b.uri.lock().unwrap().as_deref(), Some("file:/tmp/x"));
+    let r = s.handle(br#"{"execute":"query-migrate"}"#, &b).message;
+    assert_eq!(r["return"]["status"], "completed");
+    assert_eq!(r["return"]["ram"]["transferred"], 100);
+    assert_eq!(r["return"]["ram"]["remaining"], 0);
+    assert_eq!(r["return"]["downtime"], 5);
+    assert_eq!(r["return"]["total-time"], 7);
+    let r = s.handle(br#"{"execute":"migrate_cancel"}"#, &b).message;
+    assert_eq!(r, json!({"return": {}}));
+    assert!(*b.cancelled.lock().unwrap());
+}

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod pci;
 pub mod registers;
 pub mod render;
+mod state;
 pub mod text;
 pub mod vbe;
 

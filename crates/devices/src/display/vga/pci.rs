@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::{VgaError, VgaState};
 use crate::bus::lock;
 use crate::pci::{Bar, BarKind, BarRam, BarRegion, ConfigSpace, PciDevice, ROM_BAR};
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 
 pub const VENDOR: u16 = 0x1234;
 pub const DEVICE: u16 = 0x1111;
@@ -162,6 +163,31 @@ impl VgaPci {
             }
             _ => {}
         }
+    }
+}
+
+impl Snapshot for VgaPci {
+    fn save_state(&self, w: &mut StateWriter) {
+        self.config.save_state(w);
+        w.u32(self.endianness);
+        lock(&self.state).save_state(w);
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let mut config = self.config.clone();
+        config.restore_state(r)?;
+        let endianness = r.u32("VGA framebuffer endianness")?;
+        if endianness != FB_LITTLE_ENDIAN && endianness != FB_BIG_ENDIAN {
+            return Err(StateError::invalid(format!(
+                "VGA framebuffer endianness {endianness:#x}"
+            )));
+        }
+        let mut st = lock(&self.state);
+        st.restore_state(r)?;
+        self.config = config;
+        self.endianness = endianness;
+        st.lfb_mapped = self.config.bar_regions().iter().any(|b| b.index == 0);
+        Ok(())
     }
 }
 

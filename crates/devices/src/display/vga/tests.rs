@@ -541,3 +541,34 @@ fn nothing_is_drawn_without_a_render_and_blank_screens_are_black() {
     assert!(g.surface.pixels().iter().all(|&p| p == 0));
     assert_eq!(g.render(), Damage::None);
 }
+
+#[test]
+fn a_restored_vga_shows_the_same_mode_palette_and_pixels() {
+    let mut a = Guest::new();
+    let mut pci = a.vga.pci(0xe000_0000, 0xe100_0000, None).unwrap();
+    pci.write_config(4, &[0x02, 0]);
+    a.dispi_write(INDEX_XRES, 64);
+    a.dispi_write(INDEX_YRES, 48);
+    a.dispi_write(INDEX_BPP, 32);
+    a.dispi_write(INDEX_ENABLE, ENABLED | LFB_ENABLED);
+    pci.bar_write(0, 4 * (10 * 64 + 3), &0x00ab_cdefu32.to_le_bytes());
+    a.set_dac(7, [1, 2, 3]);
+    a.render();
+    let saved = crate::state::save_to_vec(&pci);
+
+    let mut b = Guest::new();
+    let mut pci_b = b.vga.pci(0xe000_0000, 0xe100_0000, None).unwrap();
+    crate::state::restore_from(&mut pci_b, &saved).unwrap();
+    assert_eq!(b.dispi_read(INDEX_XRES), 64);
+    assert_eq!(b.dispi_read(INDEX_ENABLE) & ENABLED, ENABLED);
+    b.render();
+    assert_eq!((b.surface.width(), b.surface.height()), (64, 48));
+    assert_eq!(b.px(3, 10) & 0x00ff_ffff, 0x00ab_cdef);
+    b.outb(0x3c7, 7);
+    assert_eq!([b.inb(0x3c9), b.inb(0x3c9), b.inb(0x3c9)], [1, 2, 3]);
+
+    // Another video memory size, or a mode too big for it: refused.
+    let small = Vga::new(MIN_VRAM).unwrap();
+    let mut pci_s = small.pci(0xe000_0000, 0xe100_0000, None).unwrap();
+    assert!(crate::state::restore_from(&mut pci_s, &saved).is_err());
+}

@@ -97,6 +97,37 @@ impl Dispi {
         self.regs[usize::from(i)] = v;
     }
 
+    /// The register file, for a snapshot.
+    pub fn registers(&self) -> [u16; REG_COUNT as usize] {
+        self.regs
+    }
+
+    /// Restore `registers`, refusing a set the device could not have
+    /// reached (an unknown id, a bank past video memory, or an enabled mode
+    /// that does not fit it).
+    pub fn restore(&mut self, index: u16, regs: [u16; REG_COUNT as usize]) -> Result<(), String> {
+        let old = self.regs;
+        self.regs = regs;
+        self.index = index;
+        // The memory size is not a register anyone writes.
+        self.regs[usize::from(INDEX_VIDEO_MEMORY_64K)] = old[usize::from(INDEX_VIDEO_MEMORY_64K)];
+        let banks = (self.vram_len >> 16).max(1);
+        let bad = if !(ID0..=ID5).contains(&self.reg(INDEX_ID)) {
+            Some(format!("VBE id {:#x}", self.reg(INDEX_ID)))
+        } else if usize::from(self.reg(INDEX_BANK)) >= banks {
+            Some(format!("VBE bank {}", self.reg(INDEX_BANK)))
+        } else if self.enabled() && self.mode().is_none() {
+            Some("a VBE mode that does not fit video memory".to_string())
+        } else {
+            None
+        };
+        if let Some(b) = bad {
+            self.regs = old;
+            return Err(b);
+        }
+        Ok(())
+    }
+
     pub fn enabled(&self) -> bool {
         self.reg(INDEX_ENABLE) & ENABLED != 0
     }

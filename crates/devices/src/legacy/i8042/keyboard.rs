@@ -6,6 +6,7 @@
 //! set 1 translation (the controller does that to the bytes it takes).
 
 use super::queue::OutputQueue;
+use crate::state::{StateError, StateReader, StateWriter};
 
 use std::collections::VecDeque;
 
@@ -53,6 +54,68 @@ impl Default for Keyboard {
 }
 
 impl Keyboard {
+    pub(super) fn save_state(&self, w: &mut StateWriter) {
+        self.queue.save_state(w);
+        w.u8(match self.set {
+            ScanSet::Set1 => 1,
+            ScanSet::Set2 => 2,
+        });
+        w.bool(self.scanning);
+        w.u8(match self.param {
+            None => 0,
+            Some(Param::Leds) => 1,
+            Some(Param::Typematic) => 2,
+            Some(Param::ScanSet) => 3,
+        });
+        w.u8(self.leds);
+        w.u8(self.typematic);
+        w.u32(self.pending.len() as u32);
+        for &(code, down) in &self.pending {
+            w.u16(code);
+            w.bool(down);
+        }
+    }
+
+    pub(super) fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let mut queue = OutputQueue::new(KBD_QUEUE);
+        queue.restore_state(r)?;
+        let set = match r.u8("keyboard scan code set")? {
+            1 => ScanSet::Set1,
+            2 => ScanSet::Set2,
+            v => return Err(StateError::Invalid(format!("keyboard scan code set {v}"))),
+        };
+        let scanning = r.bool("keyboard scanning")?;
+        let param = match r.u8_max(3, "keyboard parameter")? {
+            0 => None,
+            1 => Some(Param::Leds),
+            2 => Some(Param::Typematic),
+            _ => Some(Param::ScanSet),
+        };
+        let leds = r.u8_max(7, "keyboard LEDs")?;
+        let typematic = r.u8_max(0x7f, "keyboard typematic")?;
+        let n = r.u32("keyboard backlog")? as usize;
+        if n > PENDING_KEYS {
+            return Err(StateError::Invalid(format!(
+                "{n} keys in the keyboard's backlog"
+            )));
+        }
+        let mut pending = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            pending.push_back((r.u16("key code")?, r.bool("key state")?));
+        }
+        *self = Keyboard {
+            queue,
+            pending,
+            set,
+            scanning,
+            param,
+            leds,
+            typematic,
+            dropped: self.dropped,
+        };
+        Ok(())
+    }
+
     pub fn new() -> Keyboard {
         Keyboard {
             queue: OutputQueue::new(KBD_QUEUE),

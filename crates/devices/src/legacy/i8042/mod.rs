@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use crate::bus::{lock, IrqLine, PioDevice};
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 use keyboard::Keyboard;
 use mouse::Mouse;
 
@@ -361,6 +362,109 @@ impl I8042 {
 pub struct I8042Port {
     dev: Arc<Mutex<I8042>>,
     port: u16,
+}
+
+impl Snapshot for I8042 {
+    fn save_state(&self, w: &mut StateWriter) {
+        let src = |s: Source| match s {
+            Source::Kbd => 0,
+            Source::Aux => 1,
+        };
+        w.u8(self.ctr);
+        w.u8(self.output_port);
+        w.bool(self.last_was_command);
+        w.u8(match self.pending {
+            Pending::Keyboard => 0,
+            Pending::Ctr => 1,
+            Pending::OutputPort => 2,
+            Pending::KbdOutbuf => 3,
+            Pending::AuxOutbuf => 4,
+            Pending::Aux => 5,
+        });
+        match self.obuf {
+            None => w.bool(false),
+            Some((b, s)) => {
+                w.bool(true);
+                w.u8(b);
+                w.u8(src(s));
+            }
+        }
+        w.u32(self.replies.len() as u32);
+        for &(b, s) in &self.replies {
+            w.u8(b);
+            w.u8(src(s));
+        }
+        self.keyboard.save_state(w);
+        w.bool(self.xlate_break);
+        w.u8(self.last_out);
+        match &self.aux {
+            None => w.bool(false),
+            Some(a) => {
+                w.bool(true);
+                a.mouse.save_state(w);
+            }
+        }
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        fn source(r: &mut StateReader<'_>) -> Result<Source, StateError> {
+            Ok(match r.u8_max(1, "i8042 byte source")? {
+                0 => Source::Kbd,
+                _ => Source::Aux,
+            })
+        }
+        let ctr = r.u8("i8042 configuration")?;
+        let output_port = r.u8("i8042 output port")?;
+        let last_was_command = r.bool("i8042 last write")?;
+        let pending = match r.u8_max(5, "i8042 pending write")? {
+            0 => Pending::Keyboard,
+            1 => Pending::Ctr,
+            2 => Pending::OutputPort,
+            3 => Pending::KbdOutbuf,
+            4 => Pending::AuxOutbuf,
+            _ => Pending::Aux,
+        };
+        let obuf = if r.bool("i8042 output buffer")? {
+            Some((r.u8("i8042 output byte")?, source(r)?))
+        } else {
+            None
+        };
+        let n = r.u32("i8042 replies")? as usize;
+        if n > REPLY_QUEUE {
+            return Err(StateError::Invalid(format!("{n} i8042 replies queued")));
+        }
+        let mut replies = VecDeque::with_capacity(n);
+        for _ in 0..n {
+            replies.push_back((r.u8("i8042 reply")?, source(r)?));
+        }
+        let mut keyboard = Keyboard::new();
+        keyboard.restore_state(r)?;
+        let xlate_break = r.bool("i8042 translation state")?;
+        let last_out = r.u8("i8042 last output")?;
+        let has_mouse = r.bool("i8042 mouse")?;
+        if has_mouse != self.aux.is_some() {
+            return Err(StateError::invalid(
+                "the snapshot's keyboard controller differs in having a mouse",
+            ));
+        }
+        if let Some(a) = self.aux.as_mut() {
+            a.mouse.restore_state(r)?;
+        }
+        self.ctr = ctr;
+        self.output_port = output_port;
+        self.last_was_command = last_was_command;
+        self.pending = pending;
+        self.obuf = obuf;
+        self.replies = replies;
+        self.keyboard = keyboard;
+        self.xlate_break = xlate_break;
+        self.last_out = last_out;
+        // The interrupt for a byte already in the buffer was raised before
+        // the snapshot (the interrupt controller holds it); an empty buffer
+        // takes the next byte as it would have.
+        self.fill();
+        Ok(())
+    }
 }
 
 impl I8042Port {
@@ -709,5 +813,28 @@ mod aux_tests {
         c.write_command(CMD_KBD_ENABLE);
         c.write_command(CMD_AUX_ENABLE);
         assert_eq!(to_mouse(&mut c, 0xff)[..1], [(0xfa, true)]);
+    }
+
+    #[test]
+    fn a_restored_controller_keeps_modes_and_queued_bytes() {
+        let (mut a, _, _) = controller();
+        a.write_command(CMD_WRITE_CTR);
+        a.write_data(0x47); // both interrupts, translation, system flag
+        to_mouse(&mut a, 0xf4); // enable reporting
+        a.key_event(30, true); // 'a' down: one byte queued, unread
+        let saved = crate::state::save_to_vec(&a);
+        let (mut b, kbd_irq, _) = controller();
+        crate::state::restore_from(&mut b, &saved).unwrap();
+        assert_eq!(bytes(&mut b), vec![0x1e], "the queued key, translated");
+        assert_eq!(ctr(&mut b), 0x47);
+        b.mouse_event(1, 0, 0, 0);
+        let packet = drain(&mut b);
+        assert_eq!(packet.len(), 3, "the mouse still reports: {packet:?}");
+        assert!(packet.iter().all(|p| p.1));
+        let _ = kbd_irq;
+        // A controller without a mouse refuses a state with one.
+        let mut lone = I8042::new(None, Box::new(|| {}));
+        assert!(crate::state::restore_from(&mut lone, &saved).is_err());
+        assert!(crate::state::restore_from(&mut b, &saved[..saved.len() - 2]).is_err());
     }
 }

@@ -8,6 +8,7 @@
 //! difference.
 
 use super::queue::OutputQueue;
+use crate::state::{StateError, StateReader, StateWriter};
 
 pub const ACK: u8 = 0xfa;
 pub const RESEND: u8 = 0xfe;
@@ -101,6 +102,87 @@ pub fn encode_packet(dx: i32, dy: i32, dz: i32, buttons: u8, id: u8) -> Vec<u8> 
 }
 
 impl Mouse {
+    pub(super) fn save_state(&self, w: &mut StateWriter) {
+        let mode = |m: Mode| match m {
+            Mode::Stream => 0,
+            Mode::Remote => 1,
+            Mode::Wrap => 2,
+        };
+        self.queue.save_state(w);
+        w.u8(mode(self.mode));
+        w.u8(mode(self.before_wrap));
+        w.bool(self.reporting);
+        w.u8(self.rate);
+        w.u8(self.resolution);
+        w.bool(self.scaling_2to1);
+        w.u8(self.id);
+        w.raw(&self.rates);
+        w.u8(match self.param {
+            None => 0,
+            Some(Param::SampleRate) => 1,
+            Some(Param::Resolution) => 2,
+        });
+        w.u32(self.dx as u32);
+        w.u32(self.dy as u32);
+        w.u32(self.dz as u32);
+        w.u8(self.buttons);
+        w.u8(self.sent_buttons);
+    }
+
+    pub(super) fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let mode = |v: u8| match v {
+            0 => Mode::Stream,
+            1 => Mode::Remote,
+            _ => Mode::Wrap,
+        };
+        let mut queue = OutputQueue::new(MOUSE_QUEUE);
+        queue.restore_state(r)?;
+        let m = mode(r.u8_max(2, "mouse mode")?);
+        let before_wrap = mode(r.u8_max(1, "mouse mode before wrap")?);
+        let reporting = r.bool("mouse reporting")?;
+        let rate = r.u8("mouse sample rate")?;
+        let resolution = r.u8_max(3, "mouse resolution")?;
+        let scaling_2to1 = r.bool("mouse scaling")?;
+        let id = r.u8("mouse id")?;
+        if !matches!(id, 0 | 3 | 4) {
+            return Err(StateError::Invalid(format!("mouse id {id}")));
+        }
+        let mut rates = [0u8; 3];
+        rates.copy_from_slice(r.raw(3, "mouse rates")?);
+        let param = match r.u8_max(2, "mouse parameter")? {
+            0 => None,
+            1 => Some(Param::SampleRate),
+            _ => Some(Param::Resolution),
+        };
+        let mut delta = [0i32; 3];
+        for d in &mut delta {
+            *d = r.u32("mouse motion")? as i32;
+            if d.abs() > MAX_PENDING_MOTION {
+                return Err(StateError::Invalid(format!("mouse motion {d}")));
+            }
+        }
+        let buttons = r.u8_max(0x1f, "mouse buttons")?;
+        let sent_buttons = r.u8_max(0x1f, "mouse buttons sent")?;
+        *self = Mouse {
+            queue,
+            mode: m,
+            before_wrap,
+            reporting,
+            rate,
+            resolution,
+            scaling_2to1,
+            id,
+            rates,
+            param,
+            dx: delta[0],
+            dy: delta[1],
+            dz: delta[2],
+            buttons,
+            sent_buttons,
+        };
+        Ok(())
+    }
+
     pub fn new() -> Mouse {
         Mouse {
             queue: OutputQueue::new(MOUSE_QUEUE),

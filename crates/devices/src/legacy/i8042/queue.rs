@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use crate::state::{StateError, StateReader, StateWriter};
+
 pub(super) struct OutputQueue {
     bytes: VecDeque<u8>,
     cap: usize,
@@ -51,5 +53,19 @@ impl OutputQueue {
 
     pub fn clear(&mut self) {
         self.bytes.clear();
+    }
+
+    pub fn save_state(&self, w: &mut StateWriter) {
+        let b: Vec<u8> = self.bytes.iter().copied().collect();
+        w.bytes(&b);
+        w.u8(self.last_sent);
+    }
+
+    pub fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let b = r.bytes(self.cap, "PS/2 output queue")?;
+        let last = r.u8("PS/2 last byte sent")?;
+        self.bytes = b.iter().copied().collect();
+        self.last_sent = last;
+        Ok(())
     }
 }

@@ -41,6 +41,36 @@ pub struct AtapiData {
 }
 
 impl AtapiData {
+    /// Its fields, for a snapshot: (pending, pos, lba, blocks, left).
+    pub(super) fn parts(&self) -> (&[u8], usize, u64, u64, u64) {
+        (&self.pending, self.pos, self.lba, self.blocks, self.left)
+    }
+
+    /// Rebuild from `parts`, refusing positions past the data and disc
+    /// ranges no CD has.
+    pub(super) fn from_parts(
+        pending: Vec<u8>,
+        pos: usize,
+        lba: u64,
+        blocks: u64,
+        left: u64,
+    ) -> Result<AtapiData, String> {
+        if pos > pending.len() {
+            return Err("ATAPI position past its data".into());
+        }
+        match lba.checked_add(blocks) {
+            Some(end) if end <= CD_MAX_BLOCKS => {}
+            _ => return Err(format!("ATAPI read of {blocks} blocks at {lba}")),
+        }
+        Ok(AtapiData {
+            pending,
+            pos,
+            lba,
+            blocks,
+            left,
+        })
+    }
+
     /// A reply, cut to the host's allocation length.
     fn reply(mut bytes: Vec<u8>, alloc: usize) -> AtapiData {
         bytes.truncate(alloc);

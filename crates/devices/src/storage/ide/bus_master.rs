@@ -39,6 +39,20 @@ pub struct BusMaster {
 }
 
 impl BusMaster {
+    /// (command, status, PRD table address), for a snapshot.
+    pub fn registers(&self) -> (u8, u8, u32) {
+        (self.cmd, self.status, self.prd)
+    }
+
+    /// Registers as `registers` returned them (only bits that exist kept).
+    pub fn from_registers(cmd: u8, status: u8, prd: u32) -> BusMaster {
+        BusMaster {
+            cmd: cmd & (CMD_START | CMD_WRITE_MEMORY),
+            status: status & (ST_ACTIVE | ST_ERROR | ST_INTERRUPT | ST_CAPABLE),
+            prd: prd & !3,
+        }
+    }
+
     /// Set the "drive N is DMA capable" bits as firmware would.
     pub fn set_capable(&mut self, d0: bool, d1: bool) {
         self.status = (self.status & !ST_CAPABLE) | (u8::from(d0) << 5) | (u8::from(d1) << 6);

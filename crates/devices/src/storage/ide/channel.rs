@@ -131,6 +131,18 @@ impl IdeChannel {
         self.drives[self.selected].as_mut()
     }
 
+    /// (device control, interrupt pending), for a snapshot.
+    pub(super) fn irq_state(&self) -> (u8, bool) {
+        (self.ctrl, self.irq_pending)
+    }
+
+    /// Restore `irq_state` and drive the line to match.
+    pub(super) fn set_irq_state(&mut self, ctrl: u8, pending: bool) {
+        self.ctrl = ctrl;
+        self.irq_pending = pending;
+        self.update_irq();
+    }
+
     /// Drive the line from the pending flag and nIEN.
     fn update_irq(&mut self) {
         let level = self.irq_pending && self.ctrl & CTL_NIEN == 0;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use super::channel::IdeChannel;
 use crate::bus::lock;
 use crate::pci::{Bar, BarKind, BarRegion, ConfigSpace, PciDevice};
+use crate::state::{Snapshot, StateError, StateReader, StateWriter};
 
 pub const VENDOR_INTEL: u16 = 0x8086;
 pub const DEVICE_PIIX3_IDE: u16 = 0x7010;
@@ -69,6 +70,32 @@ impl IdeController {
     /// Channel 0 (primary) or 1 (secondary).
     pub fn channel(&self, index: usize) -> Option<&Arc<Mutex<IdeChannel>>> {
         self.channels.get(index)
+    }
+}
+
+impl IdeController {
+    pub(super) fn channels_ref(&self) -> [Arc<Mutex<IdeChannel>>; 2] {
+        self.channels.clone()
+    }
+}
+
+impl Snapshot for IdeController {
+    fn save_state(&self, w: &mut StateWriter) {
+        self.config.save_state(w);
+        w.raw(&self.timing);
+        self.save_channels(w);
+    }
+
+    fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {
+        let mut config = self.config.clone();
+        config.restore_state(r)?;
+        let mut timing = [0u8; TIMING_END - TIMING_START];
+        timing.copy_from_slice(r.raw(TIMING_END - TIMING_START, "IDE timing registers")?);
+        self.restore_channels(r)?;
+        self.config = config;
+        self.timing = timing;
+        self.apply_decode();
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@
 //! Files: `controller` (the PCI function), `channel` (ports, selection,
 //! reset, PIO phases, interrupts), `drive` (per-device state), `identify`
 //! (IDENTIFY pages), `ata` (disk commands), `atapi` (packet commands),
-//! `bus_master` (BAR4 registers and PRD-driven DMA). Everything here is
+//! `bus_master` (BAR4 registers and PRD-driven DMA), `state` (snapshots). Everything here is
 //! synchronous on the vCPU thread that touches a port. This module must
 //! not know the machine's interrupt controller or memory map beyond the
 //! `IrqLine` and `GuestMemoryMmap` it is handed.
@@ -18,6 +18,7 @@ pub mod channel;
 pub mod controller;
 pub mod drive;
 pub mod identify;
+mod state;
 
 pub use channel::{ChannelPorts, IdeChannel, PortBlock};
 pub use controller::IdeController;

@@ -882,3 +882,34 @@ fn empty_cd_drive_is_not_ready() {
 fn lock_ch(r: &Rig) -> std::sync::MutexGuard<'_, IdeChannel> {
     crate::bus::lock(&r.ch)
 }
+
+#[test]
+fn a_pio_read_in_progress_goes_on_after_a_restore() {
+    let mut a = rig(Some(Spec::Disk(1 << 20, false)), None);
+    a.select(false);
+    a.lba28(5, 2);
+    a.outb(7, 0x20); // READ SECTORS
+    assert_eq!(a.status() & ST_DRQ, ST_DRQ);
+    let first = a.read_data(256);
+    assert_eq!(&first[..4], &5u32.to_le_bytes());
+    let saved = crate::state::save_to_vec(&a.ctl);
+
+    let mut b = rig(Some(Spec::Disk(1 << 20, false)), None);
+    crate::state::restore_from(&mut b.ctl, &saved).unwrap();
+    assert_eq!(b.status() & ST_DRQ, ST_DRQ, "still in the data phase");
+    let rest = b.read_data(256);
+    assert_eq!(rest, vec![0u8; 256], "the rest of sector 5");
+    let next = b.read_data(512);
+    assert_eq!(&next[..4], &6u32.to_le_bytes(), "then sector 6");
+    // The timing registers and BAR4 came back too.
+    let mut v = [0u8; 4];
+    b.ctl.read_config(0x20, &mut v);
+    assert_eq!(u32::from_le_bytes(v) & !3, 0xc000);
+
+    // A machine without that drive refuses the state; so does a transfer
+    // past the end of the disk.
+    let mut empty = rig(None, None);
+    assert!(crate::state::restore_from(&mut empty.ctl, &saved).is_err());
+    let mut small = rig(Some(Spec::Disk(2048, false)), None);
+    assert!(crate::state::restore_from(&mut small.ctl, &saved).is_err());
+}

@@ -355,3 +355,67 @@ fn pci_cfg_window_reaches_the_bar() {
     d.cfg_write(at + 16, &[0, 0, 0, 0]);
     assert_eq!(d.status(), 1);
 }
+
+#[test]
+fn a_restored_device_goes_on_with_the_queue_where_it_was() {
+    let mut a = Driver::new();
+    a.bring_up();
+    a.rng_request(0);
+    a.wr(0x3000, 2, 0);
+    assert_eq!(test_ring::used(&a.mem, 0), (1, 0, 32));
+    let saved = crate::state::save_to_vec(&a.dev);
+
+    // A fresh device on the same memory, restored: the driver's setup is
+    // there (status, queue), and the next request lands in used slot 1.
+    let mut b = Driver::new();
+    b.mem = a.mem.clone();
+    b.dev = VirtioPciDevice::new(
+        Box::new(RngDevice::new()),
+        a.mem.clone(),
+        Interrupts {
+            intx: b.line.clone(),
+            msi: b.msis.clone(),
+        },
+        BAR,
+        17,
+    )
+    .unwrap();
+    crate::state::restore_from(&mut b.dev, &saved).unwrap();
+    assert_eq!(b.status(), 0xf);
+    assert_eq!(b.rd(0x18, 2), 16, "queue size");
+    assert_eq!(b.rd(0x1c, 2), 1, "queue enabled");
+    assert_eq!(b.rd(0x20, 4), test_ring::DESC);
+    assert_eq!(
+        b.cfg_read(4, 2) as u16 & COMMAND_MEMORY_SPACE,
+        COMMAND_MEMORY_SPACE
+    );
+    b.rng_request(1);
+    b.wr(0x3000, 2, 0);
+    assert_eq!(test_ring::used(&b.mem, 1), (2, 0, 32), "used index goes on");
+}
+
+#[test]
+fn impossible_queue_states_are_refused() {
+    let mut a = Driver::new();
+    a.bring_up();
+    let saved = crate::state::save_to_vec(&a.dev);
+    // Find the queue's size (16) after the 256-byte config space and the
+    // fixed registers: feature selects (8), features (8), status,
+    // generation (2), vectors and select (4), count (2).
+    let q = 256 + 8 + 8 + 2 + 4 + 2;
+    assert_eq!(u16::from_le_bytes([saved[q], saved[q + 1]]), 16);
+    let mut fresh = Driver::new();
+    let mut bad = saved.clone();
+    bad[q..q + 2].copy_from_slice(&3u16.to_le_bytes()); // not a power of two
+    assert!(crate::state::restore_from(&mut fresh.dev, &bad).is_err());
+    let mut bad = saved.clone();
+    // next_avail 40 ahead of next_used 0 in a 16-entry ring.
+    let idx = q + 2 + 1 + 24;
+    bad[idx..idx + 2].copy_from_slice(&40u16.to_le_bytes());
+    assert!(crate::state::restore_from(&mut fresh.dev, &bad).is_err());
+    let mut bad = saved.clone();
+    bad[256 + 8..256 + 16].copy_from_slice(&(1u64 << 40).to_le_bytes()); // not offered
+    assert!(crate::state::restore_from(&mut fresh.dev, &bad).is_err());
+    assert!(crate::state::restore_from(&mut fresh.dev, &saved[..saved.len() - 1]).is_err());
+    crate::state::restore_from(&mut fresh.dev, &saved).unwrap();
+}
