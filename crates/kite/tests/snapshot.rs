@@ -161,6 +161,44 @@ fn a_paused_snapshot_restores_paused_and_counts_on_from_where_it_stopped() {
     let _ = b.stderr();
 }
 
+/// Snapshot the paused counter guest on engine `from`, restore it on `to`:
+/// it must count on from exactly where it stopped.
+fn paused_snapshot_across(from: &str, to: &str) {
+    let name = format!("snap-{from}-{to}");
+    let k = temp_file(&format!("{name}.elf"), &tk::counter());
+    let mut args = counter_args(&k, "64M", "1");
+    args[1] = from.to_string();
+    let snap = temp_path(&format!("{name}.kite"));
+    let _ = std::fs::remove_file(&snap);
+    let uri = format!("file:{}", snap.display());
+    let mut a = Vm::start(&format!("{name}-a"), &strs(&args));
+    let n = value(&a.drive("pause-snapshot", Some(&uri)), "COUNT");
+    a.kill();
+    let mut restore_args = args.clone();
+    restore_args[1] = to.to_string();
+    restore_args.extend(["--incoming".to_string(), uri]);
+    let mut b = Vm::start(&format!("{name}-b"), &strs(&restore_args));
+    let first = value(&b.drive("cont", None), "COUNT");
+    assert_eq!(
+        first,
+        n + 1,
+        "saved on {from} after count {n}, restored on {to}"
+    );
+    b.kill();
+    let _ = b.stderr();
+}
+
+/// Beyond QEMU: a snapshot of the emu engine restores on kvm, and back.
+#[test]
+fn a_snapshot_moves_between_the_engines_both_ways() {
+    if !common::kvm_available("a_snapshot_moves_between_the_engines_both_ways") {
+        return;
+    }
+    paused_snapshot_across("kvm", "kvm");
+    paused_snapshot_across("emu", "kvm");
+    paused_snapshot_across("kvm", "emu");
+}
+
 #[test]
 fn a_running_snapshot_restores_running_mid_count() {
     let k = temp_file("snap-running-counter.elf", &tk::counter());
