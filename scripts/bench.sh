@@ -2,7 +2,7 @@
 # Benchmarks of Kite's emu engine against QEMU TCG, on the same machine in
 # the same run (issue 6). Not a test: it prints figures for BENCHMARKS.md.
 #
-#   scripts/bench.sh [boot|compute|os|idle|loop|display|all]...     (default: all)
+#   scripts/bench.sh [boot|compute|os|idle|loop|display|migrate|all]...     (default: all)
 #
 # Environment:
 #   RUNS=3            runs of each engine per benchmark (medians are printed)
@@ -34,13 +34,21 @@
 #            `no_timer_check` on both: under load QEMU TCG can miss the
 #            kernel's IO-APIC timer check and panic.
 #   display  The cost of the screen (issue 12): the Debian 686 guest loads
-#            bochs-drm (1024x768 framebuffer console) and sleeps 10 s; host
+#            bochs-drm (1024x768 framebuffer console), lets the screen settle
+#            (15 s), then sleeps 10 s; host
 #            CPU seconds during the sleep with the VGA on VNC and no client,
 #            then with a connected idle viewer (crates/vnc/tests/programs/
 #            idle_client.py: raw encoding, an incremental request after each
 #            update, as real viewers do). QEMU: qemu-system-i386 -vga std
 #            -display vnc. Then the time to encode a full 1024x768 update
 #            (kite-vnc's pattern server, --bench-encode).
+#   migrate  Snapshots and live migration (issue 13), scripts/bench_migrate.py:
+#            the amd64 guest with MIGRATE_MEMORY (1G) of RAM fills FILL_MIB
+#            (512) MiB of its tmpfs and loops; snapshot to a file while
+#            running (time, size), restore from it (time to the end of
+#            inmigrate), then live migration of the restored guest to a third
+#            process over TCP (total time, downtime, bytes). QEMU: the same
+#            through exec:cat (7.2 has no file: URI) and tcp:.
 # Any failure (a guest that does not reach `kite-guest: done, status 0`, a
 # wrong checksum, a missing tool that cannot be installed) stops the script
 # with a message: nothing is skipped silently.
@@ -267,7 +275,7 @@ bench_idle() {
 display_run() {
     local eng="$1" client="$2" out="$3" cmd pid cpid="" t0="" t1="" tick dir="$KITE_GUEST_CACHE/686"
     tick="$(getconf CLK_TCK)"
-    cmd="kite-drm; sleep 3; echo idle-mark-\$((10+1)); sleep 10; echo idle-mark-\$((20+2)); sleep 2"
+    cmd="kite-drm; sleep 15; echo idle-mark-\$((10+1)); sleep 10; echo idle-mark-\$((20+2)); sleep 2"
     if [ "$eng" = kite ]; then
         "$KITE" run --engine emu --memory 512M --kernel "$dir/vmlinuz" --initrd "$dir/initrd.gz" \
             --cmdline "console=ttyS0 panic=-1 no_timer_check kite_cmd=\"$cmd\"" --no-reboot \
@@ -331,6 +339,12 @@ bench_display() {
     target/release/examples/vnc-pattern-server --bench-encode --size 1024x768 | sed 's/^/display  full update: /'
 }
 
+bench_migrate() {
+    python3 -c 'import qemu.qmp' 2>/dev/null || die "migrate needs python3 with qemu.qmp (pip install qemu.qmp)"
+    python3 scripts/bench_migrate.py "$KITE" "$QEMU" "$guest" "$RUNS" "${MIGRATE_MEMORY:-1G}" "${FILL_MIB:-512}" ||
+        die "migrate: the benchmark failed"
+}
+
 # The `loop` benchmark: GUEST_DIR and QEMU_BIN name the flavour being run.
 loop_kite() {
     measure "$1" "$KITE" run --engine emu --memory 512M --kernel "$GUEST_DIR/vmlinuz" \
@@ -370,18 +384,18 @@ bench_loop() {
 
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(all)
-[ "${what[0]}" = all ] && what=(boot compute os idle loop display)
+[ "${what[0]}" = all ] && what=(boot compute os idle loop display migrate)
 
 echo "bench: $(uname -srm); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" >&2
 echo "bench: kite binary $KITE (checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?')); $("$QEMU" --version | head -1); RUNS=$RUNS; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 results=()
 for b in "${what[@]}"; do
     case "$b" in
-    boot | compute | os | idle | loop | display)
+    boot | compute | os | idle | loop | display | migrate)
         out="$("bench_$b")" || exit 1
         results+=("$out")
         ;;
-    *) die "unknown benchmark '$b' (boot, compute, os, idle, loop, display, all)" ;;
+    *) die "unknown benchmark '$b' (boot, compute, os, idle, loop, display, migrate, all)" ;;
     esac
 done
 echo "== medians of $RUNS runs (wall/CPU seconds, peak RSS) =="
