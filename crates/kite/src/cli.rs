@@ -123,6 +123,10 @@ pub struct RunArgs {
     /// unless wait=on.
     #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT[,server=on][,wait=off]")]
     pub qmp: Vec<kite_qmp::ListenAddress>,
+    /// The seccomp sandbox: on (a forbidden system call is reported and
+    /// ends Kite with status 6), log (allowed, logged by the kernel), off.
+    #[arg(long, default_value = "on", value_name = "on|off|log")]
+    pub seccomp: kite_sandbox::Mode,
 }
 
 /// `--boot`: order, menu and what to do when nothing boots.
