@@ -91,11 +91,16 @@ pub fn apply(role: Role) -> Result<(), SandboxError> {
     }
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u64;
-    let program = rules::program(role, settings.mode, pid)?;
-    seccompiler::apply_filter(&program).map_err(|source| SandboxError::Install {
-        role: role.name(),
-        source,
-    })?;
+    let install = |program: &seccompiler::BpfProgram| {
+        seccompiler::apply_filter(program).map_err(|source| SandboxError::Install {
+            role: role.name(),
+            source,
+        })
+    };
+    if let Some(refusals) = rules::refusals(role, settings.mode)? {
+        install(&refusals)?;
+    }
+    install(&rules::program(role, settings.mode, pid)?)?;
     APPLIED.set(true);
     if settings.selftest.as_deref() == Some(role.name()) {
         forbidden_call();

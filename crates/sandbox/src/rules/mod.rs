@@ -24,6 +24,7 @@ pub(crate) fn allow_list(role: Role, pid: u64) -> AllowList {
             groups::kvm_any(&mut l);
         }
         Role::Vcpu(engine) => {
+            groups::refused_quietly(&mut l);
             groups::storage(&mut l);
             groups::kvm_vm_device(&mut l);
             if engine == Engine::Kvm {
@@ -31,11 +32,16 @@ pub(crate) fn allow_list(role: Role, pid: u64) -> AllowList {
             }
         }
         Role::Net => {
+            groups::refused_quietly(&mut l);
             groups::connect(&mut l);
             groups::kvm_vm_device(&mut l);
         }
-        Role::Console | Role::Timer => groups::kvm_vm_device(&mut l),
+        Role::Console | Role::Timer => {
+            groups::refused_quietly(&mut l);
+            groups::kvm_vm_device(&mut l);
+        }
         Role::Vnc => {
+            groups::refused_quietly(&mut l);
             groups::threads(&mut l);
             groups::serve(&mut l);
             groups::kvm_vm_device(&mut l);
@@ -63,6 +69,38 @@ pub(crate) fn program(role: Role, mode: Mode, pid: u64) -> Result<BpfProgram, Sa
             role: role.name(),
             source,
         })
+}
+
+/// Whether `role` opens files itself (Main, Qmp); the others have their
+/// opens refused with EACCES by [`refusals`].
+fn opens_files(role: Role) -> bool {
+    matches!(role, Role::Main | Role::Qmp)
+}
+
+/// The filter installed beside the role's for a role that opens no files:
+/// openat fails with EACCES (log mode: allowed and logged), everything else
+/// passes. A refusal rather than a trap, because the C library probes files
+/// on its own (see `groups::REFUSED_QUIETLY`) and copes with a refusal.
+pub(crate) fn refusals(role: Role, mode: Mode) -> Result<Option<BpfProgram>, SandboxError> {
+    if opens_files(role) {
+        return Ok(None);
+    }
+    let build = |source| SandboxError::Build {
+        role: role.name(),
+        source,
+    };
+    let refuse = if mode == Mode::Log {
+        SeccompAction::Log
+    } else {
+        SeccompAction::Errno(libc::EACCES as u32)
+    };
+    let rules = groups::REFUSED_QUIETLY
+        .iter()
+        .map(|&nr| (nr, Vec::new()))
+        .collect();
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, refuse, TargetArch::x86_64)
+        .map_err(build)?;
+    filter.try_into().map(Some).map_err(build)
 }
 
 /// The process-wide first filter: clone3 answers ENOSYS (its flags sit in
@@ -108,6 +146,10 @@ mod tests {
             }
         }
         assert!(!no_clone3().expect("compiles").is_empty());
+        for role in ROLES {
+            let r = refusals(role, Mode::On).expect("compiles");
+            assert_eq!(r.is_none(), matches!(role, Role::Main | Role::Qmp));
+        }
     }
 
     #[test]
@@ -140,7 +182,8 @@ mod tests {
         ] {
             let l = allow_list(role, 1);
             assert!(!l.mentions(libc::SYS_clone), "{role:?}");
-            assert!(!l.mentions(libc::SYS_openat), "{role:?}");
+            // openat reaches only the refusals filter (EACCES).
+            assert!(refusals(role, Mode::On).expect("compiles").is_some());
             assert!(!l.mentions(libc::SYS_seccomp), "{role:?}");
         }
         assert!(!allow_list(Role::Vnc, 1).mentions(libc::SYS_socket));
