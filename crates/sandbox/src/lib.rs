@@ -52,8 +52,8 @@ thread_local! {
 }
 
 /// Turn the sandbox on for this process (call it first, before any thread
-/// is spawned): installs the SIGSYS reporter and the process-wide clone3
-/// filter. `Mode::Off` installs nothing and makes [`apply`] a no-op. Only the
+/// is spawned): installs the SIGSYS reporter; filters come with [`apply`].
+/// `Mode::Off` installs nothing and makes [`apply`] a no-op. Only the
 /// first call counts.
 pub fn enable(mode: Mode) -> Result<(), SandboxError> {
     if SETTINGS.get().is_some() {
@@ -61,11 +61,6 @@ pub fn enable(mode: Mode) -> Result<(), SandboxError> {
     }
     if mode != Mode::Off {
         reporter::install()?;
-        let first = rules::no_clone3()?;
-        seccompiler::apply_filter(&first).map_err(|source| SandboxError::Install {
-            role: "clone3",
-            source,
-        })?;
     }
     let _ = SETTINGS.set(Settings {
         mode,
@@ -91,16 +86,11 @@ pub fn apply(role: Role) -> Result<(), SandboxError> {
     }
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u64;
-    let install = |program: &seccompiler::BpfProgram| {
-        seccompiler::apply_filter(program).map_err(|source| SandboxError::Install {
-            role: role.name(),
-            source,
-        })
-    };
-    if let Some(refusals) = rules::refusals(role, settings.mode)? {
-        install(&refusals)?;
-    }
-    install(&rules::program(role, settings.mode, pid)?)?;
+    let program = rules::program(role, settings.mode, pid)?;
+    seccompiler::apply_filter(&program).map_err(|source| SandboxError::Install {
+        role: role.name(),
+        source,
+    })?;
     APPLIED.set(true);
     if settings.selftest.as_deref() == Some(role.name()) {
         forbidden_call();

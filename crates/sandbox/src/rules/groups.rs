@@ -65,6 +65,8 @@ pub(crate) fn runtime(l: &mut AllowList, pid: u64) {
         SYS_getrandom,
         SYS_poll,
         SYS_ppoll,
+        // A panic's report under RUST_BACKTRACE shortens paths by the cwd.
+        SYS_getcwd,
     ]);
     // Memory, never executable.
     l.when(SYS_mmap, &[Arg::masked(2, PROT_EXEC as u64, 0)]);
@@ -95,8 +97,8 @@ pub(crate) fn runtime(l: &mut AllowList, pid: u64) {
 }
 
 /// Starting threads that then install their own filter: clone only with
-/// CLONE_THREAD (no new processes; clone3 is answered ENOSYS by the
-/// process-wide first filter, so the C library falls back to clone).
+/// CLONE_THREAD (no new processes; clone3 is answered ENOSYS before the
+/// allow-list, so the C library falls back to clone).
 pub(crate) fn threads(l: &mut AllowList) {
     l.when(
         SYS_clone,
@@ -119,7 +121,8 @@ pub(crate) fn storage(l: &mut AllowList) {
 /// Calls the C library makes on its own in any thread and copes with being
 /// refused: glibc's malloc opens /proc/sys/vm/overcommit_memory the first
 /// time it shrinks a thread's heap. Listed here so that the role filter
-/// lets them through to the refusals filter, which answers EACCES.
+/// lets them through; the answers in front of it (`super::answers`) say
+/// EACCES first.
 pub(crate) const REFUSED_QUIETLY: &[libc::c_long] = &[SYS_openat];
 
 pub(crate) fn refused_quietly(l: &mut AllowList) {
@@ -129,17 +132,7 @@ pub(crate) fn refused_quietly(l: &mut AllowList) {
 /// Opening and creating files by path (a reset reloads the kernel and
 /// reopens disks; screenshots are written), and the calls around that.
 pub(crate) fn files(l: &mut AllowList) {
-    l.any(&[
-        SYS_openat,
-        SYS_flock,
-        SYS_unlink,
-        SYS_unlinkat,
-        SYS_readlink,
-        SYS_getcwd,
-        SYS_getdents64,
-        SYS_dup,
-        SYS_eventfd2,
-    ]);
+    l.any(&[SYS_openat, SYS_flock, SYS_unlink, SYS_unlinkat]);
 }
 
 /// Serving connections on listeners opened at set-up.
