@@ -102,7 +102,7 @@ pub fn apply(role: Role) -> Result<(), SandboxError> {
 /// installed ends the process (the sandbox fails closed).
 pub fn thread_started(role: Role) {
     if let Err(e) = apply(role) {
-        eprintln!("kite: {e}");
+        eprintln!("kite: {e} (--seccomp off runs without the sandbox)");
         // SAFETY: _exit ends the process at once; nothing is left half-done
         // that the exit status does not report.
         unsafe { libc::_exit(STATUS_SANDBOX_FAILED) };

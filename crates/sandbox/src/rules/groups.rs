@@ -113,9 +113,18 @@ pub(crate) fn threads(l: &mut AllowList) {
     l.when_arg_in(SYS_seccomp, 0, &[SECCOMP_SET_MODE_FILTER as u64]);
 }
 
-/// Writing guest disks: flushes, discards, growth.
+/// Writing guest disks: flushes; discard and write-zeroes as hole punching
+/// or zero ranges that keep the image's size (never growing it).
 pub(crate) fn storage(l: &mut AllowList) {
-    l.any(&[SYS_fsync, SYS_fdatasync, SYS_fallocate, SYS_ftruncate]);
+    l.any(&[SYS_fsync, SYS_fdatasync]);
+    l.when_arg_in(
+        SYS_fallocate,
+        1,
+        &[
+            (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) as u64,
+            (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE) as u64,
+        ],
+    );
 }
 
 /// Calls the C library makes on its own in any thread and copes with being
