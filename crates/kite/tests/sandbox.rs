@@ -174,9 +174,15 @@ fn assert_all_threads_filtered(k: &mut Kite, expected: &[&str]) -> Vec<ThreadSta
         },
     );
     // A thread's filter goes on as its first statement: give a thread that
-    // has just started a moment to install it.
-    std::thread::sleep(Duration::from_millis(200));
-    let ts = threads(pid);
+    // has just started (and been named) a moment to install it; one that
+    // stays unfiltered fails below.
+    let filtered = |t: &ThreadState| t.mode == Some(2) && t.filters.is_some_and(|n| n >= 1);
+    let start = Instant::now();
+    let mut ts = threads(pid);
+    while !ts.iter().all(filtered) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        ts = threads(pid);
+    }
     for t in &ts {
         assert_eq!(t.mode, Some(2), "thread {} is not filtered: {ts:?}", t.name);
         assert!(
