@@ -161,14 +161,23 @@ pub(crate) fn serve(l: &mut AllowList) {
     ]);
 }
 
-/// Opening sockets: Unix, IPv4 and IPv6 only (no raw, netlink, packet...).
+/// Opening sockets: Unix, IPv4 and IPv6, stream or datagram only (no raw
+/// sockets, even as root; no netlink, packet...).
 pub(crate) fn connect(l: &mut AllowList) {
     serve(l);
-    l.when_arg_in(
-        SYS_socket,
-        0,
-        &[AF_UNIX as u64, AF_INET as u64, AF_INET6 as u64],
-    );
+    // The type argument carries SOCK_NONBLOCK/SOCK_CLOEXEC above its low bits.
+    const SOCK_TYPE_MASK: u64 = 0xf;
+    for family in [AF_UNIX, AF_INET, AF_INET6] {
+        for kind in [SOCK_STREAM, SOCK_DGRAM] {
+            l.when(
+                SYS_socket,
+                &[
+                    Arg::eq(0, family as u64),
+                    Arg::masked(1, SOCK_TYPE_MASK, kind as u64),
+                ],
+            );
+        }
+    }
     l.any(&[SYS_connect, SYS_bind, SYS_listen]);
 }
 

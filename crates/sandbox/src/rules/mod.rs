@@ -234,9 +234,20 @@ mod tests {
         );
         // Socket families.
         let inet = [libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0];
+        let udp = [
+            libc::AF_INET6 as u64,
+            (libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let raw = [libc::AF_INET as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0];
         let packet = [libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0];
         let netlink = [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0];
         assert_eq!(verdict(Role::Net, Mode::On, libc::SYS_socket, inet), ALLOW);
+        assert_eq!(verdict(Role::Net, Mode::On, libc::SYS_socket, udp), ALLOW);
+        assert_eq!(verdict(Role::Net, Mode::On, libc::SYS_socket, raw), TRAP);
         assert_eq!(verdict(Role::Net, Mode::On, libc::SYS_socket, packet), TRAP);
         assert_eq!(
             verdict(Role::Main, Mode::On, libc::SYS_socket, netlink),
