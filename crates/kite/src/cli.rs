@@ -481,4 +481,18 @@ mod tests {
         );
         assert!(a.no_reboot);
     }
+
+    #[test]
+    fn the_sandbox_is_on_unless_asked_otherwise() {
+        let mode = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).ok()?;
+            let Command::Run(a) = cli.command;
+            Some(a.seccomp)
+        };
+        use kite_sandbox::Mode;
+        assert_eq!(mode(&["kite", "run"]), Some(Mode::On));
+        assert_eq!(mode(&["kite", "run", "--seccomp", "off"]), Some(Mode::Off));
+        assert_eq!(mode(&["kite", "run", "--seccomp", "log"]), Some(Mode::Log));
+        assert_eq!(mode(&["kite", "run", "--seccomp", "strict"]), None);
+    }
 }
