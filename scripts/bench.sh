@@ -2,7 +2,7 @@
 # Benchmarks of Kite's emu engine against QEMU TCG, on the same machine in
 # the same run (issue 6). Not a test: it prints figures for BENCHMARKS.md.
 #
-#   scripts/bench.sh [boot|compute|os|idle|loop|all]...     (default: all)
+#   scripts/bench.sh [boot|compute|os|idle|loop|display|all]...     (default: all)
 #
 # Environment:
 #   RUNS=3            runs of each engine per benchmark (medians are printed)
@@ -33,6 +33,14 @@
 #            32-bit lines also print their ratio to the amd64 guest on kite.
 #            `no_timer_check` on both: under load QEMU TCG can miss the
 #            kernel's IO-APIC timer check and panic.
+#   display  The cost of the screen (issue 12): the Debian 686 guest loads
+#            bochs-drm (1024x768 framebuffer console) and sleeps 10 s; host
+#            CPU seconds during the sleep with the VGA on VNC and no client,
+#            then with a connected idle viewer (crates/vnc/tests/programs/
+#            idle_client.py: raw encoding, an incremental request after each
+#            update, as real viewers do). QEMU: qemu-system-i386 -vga std
+#            -display vnc. Then the time to encode a full 1024x768 update
+#            (kite-vnc's pattern server, --bench-encode).
 # Any failure (a guest that does not reach `kite-guest: done, status 0`, a
 # wrong checksum, a missing tool that cannot be installed) stops the script
 # with a message: nothing is skipped silently.
@@ -253,6 +261,76 @@ bench_idle() {
         idle "$idle_kite" "$idle_qemu" "$(ratio "$idle_kite" "$idle_qemu")"
 }
 
+# display_run ENG CLIENT OUT: the 686 guest on VNC display 57 loads bochs-drm
+# and sleeps between two markers; with CLIENT=yes an idle viewer is connected
+# first. Writes the CPU seconds of the engine process during the sleep.
+display_run() {
+    local eng="$1" client="$2" out="$3" cmd pid cpid="" t0="" t1="" tick dir="$KITE_GUEST_CACHE/686"
+    tick="$(getconf CLK_TCK)"
+    cmd="kite-drm; sleep 3; echo idle-mark-\$((10+1)); sleep 10; echo idle-mark-\$((20+2)); sleep 2"
+    if [ "$eng" = kite ]; then
+        "$KITE" run --engine emu --memory 512M --kernel "$dir/vmlinuz" --initrd "$dir/initrd.gz" \
+            --cmdline "console=ttyS0 panic=-1 no_timer_check kite_cmd=\"$cmd\"" --no-reboot \
+            --display vnc=127.0.0.1:57 >"$out.log" 2>&1 </dev/null &
+    else
+        "$QEMU32" -accel tcg -m 512M -vga std -display vnc=127.0.0.1:57 -serial stdio -monitor none \
+            -no-reboot -kernel "$dir/vmlinuz" -initrd "$dir/initrd.gz" \
+            -append "console=ttyS0 panic=-1 no_timer_check kite_cmd=\"$cmd\"" >"$out.log" 2>&1 </dev/null &
+    fi
+    pid=$!
+    if [ "$client" = yes ]; then
+        local i
+        for i in $(seq 1 200); do
+            python3 crates/vnc/tests/programs/idle_client.py 127.0.0.1 5957 600 >"$out.updates" 2>/dev/null &
+            cpid=$!
+            sleep 0.5
+            kill -0 "$cpid" 2>/dev/null && break
+            cpid=""
+        done
+        [ -n "$cpid" ] || die "$out: no viewer could connect to $eng's VNC server"
+    fi
+    cpu_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null; }
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ -z "$t0" ] && grep -qs "idle-mark-11" "$out.log"; then t0="$(cpu_ticks)"; fi
+        if [ -n "$t0" ] && grep -qs "idle-mark-22" "$out.log"; then
+            t1="$(cpu_ticks)"
+            break
+        fi
+        sleep 0.05
+    done
+    if [ -n "$cpid" ]; then
+        kill -0 "$cpid" 2>/dev/null || die "$out: the viewer did not stay connected"
+        kill "$cpid" 2>/dev/null || true
+    fi
+    wait "$pid" || die "$out: $eng exited with an error (log: $(tail -3 "$out.log" | tr -d '\r'))"
+    check_linux "$out"
+    grep -q "bochs-drm" "$out.log" || die "$out: bochs-drm did not load"
+    [ -n "$t0" ] && [ -n "$t1" ] || die "$out: the idle markers were not seen while $eng ran"
+    awk -v a="$t0" -v b="$t1" -v t="$tick" 'BEGIN { printf "%.2f\n", (b - a) / t }' >"$out.idle"
+    echo "bench: display $eng client=$client: $(cat "$out.idle") s CPU during the guest's sleep 10" >&2
+}
+
+bench_display() {
+    local i eng client
+    [ -f "$KITE_GUEST_CACHE/686/vmlinuz" ] || scripts/guests.sh 686 >&2
+    for i in $(seq 1 "$RUNS"); do
+        for client in no yes; do
+            for eng in kite qemu; do display_run "$eng" "$client" "$work/display.$eng.$client.$i"; done
+        done
+    done
+    for client in no yes; do
+        for eng in kite qemu; do
+            eval "disp_${eng}_$client=$(cat "$work/display.$eng.$client".*.idle | median)"
+        done
+        # shellcheck disable=SC2154
+        printf '%-8s 1024x768 bochs-drm console, guest sleeping 10 s, VNC client=%s: host CPU kite %s s | qemu %s s | kite/qemu %s\n' \
+            display "$client" "$(eval echo "\$disp_kite_$client")" "$(eval echo "\$disp_qemu_$client")" \
+            "$(ratio "$(eval echo "\$disp_kite_$client")" "$(eval echo "\$disp_qemu_$client")")"
+    done
+    cargo build --release -q -p kite-vnc --example vnc-pattern-server >&2
+    target/release/examples/vnc-pattern-server --bench-encode --size 1024x768 | sed 's/^/display  full update: /'
+}
+
 # The `loop` benchmark: GUEST_DIR and QEMU_BIN name the flavour being run.
 loop_kite() {
     measure "$1" "$KITE" run --engine emu --memory 512M --kernel "$GUEST_DIR/vmlinuz" \
@@ -292,18 +370,18 @@ bench_loop() {
 
 what=("$@")
 [ ${#what[@]} -gt 0 ] || what=(all)
-[ "${what[0]}" = all ] && what=(boot compute os idle loop)
+[ "${what[0]}" = all ] && what=(boot compute os idle loop display)
 
 echo "bench: $(uname -srm); $(nproc) CPUs; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" >&2
 echo "bench: kite binary $KITE (checkout $(git rev-parse --short HEAD 2>/dev/null || echo '?')); $("$QEMU" --version | head -1); RUNS=$RUNS; load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 results=()
 for b in "${what[@]}"; do
     case "$b" in
-    boot | compute | os | idle | loop)
+    boot | compute | os | idle | loop | display)
         out="$("bench_$b")" || exit 1
         results+=("$out")
         ;;
-    *) die "unknown benchmark '$b' (boot, compute, os, idle, loop, all)" ;;
+    *) die "unknown benchmark '$b' (boot, compute, os, idle, loop, display, all)" ;;
     esac
 done
 echo "== medians of $RUNS runs (wall/CPU seconds, peak RSS) =="

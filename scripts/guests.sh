@@ -50,8 +50,9 @@ build() {
     local flavour="$1" kpkg="$2" bpkg="$3"
     local out="$cache/$flavour"
     # The stamp says the initramfs has this script's current layout (virtio
-    # modules, IDE/ATA/CD modules, the ACPI power button listener).
-    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -e "$out/.layout-pc" ]; then
+    # modules, IDE/ATA/CD modules, the ACPI power button listener, input
+    # modules, the on-demand bochs-drm modules and the tty1 shell).
+    if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ -e "$out/.layout-display" ]; then
         echo "guests: $flavour ready in $out" >&2
         return
     fi
@@ -74,6 +75,20 @@ build() {
     [ -n "$kmods" ] || echo "guests: warning: no kernel modules in the $flavour package; no virtio" >&2
     mkdir -p "$r/lib/modules"
     : > "$r/lib/modules/load-order"
+    : > "$r/lib/modules/drm-order"
+    # add_module LIST PATH: copy module PATH (relative to the kernel's
+    # module tree) if this flavour has it and name it in LIST.
+    add_module() {
+        local list="$1" m="$2" name="${2##*/}"
+        if [ -f "$kmods/$m.ko" ]; then
+            cp "$kmods/$m.ko" "$r/lib/modules/$name.ko"
+        elif [ -f "$kmods/$m.ko.xz" ]; then
+            xz -dc "$kmods/$m.ko.xz" > "$r/lib/modules/$name.ko"
+        else
+            return 0   # built in, or absent from this flavour
+        fi
+        echo "$name" >> "$r/lib/modules/$list"
+    }
     for m in drivers/virtio/virtio_ring drivers/virtio/virtio \
              drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
              drivers/virtio/virtio_pci drivers/block/virtio_blk \
@@ -85,17 +100,30 @@ build() {
              lib/crc64 crypto/crc64_rocksoft_generic lib/crc64-rocksoft \
              block/t10-pi drivers/scsi/sd_mod \
              drivers/cdrom/cdrom drivers/scsi/sr_mod fs/isofs/isofs \
-             drivers/input/evdev drivers/acpi/button; do
-        local name="${m##*/}"
-        if [ -f "$kmods/$m.ko" ]; then
-            cp "$kmods/$m.ko" "$r/lib/modules/$name.ko"
-        elif [ -f "$kmods/$m.ko.xz" ]; then
-            xz -dc "$kmods/$m.ko.xz" > "$r/lib/modules/$name.ko"
-        else
-            continue   # built in, or absent from this flavour
-        fi
-        echo "$name" >> "$r/lib/modules/load-order"
+             drivers/input/evdev drivers/acpi/button \
+             drivers/input/mousedev drivers/input/mouse/psmouse \
+             drivers/virtio/virtio_input; do
+        add_module load-order "$m"
     done
+    # bochs-drm (the standard VGA's KMS driver) and what it needs, loaded
+    # on demand by kite-drm so a guest can start on the text console and
+    # switch mode later. The cloud kernel has no DRM: the list stays empty.
+    for m in drivers/video/fbdev/core/fb_sys_fops drivers/video/fbdev/core/syscopyarea \
+             drivers/video/fbdev/core/sysfillrect drivers/video/fbdev/core/sysimgblt \
+             drivers/gpu/drm/drm drivers/gpu/drm/drm_kms_helper drivers/gpu/drm/ttm/ttm \
+             drivers/gpu/drm/drm_ttm_helper drivers/gpu/drm/drm_vram_helper \
+             drivers/gpu/drm/tiny/bochs; do
+        add_module drm-order "$m"
+    done
+    cat > "$r/bin/kite-drm" <<'DRM'
+#!/bin/sh
+# Load bochs-drm: the console moves to its framebuffer (1024x768 by default).
+[ -s /lib/modules/drm-order ] || { echo "kite-drm: this kernel has no DRM modules"; exit 1; }
+for m in $(cat /lib/modules/drm-order); do
+    insmod "/lib/modules/$m.ko" || { echo "kite-drm: cannot load $m"; exit 1; }
+done
+DRM
+    chmod +x "$r/bin/kite-drm"
     cat > "$r/init" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc
@@ -112,6 +140,11 @@ for ev in /sys/class/input/event*; do
     (dd if="/dev/input/${ev##*/}" of=/dev/null bs=64 count=1 2>/dev/null &&
         echo "kite-guest: power button pressed, powering off" && sync && poweroff -f) &
 done
+# kite_vt=1 on the kernel command line puts a second shell on the screen
+# and keyboard (tty1), for the VGA/VNC tests and for people.
+if [ -n "$kite_vt" ]; then
+    setsid sh -c 'exec sh </dev/tty1 >/dev/tty1 2>&1' &
+fi
 # kite.cmd="..." on the kernel command line runs those commands instead of
 # an interactive shell (tests and benchmarks), then powers off.
 if [ -n "$kite_cmd" ]; then
@@ -128,7 +161,7 @@ INIT
     (cd "$r" && find . | cpio -o -H newc --quiet | gzip -9) > "$out/initrd.gz"
     rm -rf "$out/kernel" "$out/busybox" "$r"
     # Older stamps, which tests look for, and this layout's.
-    touch "$out/.layout-virtio" "$out/.layout-ide" "$out/.layout-button" "$out/.layout-pc"
+    touch "$out/.layout-virtio" "$out/.layout-ide" "$out/.layout-button" "$out/.layout-pc" "$out/.layout-display"
     echo "guests: $flavour ready in $out" >&2
 }
 

@@ -19,6 +19,8 @@ use crate::cpu::{Cpu, Mode, Pending, Seg};
 use crate::irq::{IrqChip, VcpuIrq};
 use crate::memory::PhysMemory;
 
+mod state;
+
 /// Makes a vCPU leave `run` with `Interrupted`.
 pub struct EmuKick {
     flag: Arc<AtomicBool>,
@@ -208,11 +210,22 @@ impl EmuVcpu {
             if let Some(p) = self.cpu.pending.clone() {
                 return Out::Access(p);
             }
-            if self.kick.flag.swap(false, Ordering::AcqRel) {
+            // The instruction an exit answered runs first (see `Cpu::run`):
+            // a kick then leaves at an instruction boundary, where
+            // `save_state` can see the whole state.
+            let answered = !self.cpu.replay.is_empty();
+            if !answered && self.kick.flag.swap(false, Ordering::AcqRel) {
                 if let Some(irq) = &self.cpu.irq {
                     irq.kicked_take();
                 }
                 return Out::Interrupted;
+            }
+            if answered {
+                let stop = self.cpu.run(&mut self.blocks);
+                if let Some(e) = self.stop_exit(stop) {
+                    return e;
+                }
+                continue;
             }
             if let Err(stop) = self.service_events() {
                 if let Some(e) = self.stop_exit(stop) {
@@ -433,6 +446,15 @@ impl Vcpu for EmuVcpu {
                 writable,
                 user,
             }))
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>> {
+        Ok(self.save_neutral()?.to_bytes())
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<()> {
+        let s = kite_hypervisor::state::VcpuState::from_bytes(state)?;
+        self.restore_neutral(&s)
     }
 
     fn set_guest_debug(&mut self, debug: &GuestDebug) -> Result<()> {

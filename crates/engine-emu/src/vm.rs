@@ -68,6 +68,25 @@ impl Vm for EmuVm {
         Ok(())
     }
 
+    fn save_state(&self) -> Result<Vec<u8>> {
+        let state = match &self.chip {
+            Some(chip) => chip.save_state(),
+            None => kite_hypervisor::state::VmState::default(),
+        };
+        Ok(state.to_bytes())
+    }
+
+    fn restore_state(&self, state: &[u8]) -> Result<()> {
+        let s = kite_hypervisor::state::VmState::from_bytes(state)?;
+        match &self.chip {
+            Some(chip) => chip.restore_state(&s).map_err(Error::Invalid),
+            None if s.pic.is_none() && s.ioapic.is_none() && s.pit.is_none() => Ok(()),
+            None => Err(Error::Invalid(
+                "the state has an irqchip but this VM was created without one".into(),
+            )),
+        }
+    }
+
     fn signal_msi(&self, msi: Msi) -> Result<()> {
         self.chip("signal_msi")?.signal_msi(msi.address, msi.data);
         Ok(())

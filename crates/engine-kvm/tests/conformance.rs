@@ -29,6 +29,14 @@ fn instruction_emulating_host() -> bool {
 
 fn known_failures() -> Vec<(&'static str, &'static str)> {
     let mut known = Vec::new();
+    for case in [
+        "snapshot_long_mode_state",
+        "snapshot_irqchip_state",
+        "snapshot_pit_interrupt",
+        "snapshot_hostile_state",
+    ] {
+        known.push((case, "the kvm engine does not save/restore state yet"));
+    }
     if instruction_emulating_host() {
         known.push((
             "fpu_round_trip",

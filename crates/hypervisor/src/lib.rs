@@ -12,6 +12,7 @@
 pub mod error;
 pub mod exit;
 pub mod regs;
+pub mod state;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -195,7 +196,10 @@ pub trait Vcpu: Send {
     /// Everything of this vCPU a snapshot needs (registers, segment and
     /// control state, FPU/SSE, MSRs, local APIC, pending events), in an
     /// engine-neutral, versioned encoding that `restore_state` of either
-    /// engine accepts. Call on the vCPU's thread while it is out of `run`.
+    /// engine accepts. Call on the vCPU's thread while it is out of `run`,
+    /// after completing the last exit: kick the vCPU and call `run` once
+    /// (it finishes the exit's instruction and returns `Interrupted`), as
+    /// KVM's immediate_exit. The structs and encoding are in [`state`].
     fn save_state(&self) -> Result<Vec<u8>> {
         Err(Error::Unsupported {
             engine: "this",

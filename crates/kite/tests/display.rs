@@ -200,3 +200,108 @@ asyncio.run(main(*sys.argv[1:4]))
         .expect("a PNG");
     assert_eq!((reader.info().width, reader.info().height), (720, 400));
 }
+
+/// Whether Python can import `module`; like `require` for a Python client.
+fn python_has(module: &str, install: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("KITE_REQUIRE_CLIENTS").is_err(),
+            "python3 module {module} is missing and KITE_REQUIRE_CLIENTS is set"
+        );
+        eprintln!("SKIPPED: python3 cannot import {module} ({install})");
+    }
+    ok
+}
+
+/// A whole Linux PC used through VNC: SeaBIOS boots Debian i686 from a
+/// SYSLINUX disk with its console on the VGA (and the serial port). Python's
+/// vncdotool types a command on the guest's keyboard that the shell on tty1
+/// runs (its output reaches the serial port), checks every cell of the text
+/// screen it sees against the guest's own /dev/vcsa1, then has the guest
+/// load bochs-drm: the client must get the 1024x768 DesktopSize and the same
+/// cell-by-cell match on fbcon's framebuffer console.
+#[test]
+fn a_linux_console_is_typed_on_and_seen_over_vnc_through_a_mode_switch() {
+    if !python_has("vncdotool", "pip install vncdotool") {
+        return;
+    }
+    let cmd = "w() { i=0; while [ ! -e /tmp/$1 ] && [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done; }; \
+               dump() { sleep 2; echo vcsa-begin-$1; od -An -tx1 -v /dev/vcsa1; echo vcsa-end-$1; }; \
+               w typed; dump text; w drm; kite-drm; sleep 3; \
+               echo fb-size $(cat /sys/class/graphics/fb0/virtual_size); dump fb; w done";
+    // /dev/console is the last console=: the command's output goes to the
+    // serial port, the kernel's messages to both.
+    let image = common::pc_image(
+        "disk",
+        "686",
+        &format!("console=tty0 console=ttyS0 panic=-1 kite_vt=1 kite_cmd=\"{cmd}\""),
+    );
+    let display = 40 + ((std::process::id() + 29) % 40);
+    let serial_log = common::temp_path("linux-console.serial");
+    let log = std::fs::File::create(&serial_log).expect("serial log");
+    let disk = format!("{},if=ide", image.display());
+    let mut kite = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args([
+            "run", "--engine", "emu", "--memory", "256M", "--disk", &disk,
+        ])
+        .args(["--display", &format!("vnc=127.0.0.1:{display}")])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .spawn()
+        .expect("start kite");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/display/linux_console.py"
+    );
+    let mut driver = Command::new("python3")
+        .arg(script)
+        .arg((5900 + display).to_string())
+        .arg(&serial_log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let start = Instant::now();
+    while driver.try_wait().expect("wait").is_none() && start.elapsed() < Duration::from_secs(420) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = driver.kill();
+    let out = driver.wait_with_output().expect("driver output");
+    let driver_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    while kite.try_wait().expect("wait").is_none() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = kite.kill();
+    let status = kite.wait().expect("kite");
+    let serial = std::fs::read_to_string(&serial_log).unwrap_or_default();
+    assert!(
+        out.status.success() && driver_out.contains("linux-console-ok"),
+        "the VNC driver failed:\n{driver_out}\nserial:\n{serial}"
+    );
+    assert_eq!(status.code(), Some(0), "{serial}");
+    for want in [
+        "kite-vnc-42",
+        "[drm] Initialized bochs-drm",
+        "fb-size 1024,768",
+        "reboot: Power down",
+    ] {
+        assert!(
+            serial.contains(want),
+            "no {want:?} on the serial port:\n{serial}"
+        );
+    }
+    for bad in common::KERNEL_TROUBLE {
+        assert!(!serial.contains(bad), "{bad:?} in\n{serial}");
+    }
+    eprintln!("{driver_out}");
+}

@@ -175,13 +175,17 @@ impl Cpu {
                 Some(irq) => irq.events().load(std::sync::atomic::Ordering::Relaxed) != 0,
                 None => self.kick.load(std::sync::atomic::Ordering::Relaxed),
             };
-            if event {
+            // An instruction that an exit answered (`replay`) completes
+            // before anything else happens: no event, kick or interrupt
+            // comes between an IN or MMIO read and its instruction.
+            let answered = !self.replay.is_empty();
+            if event && !answered {
                 return Stop::Event;
             }
-            if self.intr_pending && self.flags.if_() && !self.interrupt_shadow {
+            if self.intr_pending && self.flags.if_() && !self.interrupt_shadow && !answered {
                 return Stop::Event;
             }
-            if self.halted {
+            if self.halted && !answered {
                 return Stop::Halted;
             }
             let lin = self.rip_lin();
@@ -291,6 +295,7 @@ impl Cpu {
             self.replay_pos = 0;
             let shadow = self.interrupt_shadow;
             let trap = self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
+            let answered = !self.replay.is_empty();
             match (d.handler)(self, &d.ins) {
                 Ok(()) => {
                     self.rip = self.next_rip;
@@ -311,7 +316,13 @@ impl Cpu {
                         self.pending = Some(Pending::Debug);
                         return Some(Stop::Debug);
                     }
-                    if self.rip != fallthrough || self.end_block || !self.posted.is_empty() {
+                    // After the instruction an exit answered, look at
+                    // events again (a kick waits for it, see `run`).
+                    if answered
+                        || self.rip != fallthrough
+                        || self.end_block
+                        || !self.posted.is_empty()
+                    {
                         return None;
                     }
                 }

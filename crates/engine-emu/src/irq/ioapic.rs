@@ -210,6 +210,8 @@ impl Ioapic {
     }
 }
 
+mod state;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -793,6 +793,8 @@ impl Lapic {
     }
 }
 
+mod state;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -345,6 +345,48 @@ impl IrqChip {
     }
 }
 
+impl IrqChip {
+    /// The chip's neutral state: the 8259 pair, the I/O APIC, the PIT (if
+    /// any) and the VM clock (the TSC clock's nanoseconds).
+    pub fn save_state(&self) -> kite_hypervisor::state::VmState {
+        let now = Instant::now();
+        let s = lock(&self.state);
+        kite_hypervisor::state::VmState {
+            pic: Some([s.pic.master.save(), s.pic.slave.save()]),
+            ioapic: Some(s.ioapic.save()),
+            pit: s.pit.as_ref().map(|p| p.save(now)),
+            clock: kite_hypervisor::state::ClockState {
+                ns: self.tsc.tsc(now),
+            },
+        }
+    }
+
+    /// Load a neutral state. A PIT in the state needs a chip with one.
+    /// The VM clock is not set: guest time on this engine is each vCPU's
+    /// TSC, restored with the vCPU. Nothing changes on error.
+    pub fn restore_state(&self, st: &kite_hypervisor::state::VmState) -> Result<(), String> {
+        if st.pit.is_some() && !self.with_pit {
+            return Err("the state has a PIT but this VM was created without one".into());
+        }
+        let (Some([master, slave]), Some(ioapic)) = (&st.pic, &st.ioapic) else {
+            return Err("the state has no 8259/IOAPIC but this VM has an irqchip".into());
+        };
+        let now = Instant::now();
+        self.locked(|s, _| {
+            s.pic.master.restore(master);
+            s.pic.slave.restore(slave);
+            s.ioapic.restore(ioapic);
+            if let (Some(pit), Some(p)) = (s.pit.as_mut(), &st.pit) {
+                pit.restore(p, now);
+            }
+        });
+        for v in self.vcpus().iter() {
+            v.notify(EV_INTERRUPT);
+        }
+        Ok(())
+    }
+}
+
 impl Drop for IrqChip {
     fn drop(&mut self) {
         self.timers.shutdown();

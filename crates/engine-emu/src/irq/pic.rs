@@ -410,6 +410,8 @@ impl PicPair {
     }
 }
 
+mod state;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -409,6 +409,8 @@ impl Pit {
     }
 }
 
+mod state;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -347,6 +347,53 @@ impl VcpuIrq {
         self.events.fetch_and(!EV_KICK, Ordering::SeqCst) & EV_KICK != 0
     }
 
+    /// The local APIC's neutral state now (an expiry that is due is run
+    /// first, so it is in the IRR rather than lost).
+    pub fn save_lapic(&self) -> kite_hypervisor::state::LapicState {
+        let now = Instant::now();
+        self.with_lapic(false, |l, _| {
+            l.run_timer(now);
+            l.save(now)
+        })
+    }
+
+    /// Replace the local APIC's state (see `Lapic::restore`) and make the
+    /// vCPU look for interrupts again. Nothing changes on error.
+    pub fn restore_lapic(
+        &self,
+        s: &kite_hypervisor::state::LapicState,
+        apic_base: u64,
+        guest_tsc: u64,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        self.with_lapic(true, |l, _| l.restore(s, apic_base, guest_tsc, now))?;
+        self.notify(EV_INTERRUPT);
+        Ok(())
+    }
+
+    /// NMI, INIT and start-up IPI (its vector) that arrived and are not yet taken.
+    pub fn pending_signals(&self) -> (bool, bool, Option<u8>) {
+        let ev = self.events.load(Ordering::SeqCst);
+        (
+            ev & EV_NMI != 0,
+            ev & EV_INIT != 0,
+            (ev & EV_SIPI != 0).then(|| self.sipi_vector.load(Ordering::SeqCst) as u8),
+        )
+    }
+
+    /// Replace the pending NMI/INIT/SIPI signals (a restore).
+    pub fn set_pending_signals(&self, nmi: bool, init: bool, sipi: Option<u8>) {
+        self.events
+            .fetch_and(!(EV_NMI | EV_INIT | EV_SIPI), Ordering::SeqCst);
+        if let Some(v) = sipi {
+            self.sipi_vector.store(u32::from(v), Ordering::SeqCst);
+        }
+        let bits = if nmi { EV_NMI } else { 0 }
+            | if init { EV_INIT } else { 0 }
+            | if sipi.is_some() { EV_SIPI } else { 0 };
+        self.notify(bits | EV_INTERRUPT);
+    }
+
     /// CR8 view of the TPR (TPR bits 7:4).
     pub fn cr8(&self) -> u64 {
         u64::from(lock(&self.local).lapic.tpr() >> 4)

@@ -20,6 +20,11 @@ const ISR_PORT: u16 = 0x11;
 /// An address no slot backs.
 const MMIO: u64 = 0x1000_0000;
 
+pub use super::snapshot::{
+    snapshot_hostile_state, snapshot_irqchip_state, snapshot_long_mode_state,
+    snapshot_pit_interrupt,
+};
+
 /// OUT of 1, 2 and 4 bytes: the exit names the port, the access size and the
 /// bytes in little-endian order.
 pub fn port_out_sizes(hv: &dyn Hypervisor) -> CaseResult {

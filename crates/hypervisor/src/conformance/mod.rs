@@ -20,6 +20,7 @@
 //! unexpectedly passes, so the list stays true.
 
 pub mod cases;
+pub mod snapshot;
 pub mod support;
 
 use crate::{Error, Hypervisor, Result};
@@ -117,7 +118,11 @@ macro_rules! conformance_tests {
             kick_running_vcpu,
             kick_before_run,
             kick_halted_vcpu,
-            two_vcpus_on_threads
+            two_vcpus_on_threads,
+            snapshot_long_mode_state,
+            snapshot_irqchip_state,
+            snapshot_pit_interrupt,
+            snapshot_hostile_state
         );
     };
 }

@@ -29,7 +29,7 @@ mod far;
 mod interrupts;
 mod iret;
 mod misc;
-mod msr;
+pub(crate) mod msr;
 pub mod segments;
 mod syscall;
 mod task;
