@@ -104,7 +104,7 @@ pub(crate) fn threads(l: &mut AllowList) {
         SYS_clone,
         &[Arg::masked(0, CLONE_THREAD as u64, CLONE_THREAD as u64)],
     );
-    l.any(&[SYS_clone3, SYS_set_robust_list, SYS_rseq]);
+    l.any(&[SYS_set_robust_list, SYS_rseq]);
     l.when_arg_in(SYS_prctl, 0, &[PR_SET_NAME as u64]);
     l.when(
         SYS_prctl,
