@@ -427,7 +427,10 @@ impl RtcCmos {
         let thread_shared = Arc::clone(&shared);
         let timer = std::thread::Builder::new()
             .name("kite-rtc".into())
-            .spawn(move || timer_loop(&thread_shared))?;
+            .spawn(move || {
+                kite_sandbox::thread_started(kite_sandbox::Role::Timer);
+                timer_loop(&thread_shared)
+            })?;
         Ok(RtcCmos {
             shared,
             timer: Some(timer),

@@ -132,6 +132,10 @@ pub struct RunArgs {
     /// the guest starts stopped until gdb attaches and continues (QEMU's -S).
     #[arg(long, value_name = "tcp:HOST:PORT[,wait=on]", value_parser = parse_gdb)]
     pub gdb: Option<kite_machine::gdb::GdbConfig>,
+    /// The seccomp sandbox: on (a forbidden system call is reported and
+    /// ends Kite with status 6), log (allowed, logged by the kernel), off.
+    #[arg(long, default_value = "on", value_name = "on|off|log")]
+    pub seccomp: kite_sandbox::Mode,
 }
 
 fn parse_incoming(s: &str) -> Result<kite_machine::snapshot::MigrationUri, String> {
@@ -493,5 +497,19 @@ mod tests {
             (EngineArg::Kvm, 1 << 30, 2, "a b")
         );
         assert!(a.no_reboot);
+    }
+
+    #[test]
+    fn the_sandbox_is_on_unless_asked_otherwise() {
+        let mode = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).ok()?;
+            let Command::Run(a) = cli.command;
+            Some(a.seccomp)
+        };
+        use kite_sandbox::Mode;
+        assert_eq!(mode(&["kite", "run"]), Some(Mode::On));
+        assert_eq!(mode(&["kite", "run", "--seccomp", "off"]), Some(Mode::Off));
+        assert_eq!(mode(&["kite", "run", "--seccomp", "log"]), Some(Mode::Log));
+        assert_eq!(mode(&["kite", "run", "--seccomp", "strict"]), None);
     }
 }

@@ -3,7 +3,9 @@
 //! Exit status: the guest's debug-exit value `v` as `(v << 1) | 1`; 0 when
 //! the guest powers off (or resets under --no-reboot, or the user quits with
 //! Ctrl-A x); 1 when the guest or the engine fails; 2 for bad input (flags,
-//! files, image formats), with one line on stderr saying what is wrong.
+//! files, image formats), with one line on stderr saying what is wrong;
+//! 6 when a thread makes a system call the seccomp sandbox forbids (the
+//! line on stderr names the thread and the call; see docs/SANDBOX.md).
 
 mod cli;
 mod qmp_bridge;
@@ -111,6 +113,12 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
 }
 
 fn run(args: RunArgs) -> i32 {
+    // First, before any thread starts: every thread then installs its own
+    // filter, the main thread once the machine is built.
+    if let Err(e) = kite_sandbox::enable(args.seccomp) {
+        eprintln!("kite: {e} (--seccomp off runs without the sandbox)");
+        return STATUS_FAILURE;
+    }
     let net = match &args.net {
         None => None,
         Some(NetSpec::Tap(name)) => Some(NetConfig::Tap(name.clone())),

@@ -44,7 +44,10 @@ impl Console {
                 let target = input.clone();
                 std::thread::Builder::new()
                     .name("kite-stdin".into())
-                    .spawn(move || read_stdin(target, events))
+                    .spawn(move || {
+                        kite_sandbox::thread_started(kite_sandbox::Role::Console);
+                        read_stdin(target, events)
+                    })
                     .map_err(MachineError::Thread)?;
                 OutTarget::Stdout
             }

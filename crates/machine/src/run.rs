@@ -170,6 +170,10 @@ impl Machine {
         }
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let mut spawn_error = None;
+        let role = kite_sandbox::Role::Vcpu(match session.engine() {
+            Some(kite_hypervisor::EngineKind::Emu) => kite_sandbox::Engine::Emu,
+            _ => kite_sandbox::Engine::Kvm,
+        });
         for vcpu in self.vcpus.drain(..) {
             let id = vcpu.id();
             let (io, mmio, control, session) = (
@@ -180,8 +184,10 @@ impl Machine {
             );
             match std::thread::Builder::new()
                 .name(format!("kite-vcpu{id}"))
-                .spawn(move || run_vcpu(vcpu, &io, &mmio, &control, &session))
-            {
+                .spawn(move || {
+                    kite_sandbox::thread_started(role);
+                    run_vcpu(vcpu, &io, &mmio, &control, &session)
+                }) {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     spawn_error = Some(e);
@@ -393,6 +399,9 @@ fn boot_until_end(
             }
             session.set_incoming(false);
         }
+        // Set-up is done: the main thread's filter (once; a reset rebuilds
+        // under it), inherited by the vCPU threads spawned next.
+        kite_sandbox::thread_started(kite_sandbox::Role::Main);
         let event = machine.run_controlled(&rx, session)?;
         // Events raised by other vCPUs while this one ended are moot, but a
         // quit (console or monitor) still counts.

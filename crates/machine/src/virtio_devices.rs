@@ -156,6 +156,7 @@ fn spawn_rx(
     std::thread::Builder::new()
         .name("kite-net-rx".into())
         .spawn(move || {
+            kite_sandbox::thread_started(kite_sandbox::Role::Net);
             let mut buf = vec![0u8; 65536];
             loop {
                 if !tap.wait_readable(100) {
@@ -192,6 +193,7 @@ fn spawn_user(
     std::thread::Builder::new()
         .name("kite-net-user".into())
         .spawn(move || {
+            kite_sandbox::thread_started(kite_sandbox::Role::Net);
             stack.run(from_guest, |out| {
                 let Some(d) = dev.upgrade() else {
                     return false;

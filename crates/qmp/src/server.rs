@@ -97,7 +97,10 @@ impl QmpServer {
         let spawn = |f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name("kite-qmp-accept".into())
-                .spawn(f)
+                .spawn(move || {
+                    kite_sandbox::thread_started(kite_sandbox::Role::Qmp);
+                    f()
+                })
                 .map(|_| ())
                 .map_err(ServerError::Thread)
         };
@@ -222,12 +225,16 @@ fn accept(shared: &Arc<Shared>, stream: Stream) {
     });
     let writer = std::thread::Builder::new()
         .name(format!("kite-qmp-w{id}"))
-        .spawn(move || write_loop(writer_stream, rx));
+        .spawn(move || {
+            kite_sandbox::thread_started(kite_sandbox::Role::Qmp);
+            write_loop(writer_stream, rx)
+        });
     let c = client.clone();
     let sh = shared.clone();
     let reader = std::thread::Builder::new()
         .name(format!("kite-qmp-r{id}"))
         .spawn(move || {
+            kite_sandbox::thread_started(kite_sandbox::Role::Qmp);
             read_loop(&sh, &c, reader_stream);
             lock(&sh.clients).retain(|x| x.id != c.id);
             // Let the writer send what is queued (an error saying why), then

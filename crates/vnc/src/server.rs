@@ -141,7 +141,10 @@ impl VncServer {
         let name = if websocket { "kite-vnc-ws" } else { "kite-vnc" };
         let handle = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || accept_loop(&inner, &listener, websocket))
+            .spawn(move || {
+                kite_sandbox::thread_started(kite_sandbox::Role::Vnc);
+                accept_loop(&inner, &listener, websocket)
+            })
             .map_err(VncError::Thread)?;
         self.listeners.push((l, handle));
         Ok(())
@@ -222,7 +225,10 @@ fn accept_loop(inner: &Arc<Inner>, l: &Listener, websocket: bool) {
         let inner2 = inner.clone();
         let spawned = std::thread::Builder::new()
             .name("kite-vnc-client".into())
-            .spawn(move || serve(&inner2, stream, websocket));
+            .spawn(move || {
+                kite_sandbox::thread_started(kite_sandbox::Role::Vnc);
+                serve(&inner2, stream, websocket)
+            });
         if let Err(e) = spawned {
             log::warn!("vnc: cannot start a client thread: {e}");
         }

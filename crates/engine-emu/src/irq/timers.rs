@@ -102,6 +102,9 @@ pub(crate) fn spawn(sched: &Arc<TimerScheduler>, chip: Weak<IrqChip>) -> Option<
     let sched = Arc::clone(sched);
     std::thread::Builder::new()
         .name("kite-irq-timer".into())
-        .spawn(move || sched.run(&chip))
+        .spawn(move || {
+            kite_sandbox::thread_started(kite_sandbox::Role::Timer);
+            sched.run(&chip)
+        })
         .ok()
 }

@@ -150,6 +150,7 @@ impl GdbServer {
         let thread = std::thread::Builder::new()
             .name("kite-gdb".into())
             .spawn(move || {
+                kite_sandbox::thread_started(kite_sandbox::Role::Gdb);
                 serve(listener, &thread_hub, &session, arch);
                 let _ = done_tx.send(());
             })

@@ -105,6 +105,7 @@ pub fn run<R: Read + Send + 'static>(
         std::thread::Builder::new()
             .name("kite-vnc-read".into())
             .spawn(move || {
+                kite_sandbox::thread_started(kite_sandbox::Role::Vnc);
                 let result = read_loop(&mut reader, &shared, &display);
                 shared.lock().closed = true;
                 shared.wake.notify_all();
