@@ -300,6 +300,11 @@ fn emu_debian_with_virtio_vnc_and_qmp_runs_every_thread_filtered() {
     args.push(format!("vnc=127.0.0.1:{display}"));
     args.push("--qmp".into());
     args.push(format!("unix:{},server=on,wait=off", sock.display()));
+    args.push("--gdb".into());
+    args.push(format!(
+        "tcp:127.0.0.1:{}",
+        20000 + std::process::id() % 20000
+    ));
     args.push("--cmdline".into());
     args.push(format!(
         "console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\""
@@ -324,6 +329,7 @@ fn emu_debian_with_virtio_vnc_and_qmp_runs_every_thread_filtered() {
             "kite-qmp-accept",
             "kite-qmp-r",
             "kite-qmp-w",
+            "kite-gdb",
         ],
     );
     // The vCPU runs under the main thread's filter and its own.
@@ -343,6 +349,17 @@ fn emu_debian_with_virtio_vnc_and_qmp_runs_every_thread_filtered() {
     assert!(r.contains("\"return\""), "screendump: {r}");
     let ppm = std::fs::read(&shot).expect("the screendump file");
     assert!(ppm.starts_with(b"P6"), "not a PPM");
+    // A snapshot: the migration thread creates, fsyncs and renames a file
+    // under the QMP role's filter.
+    let snap = shot.with_extension("kite");
+    let r = qmp.execute(&format!(
+        r#"{{"execute":"migrate","arguments":{{"uri":"file:{}"}}}}"#,
+        snap.display()
+    ));
+    assert!(r.contains("\"return\""), "migrate: {r}");
+    k.wait_for("the snapshot file", Duration::from_secs(120), |_| {
+        std::fs::metadata(&snap).is_ok_and(|m| m.len() > 0)
+    });
 
     // The console's input reaches the guest, which then powers off.
     k.send(b"go\n");
