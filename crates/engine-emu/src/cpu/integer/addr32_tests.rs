@@ -442,3 +442,57 @@ fn flat_forms_fault_at_the_4_gib_wrap_and_on_non_flat_segments() {
     t.cpu.refresh_seg_cache();
     assert_eq!(t.cpu.mem_lin::<BASE>(&ins, 4, true), Ok(0x10_fffc));
 }
+
+#[test]
+fn only_32_bit_addresses_outside_64_bit_code_get_a_form() {
+    let ebx = MemoryOperand::new(
+        Register::EBX,
+        Register::None,
+        1,
+        0,
+        0,
+        false,
+        Register::None,
+    );
+    let esi8 = MemoryOperand::new(
+        Register::None,
+        Register::ESI,
+        8,
+        0x40,
+        4,
+        false,
+        Register::FS,
+    );
+    let bx = MemoryOperand::new(Register::BX, Register::SI, 1, 0, 0, false, Register::None);
+    let abs16 = MemoryOperand::new(
+        Register::None,
+        Register::None,
+        1,
+        0x1234,
+        2,
+        false,
+        Register::None,
+    );
+    let abs32 = MemoryOperand::with_base_displ_size(Register::None, 0x12_3456, 4);
+    let load = |m, bits| {
+        build(
+            Code::Mov_r32_rm32,
+            Other::Reg(Register::EAX),
+            false,
+            m,
+            bits,
+        )
+    };
+    assert_eq!(addr32::form(&load(ebx, 32)), BASE);
+    assert_eq!(addr32::form(&load(esi8, 32)), INDEX);
+    assert_eq!(addr32::form(&load(abs32, 32)), DISP);
+    assert_eq!(addr32::form(&load(ebx, 16)), BASE);
+    assert_eq!(addr32::form(&load(bx, 32)), GENERIC);
+    assert_eq!(addr32::form(&load(abs16, 16)), GENERIC);
+    // 64-bit code keeps its own forms (`flat64_form`), even with a 32-bit
+    // address size.
+    assert_eq!(addr32::form(&load(ebx, 64)), GENERIC);
+    // No memory operand: no form.
+    let rr = Instruction::with2(Code::Mov_r32_rm32, Register::EAX, Register::ECX).unwrap();
+    assert_eq!(addr32::form(&rr), GENERIC);
+}
