@@ -230,10 +230,10 @@ impl Cpu {
             };
             prev = None;
             self.end_block = false;
-            if let Some(p) = self.profile.as_mut() {
-                p.sample(lin);
-            }
             let block = blocks.block(index);
+            if let Some(p) = self.profile.as_mut() {
+                p.sample(lin, block.insns.len());
+            }
             // Per-instruction debug checks (breakpoints, single-step, TF) and
             // the interrupt shadow only matter in a few blocks: decide once.
             // So does answering an exit: the instruction that takes the

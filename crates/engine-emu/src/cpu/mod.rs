@@ -6,6 +6,7 @@
 //! - `flags.rs`: RFLAGS and the arithmetic flag helpers;
 //! - `access.rs`: memory access (segmentation, TLB, MMIO/PIO exits);
 //! - `seg_cache.rs`: which segments are flat, decided once per segment change;
+//! - `addr32.rs`: 32-bit memory operand forms chosen at decode time;
 //! - `operand.rs`: reading and writing iced-x86 operands;
 //! - `exec.rs` + `block_cache.rs`: decode once per guest-physical block, run;
 //! - `integer/`: the general-purpose instruction set;
@@ -20,6 +21,7 @@
 //! commits registers, flags and `next_rip`.
 
 pub mod access;
+pub mod addr32;
 pub mod block_cache;
 pub mod cpuid;
 pub mod exec;

@@ -67,8 +67,9 @@ fn binop_flags<const OP: u8>(cpu: &mut Cpu, a: u64, b: u64, carry: bool, r: u64,
 
 /// `binop` specialized at decode time for an 8/16-bit register destination
 /// (`SIZE` bytes; AH..BH and partial writes through `reg_read`/`reg_write`)
-/// and a source that is a register (`SRC` 0), an immediate (1) or memory (2).
-pub fn binop_small_r<const OP: u8, const SIZE: u32, const SRC: u8>(
+/// and a source that is a register (`SRC` 0), an immediate (1) or memory (2)
+/// with the operand form `FORM` (`addr32`).
+pub fn binop_small_r<const OP: u8, const SIZE: u32, const SRC: u8, const FORM: u8>(
     cpu: &mut Cpu,
     ins: &Instruction,
 ) -> Res {
@@ -76,10 +77,7 @@ pub fn binop_small_r<const OP: u8, const SIZE: u32, const SRC: u8>(
     let b = match SRC {
         0 => cpu.reg_read(ins.op1_register()),
         1 => ins.immediate(1),
-        _ => {
-            let off = cpu.ea(ins);
-            cpu.read_mem(cpu.mem_seg(ins), off, SIZE)?
-        }
+        _ => cpu.mem_read::<FORM>(ins, SIZE)?,
     } & m;
     let dst = ins.op0_register();
     let a = cpu.reg_read(dst) & m;
@@ -124,12 +122,15 @@ pub fn binop_ri<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction)
     Ok(())
 }
 
-/// `binop` specialized for a 32/64-bit GPR destination and a memory source.
-pub fn binop_rm<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+/// `binop` specialized for a 32/64-bit GPR destination and a memory source
+/// of operand form `FORM` (`addr32`).
+pub fn binop_rm<const OP: u8, const SIZE: u32, const FORM: u8>(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+) -> Res {
     let m = mask(SIZE * 8);
     let d = super::gpr_index::<SIZE>(ins.op0_register());
-    let off = cpu.ea(ins);
-    let b = cpu.read_mem(cpu.mem_seg(ins), off, SIZE)? & m;
+    let b = cpu.mem_read::<FORM>(ins, SIZE)? & m;
     let a = cpu.gpr[d] & m;
     let carry = cpu.flags.cf();
     let r = compute::<OP>(a, b, carry) & m;
@@ -141,8 +142,10 @@ pub fn binop_rm<const OP: u8, const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction)
 }
 
 /// `binop` specialized for a 32/64-bit memory destination (no LOCK) and a
-/// GPR source (`IMM` false) or an immediate (`IMM` true).
-pub fn binop_m<const OP: u8, const SIZE: u32, const IMM: bool>(
+/// GPR source (`IMM` false) or an immediate (`IMM` true); 8/16-bit memory
+/// destinations with an immediate only. The operand form is `FORM`
+/// (`addr32`).
+pub fn binop_m<const OP: u8, const SIZE: u32, const IMM: bool, const FORM: u8>(
     cpu: &mut Cpu,
     ins: &Instruction,
 ) -> Res {
@@ -153,8 +156,7 @@ pub fn binop_m<const OP: u8, const SIZE: u32, const IMM: bool>(
         cpu.gpr[super::gpr_index::<SIZE>(ins.op1_register())]
     } & m;
     let write = !matches!(OP, CMP | TEST);
-    let off = cpu.ea(ins);
-    let lin = cpu.seg_lin(cpu.mem_seg(ins), off, SIZE, write)?;
+    let lin = cpu.mem_lin::<FORM>(ins, SIZE, write)?;
     let a = cpu.read_lin(lin, SIZE, false)? & m;
     let carry = cpu.flags.cf();
     let r = compute::<OP>(a, b, carry) & m;

@@ -45,13 +45,30 @@ pub fn mov_ri<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     Ok(())
 }
 
-/// MOV GPR <- memory.
-pub fn mov_rm<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+/// MOV GPR <- memory, the memory operand of form `FORM` (`addr32`).
+pub fn mov_rm<const SIZE: u32, const FORM: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let d = super::gpr_index::<SIZE>(ins.op0_register());
-    let off = cpu.ea(ins);
-    let v = cpu.read_mem(cpu.mem_seg(ins), off, SIZE)?;
+    let v = cpu.mem_read::<FORM>(ins, SIZE)?;
     cpu.gpr[d] = v & mask(SIZE * 8);
     Ok(())
+}
+
+/// MOV 8/16-bit register <- memory (form `FORM`).
+pub fn mov_rm_small<const SIZE: u32, const FORM: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = cpu.mem_read::<FORM>(ins, SIZE)?;
+    cpu.reg_write(ins.op0_register(), v);
+    Ok(())
+}
+
+/// MOV memory <- 8/16-bit register (form `FORM`).
+pub fn mov_mr_small<const SIZE: u32, const FORM: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    let v = cpu.reg_read(ins.op1_register()) & mask(SIZE * 8);
+    cpu.mem_write::<FORM>(ins, SIZE, v)
+}
+
+/// MOV memory <- immediate of `SIZE` (1, 2, 4) bytes (form `FORM`).
+pub fn mov_mi<const SIZE: u32, const FORM: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    cpu.mem_write::<FORM>(ins, SIZE, ins.immediate(1) & mask(SIZE * 8))
 }
 
 /// The linear address of a memory operand of 64-bit code whose base is a
@@ -91,11 +108,10 @@ pub fn mov_mr_flat<const SIZE: u32, const INDEX: bool>(cpu: &mut Cpu, ins: &Inst
     cpu.write_lin(lin, SIZE, v, false)
 }
 
-/// MOV memory <- GPR.
-pub fn mov_mr<const SIZE: u32>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+/// MOV memory <- GPR, the memory operand of form `FORM` (`addr32`).
+pub fn mov_mr<const SIZE: u32, const FORM: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
     let s = super::gpr_index::<SIZE>(ins.op1_register());
-    let off = cpu.ea(ins);
-    cpu.write_mem(cpu.mem_seg(ins), off, SIZE, cpu.gpr[s] & mask(SIZE * 8))
+    cpu.mem_write::<FORM>(ins, SIZE, cpu.gpr[s] & mask(SIZE * 8))
 }
 
 /// MOV Sreg, r/m16.
@@ -131,18 +147,28 @@ pub fn movsx(cpu: &mut Cpu, ins: &Instruction) -> Res {
 
 /// MOVZX/MOVSX/MOVSXD specialized at decode time: a `SRC`-byte register or
 /// memory source into a `DST`-byte (4 or 8) GPR.
-pub fn extend<const DST: u32, const SRC: u32, const SIGN: bool>(
+/// A memory source has the operand form `FORM` (`addr32`).
+pub fn extend<const DST: u32, const SRC: u32, const SIGN: bool, const FORM: u8>(
     cpu: &mut Cpu,
     ins: &Instruction,
 ) -> Res {
     let v = if ins.op1_kind() == OpKind::Memory {
-        let off = cpu.ea(ins);
-        cpu.read_mem(cpu.mem_seg(ins), off, SRC)?
+        cpu.mem_read::<FORM>(ins, SRC)?
     } else {
         cpu.reg_read(ins.op1_register())
     } & mask(SRC * 8);
     let v = if SIGN { sext(v, SRC * 8) } else { v };
     cpu.gpr[super::gpr_index::<DST>(ins.op0_register())] = v & mask(DST * 8);
+    Ok(())
+}
+
+/// LEA into a 32-bit GPR of a 32-bit address of form `FORM` (not
+/// `GENERIC`; `addr32`).
+pub fn lea32<const FORM: u8>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+    if FORM == crate::cpu::addr32::GENERIC {
+        return lea(cpu, ins);
+    }
+    cpu.gpr[super::gpr_index::<4>(ins.op0_register())] = cpu.off32::<FORM>(ins);
     Ok(())
 }
 
@@ -169,12 +195,15 @@ pub fn cmov(cpu: &mut Cpu, ins: &Instruction) -> Res {
 
 /// CMOVcc specialized for a 32/64-bit GPR destination and a GPR source of
 /// the same size (or memory, which is read whatever the condition). A
-/// 32-bit destination is zero-extended even when nothing moves.
-pub fn cmov_r<const SIZE: u32, const MEM: bool>(cpu: &mut Cpu, ins: &Instruction) -> Res {
+/// 32-bit destination is zero-extended even when nothing moves. A memory
+/// source has the operand form `FORM` (`addr32`).
+pub fn cmov_r<const SIZE: u32, const MEM: bool, const FORM: u8>(
+    cpu: &mut Cpu,
+    ins: &Instruction,
+) -> Res {
     let d = super::gpr_index::<SIZE>(ins.op0_register());
     let v = if MEM {
-        let off = cpu.ea(ins);
-        cpu.read_mem(cpu.mem_seg(ins), off, SIZE)?
+        cpu.mem_read::<FORM>(ins, SIZE)?
     } else {
         cpu.gpr[super::gpr_index::<SIZE>(ins.op1_register())]
     };

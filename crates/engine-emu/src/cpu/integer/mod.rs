@@ -26,10 +26,13 @@ mod stack;
 mod string;
 
 #[cfg(test)]
+mod addr32_tests;
+#[cfg(test)]
 pub(crate) mod test_support;
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
+use super::addr32::{by_form, GENERIC};
 use super::exec::Handler;
 use super::{Cpu, Res, Seg};
 
@@ -118,7 +121,16 @@ pub fn handler(ins: &Instruction) -> Option<Handler> {
         }
         M::Movzx => extend_handler::<false>(ins),
         M::Movsx | M::Movsxd => extend_handler::<true>(ins),
-        M::Lea => data_move::lea,
+        M::Lea => {
+            if gpr_size(ins.op0_register()) == 4 && ins.op1_kind() == OpKind::Memory {
+                match super::addr32::form(ins) {
+                    GENERIC => data_move::lea,
+                    _ => by_form!(ins, data_move::lea32[]),
+                }
+            } else {
+                data_move::lea
+            }
+        }
         M::Cmovo
         | M::Cmovno
         | M::Cmovb
@@ -335,10 +347,10 @@ fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
                 return alu::binop_ri::<OP, 4>
             }
             8 if plain_memory(ins, 1) && ins.memory_size().size() == 8 => {
-                return alu::binop_rm::<OP, 8>
+                return alu::binop_rm::<OP, 8, GENERIC>
             }
             4 if plain_memory(ins, 1) && ins.memory_size().size() == 4 => {
-                return alu::binop_rm::<OP, 4>
+                return by_form!(ins, alu::binop_rm[OP, 4])
             }
             _ => {}
         }
@@ -350,12 +362,12 @@ fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
             _ => None,
         };
         match (small, src) {
-            (1, Some(0)) => return alu::binop_small_r::<OP, 1, 0>,
-            (1, Some(1)) => return alu::binop_small_r::<OP, 1, 1>,
-            (1, Some(2)) => return alu::binop_small_r::<OP, 1, 2>,
-            (2, Some(0)) => return alu::binop_small_r::<OP, 2, 0>,
-            (2, Some(1)) => return alu::binop_small_r::<OP, 2, 1>,
-            (2, Some(2)) => return alu::binop_small_r::<OP, 2, 2>,
+            (1, Some(0)) => return alu::binop_small_r::<OP, 1, 0, GENERIC>,
+            (1, Some(1)) => return alu::binop_small_r::<OP, 1, 1, GENERIC>,
+            (1, Some(2)) => return by_form!(ins, alu::binop_small_r[OP, 1, 2]),
+            (2, Some(0)) => return alu::binop_small_r::<OP, 2, 0, GENERIC>,
+            (2, Some(1)) => return alu::binop_small_r::<OP, 2, 1, GENERIC>,
+            (2, Some(2)) => return by_form!(ins, alu::binop_small_r[OP, 2, 2]),
             _ => {}
         }
     }
@@ -368,18 +380,18 @@ fn alu_handler<const OP: u8>(ins: &Instruction) -> Handler {
             0
         };
         match size {
-            8 if r1 == 8 => return alu::binop_m::<OP, 8, false>,
-            4 if r1 == 4 => return alu::binop_m::<OP, 4, false>,
+            8 if r1 == 8 => return alu::binop_m::<OP, 8, false, GENERIC>,
+            4 if r1 == 4 => return by_form!(ins, alu::binop_m[OP, 4, false]),
             8 if matches!(k1, OpKind::Immediate8to64 | OpKind::Immediate32to64) => {
-                return alu::binop_m::<OP, 8, true>
+                return alu::binop_m::<OP, 8, true, GENERIC>
             }
             4 if matches!(k1, OpKind::Immediate8to32 | OpKind::Immediate32) => {
-                return alu::binop_m::<OP, 4, true>
+                return by_form!(ins, alu::binop_m[OP, 4, true])
             }
             2 if matches!(k1, OpKind::Immediate8to16 | OpKind::Immediate16) => {
-                return alu::binop_m::<OP, 2, true>
+                return by_form!(ins, alu::binop_m[OP, 2, true])
             }
-            1 if k1 == OpKind::Immediate8 => return alu::binop_m::<OP, 1, true>,
+            1 if k1 == OpKind::Immediate8 => return by_form!(ins, alu::binop_m[OP, 1, true]),
             _ => {}
         }
     }
@@ -395,12 +407,12 @@ fn extend_handler<const SIGN: bool>(ins: &Instruction) -> Handler {
         _ => 0,
     };
     match (dst, src) {
-        (8, 1) => data_move::extend::<8, 1, SIGN>,
-        (8, 2) => data_move::extend::<8, 2, SIGN>,
-        (8, 4) => data_move::extend::<8, 4, SIGN>,
-        (4, 1) => data_move::extend::<4, 1, SIGN>,
-        (4, 2) => data_move::extend::<4, 2, SIGN>,
-        (4, 4) => data_move::extend::<4, 4, SIGN>,
+        (8, 1) => data_move::extend::<8, 1, SIGN, GENERIC>,
+        (8, 2) => data_move::extend::<8, 2, SIGN, GENERIC>,
+        (8, 4) => data_move::extend::<8, 4, SIGN, GENERIC>,
+        (4, 1) => by_form!(ins, data_move::extend[4, 1, SIGN]),
+        (4, 2) => by_form!(ins, data_move::extend[4, 2, SIGN]),
+        (4, 4) => data_move::extend::<4, 4, SIGN, GENERIC>,
         _ if SIGN => data_move::movsx,
         _ => data_move::movzx,
     }
@@ -410,10 +422,14 @@ fn extend_handler<const SIGN: bool>(ins: &Instruction) -> Handler {
 fn cmov_handler(ins: &Instruction) -> Handler {
     let size = gpr_size(ins.op0_register());
     match (size, ins.op1_kind()) {
-        (8, OpKind::Register) if gpr_size(ins.op1_register()) == 8 => data_move::cmov_r::<8, false>,
-        (4, OpKind::Register) if gpr_size(ins.op1_register()) == 4 => data_move::cmov_r::<4, false>,
-        (8, OpKind::Memory) => data_move::cmov_r::<8, true>,
-        (4, OpKind::Memory) => data_move::cmov_r::<4, true>,
+        (8, OpKind::Register) if gpr_size(ins.op1_register()) == 8 => {
+            data_move::cmov_r::<8, false, GENERIC>
+        }
+        (4, OpKind::Register) if gpr_size(ins.op1_register()) == 4 => {
+            data_move::cmov_r::<4, false, GENERIC>
+        }
+        (8, OpKind::Memory) => data_move::cmov_r::<8, true, GENERIC>,
+        (4, OpKind::Memory) => by_form!(ins, data_move::cmov_r[4, true]),
         _ => data_move::cmov,
     }
 }
@@ -465,17 +481,26 @@ fn mov_handler(ins: &Instruction) -> Handler {
                 return match flat64_form(ins) {
                     Some(false) => data_move::mov_rm_flat::<8, false>,
                     Some(true) => data_move::mov_rm_flat::<8, true>,
-                    None => data_move::mov_rm::<8>,
+                    None => data_move::mov_rm::<8, GENERIC>,
                 };
             }
             4 if plain_memory(ins, 1) && ins.memory_size().size() == 4 => {
                 return match flat64_form(ins) {
                     Some(false) => data_move::mov_rm_flat::<4, false>,
                     Some(true) => data_move::mov_rm_flat::<4, true>,
-                    None => data_move::mov_rm::<4>,
+                    None => by_form!(ins, data_move::mov_rm[4]),
                 };
             }
             _ => {}
+        }
+        // 8/16-bit registers from memory.
+        let small = ins.op0_register().size();
+        if plain_memory(ins, 1) && ins.memory_size().size() == small {
+            match small {
+                1 => return by_form!(ins, data_move::mov_rm_small[1]),
+                2 => return by_form!(ins, data_move::mov_rm_small[2]),
+                _ => {}
+            }
         }
     } else if plain_memory(ins, 0) && k1 == OpKind::Register {
         match (
@@ -487,8 +512,24 @@ fn mov_handler(ins: &Instruction) -> Handler {
             (8, 8, Some(true)) => return data_move::mov_mr_flat::<8, true>,
             (4, 4, Some(false)) => return data_move::mov_mr_flat::<4, false>,
             (4, 4, Some(true)) => return data_move::mov_mr_flat::<4, true>,
-            (8, 8, None) => return data_move::mov_mr::<8>,
-            (4, 4, None) => return data_move::mov_mr::<4>,
+            (8, 8, None) => return data_move::mov_mr::<8, GENERIC>,
+            (4, 4, None) => return by_form!(ins, data_move::mov_mr[4]),
+            _ => {}
+        }
+        let small = ins.op1_register().size();
+        if ins.op1_register().is_gpr() && ins.memory_size().size() == small {
+            match small {
+                1 => return by_form!(ins, data_move::mov_mr_small[1]),
+                2 => return by_form!(ins, data_move::mov_mr_small[2]),
+                _ => {}
+            }
+        }
+    } else if plain_memory(ins, 0) {
+        // Memory <- immediate.
+        match (k1, ins.memory_size().size()) {
+            (OpKind::Immediate8, 1) => return by_form!(ins, data_move::mov_mi[1]),
+            (OpKind::Immediate16, 2) => return by_form!(ins, data_move::mov_mi[2]),
+            (OpKind::Immediate32, 4) => return by_form!(ins, data_move::mov_mi[4]),
             _ => {}
         }
     }
