@@ -43,7 +43,8 @@ class Engine:
         self.name, self.binary, self.guest, self.memory = name, binary, guest, memory
         self.work = work
         self.cmd = (
-            f"yes kite-migration-benchmark-fill | head -c {fill_mib * 1048576} > /tmp/fill; "
+            "yes kite-migration-benchmark-fill | head -c 1048576 > /tmp/mib; "
+            f"i=0; while [ $i -lt {fill_mib} ]; do cat /tmp/mib; i=$((i+1)); done > /tmp/fill; "
             "echo fill-$((40+2)); i=0; while :; do i=$((i+1)); done"
         )
 
