@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../fuzz"
 if [ $# -eq 0 ]; then
   set -- $(cargo +nightly fuzz list)
 fi
-nice -n 19 cargo +nightly fuzz build -a "$@" >/dev/null
+nice -n 19 cargo +nightly fuzz build -a >/dev/null
 mkdir -p logs
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 failed=0
