@@ -112,3 +112,20 @@ put("virtio_net", "tx", desc(0, 0x2000, 60, 0, 0) + bytes([3, 0, 0, 4, 1]))
 put("virtio_net", "rx", bytes([7]) + struct.pack("<H", 60) + bytes(60) + desc(0, 0x2000, 1526, 2, 0) + bytes([3, 0, 0, 4, 0]))
 put("virtio_input", "event", bytes([7, 0]) + struct.pack("<IIHHBI", 10, 10, 640, 480, 1, 0) + desc(0, 0x2000, 8, 2, 0) + bytes([3, 0, 0, 4, 0]))
 put("virtio_chain", "three", bytes([3]) + struct.pack("<BHBHHH", 2, 0x1000, 1, 16, 1, 1) + struct.pack("<BHBHHH", 2, 0x2000, 1, 512, 3, 2) + struct.pack("<BHBHHH", 2, 0x3000, 1, 1, 2, 0) + bytes([0, 0, 0]))
+
+# net_user: frames (op, u16 length, bytes); op bit 0 fixes the IP checksum,
+# bit 2 polls the stack.
+def frame(op, b):
+    return bytes([op]) + struct.pack("<H", len(b)) + b
+guest_mac = bytes([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+bcast = b"\xff" * 6
+arp = bcast + guest_mac + b"\x08\x06" + struct.pack(">HHBBH", 1, 0x0800, 6, 4, 1) + guest_mac + bytes([10, 0, 2, 15]) + bytes(6) + bytes([10, 0, 2, 2])
+def ipv4(proto, src, dst, payload):
+    return struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, proto, 0, bytes(src), bytes(dst)) + payload
+bootp = bytes([1, 1, 6, 0]) + b"\x12\x34\x56\x78" + bytes(20) + guest_mac + bytes(10) + bytes(192) + b"\x63\x82\x53\x63" + bytes([53, 1, 1, 255])
+udp = struct.pack(">HHHH", 68, 67, 8 + len(bootp), 0) + bootp
+dhcp_frame = bcast + guest_mac + b"\x08\x00" + ipv4(17, [0, 0, 0, 0], [255, 255, 255, 255], udp)
+icmp = struct.pack(">BBHHH", 8, 0, 0xf7fd, 1, 1)
+ping = b"\x52\x55\x0a\x00\x02\x02" + guest_mac + b"\x08\x00" + ipv4(1, [10, 0, 2, 15], [10, 0, 2, 2], icmp)
+put("net_user", "arp_dhcp_ping", frame(4, arp) + frame(5, dhcp_frame) + frame(5, ping))
+put("net_user", "dhcp_parser", frame(2, bootp))

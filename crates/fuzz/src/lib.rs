@@ -19,6 +19,7 @@ pub mod input;
 pub mod irq;
 pub mod legacy;
 pub mod loader;
+pub mod net_user;
 pub mod pci;
 pub mod qmp;
 pub mod storage;
@@ -32,6 +33,7 @@ pub use firmware::fw_cfg;
 pub use irq::{ioapic, lapic, pic, pit};
 pub use legacy::{i8042, rtc_cmos, serial};
 pub use loader::{loader_bzimage, loader_elf, loader_initrd, loader_multiboot};
+pub use net_user::net_user;
 pub use pci::{pci_bus, virtio_pci};
 pub use qmp::qmp;
 pub use storage::ide;
@@ -65,6 +67,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("virtio_input", virtio_input),
     ("virtio_rng", virtio_rng),
     ("virtio_pci", virtio_pci),
+    ("net_user", net_user),
     ("pci_bus", pci_bus),
     ("ide", ide),
     ("fw_cfg", fw_cfg),
