@@ -89,8 +89,11 @@ impl Rig {
             added <= offered,
             "the device used {added} chains, {offered} were available"
         );
-        for k in 0..added.min(QUEUE_SIZE) {
-            let slot = u64::from(before.wrapping_add(k) % QUEUE_SIZE);
+        // Only the last element is the device's for sure: a later chain's
+        // buffer may lie over the used ring (the guest's choice) and the
+        // device then writes data over the earlier elements.
+        if added > 0 {
+            let slot = u64::from(before.wrapping_add(added - 1) % QUEUE_SIZE);
             let len: u32 = self
                 .mem
                 .read_obj(GuestAddress(USED + 4 + 8 * slot + 4))
