@@ -12,6 +12,7 @@ pub mod display;
 pub mod firmware;
 pub mod legacy;
 pub mod pci;
+pub mod ratelimit;
 pub mod rtc_cmos;
 pub mod state;
 pub mod storage;

@@ -22,4 +22,7 @@ pub use address::{Endpoint, ListenAddress};
 pub use backend::{BlockInfo, CpuInfo, MigrationStats, QmpBackend, RunState, VersionInfo};
 pub use error::{ErrorClass, QmpError, ServerError};
 pub use event::{QmpEvent, ShutdownReason};
+// The connection's parts, for the fuzz harness (kite-fuzz) to drive without a socket.
+pub use commands::{Reply, Session};
+pub use framing::{Frame, Framer};
 pub use server::{greeting, QmpServer, MAX_CLIENTS, MAX_MESSAGE};

@@ -121,7 +121,9 @@ impl AcpiPmRegisters {
                 log::info!("guest entered ACPI S5: powering off");
                 self.sink.power_event(PowerEvent::PowerOff);
             } else {
-                log::warn!("guest asked for sleep type {sleep_type}, which Kite does not offer");
+                crate::guest_warn!(
+                    "guest asked for sleep type {sleep_type}, which Kite does not offer"
+                );
             }
         }
     }

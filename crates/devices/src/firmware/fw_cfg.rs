@@ -230,7 +230,7 @@ impl FwCfg {
         };
         let mut desc = [0u8; 16];
         if mem.read_slice(&mut desc, GuestAddress(addr)).is_err() {
-            log::warn!("fw_cfg: DMA descriptor at {addr:#x} is outside guest memory");
+            crate::guest_warn!("fw_cfg: DMA descriptor at {addr:#x} is outside guest memory");
             return;
         }
         let control = u32::from_be_bytes([desc[0], desc[1], desc[2], desc[3]]);

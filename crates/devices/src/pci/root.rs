@@ -168,7 +168,7 @@ impl PciRoot {
                 Ok(()) => {
                     mapped.insert((addr, index), n);
                 }
-                Err(e) => log::warn!(
+                Err(e) => crate::guest_warn!(
                     "pci {addr}: BAR {index} at {:#x} not mapped: {e}",
                     n.address
                 ),

@@ -100,7 +100,7 @@ impl BlockDevice {
         // Driver-readable data starts after the header.
         let data_out = HEADER_LEN;
         let ioerr = |what: &str, e: std::io::Error| {
-            log::warn!("virtio-blk: {what} failed on the host: {e}");
+            crate::guest_warn!("virtio-blk: {what} failed on the host: {e}");
             VIRTIO_BLK_S_IOERR
         };
         match req_type {

@@ -280,7 +280,7 @@ impl VirtioPciDevice {
     /// Mark the device broken and tell the driver (config change interrupt).
     fn needs_reset(&mut self, e: &VirtioError) {
         if !self.broken {
-            log::warn!(
+            crate::guest_warn!(
                 "virtio {} device: {e}; it needs a reset",
                 self.device.device_type()
             );

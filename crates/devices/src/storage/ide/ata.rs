@@ -173,7 +173,7 @@ impl IdeChannel {
             None => return,
         };
         if let Err(e) = result {
-            log::warn!("ide: reading sector {lba} failed on the host: {e}");
+            crate::guest_warn!("ide: reading sector {lba} failed on the host: {e}");
             self.abort(ER_UNC);
             return;
         }
@@ -235,7 +235,7 @@ impl IdeChannel {
             None => return,
         };
         if let Err(e) = result {
-            log::warn!("ide: writing sector {lba} failed on the host: {e}");
+            crate::guest_warn!("ide: writing sector {lba} failed on the host: {e}");
             self.abort(ER_ABRT);
             return;
         }
@@ -297,7 +297,7 @@ impl IdeChannel {
         match result {
             Ok(()) => self.complete(),
             Err(e) => {
-                log::warn!("ide: flushing the disk failed on the host: {e}");
+                crate::guest_warn!("ide: flushing the disk failed on the host: {e}");
                 self.abort(ER_ABRT);
             }
         }

@@ -276,7 +276,7 @@ impl IdeChannel {
         let chunk = match data.take(d.image.as_ref(), n) {
             Ok(c) => c,
             Err(e) => {
-                log::warn!("ide: reading the CD image failed: {e}");
+                crate::guest_warn!("ide: reading the CD image failed: {e}");
                 self.atapi_check(SENSE_NOT_READY, ASC_MEDIUM_NOT_PRESENT);
                 return;
             }

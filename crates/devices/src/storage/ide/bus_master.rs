@@ -241,7 +241,7 @@ impl IdeChannel {
             }
             Err(MoveError::Guest) => self.dma_failed(atapi),
             Err(MoveError::Host(e)) => {
-                log::warn!("ide: DMA from/to the image failed on the host: {e}");
+                crate::guest_warn!("ide: DMA from/to the image failed on the host: {e}");
                 self.bm.status &= !ST_ACTIVE;
                 if atapi {
                     self.atapi_check(SENSE_NOT_READY, 0x3a);

@@ -1,0 +1,4 @@
+//! libFuzzer entry for `kite_fuzz::loader_bzimage` (the harness and its invariants live there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kite_fuzz::loader_bzimage(data));
