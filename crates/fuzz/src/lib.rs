@@ -22,6 +22,7 @@ pub mod loader;
 pub mod net_user;
 pub mod pci;
 pub mod qmp;
+pub mod snapshot;
 pub mod storage;
 pub mod support;
 pub mod virtio;
@@ -36,6 +37,7 @@ pub use loader::{loader_bzimage, loader_elf, loader_initrd, loader_multiboot};
 pub use net_user::net_user;
 pub use pci::{pci_bus, virtio_pci};
 pub use qmp::qmp;
+pub use snapshot::snapshot;
 pub use storage::ide;
 pub use virtio::{virtio_blk, virtio_chain, virtio_input, virtio_net, virtio_rng};
 pub use vnc::vnc;
@@ -60,6 +62,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("loader_multiboot", loader_multiboot),
     ("loader_initrd", loader_initrd),
     ("qmp", qmp),
+    ("snapshot", snapshot),
     ("vnc", vnc),
     ("virtio_chain", virtio_chain),
     ("virtio_blk", virtio_blk),

@@ -14,6 +14,7 @@ fn main() -> std::io::Result<()> {
         ("triple_fault.elf", kite_testkernels::triple_fault()),
         ("i8042_reset.elf", kite_testkernels::i8042_reset()),
         ("echo.elf", kite_testkernels::echo(0x05)),
+        ("counter.elf", kite_testkernels::counter()),
     ];
     for (name, bytes) in kernels {
         std::fs::write(dir.join(name), bytes)?;
