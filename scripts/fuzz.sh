@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs the libFuzzer targets of fuzz/ (see docs/FUZZING.md) for SECONDS each,
-# one after another, under nice -n 19; every target by default.
+# one after another, under nice -n 19 (FUZZ_NICE=N to change); every target
+# by default.
 #   scripts/fuzz.sh SECONDS [TARGET...]
 # Needs the nightly toolchain and cargo-fuzz (cargo install cargo-fuzz).
 # Corpora grow in fuzz/corpus/<target>/, crashes land in fuzz/artifacts/<target>/,
@@ -14,11 +15,12 @@ if [ $# -lt 1 ]; then
 fi
 secs=$1
 shift
+nice="${FUZZ_NICE:-19}"
 cd "$(dirname "$0")/../fuzz"
 if [ $# -eq 0 ]; then
   set -- $(cargo +nightly fuzz list)
 fi
-nice -n 19 cargo +nightly fuzz build -a >/dev/null
+nice -n "$nice" cargo +nightly fuzz build -a >/dev/null
 mkdir -p logs
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 failed=0
@@ -26,6 +28,7 @@ for t in "$@"; do
   mkdir -p "corpus/$t"
   case "$t" in
     emu_exec|loader_*) max_len=16384 ;;
+    snapshot) max_len=65536 ;;
     *) max_len=4096 ;;
   esac
   log="logs/$t.log"
@@ -33,7 +36,7 @@ for t in "$@"; do
   # -malloc_limit_mb: one allocation larger than this is a bug (a guest- or
   # client-sized buffer); -rss_limit_mb bounds the whole process.
   if ! /usr/bin/time -f 'cpu_seconds %U %S' -o "logs/$t.time" \
-      nice -n 19 cargo +nightly fuzz run -a "$t" "corpus/$t" -- \
+      nice -n "$nice" cargo +nightly fuzz run -a "$t" "corpus/$t" -- \
       -max_total_time="$secs" -max_len="$max_len" -timeout=20 \
       -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 \
       >"$log" 2>&1; then

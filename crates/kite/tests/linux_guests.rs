@@ -55,11 +55,14 @@ fn boot(flavour: &str, machine: &str) {
         r.stderr
     );
     let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    // The commands' output, without the kernel's own messages, which reach
+    // the same console whenever a driver prints (psmouse probes late).
     let after = |marker: &str| -> Vec<&str> {
         lines
             .iter()
             .skip_while(|l| !l.starts_with(marker))
             .skip(1)
+            .filter(|l| !is_kernel_message(l))
             .copied()
             .collect()
     };
@@ -107,4 +110,14 @@ fn debian_686_boots_to_a_shell_and_powers_off() {
 #[test]
 fn debian_686_pae_boots_to_a_shell_and_powers_off() {
     boot("686-pae", "i686");
+}
+
+/// A printk line on the console: `[    1.234567] ...`.
+fn is_kernel_message(line: &str) -> bool {
+    line.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .is_some_and(|(t, _)| {
+            let t = t.trim();
+            !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
 }
