@@ -44,6 +44,13 @@ pub trait Snapshot: Send {
     }
     fn save_state(&self, w: &mut StateWriter);
     fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError>;
+    /// Live migration hands the machine to another process: `false` lets go
+    /// of what that process needs to run this device (a disk image's lock,
+    /// once its data is on stable storage), `true` takes it back. Nothing to
+    /// do by default.
+    fn set_images_active(&mut self, _active: bool) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Builds a device's state, little endian.
@@ -225,6 +232,26 @@ pub fn restore_from_reader(
     let mut r = StateReader::new(data);
     dev.restore_state(&mut r)?;
     r.finish()
+}
+
+/// `Snapshot::set_images_active` on each named device in turn. Taking
+/// them back is all or nothing: when one refuses, those already taken back
+/// are let go again. The error names the device that refused.
+pub fn set_images_active_all<T: Snapshot + ?Sized>(
+    devices: &[(String, &std::sync::Mutex<T>)],
+    active: bool,
+) -> Result<(), String> {
+    for (i, (name, dev)) in devices.iter().enumerate() {
+        if let Err(e) = crate::bus::lock(dev).set_images_active(active) {
+            if active {
+                for (_, done) in &devices[..i] {
+                    let _ = crate::bus::lock(done).set_images_active(false);
+                }
+            }
+            return Err(format!("{name}: {e}"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -119,6 +119,7 @@ impl QmpBackend for Backend {
             RunStatus::Paused => RunState::Paused,
             RunStatus::Incoming => RunState::InMigrate,
             RunStatus::Shutdown => RunState::Shutdown,
+            RunStatus::PostMigrate => RunState::PostMigrate,
         }
     }
 

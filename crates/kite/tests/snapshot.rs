@@ -320,7 +320,11 @@ fn a_running_guest_moves_to_another_kite_over_tcp() {
     let mut src = Vm::start("snap-tcp-src", &strs(&args));
     let out = src.drive("handover", Some(&uri));
     let after = value(&out, "AFTER");
-    assert_eq!(src.wait_exit(), Some(0), "the source ends once handed over");
+    assert_eq!(
+        src.wait_exit(),
+        Some(0),
+        "the source quits when told, after the handover"
+    );
     // The destination counts on from the source's count.
     let start = Instant::now();
     loop {
@@ -410,7 +414,11 @@ fn a_guest_dirtying_memory_moves_live_and_no_page_is_stale() {
     let mut src = Vm::start("snap-load-src", &strs(&args));
     let out = src.drive("handover", Some(&uri));
     let after = value(&out, "AFTER");
-    assert_eq!(src.wait_exit(), Some(0), "the source ends once handed over");
+    assert_eq!(
+        src.wait_exit(),
+        Some(0),
+        "the source quits when told, after the handover"
+    );
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&dest.serial).unwrap_or_default();
@@ -525,6 +533,92 @@ fn a_linux_guest_restored_from_a_snapshot_finds_its_disk_writes_and_writes_more(
     let image = std::fs::read(&disk).unwrap();
     assert!(image.starts_with(b"KITE-BEFORE-SNAPSHOT-41\n"));
     assert_eq!(&image[4096..4096 + 22], b"KITE-AFTER-RESTORE-42\n");
+}
+
+/// Debian's kernel on emu, with a virtio disk it writes and an IDE disk,
+/// moves live over TCP to another Kite on this host while it writes: the
+/// source hands the disk images over (their locks) and stays paused
+/// (postmigrate; `cont` and `system_reset` refused while the destination
+/// holds them); the destination takes them, reads back what the source
+/// wrote, writes more and powers off. Nothing written on either side is
+/// lost.
+#[test]
+fn a_linux_guest_writing_its_disks_moves_live_and_the_destination_gets_them() {
+    let guest = common::guest_dir("amd64");
+    assert!(
+        guest.join(".layout-virtio").exists(),
+        "the amd64 guest lacks the virtio modules: run scripts/guests.sh"
+    );
+    let disk = temp_path("live-linux.img");
+    std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();
+    let ide = temp_path("live-linux-ide.img");
+    std::fs::write(&ide, vec![0u8; 1 << 20]).unwrap();
+    // Sector 8 + i gets tick i: the writes go on through the migration.
+    let script = [
+        "echo KITE-BEFORE-MIGRATION-41 | dd of=/dev/vda conv=fsync 2>/dev/null",
+        "echo SNAP-NOW",
+        "i=0; while [ $i -lt 40 ]; do echo tick-$i | dd of=/dev/vda bs=512 seek=$((8 + i)) conv=fsync 2>/dev/null; sleep 0.1; i=$((i + 1)); done",
+        "echo 3 > /proc/sys/vm/drop_caches",
+        "echo read=$(head -c 25 /dev/vda)",
+        "echo KITE-AFTER-MIGRATION-42 | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null",
+        "echo WROTE-AFTER",
+    ]
+    .join("; ");
+    let vmlinuz = guest.join("vmlinuz").display().to_string();
+    let initrd = guest.join("initrd.gz").display().to_string();
+    let cmdline = format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\"");
+    let disk_arg = disk.display().to_string();
+    let ide_arg = format!("{},if=ide", ide.display());
+    let args: Vec<&str> = vec![
+        "--engine",
+        "emu",
+        "--memory",
+        "256M",
+        "--kernel",
+        &vmlinuz,
+        "--initrd",
+        &initrd,
+        "--disk",
+        &disk_arg,
+        "--disk",
+        &ide_arg,
+        "--no-reboot",
+        "--cmdline",
+        &cmdline,
+    ];
+    let uri = format!("tcp:127.0.0.1:{}", free_port());
+    let mut dest_args = args.clone();
+    dest_args.extend(["--incoming", &uri]);
+    let mut dest = Vm::start("live-linux-dest", &dest_args);
+    let mut src = Vm::start("live-linux-src", &args);
+    let dest_sock = dest.sock.display().to_string();
+    let out = src.drive_args("linux-live", &[&uri, &dest_sock]);
+    assert!(out.contains("HANDED-OVER"), "{out}");
+    assert_eq!(src.wait_exit(), Some(0), "the source quits when told");
+
+    let status = dest.wait_exit();
+    let out = std::fs::read_to_string(&dest.serial).unwrap_or_default();
+    assert_eq!(status, Some(0), "{out}\n{}", dest.stderr());
+    assert!(
+        out.contains("read=KITE-BEFORE-MIGRATION-41"),
+        "the destination did not read the source's write back:\n{out}"
+    );
+    assert!(out.contains("WROTE-AFTER"), "{out}");
+    for t in common::KERNEL_TROUBLE {
+        assert!(!out.contains(t), "{t} in the destination's log:\n{out}");
+    }
+    let image = std::fs::read(&disk).unwrap();
+    assert!(image.starts_with(b"KITE-BEFORE-MIGRATION-41\n"));
+    for i in 0..40 {
+        let tick = format!("tick-{i}\n");
+        let at = (8 + i) * 512;
+        assert_eq!(
+            &image[at..at + tick.len()],
+            tick.as_bytes(),
+            "tick {i} is missing from the disk"
+        );
+    }
+    assert_eq!(&image[51200..51200 + 24], b"KITE-AFTER-MIGRATION-42\n");
 }
 
 #[test]

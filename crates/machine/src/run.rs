@@ -265,6 +265,7 @@ pub fn run_session_incoming(
 ) -> Result<Outcome, MachineError> {
     session.set_incoming(true);
     let image = check_incoming(config, incoming)?;
+    wait_for_disks(config, incoming.disk_wait)?;
     let guest = builder::load_guest(config)?;
     let (tx, rx) = channel();
     let console = Console::open(&config.serial, tx.clone())?;
@@ -289,10 +290,29 @@ pub fn run_session_incoming_on(
 ) -> Result<Outcome, MachineError> {
     session.set_incoming(true);
     let image = check_incoming(config, incoming)?;
+    wait_for_disks(config, incoming.disk_wait)?;
     let guest = builder::load_guest(config)?;
     let (tx, rx) = channel();
     let console = Console::open(&config.serial, tx.clone())?;
     restored_session(config, guest, hv, console, (tx, rx), session, &image)
+}
+
+/// Wait up to `wait` for every disk image of `config` to be free of other
+/// processes' locks (a live migration's source hands them over once it has
+/// the destination's verdict); an image still locked then is refused as a
+/// fresh boot would refuse it.
+fn wait_for_disks(config: &MachineConfig, wait: std::time::Duration) -> Result<(), MachineError> {
+    let virtio = config.disks.iter().map(|d| (&d.path, d.readonly));
+    let ide = config
+        .ide
+        .iter()
+        .flatten()
+        .map(|d| (&d.path, d.opens_readonly()));
+    for (path, readonly) in virtio.chain(ide) {
+        kite_devices::storage::DiskImage::wait_until_free(path, readonly, wait)
+            .map_err(|e| MachineError::Config(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Whether `bytes` is a whole, intact snapshot taken with `config` (what a

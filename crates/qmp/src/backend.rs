@@ -9,6 +9,8 @@ pub enum RunState {
     Paused,
     /// Waiting for an incoming migration (`--incoming`).
     InMigrate,
+    /// Paused after a completed migration (the destination runs the guest).
+    PostMigrate,
     Shutdown,
 }
 
@@ -18,6 +20,7 @@ impl RunState {
             RunState::Running => "running",
             RunState::Paused => "paused",
             RunState::InMigrate => "inmigrate",
+            RunState::PostMigrate => "postmigrate",
             RunState::Shutdown => "shutdown",
         }
     }

@@ -65,6 +65,10 @@ impl Snapshot for PciConfigIo {
         }
         Ok(())
     }
+
+    fn set_images_active(&mut self, active: bool) -> Result<(), String> {
+        lock(&self.root).set_images_active(active)
+    }
 }
 
 impl PioDevice for PciConfigIo {

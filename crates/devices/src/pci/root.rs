@@ -240,6 +240,17 @@ impl PciRoot {
         }
     }
 
+    /// `Snapshot::set_images_active` on every function, all or nothing
+    /// when taking them back.
+    pub fn set_images_active(&self, active: bool) -> Result<(), String> {
+        let functions: Vec<_> = self
+            .functions
+            .iter()
+            .map(|(addr, dev)| (format!("PCI {addr}"), &**dev))
+            .collect();
+        crate::state::set_images_active_all(&functions, active)
+    }
+
     /// Restore every function (the same functions at the same addresses as
     /// saved), then map their BARs where the saved configuration puts them.
     pub fn restore_state(&mut self, r: &mut StateReader<'_>) -> Result<(), StateError> {

@@ -163,6 +163,47 @@ impl DiskImage {
         self.file.sync_data()
     }
 
+    /// Hand the image to another process and back (the two ends of a live
+    /// migration, as QEMU inactivates its images). `false`: written data
+    /// goes to stable storage, then the lock is let go, and the caller must
+    /// not write until it is active again. `true`: lock it again (refused
+    /// while another process holds it).
+    pub fn set_active(&self, active: bool) -> Result<(), DiskImageError> {
+        if active {
+            return lock_image(&self.file, &self.path, self.readonly);
+        }
+        let open_err = |source| DiskImageError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        self.flush().map_err(open_err)?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) } != 0 {
+            return Err(open_err(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Wait up to `timeout` until the image at `path` could be locked as
+    /// `open` would lock it (a migration source lets it go, `set_active(false)`,
+    /// once the destination has accepted the stream). Leaves it unlocked.
+    pub fn wait_until_free(
+        path: &Path,
+        readonly: bool,
+        timeout: std::time::Duration,
+    ) -> Result<(), DiskImageError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match DiskImage::open(path, readonly) {
+                Ok(_) => return Ok(()),
+                Err(DiskImageError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// fallocate(2) over a range inside the image.
     pub fn fallocate(&self, mode: i32, offset: u64, len: u64) -> std::io::Result<()> {
         if self.readonly {
@@ -244,6 +285,36 @@ mod tests {
         assert!(ro.write_at(0, &[1]).is_err());
         assert!(ro2.is_readonly());
         drop((ro, ro2));
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn a_released_image_is_free_for_another_process_until_taken_back() {
+        let p = image("handover", 1024);
+        let src = DiskImage::open(&p, false).unwrap();
+        let short = std::time::Duration::from_millis(30);
+        assert!(matches!(
+            DiskImage::wait_until_free(&p, false, short),
+            Err(DiskImageError::Locked { .. })
+        ));
+        src.write_at(0, &[9]).unwrap();
+        src.set_active(false).unwrap();
+        DiskImage::wait_until_free(&p, false, short).unwrap();
+        let dst = DiskImage::open(&p, false).unwrap();
+        let mut b = [0u8; 1];
+        dst.read_at(0, &mut b).unwrap();
+        assert_eq!(b, [9]);
+        assert!(matches!(
+            src.set_active(true),
+            Err(DiskImageError::Locked { .. })
+        ));
+        drop(dst);
+        src.set_active(true).unwrap();
+        assert!(matches!(
+            DiskImage::open(&p, true),
+            Err(DiskImageError::Locked { .. })
+        ));
+        drop(src);
         std::fs::remove_file(p).unwrap();
     }
 }

@@ -236,6 +236,10 @@ impl VirtioDevice for BlockDevice {
         virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK as u16
     }
 
+    fn set_images_active(&mut self, active: bool) -> Result<(), String> {
+        self.image.set_active(active).map_err(|e| e.to_string())
+    }
+
     fn queue_max_sizes(&self) -> &[u16] {
         &[QUEUE_SIZE]
     }

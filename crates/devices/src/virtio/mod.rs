@@ -68,6 +68,11 @@ pub trait VirtioDevice: Send {
     fn restore_state(&mut self, _r: &mut StateReader<'_>) -> Result<(), StateError> {
         Ok(())
     }
+    /// As `Snapshot::set_images_active`: let go of (or take back) the
+    /// device's host resources another process needs.
+    fn set_images_active(&mut self, _active: bool) -> Result<(), String> {
+        Ok(())
+    }
     /// Handle whatever the driver made available on queue `index`; returns
     /// whether anything was added to the used ring.
     fn process_queue(

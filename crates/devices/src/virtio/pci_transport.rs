@@ -718,6 +718,10 @@ impl Snapshot for VirtioPciDevice {
         self.irq.intx.set_level(intx);
         Ok(())
     }
+
+    fn set_images_active(&mut self, active: bool) -> Result<(), String> {
+        self.device.set_images_active(active)
+    }
 }
 
 impl PciDevice for VirtioPciDevice {

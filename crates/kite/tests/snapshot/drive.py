@@ -11,8 +11,12 @@ usage: drive.py SOCKET SERIAL_FILE SCENARIO [ARG]
       the guest runs on afterwards.
   cont: cont (RESUME); the guest counts on; prints "COUNT n", the first
       count it printed.
-  handover URI: migrate to a peer while running: completed, then the
-      source shuts down (SHUTDOWN).
+  handover URI: migrate to a peer while running: completed, the source
+      stays paused as postmigrate; quit (SHUTDOWN).
+  linux-live URI DEST_SOCKET: wait for a line SNAP-NOW in SERIAL_FILE,
+      migrate to URI while the guest runs (and writes its disk): completed,
+      postmigrate; once the destination (its QMP at DEST_SOCKET) runs, cont
+      and system_reset are refused (it holds the disks); quit.
   dropped URI: migrate to a peer that hangs up: MIGRATION failed, the
       guest runs on.
   linux-snapshot URI: wait for a line SNAP-NOW in SERIAL_FILE, stop,
@@ -132,13 +136,51 @@ async def cont(qmp, serial):
 async def handover(qmp, serial, uri):
     await wait_until(lambda: (last_count(serial) or 0) >= 3, "the guest to count")
     print(f"BEFORE {last_count(serial)}", flush=True)
-    # The source ends as soon as the peer has the machine: watch the
-    # events (the socket closes after SHUTDOWN), not query-migrate.
-    await qmp.execute("migrate", {"uri": uri})
-    await next_event(qmp, "MIGRATION", data={"status": "completed"})
+    await migrate_and_wait(qmp, uri)
+    await handed_over(qmp)
+    n = last_count(serial)
+    await asyncio.sleep(0.3)
+    check(last_count(serial) == n, "the source ran on after the handover")
+    print(f"AFTER {n}", flush=True)
+    await quit_source(qmp)
+
+
+async def handed_over(qmp):
+    """The source after a completed migration: paused, as postmigrate."""
+    st = await qmp.execute("query-status")
+    check(st["status"] == "postmigrate" and not st["running"], f"query-status {st}")
+
+
+async def quit_source(qmp):
+    await qmp.execute("quit")
     ev = await next_event(qmp, "SHUTDOWN")
     check(ev["data"]["reason"] == "host-qmp-quit", f"SHUTDOWN {ev}")
-    print(f"AFTER {last_count(serial)}")
+
+
+async def refused(qmp, command, needle):
+    try:
+        await qmp.execute(command)
+    except Exception as e:  # qemu.qmp's ExecuteError
+        check(needle in str(e), f"{command}: {e}")
+        return
+    raise AssertionError(f"{command} was accepted after the handover")
+
+
+async def linux_live(qmp, serial, uri, dest_sock):
+    await wait_until(lambda: has_line(serial, "SNAP-NOW"), "the guest's SNAP-NOW", timeout=300)
+    check((await qmp.execute("query-status"))["status"] == "running", "not running")
+    dest = QMPClient("kite-snapshot-test-dest")
+    await dest.connect(dest_sock)
+    await migrate_and_wait(qmp, uri)
+    await handed_over(qmp)
+    # The destination has the disks once it runs.
+    check(await restored(dest) == "running", "the destination is not running")
+    await dest.disconnect()
+    await refused(qmp, "cont", "destination holds its disks")
+    await refused(qmp, "system_reset", "migrated away")
+    await handed_over(qmp)
+    print("HANDED-OVER", flush=True)
+    await quit_source(qmp)
 
 
 def has_line(path, line):
@@ -223,6 +265,7 @@ async def main():
         "cancel": cancel,
         "dropped": dropped,
         "linux-snapshot": linux_snapshot,
+        "linux-live": linux_live,
         "cont-only": cont_only,
         "screen-snapshot": screen_snapshot,
         "screen-restored": screen_restored,

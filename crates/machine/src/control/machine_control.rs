@@ -34,6 +34,9 @@ pub enum RunStatus {
     Incoming,
     /// The session ended (the process is about to exit).
     Shutdown,
+    /// Paused after a completed live migration: the destination runs the
+    /// guest and holds its disk images (QEMU's `postmigrate`).
+    PostMigrate,
 }
 
 /// Why the machine shut down or reset (QEMU's ShutdownCause, by meaning).
@@ -107,6 +110,12 @@ pub enum ControlError {
     /// A vCPU could not save its state.
     #[error("vCPU {index}: cannot save its state: {reason}")]
     VcpuState { index: u32, reason: String },
+    /// The guest was migrated away and cannot take its disks back.
+    #[error("the machine was migrated and its destination holds its disks: {0}")]
+    HandedOver(String),
+    /// A reset would reopen disks the migration's destination holds.
+    #[error("the machine was migrated away: `cont` it (taking its disks back) before a reset")]
+    MigratedAway,
 }
 
 type Listener = Box<dyn Fn(&MachineEvent) + Send + Sync>;
@@ -135,6 +144,8 @@ struct State {
     ended: bool,
     quit: bool,
     incoming: bool,
+    /// Paused after handing the machine to a migration's destination.
+    postmigrate: bool,
     engine: Option<EngineKind>,
     boot: Option<Boot>,
     /// Bumped to ask every parked vCPU for its state.
@@ -190,6 +201,8 @@ impl MachineControl {
             RunStatus::Shutdown
         } else if st.incoming {
             RunStatus::Incoming
+        } else if st.postmigrate {
+            RunStatus::PostMigrate
         } else if st.paused {
             RunStatus::Paused
         } else {
@@ -337,11 +350,36 @@ impl MachineControl {
         if !st.paused {
             return Ok(());
         }
+        if st.postmigrate {
+            let machine = st.boot.as_ref().and_then(|b| b.machine.clone());
+            if let Some(m) = machine {
+                m.set_images_active(true)
+                    .map_err(|e| ControlError::HandedOver(e.to_string()))?;
+            }
+            st.postmigrate = false;
+        }
         st.paused = false;
         self.shared.paused.store(false, Ordering::Release);
         self.shared.cond.notify_all();
         drop(st);
         self.emit(MachineEvent::Resume);
+        Ok(())
+    }
+
+    /// After a completed live migration (the machine paused): let the
+    /// destination have the disk images and stay paused (`postmigrate`)
+    /// until a `cont` takes them back or the management quits.
+    pub fn handed_over(&self) -> Result<(), ControlError> {
+        let mut st = self.state();
+        if st.ended {
+            return Err(ControlError::Ended);
+        }
+        let machine = st.boot.as_ref().and_then(|b| b.machine.clone());
+        if let Some(m) = machine {
+            m.set_images_active(false)
+                .map_err(|e| ControlError::HandedOver(e.to_string()))?;
+        }
+        st.postmigrate = true;
         Ok(())
     }
 
@@ -351,6 +389,9 @@ impl MachineControl {
         let st = self.state();
         if st.ended {
             return Err(ControlError::Ended);
+        }
+        if st.postmigrate {
+            return Err(ControlError::MigratedAway);
         }
         if let Some(b) = &st.boot {
             b.control.request(VmEvent::HostReset);

@@ -501,6 +501,7 @@ fn restore(
     let incoming = Incoming {
         bytes,
         source: "test".into(),
+        disk_wait: std::time::Duration::ZERO,
     };
     (
         run_session_incoming_on(cfg, &hv, control, &incoming),

@@ -207,7 +207,14 @@ impl MachineState {
         sent: Option<&mut SentPages>,
     ) -> Result<(), SnapshotError> {
         let ranges = ram::ranges(&self.mem);
-        progress.add_total(pages.iter().map(|p| ram::payload_len(p)).sum());
+        // A range with no dirty page sends no section.
+        progress.add_total(
+            pages
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| ram::payload_len(p))
+                .sum(),
+        );
         if let Some(sent) = sent {
             for (i, p) in pages.iter().enumerate() {
                 let (base, _) = ranges[i];
@@ -301,6 +308,20 @@ impl MachineState {
         self.map
             .log_ram_writes(on)
             .map_err(|e| SnapshotError::Engine(format!("dirty-page logging: {e}")))
+    }
+
+    /// Let go of (`false`) or take back (`true`) what another process
+    /// needs to run this machine's devices: the disk images' locks, handed
+    /// to a migration's destination on the same host. Taking them back is
+    /// all or nothing.
+    pub fn set_images_active(&self, active: bool) -> Result<(), SnapshotError> {
+        let devices: Vec<_> = self
+            .devices
+            .entries
+            .iter()
+            .map(|(name, dev)| (name.trim_start_matches("dev.").to_string(), &**dev))
+            .collect();
+        kite_devices::state::set_images_active_all(&devices, active).map_err(SnapshotError::Images)
     }
 
     /// The sections a stream for this machine must have, exactly.

@@ -219,12 +219,16 @@ impl Migrations {
                 job.error = Some(e.clone());
             }
         }
-        self.set_status(status);
-        // A peer has the machine now: this one ends (as QEMU's source
-        // would be left for the management to quit).
+        // A peer has the machine now: this one stays paused, its disk
+        // images let go for the peer (which waits for them), until the
+        // management quits it (or `cont`s it, taking them back), as QEMU's
+        // source does.
         if status == MigrationStatus::Completed && matches!(uri, MigrationUri::Tcp(..)) {
-            session.quit();
+            if let Err(e) = session.handed_over() {
+                log::warn!("after migrating to {uri}: {e}");
+            }
         }
+        self.set_status(status);
     }
 
     fn write(&self, session: &MachineControl, uri: &MigrationUri) -> Result<(), String> {
@@ -313,6 +317,8 @@ impl Migrations {
             .write_ram(&mut w, p, Some(&mut sent))
             .map_err(|e| e.to_string())?;
         let mut round_start = Instant::now();
+        // Pages taken from the log but not sent yet.
+        let mut pending: Vec<Vec<u64>> = Vec::new();
         for _ in 0..MAX_ROUNDS {
             let dirty = machine.dirty_pages(None);
             let n: usize = dirty.iter().map(Vec::len).sum();
@@ -320,7 +326,11 @@ impl Migrations {
             p.dirty_rate((n as f64 / secs) as u64);
             round_start = Instant::now();
             if n <= STOP_PAGES {
-                // Few enough: these go with the final pass.
+                // Few enough: these go with the final pass. (The log has
+                // let go of them, and their check values may match again
+                // although what was sent differs: a lock word taken while
+                // the page went out and released since.)
+                pending = dirty;
                 break;
             }
             machine
@@ -329,7 +339,12 @@ impl Migrations {
         }
         let captured = session.capture().map_err(|e| e.to_string())?;
         let paused_at = Instant::now();
-        let last = machine.dirty_pages(Some(&sent));
+        let mut last = machine.dirty_pages(Some(&sent));
+        for (range, pages) in last.iter_mut().zip(pending) {
+            range.extend(pages);
+            range.sort_unstable();
+            range.dedup();
+        }
         let result = machine
             .write_delta(&mut w, &last, p, None)
             .and_then(|()| {
@@ -446,7 +461,14 @@ pub struct Incoming {
     pub bytes: Vec<u8>,
     /// Where it came from, for messages.
     pub source: String,
+    /// How long to wait for a disk image another process still locks: a
+    /// live migration's source lets go of its images once it has our
+    /// verdict, so its destination waits for them; a file waits for no one.
+    pub disk_wait: Duration,
 }
+
+/// How long a destination waits for its source to let go of the disks.
+pub const DISK_HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
 /// Why an incoming stream could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -497,6 +519,7 @@ impl Incoming {
                 Ok(Incoming {
                     bytes,
                     source: path.display().to_string(),
+                    disk_wait: Duration::ZERO,
                 })
             }
             MigrationUri::Tcp(host, port) => {
@@ -533,6 +556,7 @@ impl Incoming {
                 Ok(Incoming {
                     bytes,
                     source: format!("{peer}"),
+                    disk_wait: DISK_HANDOVER_WAIT,
                 })
             }
         }

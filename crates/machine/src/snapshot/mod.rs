@@ -41,6 +41,9 @@ pub enum SnapshotError {
     Apply(String),
     #[error("{0}")]
     Io(#[source] std::io::Error),
+    /// A device's images could not be handed over or taken back.
+    #[error("device {0}")]
+    Images(String),
 }
 
 impl SnapshotError {

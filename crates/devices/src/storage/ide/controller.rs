@@ -97,6 +97,17 @@ impl Snapshot for IdeController {
         self.apply_decode();
         Ok(())
     }
+
+    fn set_images_active(&mut self, active: bool) -> Result<(), String> {
+        for ch in &self.channels_ref() {
+            for d in crate::bus::lock(ch).drives.iter().flatten() {
+                if let Some(image) = &d.image {
+                    image.set_active(active).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl PciDevice for IdeController {

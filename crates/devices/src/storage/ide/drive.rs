@@ -44,6 +44,13 @@ pub struct IdeDriveConfig {
     pub readonly: bool,
 }
 
+impl IdeDriveConfig {
+    /// Whether the image is opened read-only (a CD-ROM always is).
+    pub fn opens_readonly(&self) -> bool {
+        self.readonly || self.kind == DriveKind::Cdrom
+    }
+}
+
 /// The command-block registers as one device latched them; `hob_*` hold
 /// the previous write (the high-order bytes of 48-bit commands).
 #[derive(Debug, Clone, Copy, Default)]
@@ -132,8 +139,7 @@ fn default_geometry(sectors: u64) -> Chs {
 impl Drive {
     /// Open `config`'s image (a CD-ROM read-only) as a drive.
     pub fn open(config: &IdeDriveConfig, index: usize) -> Result<Drive, DiskImageError> {
-        let readonly = config.readonly || config.kind == DriveKind::Cdrom;
-        let image = DiskImage::open(&config.path, readonly)?;
+        let image = DiskImage::open(&config.path, config.opens_readonly())?;
         Ok(Drive::new(config.kind, Some(image), index))
     }
 
