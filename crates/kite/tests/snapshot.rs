@@ -179,10 +179,15 @@ fn paused_snapshot_across(from: &str, to: &str) {
     restore_args.extend(["--incoming".to_string(), uri]);
     let mut b = Vm::start(&format!("{name}-b"), &strs(&restore_args));
     let first = value(&b.drive("cont", None), "COUNT");
+    // The pause may land inside the line of count n + 1 (a port write a
+    // byte): its tail then opens the restored guest's output.
+    let text = std::fs::read_to_string(&b.serial).unwrap_or_default();
+    let split = !text.starts_with(tk::COUNTER_PREFIX);
     assert_eq!(
         first,
-        n + 1,
-        "saved on {from} after count {n}, restored on {to}"
+        n + 1 + u64::from(split),
+        "saved on {from} after count {n}, restored on {to} (output {:?})",
+        text.lines().next()
     );
     b.kill();
     let _ = b.stderr();
@@ -466,17 +471,57 @@ fn a_source_whose_peer_hangs_up_keeps_running() {
     peer.join().unwrap();
 }
 
+/// `kite run` arguments for Debian's amd64 kernel (scripts/guests.sh) on
+/// emu with 256M and `disks` (`--disk` values), running the shell commands
+/// `script` and powering off.
+fn linux_args(script: &[&str], disks: &[String]) -> Vec<String> {
+    let guest = common::guest_dir("amd64");
+    assert!(
+        guest.join(".layout-virtio").exists(),
+        "the amd64 guest lacks the virtio modules: run scripts/guests.sh"
+    );
+    let mut args: Vec<String> = ["--engine", "emu", "--memory", "256M", "--no-reboot"]
+        .map(String::from)
+        .to_vec();
+    for (flag, file) in [("--kernel", "vmlinuz"), ("--initrd", "initrd.gz")] {
+        args.push(flag.to_string());
+        args.push(guest.join(file).display().to_string());
+    }
+    for d in disks {
+        args.push("--disk".to_string());
+        args.push(d.clone());
+    }
+    args.push("--cmdline".to_string());
+    args.push(format!(
+        "console=ttyS0 panic=-1 quiet kite_cmd=\"{}\"",
+        script.join("; ")
+    ));
+    args
+}
+
+/// The guest of `linux_args` on `vm` powered off with status 0 after
+/// printing `read_back` (what it read from its disk) and WROTE-AFTER, with
+/// no kernel trouble in its log.
+fn linux_finished(vm: &mut Vm, read_back: &str) {
+    let status = vm.wait_exit();
+    let out = std::fs::read_to_string(&vm.serial).unwrap_or_default();
+    assert_eq!(status, Some(0), "{out}\n{}", vm.stderr());
+    assert!(
+        out.contains(read_back),
+        "the guest did not read its disk's {read_back:?} back:\n{out}"
+    );
+    assert!(out.contains("WROTE-AFTER"), "{out}");
+    for t in common::KERNEL_TROUBLE {
+        assert!(!out.contains(t), "{t} in the guest's log:\n{out}");
+    }
+}
+
 /// Debian's kernel (scripts/guests.sh) on emu writes to a virtio disk,
 /// is snapshotted paused and killed; the restored guest reads back what
 /// it wrote (from the disk, its cache dropped) and writes more through the
 /// restored virtqueue, then powers off.
 #[test]
 fn a_linux_guest_restored_from_a_snapshot_finds_its_disk_writes_and_writes_more() {
-    let guest = common::guest_dir("amd64");
-    assert!(
-        guest.join(".layout-virtio").exists(),
-        "the amd64 guest lacks the virtio modules: run scripts/guests.sh"
-    );
     let disk = temp_path("snap-linux.img");
     std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();
     let script = [
@@ -487,27 +532,9 @@ fn a_linux_guest_restored_from_a_snapshot_finds_its_disk_writes_and_writes_more(
         "echo read=$(head -c 24 /dev/vda)",
         "echo KITE-AFTER-RESTORE-42 | dd of=/dev/vda bs=512 seek=8 conv=fsync 2>/dev/null",
         "echo WROTE-AFTER",
-    ]
-    .join("; ");
-    let vmlinuz = guest.join("vmlinuz").display().to_string();
-    let initrd = guest.join("initrd.gz").display().to_string();
-    let cmdline = format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\"");
-    let disk_arg = disk.display().to_string();
-    let args: Vec<&str> = vec![
-        "--engine",
-        "emu",
-        "--memory",
-        "256M",
-        "--kernel",
-        &vmlinuz,
-        "--initrd",
-        &initrd,
-        "--disk",
-        &disk_arg,
-        "--no-reboot",
-        "--cmdline",
-        &cmdline,
     ];
+    let args = linux_args(&script, &[disk.display().to_string()]);
+    let args = strs(&args);
     let snap = temp_path("snap-linux.kite");
     let _ = std::fs::remove_file(&snap);
     let uri = format!("file:{}", snap.display());
@@ -519,17 +546,7 @@ fn a_linux_guest_restored_from_a_snapshot_finds_its_disk_writes_and_writes_more(
     restore_args.extend(["--incoming", &uri]);
     let mut b = Vm::start("snap-linux-b", &restore_args);
     b.drive("cont-only", None);
-    let status = b.wait_exit();
-    let out = std::fs::read_to_string(&b.serial).unwrap_or_default();
-    assert_eq!(status, Some(0), "{out}\n{}", b.stderr());
-    assert!(
-        out.contains("read=KITE-BEFORE-SNAPSHOT-41"),
-        "the restored guest did not read its write back:\n{out}"
-    );
-    assert!(out.contains("WROTE-AFTER"), "{out}");
-    for t in common::KERNEL_TROUBLE {
-        assert!(!out.contains(t), "{t} in the restored guest's log:\n{out}");
-    }
+    linux_finished(&mut b, "read=KITE-BEFORE-SNAPSHOT-41");
     let image = std::fs::read(&disk).unwrap();
     assert!(image.starts_with(b"KITE-BEFORE-SNAPSHOT-41\n"));
     assert_eq!(&image[4096..4096 + 22], b"KITE-AFTER-RESTORE-42\n");
@@ -544,11 +561,6 @@ fn a_linux_guest_restored_from_a_snapshot_finds_its_disk_writes_and_writes_more(
 /// lost.
 #[test]
 fn a_linux_guest_writing_its_disks_moves_live_and_the_destination_gets_them() {
-    let guest = common::guest_dir("amd64");
-    assert!(
-        guest.join(".layout-virtio").exists(),
-        "the amd64 guest lacks the virtio modules: run scripts/guests.sh"
-    );
     let disk = temp_path("live-linux.img");
     std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();
     let ide = temp_path("live-linux-ide.img");
@@ -562,30 +574,13 @@ fn a_linux_guest_writing_its_disks_moves_live_and_the_destination_gets_them() {
         "echo read=$(head -c 25 /dev/vda)",
         "echo KITE-AFTER-MIGRATION-42 | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null",
         "echo WROTE-AFTER",
-    ]
-    .join("; ");
-    let vmlinuz = guest.join("vmlinuz").display().to_string();
-    let initrd = guest.join("initrd.gz").display().to_string();
-    let cmdline = format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{script}\"");
-    let disk_arg = disk.display().to_string();
-    let ide_arg = format!("{},if=ide", ide.display());
-    let args: Vec<&str> = vec![
-        "--engine",
-        "emu",
-        "--memory",
-        "256M",
-        "--kernel",
-        &vmlinuz,
-        "--initrd",
-        &initrd,
-        "--disk",
-        &disk_arg,
-        "--disk",
-        &ide_arg,
-        "--no-reboot",
-        "--cmdline",
-        &cmdline,
     ];
+    let disks = [
+        disk.display().to_string(),
+        format!("{},if=ide", ide.display()),
+    ];
+    let args = linux_args(&script, &disks);
+    let args = strs(&args);
     let uri = format!("tcp:127.0.0.1:{}", free_port());
     let mut dest_args = args.clone();
     dest_args.extend(["--incoming", &uri]);
@@ -596,17 +591,7 @@ fn a_linux_guest_writing_its_disks_moves_live_and_the_destination_gets_them() {
     assert!(out.contains("HANDED-OVER"), "{out}");
     assert_eq!(src.wait_exit(), Some(0), "the source quits when told");
 
-    let status = dest.wait_exit();
-    let out = std::fs::read_to_string(&dest.serial).unwrap_or_default();
-    assert_eq!(status, Some(0), "{out}\n{}", dest.stderr());
-    assert!(
-        out.contains("read=KITE-BEFORE-MIGRATION-41"),
-        "the destination did not read the source's write back:\n{out}"
-    );
-    assert!(out.contains("WROTE-AFTER"), "{out}");
-    for t in common::KERNEL_TROUBLE {
-        assert!(!out.contains(t), "{t} in the destination's log:\n{out}");
-    }
+    linux_finished(&mut dest, "read=KITE-BEFORE-MIGRATION-41");
     let image = std::fs::read(&disk).unwrap();
     assert!(image.starts_with(b"KITE-BEFORE-MIGRATION-41\n"));
     for i in 0..40 {
