@@ -29,10 +29,12 @@ pub struct EmuKick {
 
 impl VcpuKick for EmuKick {
     fn kick(&self) {
-        self.flag.store(true, Ordering::Release);
+        // The events word first: a vCPU that sees the flag also finds the
+        // bit to clear (`run_until_exit` takes both; either one is a kick).
         if let Some(irq) = &self.irq {
             irq.kick();
         }
+        self.flag.store(true, Ordering::Release);
     }
 }
 
@@ -218,11 +220,15 @@ impl EmuVcpu {
             // a kick then leaves at an instruction boundary, where
             // `save_state` can see the whole state.
             let answered = !self.cpu.replay.is_empty();
-            if !answered && self.kick.flag.swap(false, Ordering::AcqRel) {
-                if let Some(irq) = &self.cpu.irq {
-                    irq.kicked_take();
+            // Both signs of a kick are taken together: one left behind
+            // (the events bit without the flag) would end every `Cpu::run`
+            // at once with `Stop::Event`, and the guest would never run.
+            if !answered {
+                let flag = self.kick.flag.swap(false, Ordering::AcqRel);
+                let bit = self.cpu.irq.as_ref().is_some_and(|irq| irq.kicked_take());
+                if flag || bit {
+                    return Out::Interrupted;
                 }
-                return Out::Interrupted;
             }
             if answered {
                 let stop = self.cpu.run(&mut self.blocks);
@@ -485,5 +491,38 @@ impl Vcpu for EmuVcpu {
         self.cpu.watchpoints = debug.watchpoints.clone();
         self.cpu.watch_hit = None;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kicker sets the irqchip's events bit and then the flag; a vCPU
+    /// may take the flag between the two. The bit left behind must still
+    /// count as a kick: `run` returns Interrupted rather than spinning on
+    /// an events word that never clears (a guest that stopped running after
+    /// a QMP `stop` raced its `cont`).
+    #[test]
+    fn a_kick_seen_only_in_the_events_word_still_interrupts_run() {
+        let chip = IrqChip::new(false);
+        let irq = chip.add_vcpu(0);
+        let mut vcpu = EmuVcpu::new(
+            0,
+            Arc::new(PhysMemory::new()),
+            Some(chip),
+            Some(irq.clone()),
+        );
+        irq.kick();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let interrupted = matches!(vcpu.run(), Ok(VcpuExit::Interrupted));
+            let _ = tx.send((interrupted, irq.kicked_take()));
+        });
+        let (interrupted, left) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("run did not return: the vCPU spins on a kick it cannot take");
+        assert!(interrupted, "a kick ends run with Interrupted");
+        assert!(!left, "the events bit was taken with the kick");
     }
 }

@@ -113,7 +113,11 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self.child.wait();
+        // A failed test shows how kite ended and what it said.
+        if std::thread::panicking() {
+            eprintln!("kite ended: {status:?}; its stderr:\n{}", self.stderr());
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -106,13 +105,7 @@ impl QmpServer {
         };
         match &addr.endpoint {
             Endpoint::Unix(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    use std::os::unix::fs::FileTypeExt;
-                    if meta.file_type().is_socket() {
-                        let _ = std::fs::remove_file(path);
-                    }
-                }
-                let l = UnixListener::bind(path).map_err(bind_err)?;
+                let l = kite_sandbox::listen::unix_listener(path).map_err(bind_err)?;
                 lock(&self.shared.unix_paths).push(path.clone());
                 spawn(Box::new(move || {
                     for conn in l.incoming() {

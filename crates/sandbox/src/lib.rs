@@ -15,6 +15,7 @@
 //! docs/SANDBOX.md lists the roles and how to find a missing entry.
 
 mod error;
+pub mod listen;
 mod mode;
 mod reporter;
 mod role;

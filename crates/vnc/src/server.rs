@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,17 +92,11 @@ impl VncServer {
                 (Listener::Tcp(l), a)
             }
             Listen::Unix(path) => {
-                // A socket left behind by an earlier run is replaced (as QEMU does);
-                // any other kind of file is not touched.
-                if let Ok(m) = std::fs::symlink_metadata(path) {
-                    if m.file_type().is_socket() {
-                        let _ = std::fs::remove_file(path);
-                    }
-                }
-                let l = UnixListener::bind(path).map_err(|source| VncError::Bind {
-                    addr: format!("unix:{}", path.display()),
-                    source,
-                })?;
+                let l =
+                    kite_sandbox::listen::unix_listener(path).map_err(|source| VncError::Bind {
+                        addr: format!("unix:{}", path.display()),
+                        source,
+                    })?;
                 unix_path = Some(path.clone());
                 (Listener::Unix(l), None)
             }

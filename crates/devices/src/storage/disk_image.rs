@@ -184,6 +184,27 @@ impl DiskImage {
         Ok(())
     }
 
+    /// `set_active` on each image in turn, all or nothing when taking them
+    /// back: if one is held elsewhere, those already locked are let go
+    /// again and the error names the one that refused.
+    pub fn set_all_active<'a>(
+        images: impl IntoIterator<Item = &'a DiskImage>,
+        active: bool,
+    ) -> Result<(), DiskImageError> {
+        let images: Vec<&DiskImage> = images.into_iter().collect();
+        for (i, image) in images.iter().enumerate() {
+            if let Err(e) = image.set_active(active) {
+                if active {
+                    for done in &images[..i] {
+                        let _ = done.set_active(false);
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Wait up to `timeout` until the image at `path` could be locked as
     /// `open` would lock it (a migration source lets it go, `set_active(false)`,
     /// once the destination has accepted the stream). Leaves it unlocked.
@@ -316,5 +337,28 @@ mod tests {
         ));
         drop(src);
         std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn taking_several_images_back_is_all_or_nothing() {
+        let (pa, pb) = (image("all-a", 512), image("all-b", 512));
+        let a = DiskImage::open(&pa, false).unwrap();
+        let b = DiskImage::open(&pb, false).unwrap();
+        DiskImage::set_all_active([&a, &b], false).unwrap();
+        // Someone else holds the second one: the first is not kept either.
+        let other = DiskImage::open(&pb, false).unwrap();
+        assert!(matches!(
+            DiskImage::set_all_active([&a, &b], true),
+            Err(DiskImageError::Locked { .. })
+        ));
+        let short = std::time::Duration::from_millis(30);
+        DiskImage::wait_until_free(&pa, false, short).unwrap();
+        drop(other);
+        DiskImage::set_all_active([&a, &b], true).unwrap();
+        assert!(DiskImage::wait_until_free(&pa, false, short).is_err());
+        assert!(DiskImage::wait_until_free(&pb, false, short).is_err());
+        drop((a, b));
+        std::fs::remove_file(pa).unwrap();
+        std::fs::remove_file(pb).unwrap();
     }
 }

@@ -99,14 +99,13 @@ impl Snapshot for IdeController {
     }
 
     fn set_images_active(&mut self, active: bool) -> Result<(), String> {
-        for ch in &self.channels_ref() {
-            for d in crate::bus::lock(ch).drives.iter().flatten() {
-                if let Some(image) = &d.image {
-                    image.set_active(active).map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        Ok(())
+        let channels = self.channels_ref();
+        let guards: Vec<_> = channels.iter().map(|ch| crate::bus::lock(ch)).collect();
+        let images = guards
+            .iter()
+            .flat_map(|ch| ch.drives.iter().flatten())
+            .filter_map(|d| d.image.as_ref());
+        crate::storage::DiskImage::set_all_active(images, active).map_err(|e| e.to_string())
     }
 }
 
