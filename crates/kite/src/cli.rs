@@ -124,10 +124,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "unix:PATH|tcp:HOST:PORT[,server=on][,wait=off]")]
     pub qmp: Vec<kite_qmp::ListenAddress>,
     /// Start from a snapshot instead of booting: file:PATH (written by QMP
-    /// `migrate`), or tcp:HOST:PORT to wait for one migration stream. The
+    /// `migrate`), tcp:HOST:PORT to wait for one migration stream, or defer
+    /// to wait for QMP `migrate-incoming` to name one (needs --qmp). The
     /// other options must describe the same machine.
-    #[arg(long, value_parser = parse_incoming, value_name = "file:PATH|tcp:HOST:PORT")]
-    pub incoming: Option<kite_machine::snapshot::MigrationUri>,
+    #[arg(
+        long,
+        value_parser = parse_incoming,
+        value_name = "file:PATH|tcp:HOST:PORT|defer"
+    )]
+    pub incoming: Option<IncomingArg>,
     /// Serve the GDB remote protocol here (as QEMU's -gdb); with wait=on
     /// the guest starts stopped until gdb attaches and continues (QEMU's -S).
     #[arg(long, value_name = "tcp:HOST:PORT[,wait=on]", value_parser = parse_gdb)]
@@ -138,8 +143,18 @@ pub struct RunArgs {
     pub seccomp: kite_sandbox::Mode,
 }
 
-fn parse_incoming(s: &str) -> Result<kite_machine::snapshot::MigrationUri, String> {
-    kite_machine::snapshot::MigrationUri::parse(s)
+/// `--incoming`: a snapshot's URI now, or one QMP will name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingArg {
+    Uri(kite_machine::snapshot::MigrationUri),
+    Defer,
+}
+
+fn parse_incoming(s: &str) -> Result<IncomingArg, String> {
+    if s == "defer" {
+        return Ok(IncomingArg::Defer);
+    }
+    kite_machine::snapshot::MigrationUri::parse(s).map(IncomingArg::Uri)
 }
 
 fn parse_gdb(s: &str) -> Result<kite_machine::gdb::GdbConfig, String> {

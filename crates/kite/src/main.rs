@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kite_machine::snapshot::migration::IncomingError;
-use kite_machine::snapshot::{Incoming, MigrationUri};
+use kite_machine::snapshot::{IncomingSource, MigrationUri};
 use kite_machine::{
     run_session_controlled, run_session_incoming, BlockConfig, DisplayConfig, FirmwareConfig,
     IdeDriveConfig, IdeDriveKind, Image, MachineConfig, MachineControl, NetConfig, SerialMode,
+    ShutdownCause,
 };
 
-use cli::{Cli, Command, NetSpec, RunArgs};
+use cli::{Cli, Command, IncomingArg, NetSpec, RunArgs};
 use kite_machine::gdb::GdbServer;
 
 const STATUS_FAILURE: i32 = 1;
@@ -112,7 +113,27 @@ fn bad_input(msg: impl std::fmt::Display) -> i32 {
     STATUS_BAD_INPUT
 }
 
+/// `--incoming defer`: wait for QMP's `migrate-incoming` to open a source;
+/// None if the session was told to quit first.
+fn wait_for_migrate_incoming(
+    qmp: &qmp_bridge::Qmp,
+    control: &MachineControl,
+    limit: u64,
+) -> Option<IncomingSource> {
+    let rx = qmp.defer_incoming(limit);
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(source) => return Some(source),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !control.quit_requested() => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 fn run(args: RunArgs) -> i32 {
+    if args.incoming == Some(IncomingArg::Defer) && args.qmp.is_empty() {
+        return bad_input("--incoming defer waits for QMP's migrate-incoming: it needs --qmp");
+    }
     // First, before any thread starts: every thread then installs its own
     // filter, the main thread once the machine is built.
     if let Err(e) = kite_sandbox::enable(args.seccomp) {
@@ -225,22 +246,41 @@ fn run(args: RunArgs) -> i32 {
     } else {
         None
     };
-    let incoming_tcp = matches!(args.incoming, Some(MigrationUri::Tcp(..)));
+    // A stream cut by the network is not the user's file.
+    let incoming_tcp = matches!(
+        args.incoming,
+        Some(IncomingArg::Uri(MigrationUri::Tcp(..)) | IncomingArg::Defer)
+    );
     let result = match &args.incoming {
         None => run_session_controlled(&config, &control),
-        Some(uri) => {
+        Some(arg) => {
             control.set_incoming(true);
             let limit = kite_machine::snapshot::migration::incoming_limit(config.memory);
             let check = |b: &[u8]| kite_machine::run::check_stream(&config, b);
-            match Incoming::receive(&uri.to_string(), limit, &check) {
+            let source = match arg {
+                IncomingArg::Uri(uri) => {
+                    IncomingSource::open(&uri.to_string(), limit, "--incoming")
+                }
+                IncomingArg::Defer => {
+                    wait_for_migrate_incoming(&qmp, &control, limit).ok_or(IncomingError::Quit)
+                }
+            };
+            let quit = || control.quit_requested();
+            match source.and_then(|s| s.receive(limit, &check, &quit)) {
                 Ok(incoming) => run_session_incoming(&config, &control, &incoming),
+                Err(IncomingError::Quit) => {
+                    control.end(ShutdownCause::HostQmpQuit);
+                    drop(raw);
+                    qmp.finish();
+                    return 0;
+                }
                 Err(e) => {
                     drop(raw);
                     qmp.finish();
                     eprintln!("kite: {e}");
                     return match e {
                         IncomingError::Input(_) => STATUS_BAD_INPUT,
-                        IncomingError::Stream(_) => STATUS_FAILURE,
+                        IncomingError::Stream(_) | IncomingError::Quit => STATUS_FAILURE,
                     };
                 }
             }
@@ -271,7 +311,6 @@ fn run(args: RunArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("kite: {e}");
-            // A stream cut by the network is not the user's file.
             if e.is_user_error() && !incoming_tcp {
                 STATUS_BAD_INPUT
             } else {

@@ -3,10 +3,11 @@
 //! knows no protocol): `--qmp` sockets, the backend the server calls, and
 //! machine events turned into QMP events.
 
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kite_machine::snapshot::{MigrationStatus, Migrations};
+use kite_machine::snapshot::{IncomingSource, MigrationStatus, Migrations};
 use kite_machine::{
     EngineChoice, MachineConfig, MachineControl, MachineEvent, RunStatus, ShutdownCause,
 };
@@ -24,11 +25,26 @@ struct Backend {
     blocks: Vec<BlockInfo>,
     kvm_present: bool,
     display: Option<kite_display::Display>,
+    deferred: Arc<Mutex<Deferred>>,
+}
+
+/// `--incoming defer`: what `migrate-incoming` may still do.
+enum Deferred {
+    /// The machine was started some other way.
+    No,
+    /// Waiting: an opened source goes to the session through `tx`.
+    Waiting {
+        tx: SyncSender<IncomingSource>,
+        limit: u64,
+    },
+    /// `migrate-incoming` was accepted once.
+    Started,
 }
 
 /// A running QMP server bound to a session.
 pub struct Qmp {
     server: QmpServer,
+    deferred: Arc<Mutex<Deferred>>,
 }
 
 impl Qmp {
@@ -53,12 +69,14 @@ impl Qmp {
         let kvm_present =
             config.engine != EngineChoice::Emu && std::path::Path::new("/dev/kvm").exists();
         let migrations = Migrations::new();
+        let deferred = Arc::new(Mutex::new(Deferred::No));
         let server = QmpServer::new(Arc::new(Backend {
             control: control.clone(),
             migrations: migrations.clone(),
             blocks,
             kvm_present,
             display: config.display.as_ref().map(|d| d.display.clone()),
+            deferred: deferred.clone(),
         }));
         for a in addrs {
             server.listen(a)?;
@@ -70,7 +88,15 @@ impl Qmp {
         if addrs.iter().any(|a| a.wait) {
             server.wait_for_client();
         }
-        Ok(Qmp { server })
+        Ok(Qmp { server, deferred })
+    }
+
+    /// `--incoming defer`: from now on `migrate-incoming` opens its URI
+    /// (streams of at most `limit` bytes) and hands the source over here.
+    pub fn defer_incoming(&self, limit: u64) -> Receiver<IncomingSource> {
+        let (tx, rx) = sync_channel(1);
+        *self.deferred.lock().unwrap_or_else(|e| e.into_inner()) = Deferred::Waiting { tx, limit };
+        rx
     }
 
     /// Deliver what is queued (the SHUTDOWN event), close every client.
@@ -190,6 +216,22 @@ impl QmpBackend for Backend {
 
     fn migrate_cancel(&self) {
         self.migrations.cancel();
+    }
+
+    fn migrate_incoming(&self, uri: &str) -> Result<(), String> {
+        let mut d = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        match &*d {
+            Deferred::No => Err("the machine was not started with --incoming defer".into()),
+            Deferred::Started => Err("an incoming migration was started already".into()),
+            Deferred::Waiting { tx, limit } => {
+                let source = IncomingSource::open(uri, *limit, "migrate-incoming")
+                    .map_err(|e| e.to_string())?;
+                tx.send(source)
+                    .map_err(|_| "the machine is shutting down".to_string())?;
+                *d = Deferred::Started;
+                Ok(())
+            }
+        }
     }
 
     fn screendump(&self, path: &str, png: bool) -> Result<(), String> {

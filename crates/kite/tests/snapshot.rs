@@ -331,6 +331,12 @@ fn a_running_guest_moves_to_another_kite_over_tcp() {
         "the source quits when told, after the handover"
     );
     // The destination counts on from the source's count.
+    counts_on_from(&mut dest, after);
+    dest.kill();
+}
+
+/// The destination counts on from about `after` (the source's last count).
+fn counts_on_from(dest: &mut Vm, after: u64) {
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&dest.serial).unwrap_or_default();
@@ -345,7 +351,7 @@ fn a_running_guest_moves_to_another_kite_over_tcp() {
                 "destination started at {} (source was at {after})",
                 counts[0]
             );
-            break;
+            return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -354,7 +360,54 @@ fn a_running_guest_moves_to_another_kite_over_tcp() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    dest.kill();
+}
+
+#[test]
+fn a_deferred_destination_listens_where_migrate_incoming_says() {
+    let k = temp_file("snap-defer-counter.elf", &tk::counter());
+    let args = counter_args(&k, "64M", "1");
+    let mut dest_args = args.clone();
+    dest_args.extend(["--incoming".to_string(), "defer".to_string()]);
+    let mut dest = Vm::start("snap-defer-dest", &strs(&dest_args));
+    let mut src = Vm::start("snap-defer-src", &strs(&args));
+    src.drive("not-deferred", None);
+    // An address someone else holds is refused; the destination waits on.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_uri = format!("tcp:{}", busy.local_addr().unwrap());
+    let uri = format!("tcp:127.0.0.1:{}", free_port());
+    let out = dest.drive_args("deferred", &[&uri, &busy_uri]);
+    assert!(out.contains("LISTENING"), "{out}");
+    let out = src.drive("handover", Some(&uri));
+    let after = value(&out, "AFTER");
+    assert_eq!(src.wait_exit(), Some(0));
+    counts_on_from(&mut dest, after);
+
+    // Without --qmp nothing could name the stream: one line, status 2.
+    let mut run_args = vec!["run".to_string()];
+    run_args.extend(args.iter().cloned());
+    run_args.extend(["--incoming".to_string(), "defer".to_string()]);
+    let r = kite(&strs(&run_args), b"");
+    assert_eq!(r.status, Some(2), "{}", r.stderr);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--qmp"), "{}", r.stderr);
+
+    // A deferred destination told to quit before any stream ends with 0,
+    // and so does one listening on TCP.
+    for incoming in [
+        "defer".to_string(),
+        format!("tcp:127.0.0.1:{}", free_port()),
+    ] {
+        let mut waiting_args = args.clone();
+        waiting_args.extend(["--incoming".to_string(), incoming.clone()]);
+        let mut waiting = Vm::start("snap-defer-quit", &strs(&waiting_args));
+        waiting.drive("quit", None);
+        assert_eq!(
+            waiting.wait_exit(),
+            Some(0),
+            "{incoming}: {}",
+            waiting.stderr()
+        );
+    }
 }
 
 #[test]

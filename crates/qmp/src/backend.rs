@@ -111,4 +111,11 @@ pub trait QmpBackend: Send + Sync {
     }
     /// Cancel the migration in progress, if any.
     fn migrate_cancel(&self) {}
+    /// Start the incoming migration a machine started with `--incoming
+    /// defer` waits for: open `uri` (a file, or listen on a TCP address)
+    /// and return; the stream is read afterwards.
+    fn migrate_incoming(&self, uri: &str) -> Result<(), String> {
+        let _ = uri;
+        Err("the machine was not started with --incoming defer".into())
+    }
 }

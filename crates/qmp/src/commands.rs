@@ -122,6 +122,14 @@ const COMMANDS: &[Command] = &[
     cmd("query-migrate"),
     cmd("migrate_cancel"),
     Command {
+        name: "migrate-incoming",
+        args: &[Arg {
+            name: "uri",
+            kind: ArgKind::Str,
+            required: true,
+        }],
+    },
+    Command {
         name: "human-monitor-command",
         args: &[
             Arg {
@@ -359,6 +367,13 @@ impl Session {
             "migrate_cancel" => {
                 backend.migrate_cancel();
                 Ok(json!({}))
+            }
+            "migrate-incoming" => {
+                let uri = args.get("uri").and_then(Value::as_str).unwrap_or_default();
+                backend
+                    .migrate_incoming(uri)
+                    .map(|_| json!({}))
+                    .map_err(QmpError::generic)
             }
             "human-monitor-command" => {
                 let line = args

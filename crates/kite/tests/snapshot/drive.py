@@ -27,6 +27,12 @@ usage: drive.py SOCKET SERIAL_FILE SCENARIO [ARG]
   screen-restored PNG: the restored paused machine's screendump to PNG.
   cancel URI: migrate, cancel at once: ends cancelled or completed, and
       the guest runs on.
+  deferred URI BUSY_URI: a destination started with --incoming defer:
+      inmigrate; migrate-incoming refuses a bad URI and BUSY_URI (an
+      address in use), accepts URI, then refuses a second one; prints
+      "LISTENING".
+  not-deferred: migrate-incoming is refused (no --incoming defer).
+  quit: quit (SHUTDOWN).
 Exits 0 when every check held, else prints what failed and exits 1.
 """
 
@@ -252,6 +258,34 @@ async def cancel(qmp, serial, uri):
     print(f"ENDED {st}")
 
 
+async def incoming_refused(qmp, uri, needle):
+    try:
+        await qmp.execute("migrate-incoming", {"uri": uri})
+    except Exception as e:  # qemu.qmp's ExecuteError
+        check(needle in str(e), f"migrate-incoming {uri}: {e}")
+        return
+    raise AssertionError(f"migrate-incoming {uri} was accepted")
+
+
+async def deferred(qmp, serial, uri, busy_uri):
+    st = await qmp.execute("query-status")
+    check(st["status"] == "inmigrate" and not st["running"], f"query-status {st}")
+    await incoming_refused(qmp, "ftp:somewhere", "ftp")
+    await incoming_refused(qmp, busy_uri, "in use")
+    await qmp.execute("migrate-incoming", {"uri": uri})
+    await incoming_refused(qmp, uri, "already")
+    check(counts(serial) == [], "the destination ran before its stream came")
+    print("LISTENING", flush=True)
+
+
+async def not_deferred(qmp, serial):
+    await incoming_refused(qmp, "tcp:127.0.0.1:1", "--incoming defer")
+
+
+async def quit_only(qmp, serial):
+    await quit_source(qmp)
+
+
 async def main():
     sock, serial, scenario = sys.argv[1:4]
     arg = sys.argv[4:]
@@ -269,6 +303,9 @@ async def main():
         "cont-only": cont_only,
         "screen-snapshot": screen_snapshot,
         "screen-restored": screen_restored,
+        "deferred": deferred,
+        "not-deferred": not_deferred,
+        "quit": quit_only,
     }
     await scenarios[scenario](qmp, serial, *arg)
     try:

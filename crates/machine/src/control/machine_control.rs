@@ -439,7 +439,8 @@ impl MachineControl {
         self.state().engine = Some(kind);
     }
 
-    pub(crate) fn quit_requested(&self) -> bool {
+    /// Whether `quit` was asked for (also before any boot runs).
+    pub fn quit_requested(&self) -> bool {
         self.state().quit
     }
 
@@ -524,8 +525,8 @@ impl MachineControl {
         self.shared.cond.notify_all();
     }
 
-    /// The session ended.
-    pub(crate) fn end(&self, cause: ShutdownCause) {
+    /// The session ended (SHUTDOWN to listeners, once).
+    pub fn end(&self, cause: ShutdownCause) {
         {
             let mut st = self.state();
             if st.ended {

@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -479,6 +480,9 @@ pub enum IncomingError {
     /// The peer went away mid-stream.
     #[error("{0}")]
     Stream(String),
+    /// The session was told to quit while waiting for a peer.
+    #[error("quit while waiting for the incoming migration")]
+    Quit,
 }
 
 /// The most an incoming stream may hold: RAM, plus room for device state
@@ -487,49 +491,86 @@ pub fn incoming_limit(memory: u64) -> u64 {
     memory.saturating_add(512 << 20)
 }
 
-impl Incoming {
-    /// Read what `uri` names: a file, or the first peer that connects to
-    /// the TCP address (one stream; later peers are refused when the
-    /// listener closes). At most `limit` bytes.
-    /// A TCP peer is told whether `check` accepted the stream (the source
-    /// counts the migration done only then).
-    pub fn receive(
-        uri: &str,
-        limit: u64,
-        check: &dyn Fn(&[u8]) -> Result<(), String>,
-    ) -> Result<Incoming, IncomingError> {
-        let parsed = MigrationUri::parse(uri)
-            .map_err(|e| IncomingError::Input(format!("--incoming {e}")))?;
+/// Where an incoming snapshot comes from, opened: a file, or a TCP
+/// listener waiting for its one peer. Opening is where the user's mistakes
+/// show (no such file, an address in use); `receive` reads the stream.
+pub enum IncomingSource {
+    File {
+        file: File,
+        path: PathBuf,
+        shown: String,
+    },
+    Tcp {
+        listener: TcpListener,
+        shown: String,
+    },
+}
+
+impl IncomingSource {
+    /// Open what `uri` names (`file:PATH` or `tcp:HOST:PORT`); `what` starts
+    /// each message (`--incoming`, `migrate-incoming`). A file longer than
+    /// `limit` is refused here.
+    pub fn open(uri: &str, limit: u64, what: &str) -> Result<IncomingSource, IncomingError> {
+        let parsed =
+            MigrationUri::parse(uri).map_err(|e| IncomingError::Input(format!("{what} {e}")))?;
         match &parsed {
             MigrationUri::File(path) => {
-                let f = File::open(path).map_err(|e| {
-                    IncomingError::Input(format!("--incoming {}: {e}", path.display()))
-                })?;
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let file = File::open(path)
+                    .map_err(|e| IncomingError::Input(format!("{what} {}: {e}", path.display())))?;
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 if len > limit {
                     return Err(IncomingError::Input(format!(
-                        "--incoming {}: {len} bytes is more than a snapshot of this machine can be",
+                        "{what} {}: {len} bytes is more than a snapshot of this machine can be",
                         path.display()
                     )));
                 }
-                let mut bytes = Vec::with_capacity(len as usize);
-                f.take(limit).read_to_end(&mut bytes).map_err(|e| {
-                    IncomingError::Input(format!("--incoming {}: {e}", path.display()))
-                })?;
+                Ok(IncomingSource::File {
+                    file,
+                    path: path.clone(),
+                    shown: format!("{what} {}", path.display()),
+                })
+            }
+            MigrationUri::Tcp(host, port) => {
+                let listener = TcpListener::bind((host.as_str(), *port))
+                    .map_err(|e| IncomingError::Input(format!("{what} {parsed}: {e}")))?;
+                Ok(IncomingSource::Tcp {
+                    listener,
+                    shown: format!("{what} {parsed}"),
+                })
+            }
+        }
+    }
+
+    /// Read the snapshot: the file, or the first peer that connects (one
+    /// stream; later peers are refused once the listener closes). At most
+    /// `limit` bytes. A TCP peer is told whether `check` accepted the
+    /// stream (the source counts the migration done only then). While no
+    /// peer has connected, `quit` is asked every 50 ms; true gives up.
+    pub fn receive(
+        self,
+        limit: u64,
+        check: &dyn Fn(&[u8]) -> Result<(), String>,
+        quit: &dyn Fn() -> bool,
+    ) -> Result<Incoming, IncomingError> {
+        match self {
+            IncomingSource::File { file, path, shown } => {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let mut bytes = Vec::with_capacity(len.min(limit) as usize);
+                file.take(limit)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| IncomingError::Input(format!("{shown}: {e}")))?;
                 Ok(Incoming {
                     bytes,
                     source: path.display().to_string(),
                     disk_wait: Duration::ZERO,
                 })
             }
-            MigrationUri::Tcp(host, port) => {
-                let l = TcpListener::bind((host.as_str(), *port))
-                    .map_err(|e| IncomingError::Input(format!("--incoming {parsed}: {e}")))?;
-                let (s, peer) = l
-                    .accept()
-                    .map_err(|e| IncomingError::Stream(format!("--incoming {parsed}: {e}")))?;
+            IncomingSource::Tcp { listener, shown } => {
+                let (s, peer) = accept_unless(&listener, quit)
+                    .map_err(|e| IncomingError::Stream(format!("{shown}: {e}")))?
+                    .ok_or(IncomingError::Quit)?;
                 // One stream only: no one else connects from here on.
-                drop(l);
+                drop(listener);
                 log::info!("incoming migration from {peer}");
                 let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
                 let mut bytes = Vec::new();
@@ -560,5 +601,40 @@ impl Incoming {
                 })
             }
         }
+    }
+}
+
+/// The first peer, or None once `quit` says so (asked every 50 ms).
+fn accept_unless(
+    listener: &TcpListener,
+    quit: &dyn Fn() -> bool,
+) -> std::io::Result<Option<(TcpStream, std::net::SocketAddr)>> {
+    listener.set_nonblocking(true)?;
+    loop {
+        match listener.accept() {
+            Ok((s, peer)) => {
+                s.set_nonblocking(false)?;
+                return Ok(Some((s, peer)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if quit() {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Incoming {
+    /// `IncomingSource::open` then `receive`, for `--incoming URI`.
+    pub fn receive(
+        uri: &str,
+        limit: u64,
+        check: &dyn Fn(&[u8]) -> Result<(), String>,
+    ) -> Result<Incoming, IncomingError> {
+        IncomingSource::open(uri, limit, "--incoming")?.receive(limit, check, &|| false)
     }
 }

@@ -18,7 +18,7 @@ pub mod uri;
 
 pub use format::{decode, Decoded, FormatError};
 pub use machine_state::{DeviceTable, MachineState, NoProgress, Progress, SavedRun};
-pub use migration::{Incoming, MigrationInfo, MigrationStatus, Migrations};
+pub use migration::{Incoming, IncomingSource, MigrationInfo, MigrationStatus, Migrations};
 pub use uri::MigrationUri;
 
 use thiserror::Error;

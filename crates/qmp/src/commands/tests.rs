@@ -340,3 +340,30 @@ fn migrate_query_migrate_and_cancel() {
     assert_eq!(r, json!({"return": {}}));
     assert!(*b.cancelled.lock().unwrap());
 }
+
+#[test]
+fn migrate_incoming_needs_a_uri_and_a_deferred_machine() {
+    let b = Fake::default();
+    let mut s = negotiated(&b);
+    let r = send(&mut s, &b, r#"{"execute":"migrate-incoming"}"#);
+    assert_eq!(class(&r), "GenericError", "{r}");
+    let r = send(
+        &mut s,
+        &b,
+        r#"{"execute":"migrate-incoming","arguments":{"uri":"tcp:127.0.0.1:1"}}"#,
+    );
+    assert_eq!(class(&r), "GenericError", "{r}");
+    assert!(
+        r["error"]["desc"]
+            .as_str()
+            .unwrap()
+            .contains("--incoming defer"),
+        "{r}"
+    );
+    let r = send(&mut s, &b, r#"{"execute":"query-commands"}"#);
+    assert!(r["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "migrate-incoming"));
+}
