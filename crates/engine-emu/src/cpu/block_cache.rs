@@ -174,8 +174,13 @@ impl BlockCache {
     #[cold]
     fn translate(&mut self, i: u32, cpu: &Cpu) -> Option<crate::jit::translate::BlockFn> {
         let b = self.slab.get_mut(i as usize)?;
-        let made =
-            crate::jit::translate::translate(&b.insns, cpu.rip, cpu.code_bits, self.jit.templates);
+        let made = crate::jit::translate::translate(
+            &b.insns,
+            cpu.rip,
+            cpu.code_bits,
+            cpu.cpl,
+            self.jit.templates,
+        );
         let installed = made.and_then(|(code, counts)| {
             let flushes_before = self.jit.cache.generation();
             let (entry, generation) = self.jit.cache.install(&code)?;

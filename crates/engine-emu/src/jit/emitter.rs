@@ -215,6 +215,64 @@ impl Asm {
         self.i32(0);
     }
 
+    /// `mov dst, src` (registers).
+    pub fn mov_rr(&mut self, w: bool, dst: u8, src: u8) {
+        self.rex_w(w);
+        self.byte(0x89);
+        self.byte(0xc0 | (src << 3) | dst);
+    }
+
+    /// `shl`/`shr`/`sar` `r, imm8` (`digit` 4, 5, 7).
+    pub fn shift_ri(&mut self, digit: u8, w: bool, r: u8, imm: u8) {
+        self.rex_w(w);
+        self.byte(0xc1);
+        self.byte(0xc0 | (digit << 3) | r);
+        self.byte(imm);
+    }
+
+    /// `xor r, [rdx]`.
+    pub fn xor_r_at_rdx(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x33);
+        self.byte((r << 3) | RDX);
+    }
+
+    /// `add r, [rdx + 8]`.
+    pub fn add_r_at_rdx8(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x03);
+        self.byte(0x40 | (r << 3) | RDX);
+        self.byte(8);
+    }
+
+    /// `add r, [rbx + disp]`.
+    pub fn add_r_mem(&mut self, w: bool, r: u8, disp: usize) {
+        self.rex_w(w);
+        self.byte(0x03);
+        self.rbx_disp(r, disp);
+    }
+
+    /// `mov r, [rax]`.
+    pub fn load_at_rax(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x8b);
+        self.byte(r << 3);
+    }
+
+    /// `mov [rax], r`.
+    pub fn store_at_rax(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x89);
+        self.byte(r << 3);
+    }
+
+    /// `cmp byte [rbx + disp], imm8`.
+    pub fn cmp_mem8(&mut self, disp: usize, imm: u8) {
+        self.byte(0x80);
+        self.rbx_disp(7, disp);
+        self.byte(imm);
+    }
+
     /// `call rax`.
     pub fn call_rax(&mut self) {
         self.buf.extend_from_slice(&[0xff, 0xd0]);
@@ -267,6 +325,15 @@ mod tests {
         a.cmp_mem32(0x40, 0xffff_fff0);
         a.call_rax();
         a.test_rax();
+        a.mov_rr(true, RCX, RAX);
+        a.shift_ri(7, true, RCX, 16);
+        a.shift_ri(5, false, RDX, 12);
+        a.xor_r_at_rdx(true, RCX);
+        a.add_r_at_rdx8(true, RAX);
+        a.add_r_mem(true, RDX, 0x30);
+        a.load_at_rax(false, RAX);
+        a.store_at_rax(true, RCX);
+        a.cmp_mem8(0x50, 3);
         let text: Vec<String> = {
             let code = a.finish().unwrap();
             let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
@@ -300,6 +367,15 @@ mod tests {
                 "cmp dword ptr [rbx+40h],0FFFFFFF0h",
                 "call rax",
                 "test rax,rax",
+                "mov rcx,rax",
+                "sar rcx,10h",
+                "shr edx,0Ch",
+                "xor rcx,[rdx]",
+                "add rax,[rdx+8]",
+                "add rdx,[rbx+30h]",
+                "mov eax,[rax]",
+                "mov [rax],rcx",
+                "cmp byte ptr [rbx+50h],3",
             ]
         );
     }

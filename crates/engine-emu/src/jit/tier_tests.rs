@@ -187,7 +187,17 @@ fn gen64(a: &mut CodeAssembler, r: &mut Rng, fwd: &mut Vec<(CodeLabel, u32)>) {
             fwd.push((l, 1 + r.below(3) as u32));
             a.jmp(l)
         }
-        36 => a.neg(d32),
+        36 if r.below(2) == 0 => a.neg(d32),
+        36 => match r.below(4) {
+            // Across the data page's end (the inline path must decline).
+            0 => a.mov(qword_ptr(r15 + 4092), s64),
+            1 => a.mov(d32, dword_ptr(r15 + 4094)),
+            // SS-relative, and with an index register.
+            2 => a.mov(d64, qword_ptr(rsp - (r.below(64) * 8) as i32)),
+            _ => a
+                .and(ecx, 0x3f8)
+                .and_then(|_| a.mov(dword_ptr(r15 + rcx * 2 + (r.below(64) * 4) as i32), s32)),
+        },
         37 => a.imul_2(d32, s32),
         38 if r.below(8) == 0 => a.div(s32), // may raise #DE
         _ => a.nop(),
@@ -304,6 +314,10 @@ fn each_template_group_matches_the_interpreter() {
         },
         Templates {
             branch: true,
+            ..Templates::NONE
+        },
+        Templates {
+            mem: true,
             ..Templates::NONE
         },
         Templates::NONE,

@@ -56,6 +56,9 @@ pub struct Templates {
     pub incdec: bool,
     pub lea: bool,
     pub branch: bool,
+    /// MOV between a 32/64-bit GPR and memory in 64-bit code, with the
+    /// soft TLB's hit path inline.
+    pub mem: bool,
 }
 
 impl Templates {
@@ -65,6 +68,7 @@ impl Templates {
         incdec: true,
         lea: true,
         branch: true,
+        mem: true,
     };
     pub const NONE: Templates = Templates {
         mov: false,
@@ -72,6 +76,7 @@ impl Templates {
         incdec: false,
         lea: false,
         branch: false,
+        mem: false,
     };
 }
 
@@ -96,6 +101,14 @@ fn next_rip_off() -> usize {
 
 fn end_block_off() -> usize {
     core::mem::offset_of!(Cpu, end_block)
+}
+
+fn cpl_off() -> usize {
+    core::mem::offset_of!(Cpu, cpl)
+}
+
+fn tlb_off() -> usize {
+    core::mem::offset_of!(Cpu, tlb)
 }
 
 fn cs_limit_off() -> usize {
@@ -161,6 +174,8 @@ unsafe extern "sysv64" fn read_cond(cpu: *mut Cpu, cc: u64) -> u64 {
 
 struct Ctx {
     a: Asm,
+    /// CPL 3 when the block was translated (memory templates check it).
+    cpl3: bool,
     exit: Label,
     host: HostFlags,
     code_bits: u32,
@@ -174,6 +189,7 @@ pub fn translate(
     insns: &[Decoded],
     rip: u64,
     code_bits: u32,
+    cpl: u8,
     t: Templates,
 ) -> Option<(Vec<u8>, Counts)> {
     let ip_mask = match code_bits {
@@ -186,6 +202,7 @@ pub fn translate(
     a.prologue();
     let mut c = Ctx {
         a,
+        cpl3: cpl == 3,
         exit,
         host: HostFlags::None,
         code_bits,
@@ -254,7 +271,8 @@ impl Ctx {
             return None;
         }
         match ins.mnemonic() {
-            Mnemonic::Mov if self.t.mov => self.mov(ins).then_some(false),
+            Mnemonic::Mov if self.t.mov && self.mov(ins) => Some(false),
+            Mnemonic::Mov if self.t.mem => self.mov_mem(d, rip, fall).then_some(false),
             Mnemonic::Add if self.t.alu => self.alu(ins, AluOp::Add).then_some(false),
             Mnemonic::Sub if self.t.alu => self.alu(ins, AluOp::Sub).then_some(false),
             Mnemonic::And if self.t.alu => self.alu(ins, AluOp::And).then_some(false),
@@ -298,6 +316,121 @@ impl Ctx {
             _ => return false,
         }
         self.a.store(true, RAX, gpr_off(d));
+        true
+    }
+
+    /// MOV r32/r64, [m] and MOV [m], r32/r64 in 64-bit code, as
+    /// `mov_rm_flat`/`mov_mr_flat`: a DS/ES/SS (base 0) operand with a GPR
+    /// base and optional index. Inline: the linear address, the canonical
+    /// and page-crossing checks, the TLB lookup with the permission
+    /// `Cpu::need` asks (user or supervisor by CPL), the access through the
+    /// host pointer. Anything else (a miss, MMIO, a fault, a code page's
+    /// missing write permission, CPL changed since translation) runs the
+    /// handler, which does the whole access again exactly.
+    fn mov_mem(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        use crate::mmu::tlb::{layout as tl, READ_S, READ_U, WRITE_S, WRITE_U};
+        let ins = &d.ins;
+        if self.code_bits != 64 || ins.op_count() != 2 {
+            return false;
+        }
+        let (store, reg, mem_op) = match (ins.op0_kind(), ins.op1_kind()) {
+            (OpKind::Register, OpKind::Memory) => (false, ins.op0_register(), 1),
+            (OpKind::Memory, OpKind::Register) => (true, ins.op1_register(), 0),
+            _ => return false,
+        };
+        let _ = mem_op;
+        let Some((r, w)) = gpr(reg) else {
+            return false;
+        };
+        if ins.memory_size().size() != if w { 8 } else { 4 } {
+            return false;
+        }
+        if !matches!(
+            ins.memory_segment(),
+            Register::DS | Register::ES | Register::SS
+        ) {
+            return false;
+        }
+        let base = match gpr(ins.memory_base()) {
+            Some((b, true)) => b,
+            _ => return false, // none, RIP-relative, 32-bit addressing
+        };
+        let index = match ins.memory_index() {
+            Register::None => None,
+            x => match gpr(x) {
+                Some((i, true)) => Some(i),
+                _ => return false,
+            },
+        };
+        let Ok(disp) = i32::try_from(ins.memory_displacement64() as i64) else {
+            return false;
+        };
+        let size: u32 = if w { 8 } else { 4 };
+        let slow = self.a.label();
+        let done = self.a.label();
+        // The CPL the permission was chosen for.
+        let user = self.cpl3;
+        self.a.cmp_mem8(cpl_off(), 3);
+        self.a.jcc(if user { 0x5 } else { 0x4 }, slow); // jne / je
+                                                        // rax = lin
+        self.a.load(true, RCX, gpr_off(base));
+        match index {
+            Some(i) => self.a.load(true, RDX, gpr_off(i)),
+            None => self.a.mov_imm(RDX, 0),
+        }
+        let scale = if index.is_some() {
+            ins.memory_index_scale()
+        } else {
+            1
+        };
+        self.a.lea_rcx_rdx(true, RAX, scale, disp);
+        // Canonical: sign-extending bit 47 gives it back.
+        self.a.mov_rr(true, RCX, RAX);
+        self.a.shift_ri(4, true, RCX, 16); // shl
+        self.a.shift_ri(7, true, RCX, 16); // sar
+        self.a.alu_rr(AluOp::Cmp, true, RCX, RAX);
+        self.a.jcc(0x5, slow);
+        // Within one page: (lin & 0xfff) <= 0x1000 - size.
+        self.a.mov_rr(false, RCX, RAX);
+        self.a.alu_ri(AluOp::And, false, RCX, 0xfff);
+        self.a
+            .alu_ri(AluOp::Cmp, false, RCX, (0x1000 - size) as i32);
+        self.a.jcc(0x7, slow); // ja
+                               // rdx = &hot[(lin >> 12) & (ENTRIES - 1)]
+        self.a.mov_rr(true, RDX, RAX);
+        self.a.shift_ri(5, true, RDX, 12); // shr
+        self.a
+            .alu_ri(AluOp::And, false, RDX, (tl::ENTRIES - 1) as i32);
+        self.a.shift_ri(4, true, RDX, 4); // * 16
+        self.a.add_r_mem(true, RDX, tlb_off() + tl::HOT_BASE);
+        // (tag ^ (lin & PAGE_MASK)) & (PAGE_MASK | need) == need
+        let need = match (store, user) {
+            (false, false) => READ_S,
+            (true, false) => WRITE_S,
+            (false, true) => READ_U,
+            (true, true) => WRITE_U,
+        };
+        self.a.mov_rr(true, RCX, RAX);
+        self.a.alu_ri(AluOp::And, true, RCX, -4096);
+        self.a.xor_r_at_rdx(true, RCX);
+        self.a
+            .alu_ri(AluOp::And, true, RCX, -4096 | i32::from(need));
+        self.a.alu_ri(AluOp::Cmp, true, RCX, i32::from(need));
+        self.a.jcc(0x5, slow);
+        // host = addend + lin
+        self.a.add_r_at_rdx8(true, RAX);
+        if store {
+            self.a.load(w, RCX, gpr_off(r));
+            self.a.store_at_rax(w, RCX);
+        } else {
+            self.a.load_at_rax(w, RAX);
+            self.a.store(true, RAX, gpr_off(r));
+        }
+        self.a.jmp(done);
+        self.a.bind(slow);
+        self.call(d, rip, fall);
+        self.a.bind(done);
+        self.host = HostFlags::None;
         true
     }
 
