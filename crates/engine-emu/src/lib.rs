@@ -13,6 +13,7 @@
 
 pub mod cpu;
 pub mod irq;
+pub mod jit;
 pub mod memory;
 pub mod mmu;
 mod vcpu;
@@ -27,11 +28,20 @@ pub use vm::EmuVm;
 
 /// The software engine. Always available.
 #[derive(Debug, Default)]
-pub struct EmuHypervisor;
+pub struct EmuHypervisor {
+    /// The execution tier its vCPUs use; `None`: `KITE_EMU_TIER`.
+    tier: Option<jit::Tier>,
+}
 
 impl EmuHypervisor {
     pub fn new() -> Self {
-        EmuHypervisor
+        EmuHypervisor { tier: None }
+    }
+
+    /// An engine whose vCPUs run on `tier` whatever `KITE_EMU_TIER` says
+    /// (tests run the same suites on each tier this way).
+    pub fn with_tier(tier: jit::Tier) -> Self {
+        EmuHypervisor { tier: Some(tier) }
     }
 }
 
@@ -41,7 +51,7 @@ impl Hypervisor for EmuHypervisor {
     }
 
     fn create_vm(&self, config: &VmConfig) -> Result<Arc<dyn Vm>> {
-        Ok(EmuVm::new(config))
+        Ok(EmuVm::with_tier(config, self.tier))
     }
 
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>> {

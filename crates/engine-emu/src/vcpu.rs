@@ -73,6 +73,11 @@ impl EmuVcpu {
         }
     }
 
+    /// Run on `tier` from now on.
+    pub fn set_tier(&mut self, tier: crate::jit::Tier) {
+        self.cpu.set_tier(tier);
+    }
+
     /// Finish the access of the previous exit.
     fn complete_exit(&mut self) {
         match self.in_flight.take() {

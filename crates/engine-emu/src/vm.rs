@@ -12,15 +12,23 @@ pub struct EmuVm {
     pub(crate) mem: Arc<PhysMemory>,
     pub(crate) chip: Option<Arc<IrqChip>>,
     vcpu_ids: Mutex<Vec<u32>>,
+    /// The tier its vCPUs run on (`None`: `KITE_EMU_TIER`).
+    tier: Option<crate::jit::Tier>,
 }
 
 impl EmuVm {
     pub fn new(config: &VmConfig) -> Arc<EmuVm> {
+        Self::with_tier(config, None)
+    }
+
+    /// A VM whose vCPUs run on `tier` (`None`: `KITE_EMU_TIER`).
+    pub fn with_tier(config: &VmConfig, tier: Option<crate::jit::Tier>) -> Arc<EmuVm> {
         let chip = config.irqchip.then(|| IrqChip::new(config.pit));
         Arc::new(EmuVm {
             mem: Arc::new(PhysMemory::new()),
             chip,
             vcpu_ids: Mutex::new(Vec::new()),
+            tier,
         })
     }
 
@@ -52,12 +60,11 @@ impl Vm for EmuVm {
         }
         ids.push(id);
         let irq = self.chip.as_ref().map(|c| c.add_vcpu(id));
-        Ok(Box::new(EmuVcpu::new(
-            id,
-            self.mem.clone(),
-            self.chip.clone(),
-            irq,
-        )))
+        let mut vcpu = EmuVcpu::new(id, self.mem.clone(), self.chip.clone(), irq);
+        if let Some(t) = self.tier {
+            vcpu.set_tier(t);
+        }
+        Ok(Box::new(vcpu))
     }
 
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<()> {

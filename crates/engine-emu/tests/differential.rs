@@ -8,7 +8,11 @@
 //! - `KITE_DIFF_FILTER=text`: only forms whose name contains `text`
 //!   (names are iced `Code`s, `/r` or `/m` for the r/m operand, e.g.
 //!   `Adc_rm32_imm8/m`, `rep+Movsb_m8_m8`, `lock+Xadd_rm32_r32/m`);
-//! - `KITE_DIFF_REPORT=path`: also write the results table there.
+//! - `KITE_DIFF_REPORT=path`: also write the results table there (of the
+//!   interpreter's run);
+//! - `KITE_DIFF_TIER=interp|auto|all`: the tier `every_form_matches_the_host`
+//!   runs on (`every_form_matches_the_host_on_the_jit_tier` always runs on
+//!   `all`: every case's block translated before it runs).
 //!
 //! Extensions covered (`forms::Ext`): the base x86-64 integer set, x87,
 //! CMOV, CMPXCHG8B, CMPXCHG16B, MOVBE, POPCNT, LZCNT, BMI1, BMI2, ADX,
@@ -30,6 +34,7 @@ use difftest::{
 };
 use iced_x86::code_asm::*;
 use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic};
+use kite_engine_emu::jit::Tier;
 
 /// Assemble test code at TEST_ADDR, ending with `jmp END_ADDR`.
 fn code(f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
@@ -596,6 +601,16 @@ fn forms_cover_the_promised_instruction_set() {
 /// host in every form: the harness end to end.
 #[test]
 fn starter_instructions_match_the_host() {
+    starter_instructions_on(Tier::Interp);
+}
+
+/// The same with every block translated by the code-generating tier.
+#[test]
+fn starter_instructions_match_the_host_on_the_jit_tier() {
+    starter_instructions_on(Tier::All);
+}
+
+fn starter_instructions_on(tier: Tier) {
     let forms: Vec<Form> = forms::all()
         .into_iter()
         .filter(|f| matches!(f.code.mnemonic(), Mnemonic::Mov | Mnemonic::Add))
@@ -605,6 +620,7 @@ fn starter_instructions_match_the_host() {
         cases: 300,
         seed: difftest::CI_SEED,
         filter: None,
+        tier,
     };
     let reports = difftest::run_forms(&forms, &settings);
     let table = compare::table(&reports);
@@ -631,20 +647,35 @@ fn starter_instructions_match_the_host() {
 /// Every advertised form matches the host: the full differential test.
 #[test]
 fn every_form_matches_the_host() {
-    let settings = Settings::from_env();
+    every_form_on(Settings::from_env());
+}
+
+/// The full differential test with every block translated by the
+/// code-generating tier (native templates and handler calls alike).
+#[test]
+fn every_form_matches_the_host_on_the_jit_tier() {
+    every_form_on(Settings {
+        tier: Tier::All,
+        ..Settings::from_env()
+    });
+}
+
+fn every_form_on(settings: Settings) {
     let forms = forms::all();
     let t0 = std::time::Instant::now();
     let reports = difftest::run_forms(&forms, &settings);
     let table = compare::table(&reports);
     println!("{table}");
     println!(
-        "{} forms, {} cases per form, seed {:#x}, {:.1} s",
+        "{} forms, {} cases per form, seed {:#x}, tier {:?}, {:.1} s",
         reports.len(),
         settings.cases,
         settings.seed,
+        settings.tier,
         t0.elapsed().as_secs_f64()
     );
-    if let Ok(path) = std::env::var("KITE_DIFF_REPORT") {
+    let report = std::env::var("KITE_DIFF_REPORT").ok();
+    if let Some(path) = report.filter(|_| settings.tier == Tier::Interp) {
         let mut text = table.clone();
         for r in reports.iter().filter(|r| r.failed()) {
             for e in &r.examples {

@@ -372,6 +372,43 @@ fn emu_debian_with_virtio_vnc_and_qmp_runs_every_thread_filtered() {
     assert!(!k.stderr().contains("seccomp"), "{}", k.stderr());
 }
 
+/// The emu engine's code-generating tier under the default sandbox: the
+/// guest boots and ends normally, the translations are read+execute
+/// anonymous memory, and no mapping is ever writable and executable.
+#[test]
+fn emu_code_generating_tier_runs_under_the_sandbox() {
+    let guest = guest_dir("amd64");
+    let mut args = strings(&["run", "--engine", "emu", "--kernel"]);
+    args.push(guest.join("vmlinuz").display().to_string());
+    args.push("--initrd".into());
+    args.push(guest.join("initrd.gz").display().to_string());
+    args.extend(strings(&["--serial", "stdio", "--no-reboot", "--cmdline"]));
+    args.push(format!(
+        "console=ttyS0 panic=-1 quiet kite_cmd=\"{READY_SCRIPT}\""
+    ));
+    let mut k = Kite::start("sandbox-emu-jit", &args, &[("KITE_EMU_TIER", "auto")]);
+    k.wait_output(READY, BOOT_TIMEOUT);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", k.child.id())).unwrap_or_default();
+    let anon_exec = maps.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() == 5 && f[1] == "r-xp" && f[4] == "0"
+    });
+    assert!(anon_exec, "no translations mapped read+execute:\n{maps}");
+    assert!(
+        !maps.lines().any(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|p| p.starts_with("rwx"))),
+        "a writable and executable mapping:\n{maps}"
+    );
+    k.send(b"go\n");
+    let status = k.status(Duration::from_secs(60));
+    let out = k.stdout();
+    assert_eq!(status, Some(0), "stderr {:?}\n{out}", k.stderr());
+    assert!(out.contains("got-go"), "{out}");
+    assert!(!k.stderr().contains("seccomp"), "{}", k.stderr());
+}
+
 #[test]
 fn firmware_boot_from_ide_runs_every_thread_filtered() {
     let append = format!("console=ttyS0 panic=-1 quiet kite_cmd=\"{READY_SCRIPT}\"");

@@ -420,7 +420,13 @@ fn boot_until_end(
             session.set_incoming(false);
         }
         // Set-up is done: the main thread's filter (once; a reset rebuilds
-        // under it), inherited by the vCPU threads spawned next.
+        // under it), inherited by the vCPU threads spawned next. The emu
+        // engine's code-generating tier needs read+execute pages.
+        if hv.kind() == kite_hypervisor::EngineKind::Emu
+            && kite_engine_emu::jit::Tier::from_env() != kite_engine_emu::jit::Tier::Interp
+        {
+            kite_sandbox::allow_emu_translations();
+        }
         kite_sandbox::thread_started(kite_sandbox::Role::Main);
         let event = machine.run_controlled(&rx, session)?;
         // Events raised by other vCPUs while this one ended are moot, but a

@@ -52,6 +52,17 @@ thread_local! {
     static APPLIED: Cell<bool> = const { Cell::new(false) };
 }
 
+static CODEGEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Let the filters installed from now on allow what the emu engine's
+/// code-generating tier needs: mprotect to exactly PROT_READ|PROT_EXEC on
+/// the main thread (whose filter bounds the vCPU threads) and the emu vCPU
+/// threads. Call it before the main thread's [`apply`], only when that tier
+/// is on; without it no thread may make memory executable.
+pub fn allow_emu_translations() {
+    CODEGEN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Turn the sandbox on for this process (call it first, before any thread
 /// is spawned): installs the SIGSYS reporter; filters come with [`apply`].
 /// `Mode::Off` installs nothing and makes [`apply`] a no-op. Only the
@@ -87,7 +98,8 @@ pub fn apply(role: Role) -> Result<(), SandboxError> {
     }
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u64;
-    let program = rules::program(role, settings.mode, pid)?;
+    let codegen = CODEGEN.load(std::sync::atomic::Ordering::Relaxed);
+    let program = rules::program(role, settings.mode, pid, codegen)?;
     seccompiler::apply_filter(&program).map_err(|source| SandboxError::Install {
         role: role.name(),
         source,

@@ -28,6 +28,9 @@ pub struct Block {
     /// branches (taken anywhere in the block) in the others, by address
     /// (see `BlockCache::follow`).
     links: [Link; LINKS],
+    /// The code-generating tier's state of this block (a re-decoded block
+    /// starts without a translation, so a stale one can never run).
+    pub jit: crate::jit::BlockJit,
 }
 
 /// A successor learnt from an earlier run of a block: at linear address
@@ -79,6 +82,8 @@ pub struct BlockCache {
     /// does not know the successor (returns, indirect branches), this
     /// finds it without translating RIP or checking generations.
     jump: Box<[Link]>,
+    /// Translations of hot blocks (see `crate::jit`); flushed with the blocks.
+    pub jit: crate::jit::Jit,
 }
 
 const JUMP_ENTRIES: usize = 4096;
@@ -118,6 +123,7 @@ impl BlockCache {
             slab: Vec::new(),
             fast: vec![(NO_KEY, 0); FAST_ENTRIES].into_boxed_slice(),
             jump: vec![NO_LINK; JUMP_ENTRIES].into_boxed_slice(),
+            jit: crate::jit::Jit::default(),
         }
     }
 
@@ -126,6 +132,83 @@ impl BlockCache {
         self.slab.clear();
         self.fast.fill((NO_KEY, 0));
         self.jump.fill(NO_LINK);
+        self.jit.flush();
+    }
+
+    /// The translation of block `i` for the CPU's RIP, making it if the
+    /// block is hot (or the tier translates everything). `None`: run it on
+    /// the interpreter.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub fn translation(&mut self, i: u32, cpu: &Cpu) -> Option<crate::jit::translate::BlockFn> {
+        let generation = self.jit.cache.generation();
+        let b = self.slab.get_mut(i as usize)?;
+        if b.jit.refused {
+            return None;
+        }
+        if let Some(t) = b.jit.code {
+            if t.generation == generation {
+                if t.rip == cpu.rip {
+                    self.jit.stats.runs += 1;
+                    // SAFETY: `entry` is the start of a function made by
+                    // `translate` for this block, in the current generation
+                    // of the cache (so still mapped and executable).
+                    return Some(unsafe { crate::jit::translate::entry(t.entry as *const u8) });
+                }
+                // The same block entered elsewhere (an alias of its page):
+                // the interpreter runs it from now on.
+                b.jit.refused = true;
+                return None;
+            }
+        }
+        if cpu.tier == crate::jit::Tier::Auto {
+            b.jit.runs = b.jit.runs.saturating_add(1);
+            if b.jit.runs < crate::jit::HOT {
+                return None;
+            }
+        }
+        self.translate(i, cpu)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[cold]
+    fn translate(&mut self, i: u32, cpu: &Cpu) -> Option<crate::jit::translate::BlockFn> {
+        let b = self.slab.get_mut(i as usize)?;
+        let made = crate::jit::translate::translate(
+            &b.insns,
+            cpu.rip,
+            cpu.code_bits,
+            cpu.cpl,
+            self.jit.templates,
+        );
+        let installed = made.and_then(|(code, counts)| {
+            let flushes_before = self.jit.cache.generation();
+            let (entry, generation) = self.jit.cache.install(&code)?;
+            if generation != flushes_before {
+                self.jit.stats.flushes += 1;
+            }
+            self.jit.stats.translated += 1;
+            self.jit.stats.native_insns += u64::from(counts.native);
+            self.jit.stats.call_insns += u64::from(counts.calls);
+            Some((entry, generation))
+        });
+        let b = self.slab.get_mut(i as usize)?;
+        match installed {
+            Some((entry, generation)) => {
+                b.jit.code = Some(crate::jit::Translation {
+                    entry: entry as usize,
+                    generation,
+                    rip: cpu.rip,
+                });
+                self.jit.stats.runs += 1;
+                // SAFETY: just made by `translate` and installed executable.
+                Some(unsafe { crate::jit::translate::entry(entry) })
+            }
+            None => {
+                b.jit.refused = true;
+                None
+            }
+        }
     }
 
     /// The block at index `i` (from `get`).
@@ -292,5 +375,6 @@ fn decode_block(cpu: &mut Cpu, lin: u64, phys: u64) -> Res<Block> {
         pages,
         npages,
         links: [NO_LINK; LINKS],
+        jit: Default::default(),
     })
 }

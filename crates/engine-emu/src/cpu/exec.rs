@@ -230,9 +230,8 @@ impl Cpu {
             };
             prev = None;
             self.end_block = false;
-            let block = blocks.block(index);
             if let Some(p) = self.profile.as_mut() {
-                p.sample(lin, block.insns.len());
+                p.sample(lin, blocks.block(index).insns.len());
             }
             // Per-instruction debug checks (breakpoints, single-step, TF) and
             // the interrupt shadow only matter in a few blocks: decide once.
@@ -246,12 +245,37 @@ impl Cpu {
                 || self.interrupt_shadow
                 || self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
             if slow {
-                if let Some(stop) = self.run_block_checked(block) {
+                if let Some(stop) = self.run_block_checked(blocks.block(index)) {
                     return stop;
                 }
                 continue;
             }
             self.skip_breakpoint = false;
+            #[cfg(target_arch = "x86_64")]
+            if self.tier != crate::jit::Tier::Interp {
+                if let Some(code) = blocks.translation(index, self) {
+                    // SAFETY: `code` is this block's translation (made for
+                    // this RIP and code size, current cache generation); it
+                    // touches only this `Cpu` and, through the handlers it
+                    // calls, what they touch. Nothing else uses the CPU or
+                    // the block cache while it runs.
+                    let status = unsafe { code(self as *mut Cpu) };
+                    if status == crate::jit::translate::FAULTED {
+                        let f = match self.jit_fault.take() {
+                            Some(f) => f,
+                            None => self.internal("generated code faulted without a fault"),
+                        };
+                        if let Some(stop) = self.fault(f) {
+                            return stop;
+                        }
+                    } else {
+                        prev = Some(index);
+                        self.rip = self.next_rip;
+                    }
+                    continue;
+                }
+            }
+            let block = blocks.block(index);
             let ip_mask = self.ip_mask();
             prev = Some(index);
             // RIP lives in a register while straight-line code runs. A

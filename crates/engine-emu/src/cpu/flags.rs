@@ -7,8 +7,11 @@ use kite_hypervisor::x86::*;
 /// Arithmetic flags CF PF AF ZF SF OF.
 pub const ARITH: u64 = RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF;
 
-/// What the arithmetic flags were last computed from (lazy flags).
+/// What the arithmetic flags were last computed from (lazy flags). One
+/// byte with these discriminants: the code-generating tier stores it
+/// directly (see `layout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Lazy {
     /// `bits` holds CF PF AF ZF SF OF.
     None,
@@ -62,6 +65,25 @@ impl Default for Flags {
             res: 0,
         }
     }
+}
+
+/// Where the lazy-flag fields sit in `Flags` and the `Lazy` values, for
+/// generated code that records an ALU result exactly as `Flags::record`
+/// does (jit/translate.rs). `cin` is a `bool` (one byte, 0 or 1), `size` a
+/// `u32`, `a` `b` `res` `u64`s already masked to `size` bits.
+pub mod layout {
+    use super::{Flags, Lazy};
+    pub const LAZY: usize = core::mem::offset_of!(Flags, lazy);
+    pub const SIZE: usize = core::mem::offset_of!(Flags, size);
+    pub const CIN: usize = core::mem::offset_of!(Flags, cin);
+    pub const A: usize = core::mem::offset_of!(Flags, a);
+    pub const B: usize = core::mem::offset_of!(Flags, b);
+    pub const RES: usize = core::mem::offset_of!(Flags, res);
+    pub const ADD: u8 = Lazy::Add as u8;
+    pub const SUB: u8 = Lazy::Sub as u8;
+    pub const LOGIC: u8 = Lazy::Logic as u8;
+    pub const INC: u8 = Lazy::Inc as u8;
+    pub const DEC: u8 = Lazy::Dec as u8;
 }
 
 /// Mask of an operand of `bits` bits.

@@ -297,6 +297,11 @@ pub struct Cpu {
     pub wait_for_sipi: bool,
     /// Set by `VcpuKick`: leave `run` at the next block boundary.
     pub kick: Arc<std::sync::atomic::AtomicBool>,
+    /// Which blocks run as generated code (see `jit`).
+    pub tier: crate::jit::Tier,
+    /// The fault an instruction run from generated code raised, for the
+    /// run loop to deliver (see `jit::translate`).
+    pub jit_fault: Option<Fault>,
 }
 
 impl Cpu {
@@ -363,6 +368,8 @@ impl Cpu {
             kick: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wait_for_sipi: false,
             profile: profile::Profile::from_env(apic_id),
+            tier: crate::jit::Tier::from_env(),
+            jit_fault: None,
         };
         cpu.reset();
         cpu
@@ -455,6 +462,12 @@ impl Cpu {
         }
         self.refresh_seg_cache();
         self.end_block = true;
+    }
+
+    /// Run on `tier` from the next block on (on hosts other than x86-64
+    /// the interpreter runs everything whatever the tier).
+    pub fn set_tier(&mut self, tier: crate::jit::Tier) {
+        self.tier = tier;
     }
 
     /// A start-up IPI: real mode at vector * 0x1000.

@@ -27,6 +27,7 @@ pub struct Entry {
 /// host-minus-linear addend. An empty entry is 0 (no permissions), which no
 /// lookup accepts since every lookup needs at least one permission.
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct Hot {
     tag: u64,
     /// Host address of the page start minus the linear page start, so that
@@ -41,6 +42,19 @@ struct Cold {
     global: bool,
 }
 
+/// What generated code needs to repeat `Tlb::lookup` inline
+/// (jit/translate.rs): where the entries start (a `usize` in the `Tlb`),
+/// their number and size, and the tag/addend offsets inside one.
+pub mod layout {
+    use super::{Hot, Tlb};
+    pub const HOT_BASE: usize = core::mem::offset_of!(Tlb, hot_base);
+    pub const ENTRIES: usize = super::ENTRIES;
+    pub const ENTRY_SIZE: usize = core::mem::size_of::<Hot>();
+    pub const TAG: usize = core::mem::offset_of!(Hot, tag);
+    pub const ADDEND: usize = core::mem::offset_of!(Hot, addend);
+    const _: () = assert!(ENTRY_SIZE == 16 && TAG == 0 && ADDEND == 8);
+}
+
 const EMPTY_HOT: Hot = Hot { tag: 0, addend: 0 };
 const EMPTY_COLD: Cold = Cold {
     phys: 0,
@@ -49,6 +63,9 @@ const EMPTY_COLD: Cold = Cold {
 
 pub struct Tlb {
     hot: Box<[Hot]>,
+    /// The address of `hot`'s first entry (the boxed slice never moves),
+    /// for generated code's inline lookup (see `layout`).
+    hot_base: usize,
     cold: Box<[Cold]>,
     /// Linear regions (base, log2 size) of large pages cached as 4 KiB
     /// entries since the last full flush: INVLPG in one flushes the region.
@@ -69,8 +86,10 @@ impl Default for Tlb {
 
 impl Tlb {
     pub fn new() -> Tlb {
+        let hot = vec![EMPTY_HOT; ENTRIES].into_boxed_slice();
         Tlb {
-            hot: vec![EMPTY_HOT; ENTRIES].into_boxed_slice(),
+            hot_base: hot.as_ptr() as usize,
+            hot,
             cold: vec![EMPTY_COLD; ENTRIES].into_boxed_slice(),
             large: Vec::new(),
             large_overflow: false,

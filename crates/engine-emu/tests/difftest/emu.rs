@@ -163,7 +163,13 @@ fn user_seg(selector: u16, kind: FlatKind) -> Segment {
 
 impl EmuRunner {
     pub fn new() -> EmuRunner {
-        let hv = EmuHypervisor::new();
+        Self::with_tier(kite_engine_emu::jit::Tier::Interp)
+    }
+
+    /// A runner whose vCPU runs on `tier` (`All`: every case's block is
+    /// translated before it runs).
+    pub fn with_tier(tier: kite_engine_emu::jit::Tier) -> EmuRunner {
+        let hv = EmuHypervisor::with_tier(tier);
         let vm = hv
             .create_vm(&VmConfig {
                 irqchip: false,

@@ -204,6 +204,9 @@ pub struct Settings {
     pub seed: u64,
     /// Only forms whose name contains this (KITE_DIFF_FILTER).
     pub filter: Option<String>,
+    /// The emu's execution tier (KITE_DIFF_TIER: interp, auto or all;
+    /// interp if unset).
+    pub tier: kite_engine_emu::jit::Tier,
 }
 
 /// Cases per form in the CI set.
@@ -228,6 +231,11 @@ impl Settings {
             filter: std::env::var("KITE_DIFF_FILTER")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            tier: match std::env::var("KITE_DIFF_TIER").as_deref() {
+                Ok("all") => kite_engine_emu::jit::Tier::All,
+                Ok("auto") => kite_engine_emu::jit::Tier::Auto,
+                _ => kite_engine_emu::jit::Tier::Interp,
+            },
         }
     }
 }
@@ -267,7 +275,7 @@ pub fn run_native(stubs: &native::Stubs, cases: &[gen::Case]) -> Vec<Result> {
 /// Run `forms` on both sides and compare; one report per form.
 pub fn run_forms(forms: &[forms::Form], settings: &Settings) -> Vec<compare::FormReport> {
     let stubs = native::Stubs::new();
-    let mut emu = emu::EmuRunner::new();
+    let mut emu = emu::EmuRunner::with_tier(settings.tier);
     let cpuid = {
         use kite_hypervisor::Hypervisor;
         kite_engine_emu::EmuHypervisor::new()
@@ -306,7 +314,7 @@ pub fn run_forms(forms: &[forms::Form], settings: &Settings) -> Vec<compare::For
                 Ok(e) => e,
                 Err(p) => {
                     // An emu bug: report it, and start over with a fresh VM.
-                    emu = emu::EmuRunner::new();
+                    emu = emu::EmuRunner::with_tier(settings.tier);
                     let msg = p
                         .downcast_ref::<String>()
                         .cloned()

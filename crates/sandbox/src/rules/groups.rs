@@ -206,6 +206,14 @@ pub(crate) fn kvm_any(l: &mut AllowList) {
     );
 }
 
+/// The emu engine's code-generating tier: its translation cache is mapped
+/// read-write (as any memory) and each page made read+execute once code is
+/// written, so exactly PROT_READ|PROT_EXEC may be asked of mprotect, never
+/// with PROT_WRITE (W^X holds) and never by mmap.
+pub(crate) fn emu_translations(l: &mut AllowList) {
+    l.when(SYS_mprotect, &[Arg::eq(2, (PROT_READ | PROT_EXEC) as u64)]);
+}
+
 /// The ioctls a vCPU thread issues on its vCPU.
 pub(crate) fn kvm_vcpu(l: &mut AllowList) {
     l.when_arg_in(SYS_ioctl, 1, kvm_ioctls::VCPU);

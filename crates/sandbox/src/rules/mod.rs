@@ -11,14 +11,19 @@ use seccompiler::{BpfProgram, SeccompAction};
 use crate::{Engine, Mode, Role, SandboxError};
 use allow_list::AllowList;
 
-/// The allow-list of `role` in a process whose id is `pid`.
-pub(crate) fn allow_list(role: Role, pid: u64) -> AllowList {
+/// The allow-list of `role` in a process whose id is `pid`; `codegen`:
+/// the emu engine generates code (see `groups::emu_translations`), which
+/// the main thread's list must allow too, as it bounds the vCPU threads.
+pub(crate) fn allow_list(role: Role, pid: u64, codegen: bool) -> AllowList {
     let mut l = AllowList::default();
     // Rules are tried in order: a KVM vCPU's KVM_RUN first.
     if role == Role::Vcpu(Engine::Kvm) {
         groups::kvm_vcpu(&mut l);
     }
     groups::runtime(&mut l, pid);
+    if codegen && matches!(role, Role::Main | Role::Vcpu(Engine::Emu)) {
+        groups::emu_translations(&mut l);
+    }
     match role {
         Role::Main => {
             groups::threads(&mut l);
@@ -94,13 +99,18 @@ fn answers(role: Role, mode: Mode) -> Vec<(libc::c_long, u32)> {
 
 /// The BPF program for `role`: its answers, then its allow-list; a call on
 /// neither traps (on) or is logged and allowed (log).
-pub(crate) fn program(role: Role, mode: Mode, pid: u64) -> Result<BpfProgram, SandboxError> {
+pub(crate) fn program(
+    role: Role,
+    mode: Mode,
+    pid: u64,
+    codegen: bool,
+) -> Result<BpfProgram, SandboxError> {
     let otherwise = if mode == Mode::Log {
         SeccompAction::Log
     } else {
         SeccompAction::Trap
     };
-    let list = allow_list(role, pid)
+    let list = allow_list(role, pid, codegen)
         .compile(otherwise)
         .map_err(|source| SandboxError::Build {
             role: role.name(),
@@ -130,7 +140,7 @@ mod tests {
     const LOG: u32 = 0x7ffc_0000;
 
     fn verdict(role: Role, mode: Mode, nr: libc::c_long, args: [u64; 6]) -> u32 {
-        let p = program(role, mode, 1234).expect("compiles");
+        let p = program(role, mode, 1234, false).expect("compiles");
         answers::verdict(&p, nr, args)
     }
 
@@ -138,7 +148,7 @@ mod tests {
     fn every_role_compiles_in_both_modes() {
         for role in ROLES {
             for mode in [Mode::On, Mode::Log] {
-                let p = program(role, mode, 1234).expect("compiles");
+                let p = program(role, mode, 1234, false).expect("compiles");
                 assert!(!p.is_empty() && p.len() < 4096, "{role:?}: {}", p.len());
             }
         }
@@ -184,6 +194,25 @@ mod tests {
             );
             assert_eq!(
                 verdict(role, Mode::On, libc::SYS_mprotect, rwx),
+                TRAP,
+                "{role:?}"
+            );
+            let wx = [
+                0,
+                4096,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                0,
+                0,
+                0,
+            ];
+            assert_eq!(
+                verdict(role, Mode::On, libc::SYS_mprotect, wx),
+                TRAP,
+                "{role:?}"
+            );
+            let x = [0, 4096, libc::PROT_EXEC as u64, 0, 0, 0];
+            assert_eq!(
+                verdict(role, Mode::On, libc::SYS_mprotect, x),
                 TRAP,
                 "{role:?}"
             );
@@ -269,7 +298,7 @@ mod tests {
     #[test]
     fn no_role_may_exec_trace_or_fork() {
         for role in ROLES {
-            let l = allow_list(role, 1);
+            let l = allow_list(role, 1, false);
             for nr in [
                 libc::SYS_execve,
                 libc::SYS_execveat,
@@ -294,11 +323,44 @@ mod tests {
             Role::Console,
             Role::Timer,
         ] {
-            let l = allow_list(role, 1);
+            let l = allow_list(role, 1, false);
             assert!(!l.mentions(libc::SYS_clone), "{role:?}");
             assert!(!l.mentions(libc::SYS_seccomp), "{role:?}");
         }
-        assert!(!allow_list(Role::Vnc, 1).mentions(libc::SYS_socket));
-        assert!(allow_list(Role::Main, 1).mentions(libc::SYS_clone));
+        assert!(!allow_list(Role::Vnc, 1, false).mentions(libc::SYS_socket));
+        assert!(allow_list(Role::Main, 1, false).mentions(libc::SYS_clone));
+    }
+
+    /// With the emu engine's code generation on, the main thread and the
+    /// emu vCPU (bounded by it) may mprotect to exactly PROT_READ|PROT_EXEC;
+    /// nothing may map executable memory or make it writable and
+    /// executable, and the other roles stay as they were.
+    #[test]
+    fn code_generation_allows_exactly_read_execute() {
+        let prot = |p: i32| [0, 4096, p as u64, 0, 0, 0];
+        let rx = prot(libc::PROT_READ | libc::PROT_EXEC);
+        for role in ROLES {
+            let p = program(role, Mode::On, 1234, true).expect("compiles");
+            let v = |nr, args| answers::verdict(&p, nr, args);
+            let may = matches!(role, Role::Main | Role::Vcpu(Engine::Emu));
+            assert_eq!(
+                v(libc::SYS_mprotect, rx),
+                if may { ALLOW } else { TRAP },
+                "{role:?}"
+            );
+            for bad in [
+                libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+                libc::PROT_EXEC,
+                libc::PROT_WRITE | libc::PROT_EXEC,
+            ] {
+                assert_eq!(v(libc::SYS_mprotect, prot(bad)), TRAP, "{role:?} {bad:#x}");
+            }
+            assert_eq!(v(libc::SYS_mmap, rx), TRAP, "{role:?}");
+            assert_eq!(
+                v(libc::SYS_mprotect, prot(libc::PROT_READ | libc::PROT_WRITE)),
+                ALLOW,
+                "{role:?}"
+            );
+        }
     }
 }

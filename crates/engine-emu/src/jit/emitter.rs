@@ -1,0 +1,382 @@
+//! A small x86-64 machine-code emitter: exactly the instruction forms the
+//! templates in `translate.rs` use, nothing more. Memory operands are always
+//! `[rbx + disp32]` (rbx holds the `Cpu` pointer in generated code), so no
+//! form needs a REX.R/REX.B bit: only the host registers rax rcx rdx rbx
+//! rsi rdi (numbers 0..7) appear.
+
+/// Host registers by encoding number.
+pub const RAX: u8 = 0;
+pub const RCX: u8 = 1;
+pub const RDX: u8 = 2;
+pub const RSI: u8 = 6;
+pub const RDI: u8 = 7;
+
+/// Two-operand ALU operations: (opcode of `op r/m, r`, /digit of `op r/m, imm32`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AluOp {
+    Add,
+    Or,
+    And,
+    Sub,
+    Xor,
+    Cmp,
+    Test,
+}
+
+impl AluOp {
+    fn rm_r(self) -> u8 {
+        match self {
+            AluOp::Add => 0x01,
+            AluOp::Or => 0x09,
+            AluOp::And => 0x21,
+            AluOp::Sub => 0x29,
+            AluOp::Xor => 0x31,
+            AluOp::Cmp => 0x39,
+            AluOp::Test => 0x85,
+        }
+    }
+
+    fn digit(self) -> u8 {
+        match self {
+            AluOp::Add => 0,
+            AluOp::Or => 1,
+            AluOp::And => 4,
+            AluOp::Sub => 5,
+            AluOp::Xor => 6,
+            AluOp::Cmp => 7,
+            AluOp::Test => 0,
+        }
+    }
+}
+
+/// A jump target inside the code being emitted.
+#[derive(Clone, Copy, Debug)]
+pub struct Label(usize);
+
+#[derive(Default)]
+pub struct Asm {
+    pub buf: Vec<u8>,
+    /// Where each label is bound (offset in `buf`).
+    labels: Vec<Option<usize>>,
+    /// rel32 fields to patch: (offset of the field, label).
+    fixups: Vec<(usize, Label)>,
+}
+
+impl Asm {
+    pub fn new() -> Asm {
+        Asm::default()
+    }
+
+    pub fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    pub fn bind(&mut self, l: Label) {
+        self.labels[l.0] = Some(self.buf.len());
+    }
+
+    /// Patch every rel32 to its label. `None` if a label was never bound.
+    pub fn finish(mut self) -> Option<Vec<u8>> {
+        for &(at, l) in &self.fixups {
+            let to = self.labels[l.0]?;
+            let rel = to as i64 - (at as i64 + 4);
+            let rel = i32::try_from(rel).ok()?;
+            self.buf[at..at + 4].copy_from_slice(&rel.to_le_bytes());
+        }
+        Some(self.buf)
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.buf.push(b);
+    }
+
+    fn i32(&mut self, v: i32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn rex_w(&mut self, w: bool) {
+        if w {
+            self.byte(0x48);
+        }
+    }
+
+    /// ModRM (and disp32) for `[rbx + disp]` with `reg` in the reg field.
+    fn rbx_disp(&mut self, reg: u8, disp: usize) {
+        self.byte(0x83 | (reg << 3));
+        self.i32(disp as i32);
+    }
+
+    /// `mov r, [rbx + disp]` (32-bit loads zero-extend).
+    pub fn load(&mut self, w: bool, r: u8, disp: usize) {
+        self.rex_w(w);
+        self.byte(0x8b);
+        self.rbx_disp(r, disp);
+    }
+
+    /// `mov [rbx + disp], r`.
+    pub fn store(&mut self, w: bool, r: u8, disp: usize) {
+        self.rex_w(w);
+        self.byte(0x89);
+        self.rbx_disp(r, disp);
+    }
+
+    /// `mov byte [rbx + disp], v`.
+    pub fn store_u8(&mut self, disp: usize, v: u8) {
+        self.byte(0xc6);
+        self.rbx_disp(0, disp);
+        self.byte(v);
+    }
+
+    /// `mov byte [rbx + disp], al`.
+    pub fn store_u8_from_al(&mut self, disp: usize) {
+        self.byte(0x88);
+        self.rbx_disp(RAX, disp);
+    }
+
+    /// `mov dword [rbx + disp], v` or, with `w`, `mov qword [rbx + disp], sext(v)`.
+    pub fn store_i32(&mut self, w: bool, disp: usize, v: i32) {
+        self.rex_w(w);
+        self.byte(0xc7);
+        self.rbx_disp(0, disp);
+        self.i32(v);
+    }
+
+    /// `mov r64, imm64` (the short form `mov r32, imm32` when it fits).
+    pub fn mov_imm(&mut self, r: u8, v: u64) {
+        if let Ok(v32) = u32::try_from(v) {
+            self.byte(0xb8 + r);
+            self.i32(v32 as i32);
+        } else {
+            self.byte(0x48);
+            self.byte(0xb8 + r);
+            self.buf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// `op dst, src` on registers.
+    pub fn alu_rr(&mut self, op: AluOp, w: bool, dst: u8, src: u8) {
+        self.rex_w(w);
+        self.byte(op.rm_r());
+        self.byte(0xc0 | (src << 3) | dst);
+    }
+
+    /// `op dst, imm32` (sign-extended with `w`).
+    pub fn alu_ri(&mut self, op: AluOp, w: bool, dst: u8, imm: i32) {
+        self.rex_w(w);
+        self.byte(if op == AluOp::Test { 0xf7 } else { 0x81 });
+        self.byte(0xc0 | (op.digit() << 3) | dst);
+        self.i32(imm);
+    }
+
+    /// `inc r` or `dec r`.
+    pub fn inc_dec(&mut self, dec: bool, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0xff);
+        self.byte(0xc0 | (u8::from(dec) << 3) | r);
+    }
+
+    /// `lea dst, [rcx + rdx * scale + disp32]`.
+    pub fn lea_rcx_rdx(&mut self, w: bool, dst: u8, scale: u32, disp: i32) {
+        self.rex_w(w);
+        self.byte(0x8d);
+        self.byte(0x84 | (dst << 3));
+        let ss = scale.trailing_zeros() as u8;
+        self.byte((ss << 6) | (RDX << 3) | RCX);
+        self.i32(disp);
+    }
+
+    /// `setcc byte [rbx + disp]`.
+    pub fn setcc_mem(&mut self, cc: u8, disp: usize) {
+        self.byte(0x0f);
+        self.byte(0x90 + cc);
+        self.rbx_disp(0, disp);
+    }
+
+    /// `cmp dword [rbx + disp], imm32`.
+    pub fn cmp_mem32(&mut self, disp: usize, imm: u32) {
+        self.byte(0x81);
+        self.rbx_disp(7, disp);
+        self.i32(imm as i32);
+    }
+
+    /// `jcc rel32` to `l` (cc as in the x86 condition encoding).
+    pub fn jcc(&mut self, cc: u8, l: Label) {
+        self.byte(0x0f);
+        self.byte(0x80 + cc);
+        self.fixups.push((self.buf.len(), l));
+        self.i32(0);
+    }
+
+    /// `jmp rel32` to `l`.
+    pub fn jmp(&mut self, l: Label) {
+        self.byte(0xe9);
+        self.fixups.push((self.buf.len(), l));
+        self.i32(0);
+    }
+
+    /// `mov dst, src` (registers).
+    pub fn mov_rr(&mut self, w: bool, dst: u8, src: u8) {
+        self.rex_w(w);
+        self.byte(0x89);
+        self.byte(0xc0 | (src << 3) | dst);
+    }
+
+    /// `shl`/`shr`/`sar` `r, imm8` (`digit` 4, 5, 7).
+    pub fn shift_ri(&mut self, digit: u8, w: bool, r: u8, imm: u8) {
+        self.rex_w(w);
+        self.byte(0xc1);
+        self.byte(0xc0 | (digit << 3) | r);
+        self.byte(imm);
+    }
+
+    /// `xor r, [rdx]`.
+    pub fn xor_r_at_rdx(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x33);
+        self.byte((r << 3) | RDX);
+    }
+
+    /// `add r, [rdx + 8]`.
+    pub fn add_r_at_rdx8(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x03);
+        self.byte(0x40 | (r << 3) | RDX);
+        self.byte(8);
+    }
+
+    /// `add r, [rbx + disp]`.
+    pub fn add_r_mem(&mut self, w: bool, r: u8, disp: usize) {
+        self.rex_w(w);
+        self.byte(0x03);
+        self.rbx_disp(r, disp);
+    }
+
+    /// `mov r, [rax]`.
+    pub fn load_at_rax(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x8b);
+        self.byte(r << 3);
+    }
+
+    /// `mov [rax], r`.
+    pub fn store_at_rax(&mut self, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0x89);
+        self.byte(r << 3);
+    }
+
+    /// `cmp byte [rbx + disp], imm8`.
+    pub fn cmp_mem8(&mut self, disp: usize, imm: u8) {
+        self.byte(0x80);
+        self.rbx_disp(7, disp);
+        self.byte(imm);
+    }
+
+    /// `call rax`.
+    pub fn call_rax(&mut self) {
+        self.buf.extend_from_slice(&[0xff, 0xd0]);
+    }
+
+    /// `test rax, rax`.
+    pub fn test_rax(&mut self) {
+        self.buf.extend_from_slice(&[0x48, 0x85, 0xc0]);
+    }
+
+    /// `push rbx; mov rbx, rdi` (the prologue: rbx = the `Cpu`; one push
+    /// realigns the stack to 16 bytes for calls).
+    pub fn prologue(&mut self) {
+        self.buf.extend_from_slice(&[0x53, 0x48, 0x89, 0xfb]);
+    }
+
+    /// `pop rbx; ret` (status in rax).
+    pub fn epilogue(&mut self) {
+        self.buf.extend_from_slice(&[0x5b, 0xc3]);
+    }
+
+    /// `mov rdi, rbx` (the `Cpu` as first argument).
+    pub fn arg0_cpu(&mut self) {
+        self.buf.extend_from_slice(&[0x48, 0x89, 0xdf]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encodings, checked against iced-x86's decoder.
+    #[test]
+    fn encodings_decode_as_intended() {
+        let mut a = Asm::new();
+        a.load(true, RAX, 0x10);
+        a.load(false, RCX, 0x7fff_0000);
+        a.store(true, RDX, 8);
+        a.store_u8(3, 1);
+        a.store_u8_from_al(4);
+        a.store_i32(true, 16, -1);
+        a.mov_imm(RSI, 0x1234_5678_9abc_def0);
+        a.mov_imm(RDI, 5);
+        a.alu_rr(AluOp::Sub, true, RAX, RCX);
+        a.alu_ri(AluOp::Cmp, false, RAX, -5);
+        a.alu_ri(AluOp::Test, true, RAX, 0x100);
+        a.inc_dec(true, false, RAX);
+        a.lea_rcx_rdx(true, RAX, 8, -16);
+        a.setcc_mem(2, 0x20);
+        a.cmp_mem32(0x40, 0xffff_fff0);
+        a.call_rax();
+        a.test_rax();
+        a.mov_rr(true, RCX, RAX);
+        a.shift_ri(7, true, RCX, 16);
+        a.shift_ri(5, false, RDX, 12);
+        a.xor_r_at_rdx(true, RCX);
+        a.add_r_at_rdx8(true, RAX);
+        a.add_r_mem(true, RDX, 0x30);
+        a.load_at_rax(false, RAX);
+        a.store_at_rax(true, RCX);
+        a.cmp_mem8(0x50, 3);
+        let text: Vec<String> = {
+            let code = a.finish().unwrap();
+            let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
+            let mut f = iced_x86::IntelFormatter::new();
+            let mut out = Vec::new();
+            while d.can_decode() {
+                let ins = d.decode();
+                let mut s = String::new();
+                iced_x86::Formatter::format(&mut f, &ins, &mut s);
+                out.push(s);
+            }
+            out
+        };
+        assert_eq!(
+            text,
+            [
+                "mov rax,[rbx+10h]",
+                "mov ecx,[rbx+7FFF0000h]",
+                "mov [rbx+8],rdx",
+                "mov byte ptr [rbx+3],1",
+                "mov [rbx+4],al",
+                "mov qword ptr [rbx+10h],0FFFFFFFFFFFFFFFFh",
+                "mov rsi,123456789ABCDEF0h",
+                "mov edi,5",
+                "sub rax,rcx",
+                "cmp eax,0FFFFFFFBh",
+                "test rax,100h",
+                "dec eax",
+                "lea rax,[rcx+rdx*8-10h]",
+                "setb [rbx+20h]",
+                "cmp dword ptr [rbx+40h],0FFFFFFF0h",
+                "call rax",
+                "test rax,rax",
+                "mov rcx,rax",
+                "sar rcx,10h",
+                "shr edx,0Ch",
+                "xor rcx,[rdx]",
+                "add rax,[rdx+8]",
+                "add rdx,[rbx+30h]",
+                "mov eax,[rax]",
+                "mov [rax],rcx",
+                "cmp byte ptr [rbx+50h],3",
+            ]
+        );
+    }
+}
