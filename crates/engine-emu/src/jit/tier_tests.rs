@@ -12,24 +12,14 @@ use super::translate::Templates;
 use super::Tier;
 use crate::cpu::block_cache::BlockCache;
 use crate::cpu::exec::Stop;
-use crate::cpu::integer::test_support::{TestCpu, CODE, DATA};
+use crate::cpu::integer::test_support::{Rng, TestCpu, CODE, DATA};
 
-/// A tiny deterministic generator (xorshift*).
-struct Rng(u64);
+/// Operands the templates care about.
+trait Imm {
+    fn imm(&mut self) -> u64;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
+impl Imm for Rng {
     /// An interesting immediate: small, boundary or random.
     fn imm(&mut self) -> u64 {
         match self.below(6) {

@@ -671,7 +671,7 @@ impl Ctx {
     /// the guest's, else from `read_cond`.
     fn jcc(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
         let ins = &d.ins;
-        if !matches!(ins.mnemonic(), m if is_jcc(m)) {
+        if !ins.is_jcc_short_or_near() {
             return false;
         }
         let Some(target) = self.rel_target(ins, fall) else {
@@ -705,27 +705,4 @@ impl Ctx {
         self.a.bind(not_taken);
         true
     }
-}
-
-fn is_jcc(m: Mnemonic) -> bool {
-    use Mnemonic as M;
-    matches!(
-        m,
-        M::Jo
-            | M::Jno
-            | M::Jb
-            | M::Jae
-            | M::Je
-            | M::Jne
-            | M::Jbe
-            | M::Ja
-            | M::Js
-            | M::Jns
-            | M::Jp
-            | M::Jnp
-            | M::Jl
-            | M::Jge
-            | M::Jle
-            | M::Jg
-    )
 }

@@ -16,23 +16,7 @@ use crate::cpu::addr32::{self, BASE, BASE_INDEX, DISP, GENERIC, INDEX};
 use crate::cpu::exec::{handler_for, Handler};
 use crate::cpu::{Cpu, Res, Seg};
 
-/// A tiny deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
+use super::test_support::Rng;
 
 /// The other operand of a template: a register or an immediate.
 #[derive(Clone, Copy)]
