@@ -234,24 +234,37 @@ pub fn restore_from_reader(
     r.finish()
 }
 
-/// `Snapshot::set_images_active` on each named device in turn. Taking
-/// them back is all or nothing: when one refuses, those already taken back
-/// are let go again. The error names the device that refused.
+/// `set(item, active)` on each item in turn. Taking images back (`active`)
+/// is all or nothing: when one refuses, those already taken back are let
+/// go again. The error is the refusing item's, with its index.
+pub fn activate_all<T, E>(
+    items: &[T],
+    active: bool,
+    set: impl Fn(&T, bool) -> Result<(), E>,
+) -> Result<(), (usize, E)> {
+    for (i, item) in items.iter().enumerate() {
+        if let Err(e) = set(item, active) {
+            if active {
+                for done in &items[..i] {
+                    let _ = set(done, false);
+                }
+            }
+            return Err((i, e));
+        }
+    }
+    Ok(())
+}
+
+/// `Snapshot::set_images_active` on each named device, all or nothing
+/// (`activate_all`). The error names the device that refused.
 pub fn set_images_active_all<T: Snapshot + ?Sized>(
     devices: &[(String, &std::sync::Mutex<T>)],
     active: bool,
 ) -> Result<(), String> {
-    for (i, (name, dev)) in devices.iter().enumerate() {
-        if let Err(e) = crate::bus::lock(dev).set_images_active(active) {
-            if active {
-                for (_, done) in &devices[..i] {
-                    let _ = crate::bus::lock(done).set_images_active(false);
-                }
-            }
-            return Err(format!("{name}: {e}"));
-        }
-    }
-    Ok(())
+    activate_all(devices, active, |(_, dev), on| {
+        crate::bus::lock(dev).set_images_active(on)
+    })
+    .map_err(|(i, e)| format!("{}: {e}", devices[i].0))
 }
 
 #[cfg(test)]

@@ -230,7 +230,12 @@ impl EmuVcpu {
             // at once with `Stop::Event`, and the guest would never run.
             if !answered {
                 let flag = self.kick.flag.swap(false, Ordering::AcqRel);
-                let bit = self.cpu.irq.as_ref().is_some_and(|irq| irq.kicked_take());
+                // A load first: the events word is shared with the timers,
+                // and most passes here find no kick.
+                let bit = self.cpu.irq.as_ref().is_some_and(|irq| {
+                    irq.events().load(Ordering::Relaxed) & crate::irq::EV_KICK != 0
+                        && irq.kicked_take()
+                });
                 if flag || bit {
                     return Out::Interrupted;
                 }

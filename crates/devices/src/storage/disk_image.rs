@@ -192,17 +192,8 @@ impl DiskImage {
         active: bool,
     ) -> Result<(), DiskImageError> {
         let images: Vec<&DiskImage> = images.into_iter().collect();
-        for (i, image) in images.iter().enumerate() {
-            if let Err(e) = image.set_active(active) {
-                if active {
-                    for done in &images[..i] {
-                        let _ = done.set_active(false);
-                    }
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
+        crate::state::activate_all(&images, active, |image, on| image.set_active(on))
+            .map_err(|(_, e)| e)
     }
 
     /// Wait up to `timeout` until the image at `path` could be locked as

@@ -71,7 +71,10 @@ async def next_event(qmp, name, timeout=60.0, data=None):
             ev = await qmp.events.get()
             if ev["event"] == name and (data is None or ev.get("data") == data):
                 return ev
-    return await asyncio.wait_for(get(), timeout)
+    try:
+        return await asyncio.wait_for(get(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"no {name} event ({data}) within {timeout} s") from None
 
 
 def check(cond, msg):
@@ -81,7 +84,11 @@ def check(cond, msg):
 
 async def migrate_and_wait(qmp, uri):
     await qmp.execute("migrate", {"uri": uri})
-    await next_event(qmp, "MIGRATION", data={"status": "completed"})
+    # Any end: a failed migration says why (query-migrate's error) at once.
+    while True:
+        ev = await next_event(qmp, "MIGRATION")
+        if ev["data"]["status"] in ("completed", "failed", "cancelled"):
+            break
     info = await qmp.execute("query-migrate")
     check(info["status"] == "completed", f"query-migrate {info}")
     ram = info["ram"]

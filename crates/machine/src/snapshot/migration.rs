@@ -497,6 +497,7 @@ pub fn incoming_limit(memory: u64) -> u64 {
 pub enum IncomingSource {
     File {
         file: File,
+        len: u64,
         path: PathBuf,
         shown: String,
     },
@@ -526,6 +527,7 @@ impl IncomingSource {
                 }
                 Ok(IncomingSource::File {
                     file,
+                    len,
                     path: path.clone(),
                     shown: format!("{what} {}", path.display()),
                 })
@@ -553,8 +555,12 @@ impl IncomingSource {
         quit: &dyn Fn() -> bool,
     ) -> Result<Incoming, IncomingError> {
         match self {
-            IncomingSource::File { file, path, shown } => {
-                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            IncomingSource::File {
+                file,
+                len,
+                path,
+                shown,
+            } => {
                 let mut bytes = Vec::with_capacity(len.min(limit) as usize);
                 file.take(limit)
                     .read_to_end(&mut bytes)
