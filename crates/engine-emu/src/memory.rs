@@ -68,28 +68,32 @@ pub struct CodePages {
     /// Bumped each time a code page is written (any page): vCPUs then stop
     /// following block links without checking generations.
     pub inval_epoch: AtomicU64,
+    /// The memory's `any_epoch`, bumped after either of the two above.
+    any: Arc<AtomicU64>,
 }
 
 /// Physical pages tracked one by one (64 GiB); beyond, one shared entry.
 const CODE_TRACK_PAGES: u64 = 1 << 24;
 
 impl CodePages {
-    fn new() -> Self {
+    fn new(any: Arc<AtomicU64>) -> Self {
         CodePages {
             bits: Vec::new(),
             generation: Vec::new(),
             write_epoch: AtomicU64::new(0),
             inval_epoch: AtomicU64::new(0),
+            any,
         }
     }
 
-    fn with_pages(pages: u64) -> Self {
+    fn with_pages(pages: u64, any: Arc<AtomicU64>) -> Self {
         let pages = pages.min(CODE_TRACK_PAGES) + 1;
         CodePages {
             bits: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             generation: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             write_epoch: AtomicU64::new(0),
             inval_epoch: AtomicU64::new(0),
+            any,
         }
     }
 
@@ -122,6 +126,7 @@ impl CodePages {
             let old = w.fetch_or(1 << (i % 64), Ordering::AcqRel);
             if old & (1 << (i % 64)) == 0 {
                 self.write_epoch.fetch_add(1, Ordering::AcqRel);
+                self.any.fetch_add(1, Ordering::SeqCst);
             }
         }
         self.generation(pfn)
@@ -137,6 +142,7 @@ impl CodePages {
             g.fetch_add(1, Ordering::AcqRel);
         }
         self.inval_epoch.fetch_add(1, Ordering::AcqRel);
+        self.any.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -162,6 +168,10 @@ pub struct PhysMemory {
     /// Bumped by `dirty_log`, so vCPUs drop TLB write permissions (writes
     /// through them would not be logged) without flushing anything else.
     pub dirty_epoch: AtomicU64,
+    /// Bumped after each bump of the epochs above and of the code pages'
+    /// (`write_epoch`, `inval_epoch`): a vCPU that sees it unchanged needs
+    /// to look at none of them (`Cpu::sync_memory_epochs`).
+    pub any_epoch: Arc<AtomicU64>,
     vcpus: Mutex<Vec<Weak<VcpuMemAck>>>,
     code: RwLock<Arc<CodePages>>,
 }
@@ -174,12 +184,14 @@ impl Default for PhysMemory {
 
 impl PhysMemory {
     pub fn new() -> Self {
+        let any = Arc::new(AtomicU64::new(0));
         PhysMemory {
             slots: RwLock::new(Arc::new(Vec::new())),
             layout_epoch: AtomicU64::new(0),
             dirty_epoch: AtomicU64::new(0),
+            any_epoch: any.clone(),
             vcpus: Mutex::new(Vec::new()),
-            code: RwLock::new(Arc::new(CodePages::new())),
+            code: RwLock::new(Arc::new(CodePages::new(any))),
         }
     }
 
@@ -242,8 +254,9 @@ impl PhysMemory {
         *guard = Arc::new(table);
         drop(guard);
         let mut code = self.code.write().unwrap_or_else(|e| e.into_inner());
-        *code = Arc::new(CodePages::with_pages(top));
+        *code = Arc::new(CodePages::with_pages(top, self.any_epoch.clone()));
         self.layout_epoch.fetch_add(1, Ordering::AcqRel);
+        self.any_epoch.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -273,6 +286,7 @@ impl PhysMemory {
             .map(|w| w.swap(0, Ordering::AcqRel))
             .collect();
         let epoch = self.dirty_epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        self.any_epoch.fetch_add(1, Ordering::SeqCst);
         self.wait_for_dirty_acks(epoch);
         Ok(out)
     }

@@ -180,18 +180,24 @@ impl BlockCache {
             cpu.code_bits,
             cpu.cpl,
             self.jit.templates,
+            &mut self.jit.slots,
         );
+        let generation_before = self.jit.cache.generation();
         let installed = made.and_then(|(code, counts)| {
-            let flushes_before = self.jit.cache.generation();
             let (entry, generation) = self.jit.cache.install(&code)?;
-            if generation != flushes_before {
-                self.jit.stats.flushes += 1;
-            }
             self.jit.stats.translated += 1;
             self.jit.stats.native_insns += u64::from(counts.native);
             self.jit.stats.call_insns += u64::from(counts.calls);
             Some((entry, generation))
         });
+        if self.jit.cache.generation() != generation_before {
+            // The cache was full and flushed to take this translation, whose
+            // chain slots belong to the arena of the old generation: start a
+            // new arena and translate the block again on its next run.
+            self.jit.stats.flushes += 1;
+            self.jit.slots.reset();
+            return None;
+        }
         let b = self.slab.get_mut(i as usize)?;
         match installed {
             Some((entry, generation)) => {

@@ -153,12 +153,43 @@ impl Cpu {
     /// epoch (bumped by flushes and code writes), user or supervisor fetch
     /// permission, and the code size.
     #[inline(always)]
-    fn chain_ctx(&self) -> u64 {
+    pub(crate) fn chain_ctx(&self) -> u64 {
         (self.tlb.epoch() << 8) | (u64::from(self.cpl == 3) << 7) | u64::from(self.code_bits)
+    }
+
+    /// The events word (with an irqchip; it also carries kicks, see
+    /// `VcpuIrq::kick`) or the kick flag is set.
+    #[inline(always)]
+    fn event_signalled(&self) -> bool {
+        match &self.irq {
+            Some(irq) => irq.events().load(std::sync::atomic::Ordering::Relaxed) != 0,
+            None => self.kick.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Per-instruction debug checks (breakpoints, single-step, TF) and the
+    /// interrupt shadow only matter in a few blocks: decided once per block.
+    /// So does answering an exit: the instruction that takes the replayed
+    /// answers is the first one run (`replay_pos` is 0 on entry, and the log
+    /// is cleared after it).
+    #[inline(always)]
+    fn needs_checked_run(&self) -> bool {
+        !self.breakpoints.is_empty()
+            || !self.watchpoints.is_empty()
+            || !self.replay.is_empty()
+            || self.single_step
+            || self.interrupt_shadow
+            || self.flags.get(kite_hypervisor::x86::RFLAGS_TF)
     }
 
     /// Run guest code until something needs the caller.
     pub fn run(&mut self, blocks: &mut BlockCache) -> Stop {
+        self.chain_events = match &self.irq {
+            Some(irq) => irq.events() as *const _ as usize,
+            None => &crate::jit::chain::NO_EVENTS as *const _ as usize,
+        };
+        self.chain_kick = std::sync::Arc::as_ptr(&self.kick) as usize;
+        self.chain_any_epoch = std::sync::Arc::as_ptr(&self.mem.any_epoch) as usize;
         self.enter_guest();
         let stop = self.run_blocks(blocks);
         self.leave_guest();
@@ -168,8 +199,16 @@ impl Cpu {
     fn run_blocks(&mut self, blocks: &mut BlockCache) -> Stop {
         // The block that just ran normally, to follow or learn its link.
         let mut prev: Option<u32> = None;
+        // The chain slot of the exit the last translation left by (see
+        // `jit::chain`), taken at each block boundary, and its generation.
+        #[cfg(target_arch = "x86_64")]
+        let mut exit_slot: usize = 0;
+        #[cfg(target_arch = "x86_64")]
+        let mut exit_gen: u32 = 0;
         self.replay_pos = 0;
         loop {
+            #[cfg(target_arch = "x86_64")]
+            let from_slot = std::mem::take(&mut exit_slot);
             if self.sync_memory_epochs() {
                 blocks.clear();
                 prev = None;
@@ -177,12 +216,7 @@ impl Cpu {
             if self.pending.is_some() || !self.posted.is_empty() {
                 return Stop::Exit;
             }
-            // A kick also sets the irqchip's events word (VcpuIrq::kick), so
-            // with an irqchip one load answers both.
-            let event = match &self.irq {
-                Some(irq) => irq.events().load(std::sync::atomic::Ordering::Relaxed) != 0,
-                None => self.kick.load(std::sync::atomic::Ordering::Relaxed),
-            };
+            let event = self.event_signalled();
             // An instruction that an exit answered (`replay`) completes
             // before anything else happens: no event, kick or interrupt
             // comes between an IN or MMIO read and its instruction.
@@ -233,18 +267,7 @@ impl Cpu {
             if let Some(p) = self.profile.as_mut() {
                 p.sample(lin, blocks.block(index).insns.len());
             }
-            // Per-instruction debug checks (breakpoints, single-step, TF) and
-            // the interrupt shadow only matter in a few blocks: decide once.
-            // So does answering an exit: the instruction that takes the
-            // replayed answers is the first one run (`replay_pos` is 0 on
-            // entry, and the log is cleared after it).
-            let slow = !self.breakpoints.is_empty()
-                || !self.watchpoints.is_empty()
-                || !self.replay.is_empty()
-                || self.single_step
-                || self.interrupt_shadow
-                || self.flags.get(kite_hypervisor::x86::RFLAGS_TF);
-            if slow {
+            if self.needs_checked_run() {
                 if let Some(stop) = self.run_block_checked(blocks.block(index)) {
                     return stop;
                 }
@@ -254,11 +277,23 @@ impl Cpu {
             #[cfg(target_arch = "x86_64")]
             if self.tier != crate::jit::Tier::Interp {
                 if let Some(code) = blocks.translation(index, self) {
+                    // The exit the previous translation left by, if it was
+                    // a chainable one and this block came straight after:
+                    // from now on that exit goes on here by itself.
+                    if from_slot != 0 && exit_gen == blocks.jit.cache.generation() {
+                        // SAFETY: a slot of the current arena (the
+                        // generation has not moved since it was named).
+                        unsafe { crate::jit::chain::fill(from_slot, self, index, code as usize) };
+                    }
+                    self.jit_block = index;
+                    self.jit_exit = 0;
                     // SAFETY: `code` is this block's translation (made for
                     // this RIP and code size, current cache generation); it
                     // touches only this `Cpu` and, through the handlers it
-                    // calls, what they touch. Nothing else uses the CPU or
-                    // the block cache while it runs.
+                    // calls, what they touch, and chains only into
+                    // translations of the same generation (`jit::chain`).
+                    // Nothing else uses the CPU or the block cache while it
+                    // runs.
                     let status = unsafe { code(self as *mut Cpu) };
                     if status == crate::jit::translate::FAULTED {
                         let f = match self.jit_fault.take() {
@@ -269,8 +304,11 @@ impl Cpu {
                             return stop;
                         }
                     } else {
-                        prev = Some(index);
+                        // The last block that ran (chaining moves it on).
+                        prev = Some(self.jit_block);
                         self.rip = self.next_rip;
+                        exit_slot = self.jit_exit;
+                        exit_gen = blocks.jit.cache.generation();
                     }
                     continue;
                 }

@@ -276,6 +276,8 @@ pub struct Cpu {
     pub seen_write_epoch: u64,
     pub seen_inval_epoch: u64,
     pub seen_dirty_epoch: u64,
+    /// `mem.any_epoch` as of the last full look at the epochs above.
+    pub seen_any_epoch: u64,
     /// This vCPU's side of the dirty-log handshake (see `PhysMemory::dirty_log`).
     pub mem_ack: Arc<crate::memory::VcpuMemAck>,
     pub single_step: bool,
@@ -302,6 +304,20 @@ pub struct Cpu {
     /// The fault an instruction run from generated code raised, for the
     /// run loop to deliver (see `jit::translate`).
     pub jit_fault: Option<Fault>,
+    /// The block whose translation is running (chaining moves it on).
+    pub jit_block: u32,
+    /// The chain slot (`jit::chain::ChainSlot`, as an address) of the exit
+    /// the last translation left by without chaining; 0 if none.
+    pub jit_exit: usize,
+    /// Blocks entered by chaining (for tests and tuning).
+    pub jit_chained: u64,
+    /// What chained generated code loads to see that the run loop has
+    /// nothing to do (`jit::chain`): addresses of the irqchip's events word
+    /// (or of a word that stays 0), of the kick flag and of
+    /// `mem.any_epoch`. Set at each `run` from the fields they belong to.
+    pub chain_events: usize,
+    pub chain_kick: usize,
+    pub chain_any_epoch: usize,
 }
 
 impl Cpu {
@@ -357,6 +373,7 @@ impl Cpu {
             seen_write_epoch: 0,
             seen_inval_epoch: 0,
             seen_dirty_epoch: 0,
+            seen_any_epoch: u64::MAX,
             mem_ack,
             single_step: false,
             breakpoints: Vec::new(),
@@ -370,6 +387,12 @@ impl Cpu {
             profile: profile::Profile::from_env(apic_id),
             tier: crate::jit::Tier::from_env(),
             jit_fault: None,
+            jit_block: 0,
+            jit_exit: 0,
+            jit_chained: 0,
+            chain_events: 0,
+            chain_kick: 0,
+            chain_any_epoch: 0,
         };
         cpu.reset();
         cpu
@@ -518,6 +541,13 @@ impl Cpu {
     #[inline]
     pub fn sync_memory_epochs(&mut self) -> bool {
         use std::sync::atomic::Ordering;
+        // SeqCst: pairs with `PhysMemory::dirty_log` (see `enter_guest`);
+        // loaded before the others, so a bump after it is seen next time.
+        let any = self.mem.any_epoch.load(Ordering::SeqCst);
+        if any == self.seen_any_epoch {
+            return false;
+        }
+        self.seen_any_epoch = any;
         let mut changed = false;
         let layout = self.mem.layout_epoch.load(Ordering::Acquire);
         if layout != self.seen_layout_epoch {

@@ -380,3 +380,122 @@ mod tests {
         );
     }
 }
+
+/// The forms block chaining uses (`jit::chain`): loads and compares through
+/// a base register other than rbx (rsi: the chain slot; rcx: a pointer the
+/// `Cpu` holds), and the jump into the next translation.
+impl Asm {
+    /// How far a translation's body is from its entry (chaining jumps
+    /// there, with rbx already the `Cpu` and the stack as after the
+    /// prologue).
+    pub const PROLOGUE_LEN: usize = 4;
+
+    /// ModRM and disp32 for `[base + disp]`, `base` one of rax rcx rdx rbx
+    /// rsi rdi (no SIB byte needed).
+    fn base_disp(&mut self, reg: u8, base: u8, disp: usize) {
+        debug_assert!(base < 8 && base != 4 && base != 5);
+        self.byte(0x80 | (reg << 3) | base);
+        self.i32(disp as i32);
+    }
+
+    /// `mov r, [base + disp]` (32-bit loads zero-extend).
+    pub fn load_from(&mut self, w: bool, r: u8, base: u8, disp: usize) {
+        self.rex_w(w);
+        self.byte(0x8b);
+        self.base_disp(r, base, disp);
+    }
+
+    /// `cmp r, [base + disp]`.
+    pub fn cmp_r_mem(&mut self, w: bool, r: u8, base: u8, disp: usize) {
+        self.rex_w(w);
+        self.byte(0x3b);
+        self.base_disp(r, base, disp);
+    }
+
+    /// `cmp dword [base + disp], imm8` (sign-extended), or with `byte`
+    /// `cmp byte [base + disp], imm8`.
+    pub fn cmp_mem_imm8(&mut self, byte: bool, base: u8, disp: usize, imm: i8) {
+        self.byte(if byte { 0x80 } else { 0x83 });
+        self.base_disp(7, base, disp);
+        self.byte(imm as u8);
+    }
+
+    /// `movzx r32, byte [rbx + disp]`.
+    pub fn movzx_r32_m8(&mut self, r: u8, disp: usize) {
+        self.byte(0x0f);
+        self.byte(0xb6);
+        self.base_disp(r, 3, disp);
+    }
+
+    /// `setcc r8` (al, cl, dl or bl: no REX needed).
+    pub fn setcc_r8(&mut self, cc: u8, r: u8) {
+        debug_assert!(r < 4);
+        self.byte(0x0f);
+        self.byte(0x90 | cc);
+        self.byte(0xc0 | r);
+    }
+
+    /// `inc qword [rbx + disp]`.
+    pub fn inc_mem64(&mut self, disp: usize) {
+        self.byte(0x48);
+        self.byte(0xff);
+        self.base_disp(0, 3, disp);
+    }
+
+    /// `jmp rax`.
+    pub fn jmp_rax(&mut self) {
+        self.byte(0xff);
+        self.byte(0xe0);
+    }
+}
+
+#[cfg(test)]
+mod chain_form_tests {
+    use super::*;
+
+    #[test]
+    fn the_chaining_forms_decode_as_intended() {
+        let mut a = Asm::new();
+        a.prologue();
+        assert_eq!(a.buf.len(), Asm::PROLOGUE_LEN);
+        a.load_from(true, RAX, RSI, 0);
+        a.load_from(false, RCX, RSI, 0x18);
+        a.load_from(true, RCX, RCX, 0);
+        a.cmp_r_mem(true, RCX, RSI, 8);
+        a.cmp_r_mem(true, RCX, 3, 0x700);
+        a.cmp_mem_imm8(false, RCX, 0, 0);
+        a.cmp_mem_imm8(true, RCX, 0, 0);
+        a.movzx_r32_m8(RDX, 0x6c0);
+        a.setcc_r8(4, RDX);
+        a.inc_mem64(0x720);
+        a.jmp_rax();
+        let code = a.finish().unwrap();
+        let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
+        let mut f = iced_x86::IntelFormatter::new();
+        let mut text = Vec::new();
+        while d.can_decode() {
+            let ins = d.decode();
+            let mut s = String::new();
+            iced_x86::Formatter::format(&mut f, &ins, &mut s);
+            text.push(s);
+        }
+        assert_eq!(
+            text,
+            [
+                "push rbx",
+                "mov rbx,rdi",
+                "mov rax,[rsi]",
+                "mov ecx,[rsi+18h]",
+                "mov rcx,[rcx]",
+                "cmp rcx,[rsi+8]",
+                "cmp rcx,[rbx+700h]",
+                "cmp dword ptr [rcx],0",
+                "cmp byte ptr [rcx],0",
+                "movzx edx,byte ptr [rbx+6C0h]",
+                "sete dl",
+                "inc qword ptr [rbx+720h]",
+                "jmp rax",
+            ]
+        );
+    }
+}

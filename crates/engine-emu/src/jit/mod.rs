@@ -14,6 +14,8 @@
 use std::sync::OnceLock;
 
 #[cfg(target_arch = "x86_64")]
+pub mod chain;
+#[cfg(target_arch = "x86_64")]
 pub mod code_cache;
 #[cfg(target_arch = "x86_64")]
 pub mod emitter;
@@ -93,6 +95,9 @@ pub struct Jit {
     /// Which native templates translations use (tests narrow it).
     #[cfg(target_arch = "x86_64")]
     pub templates: translate::Templates,
+    /// The chain slots of the translations in `cache` (reset with it).
+    #[cfg(target_arch = "x86_64")]
+    pub slots: chain::Slots,
     pub stats: Stats,
 }
 
@@ -113,6 +118,8 @@ impl Default for Jit {
             cache: code_cache::CodeCache::new(),
             #[cfg(target_arch = "x86_64")]
             templates: translate::Templates::ALL,
+            #[cfg(target_arch = "x86_64")]
+            slots: chain::Slots::default(),
             stats: Stats::default(),
         }
     }
@@ -127,6 +134,7 @@ impl Jit {
                 self.stats.flushes += 1;
             }
             self.cache.flush();
+            self.slots.reset();
         }
     }
 }

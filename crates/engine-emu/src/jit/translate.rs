@@ -12,6 +12,7 @@
 
 use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
+use super::chain::{emit_exit, Slots};
 use super::emitter::{AluOp, Asm, Label, RAX, RCX, RDX, RSI};
 use crate::cpu::block_cache::Decoded;
 use crate::cpu::flags::layout as fl;
@@ -172,7 +173,7 @@ unsafe extern "sysv64" fn read_cond(cpu: *mut Cpu, cc: u64) -> u64 {
     u64::from(unsafe { &*cpu }.flags.cond(cc as u8))
 }
 
-struct Ctx {
+struct Ctx<'a> {
     a: Asm,
     /// CPL 3 when the block was translated (memory templates check it).
     cpl3: bool,
@@ -181,6 +182,8 @@ struct Ctx {
     code_bits: u32,
     t: Templates,
     counts: Counts,
+    /// Where chainable exits get their slots.
+    slots: &'a mut Slots,
 }
 
 /// Translate `insns` (a block entered at `rip`, code size `code_bits`).
@@ -191,6 +194,7 @@ pub fn translate(
     code_bits: u32,
     cpl: u8,
     t: Templates,
+    slots: &mut Slots,
 ) -> Option<(Vec<u8>, Counts)> {
     let ip_mask = match code_bits {
         64 => u64::MAX,
@@ -208,6 +212,7 @@ pub fn translate(
         code_bits,
         t,
         counts: Counts::default(),
+        slots,
     };
     let mut rip = rip;
     let mut open = true; // control can reach the end of the block
@@ -239,7 +244,16 @@ pub fn translate(
             c.a.mov_imm(RAX, rip);
             c.a.store(true, RAX, next_rip_off());
         }
-        c.a.mov_imm(RAX, DONE);
+        // A block that ends at an instruction of `ends_block` returns to the
+        // run loop, which must look at what it changed before going on.
+        let ends = insns
+            .last()
+            .is_some_and(|d| crate::cpu::exec::ends_block(&d.ins));
+        if ends {
+            c.a.mov_imm(RAX, DONE);
+        } else {
+            c.leave(rip, DONE);
+        }
     }
     c.a.bind(exit);
     c.a.epilogue();
@@ -247,7 +261,21 @@ pub fn translate(
     c.a.finish().map(|code| (code, counts))
 }
 
-impl Ctx {
+impl Ctx<'_> {
+    /// Leave the block for `target` with `status` (DONE or ENDED,
+    /// `next_rip` set to `target`): into the next block's translation if
+    /// the exit's chain slot says where it is and nothing is to be done in
+    /// between (see `jit::chain`), else back to the run loop.
+    fn leave(&mut self, target: u64, status: u64) {
+        match self.slots.alloc() {
+            Some(slot) => emit_exit(&mut self.a, slot, target, self.code_bits, status, self.exit),
+            None => {
+                self.a.mov_imm(RAX, status);
+                self.a.jmp(self.exit);
+            }
+        }
+    }
+
     /// Call the interpreter's handler for `d`; leave if it ended the block
     /// or faulted.
     fn call(&mut self, d: &Decoded, rip: u64, fall: u64) {
@@ -634,8 +662,7 @@ impl Ctx {
         self.a.mov_imm(RAX, target);
         self.a.store(true, RAX, next_rip_off());
         self.a.store_u8(end_block_off(), 1);
-        self.a.mov_imm(RAX, ENDED);
-        self.a.jmp(self.exit);
+        self.leave(target, ENDED);
         if let Some(slow) = slow {
             self.a.bind(slow);
             self.call(d, rip, fall);

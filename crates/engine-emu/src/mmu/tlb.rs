@@ -48,6 +48,8 @@ struct Cold {
 pub mod layout {
     use super::{Hot, Tlb};
     pub const HOT_BASE: usize = core::mem::offset_of!(Tlb, hot_base);
+    /// `Tlb::epoch` (a u64).
+    pub const EPOCH: usize = core::mem::offset_of!(Tlb, epoch);
     pub const ENTRIES: usize = super::ENTRIES;
     pub const ENTRY_SIZE: usize = core::mem::size_of::<Hot>();
     pub const TAG: usize = core::mem::offset_of!(Hot, tag);

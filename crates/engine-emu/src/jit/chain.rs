@@ -1,0 +1,304 @@
+//! Block chaining: a translation that leaves at a known address (the end of
+//! the block, a templated JMP or taken Jcc) goes on into the next block's
+//! translation without returning to the run loop, when the run loop would
+//! have done nothing but run that block.
+//!
+//! Each such exit owns a `ChainSlot`, filled by the run loop the first time
+//! the exit is followed by a translated block (`Cpu::run_blocks`): the
+//! successor's body, and the context its link holds in (`Cpu::chain_ctx`:
+//! the TLB epoch, which moves with every TLB flush and every write to a
+//! code page, user or supervisor fetch, code size), plus CS's fetch base
+//! outside 64-bit code. At the exit, generated code (`emit_exit`) goes on
+//! into the successor only if, loaded inline:
+//!
+//! - the slot is filled and its context is the current one (the test
+//!   `BlockCache::follow` makes before following a link);
+//! - the irqchip's events word and the kick flag are clear, and the
+//!   memory's `any_epoch` is the one this vCPU has caught up with: exactly
+//!   the run loop's checks of events and memory epochs.
+//!
+//! The run loop's other checks cannot have changed since it entered the
+//! first translation of the chain: an exit, an exit posted, HLT, a change
+//! of IF, TF, the interrupt shadow, mode, CPL or code size all come from a
+//! handler that sets `end_block` (the translation then leaves through its
+//! handler path, which never chains) or from an instruction that ends a
+//! decoded block (`exec::ends_block`; such a block's fall-through exit does
+//! not chain); breakpoints, watchpoints, single-step and profiling are set
+//! only outside `run`, and the run loop enters no translation while any is
+//! on. A chain is therefore the run loop's path through the same blocks,
+//! without the lookups.
+//!
+//! Slots live in one arena per vCPU, reset with the translation cache
+//! (every translation that could name a slot is then stale); an arena
+//! that is full gives no more slots until the next flush, and those exits
+//! simply return.
+
+use super::emitter::{Asm, Label, RAX, RCX, RDX, RSI};
+use crate::cpu::Cpu;
+
+/// One exit's successor. `entry` 0: not known yet.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ChainSlot {
+    /// The successor translation's body (past its prologue).
+    pub entry: usize,
+    /// The context (`Cpu::chain_ctx`) in which the link holds.
+    pub ctx: u64,
+    /// CS's fetch base (`SegCache::fetch_base`) it holds with (compared
+    /// outside 64-bit code, where it is always 0).
+    pub base: u64,
+    /// The successor's block (for the run loop's links).
+    pub index: u32,
+}
+
+/// Slots per arena (per vCPU, at most 8 MiB, touched as used).
+pub const SLOTS: usize = 1 << 18;
+
+/// The events word of a vCPU without an irqchip: never set.
+pub static NO_EVENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The arena: a vector that never grows past its capacity, so a slot's
+/// address is stable until `reset`.
+#[derive(Default)]
+pub struct Slots {
+    v: Vec<ChainSlot>,
+}
+
+impl Slots {
+    /// A new empty slot, or `None` when the arena is full.
+    pub fn alloc(&mut self) -> Option<*mut ChainSlot> {
+        if self.v.capacity() == 0 {
+            self.v = Vec::with_capacity(SLOTS);
+        }
+        if self.v.len() == self.v.capacity() {
+            return None;
+        }
+        self.v.push(ChainSlot::default());
+        self.v.last_mut().map(|s| s as *mut ChainSlot)
+    }
+
+    /// Forget every slot (the translations naming them are stale).
+    pub fn reset(&mut self) {
+        self.v.clear();
+    }
+}
+
+mod off {
+    use super::ChainSlot;
+    use crate::cpu::seg_cache::SegCache;
+    use crate::cpu::Cpu;
+    use core::mem::offset_of;
+
+    pub const ENTRY: usize = offset_of!(ChainSlot, entry);
+    pub const CTX: usize = offset_of!(ChainSlot, ctx);
+    pub const BASE: usize = offset_of!(ChainSlot, base);
+    pub const INDEX: usize = offset_of!(ChainSlot, index);
+    pub const TLB_EPOCH: usize = offset_of!(Cpu, tlb) + crate::mmu::tlb::layout::EPOCH;
+    pub const CPL: usize = offset_of!(Cpu, cpl);
+    pub const FETCH_BASE: usize = offset_of!(Cpu, seg_cache) + offset_of!(SegCache, fetch_base);
+    pub const EVENTS: usize = offset_of!(Cpu, chain_events);
+    pub const KICK: usize = offset_of!(Cpu, chain_kick);
+    pub const ANY_EPOCH: usize = offset_of!(Cpu, chain_any_epoch);
+    pub const SEEN_ANY: usize = offset_of!(Cpu, seen_any_epoch);
+    pub const RIP: usize = offset_of!(Cpu, rip);
+    pub const END_BLOCK: usize = offset_of!(Cpu, end_block);
+    pub const JIT_BLOCK: usize = offset_of!(Cpu, jit_block);
+    pub const JIT_EXIT: usize = offset_of!(Cpu, jit_exit);
+    pub const JIT_CHAINED: usize = offset_of!(Cpu, jit_chained);
+}
+
+/// Emit a chainable exit to `target` (a constant; `cpu.next_rip` holds it)
+/// with `status` (DONE or ENDED) for the run loop if it does not chain.
+/// `code_bits` is the translation's code size.
+pub(super) fn emit_exit(
+    a: &mut Asm,
+    slot: *mut ChainSlot,
+    target: u64,
+    code_bits: u32,
+    status: u64,
+    exit: Label,
+) {
+    let out = a.label();
+    a.mov_imm(RSI, slot as u64);
+    a.load_from(true, RAX, RSI, off::ENTRY);
+    a.test_rax();
+    a.jcc(0x4, out); // jz: not filled
+                     // rcx = chain_ctx() = epoch << 8 | (cpl == 3) << 7 | code size.
+    a.load(true, RCX, off::TLB_EPOCH);
+    a.shift_ri(4, true, RCX, 8); // shl
+    a.movzx_r32_m8(RDX, off::CPL);
+    a.alu_ri(super::emitter::AluOp::Cmp, false, RDX, 3);
+    a.setcc_r8(0x4, RDX); // sete dl (edx's upper bits are 0: movzx)
+    a.shift_ri(4, false, RDX, 7);
+    a.alu_rr(super::emitter::AluOp::Or, true, RCX, RDX);
+    a.alu_ri(super::emitter::AluOp::Or, true, RCX, code_bits as i32);
+    a.cmp_r_mem(true, RCX, RSI, off::CTX);
+    a.jcc(0x5, out); // jne
+    if code_bits != 64 {
+        a.load(true, RCX, off::FETCH_BASE);
+        a.cmp_r_mem(true, RCX, RSI, off::BASE);
+        a.jcc(0x5, out);
+    }
+    // Events and kicks.
+    a.load(true, RCX, off::EVENTS);
+    a.cmp_mem_imm8(false, RCX, 0, 0);
+    a.jcc(0x5, out);
+    a.load(true, RCX, off::KICK);
+    a.cmp_mem_imm8(true, RCX, 0, 0);
+    a.jcc(0x5, out);
+    // Memory epochs.
+    a.load(true, RCX, off::ANY_EPOCH);
+    a.load_from(true, RCX, RCX, 0);
+    a.cmp_r_mem(true, RCX, 3, off::SEEN_ANY);
+    a.jcc(0x5, out);
+    // Go on: as the run loop would, RIP = next_rip, a fresh block.
+    a.mov_imm(RCX, target);
+    a.store(true, RCX, off::RIP);
+    a.store_u8(off::END_BLOCK, 0);
+    a.load_from(false, RCX, RSI, off::INDEX);
+    a.store(false, RCX, off::JIT_BLOCK);
+    a.inc_mem64(off::JIT_CHAINED);
+    a.jmp_rax();
+    a.bind(out);
+    a.store(true, RSI, off::JIT_EXIT);
+    a.mov_imm(RAX, status);
+    a.jmp(exit);
+}
+
+/// Fill `slot` (an exit of the translation that just ran) with `index`'s
+/// translation at `entry`, found by the run loop at the exit's target.
+///
+/// # Safety
+/// `slot` is a slot of the current arena: the cache's generation has not
+/// moved since the exit named it.
+pub(crate) unsafe fn fill(slot: usize, cpu: &Cpu, index: u32, entry: usize) {
+    // SAFETY: see the function's contract.
+    let s = unsafe { &mut *(slot as *mut ChainSlot) };
+    *s = ChainSlot {
+        entry: entry + Asm::PROLOGUE_LEN,
+        ctx: cpu.chain_ctx(),
+        base: cpu.seg_cache.fetch_base,
+        index,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::code_asm::*;
+
+    use crate::cpu::block_cache::BlockCache;
+    use crate::cpu::exec::Stop;
+    use crate::cpu::integer::test_support::{TestCpu, CODE};
+    use crate::jit::Tier;
+
+    /// Run `code` (64-bit) on `tier` to its stop: (stop, RIP, GPRs,
+    /// blocks entered by chaining).
+    fn run(code: &[u8], tier: Tier) -> (Stop, u64, [u64; 16], u64) {
+        let mut c = TestCpu::new(64);
+        c.write(CODE, code);
+        c.cpu.rip = CODE;
+        c.cpu.set_tier(tier);
+        let mut blocks = BlockCache::new();
+        let stop = c.cpu.run(&mut blocks);
+        (stop, c.cpu.rip, c.cpu.gpr, c.cpu.jit_chained)
+    }
+
+    /// Two blocks that jump to each other 1000 times, through a fall-through
+    /// exit and a taken-branch exit: the same result on every tier, and on
+    /// the code-generating ones the blocks run into each other.
+    #[test]
+    fn hot_blocks_run_into_each_other() {
+        let mut a = CodeAssembler::new(64).unwrap();
+        let mut top = a.create_label();
+        let mut other = a.create_label();
+        let mut done = a.create_label();
+        a.mov(r14, 1000u64).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.add(rax, r14).unwrap();
+        a.dec(r14).unwrap();
+        a.je(done).unwrap();
+        a.jmp(other).unwrap();
+        for _ in 0..40 {
+            a.nop().unwrap();
+        }
+        a.set_label(&mut other).unwrap();
+        a.xor(rbx, rax).unwrap();
+        a.jmp(top).unwrap();
+        a.set_label(&mut done).unwrap();
+        a.hlt().unwrap();
+        let code = a.assemble(CODE).unwrap();
+        let (stop, rip, gpr, chained) = run(&code, Tier::Interp);
+        assert_eq!(stop, Stop::Exit, "HLT leaves as an exit");
+        assert_eq!(gpr[0], 1000 * 1001 / 2);
+        assert_eq!(chained, 0);
+        for tier in [Tier::All, Tier::Auto] {
+            let got = run(&code, tier);
+            assert_eq!((got.0, got.1, got.2), (stop, rip, gpr), "{tier:?}");
+            assert!(got.3 > 1000, "{tier:?}: only {} blocks chained", got.3);
+        }
+    }
+
+    /// A block that jumps to itself forever still leaves `run` when it is
+    /// kicked: every chained entry checks for events.
+    #[test]
+    fn a_kick_stops_a_block_chained_to_itself() {
+        let mut a = CodeAssembler::new(64).unwrap();
+        let mut top = a.create_label();
+        a.set_label(&mut top).unwrap();
+        a.inc(rax).unwrap();
+        a.jmp(top).unwrap();
+        let code = a.assemble(CODE).unwrap();
+        let mut c = TestCpu::new(64);
+        c.write(CODE, &code);
+        c.cpu.rip = CODE;
+        c.cpu.set_tier(Tier::All);
+        let kick = c.cpu.kick.clone();
+        let kicker = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            kick.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut blocks = BlockCache::new();
+        let stop = c.cpu.run(&mut blocks);
+        kicker.join().unwrap();
+        assert_eq!(stop, Stop::Event);
+        assert!(c.cpu.jit_chained > 1000, "{}", c.cpu.jit_chained);
+        assert_eq!(c.cpu.rip, CODE, "it stops between two runs of the block");
+        assert!(c.cpu.gpr[0] > 1000);
+    }
+
+    /// A chained successor whose code is rewritten runs its new code: the
+    /// loop patches the immediate of the block it jumps to, every time.
+    #[test]
+    fn a_rewritten_successor_is_not_chained_into() {
+        let mut a = CodeAssembler::new(64).unwrap();
+        let mut top = a.create_label();
+        let mut patched = a.create_label();
+        let mut done = a.create_label();
+        a.mov(r14, 200u64).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.add(r9, rax).unwrap();
+        a.dec(r14).unwrap();
+        a.je(done).unwrap();
+        // The imm32 of `mov eax, imm32` (opcode B8, one byte) at `patched`.
+        a.lea(rdx, ptr(patched)).unwrap();
+        a.mov(dword_ptr(rdx + 1), r14d).unwrap();
+        a.jmp(patched).unwrap();
+        // The successor on its own page, so the patch does not also
+        // rewrite the block that writes it.
+        a.db(&[0x90; 4096]).unwrap();
+        a.set_label(&mut patched).unwrap();
+        a.mov(eax, 0x1234u32).unwrap();
+        a.jmp(top).unwrap();
+        a.set_label(&mut done).unwrap();
+        a.hlt().unwrap();
+        let code = a.assemble(CODE).unwrap();
+        let want: u64 = (1..200u64).sum();
+        let (stop, rip, gpr, _) = run(&code, Tier::Interp);
+        assert_eq!(stop, Stop::Exit, "HLT leaves as an exit");
+        assert_eq!(gpr[9], want);
+        for tier in [Tier::All, Tier::Auto] {
+            let got = run(&code, tier);
+            assert_eq!((got.0, got.1, got.2), (stop, rip, gpr), "{tier:?}");
+        }
+    }
+}
