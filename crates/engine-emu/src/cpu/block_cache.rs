@@ -86,10 +86,10 @@ pub struct BlockCache {
     pub jit: crate::jit::Jit,
 }
 
-const JUMP_ENTRIES: usize = 4096;
+pub(crate) const JUMP_ENTRIES: usize = 4096;
 
 #[inline(always)]
-fn jump_slot(lin: u64) -> usize {
+pub(crate) fn jump_slot(lin: u64) -> usize {
     (lin ^ (lin >> 12)) as usize & (JUMP_ENTRIES - 1)
 }
 

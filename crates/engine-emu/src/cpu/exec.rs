@@ -121,14 +121,7 @@ impl Cpu {
     /// Linear address of RIP.
     #[inline]
     pub fn rip_lin(&self) -> u64 {
-        if self.mode == Mode::Long {
-            self.rip
-        } else {
-            self.seg[super::Seg::Cs as usize]
-                .base
-                .wrapping_add(self.rip)
-                & 0xffff_ffff
-        }
+        self.lin_of(self.rip)
     }
 
     #[inline]
@@ -157,6 +150,16 @@ impl Cpu {
         (self.tlb.epoch() << 8) | (u64::from(self.cpl == 3) << 7) | u64::from(self.code_bits)
     }
 
+    /// The linear address of `rip` in the current CS (as `rip_lin`).
+    #[inline(always)]
+    pub(crate) fn lin_of(&self, rip: u64) -> u64 {
+        if self.mode == Mode::Long {
+            rip
+        } else {
+            self.seg[super::Seg::Cs as usize].base.wrapping_add(rip) & 0xffff_ffff
+        }
+    }
+
     /// The events word (with an irqchip; it also carries kicks, see
     /// `VcpuIrq::kick`) or the kick flag is set.
     #[inline(always)]
@@ -180,6 +183,22 @@ impl Cpu {
             || self.single_step
             || self.interrupt_shadow
             || self.flags.get(kite_hypervisor::x86::RFLAGS_TF)
+    }
+
+    /// Whether the top of `run_blocks` would do nothing before running the
+    /// next block but find it: no memory-epoch change, exit, event,
+    /// deliverable interrupt, HLT, replayed answer, per-instruction check
+    /// or profile sample (`jit::chain::chain_dynamic` goes on only then).
+    #[inline(always)]
+    pub(crate) fn chain_ready(&self) -> bool {
+        self.mem.any_epoch.load(std::sync::atomic::Ordering::SeqCst) == self.seen_any_epoch
+            && self.pending.is_none()
+            && self.posted.is_empty()
+            && !self.event_signalled()
+            && !(self.intr_pending && self.flags.if_() && !self.interrupt_shadow)
+            && !self.halted
+            && !self.needs_checked_run()
+            && self.profile.is_none()
     }
 
     /// Run guest code until something needs the caller.

@@ -34,6 +34,7 @@
 //! simply return.
 
 use super::emitter::{Asm, Label, RAX, RCX, RDX, RSI};
+use crate::cpu::block_cache::{jump_slot, JUMP_ENTRIES};
 use crate::cpu::Cpu;
 
 /// One exit's successor. `entry` 0: not known yet.
@@ -49,6 +50,11 @@ pub struct ChainSlot {
     pub base: u64,
     /// The successor's block (for the run loop's links).
     pub index: u32,
+    /// Where the successor is: compared by `chain_dynamic` (a slot of the
+    /// table it looks in serves whatever address hashes there); a fixed
+    /// exit's target is a constant of its code.
+    pub rip: u64,
+    pub lin: u64,
 }
 
 /// Slots per arena (per vCPU, at most 8 MiB, touched as used).
@@ -58,13 +64,23 @@ pub const SLOTS: usize = 1 << 18;
 pub static NO_EVENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The arena: a vector that never grows past its capacity, so a slot's
-/// address is stable until `reset`.
+/// address is stable until `reset`; and the table of slots for exits whose
+/// target is known only at run time, by linear address.
 #[derive(Default)]
 pub struct Slots {
     v: Vec<ChainSlot>,
+    table: Box<[ChainSlot]>,
 }
 
 impl Slots {
+    /// The table `chain_dynamic` looks in.
+    pub fn table(&mut self) -> *mut ChainSlot {
+        if self.table.is_empty() {
+            self.table = vec![ChainSlot::default(); JUMP_ENTRIES].into_boxed_slice();
+        }
+        self.table.as_mut_ptr()
+    }
+
     /// A new empty slot, or `None` when the arena is full.
     pub fn alloc(&mut self) -> Option<*mut ChainSlot> {
         if self.v.capacity() == 0 {
@@ -80,6 +96,7 @@ impl Slots {
     /// Forget every slot (the translations naming them are stale).
     pub fn reset(&mut self) {
         self.v.clear();
+        self.table.fill(ChainSlot::default());
     }
 }
 
@@ -179,7 +196,65 @@ pub(crate) unsafe fn fill(slot: usize, cpu: &Cpu, index: u32, entry: usize) {
         ctx: cpu.chain_ctx(),
         base: cpu.seg_cache.fetch_base,
         index,
+        rip: cpu.rip,
+        lin: cpu.rip_lin(),
     };
+}
+
+/// Emit the exit of a block that a handler ended (`rax` is its status:
+/// ENDED, or FAULTED which returns as it is): into the translation at
+/// `cpu.next_rip` if `chain_dynamic` finds one, else back to the run loop.
+pub(super) fn emit_dynamic_exit(a: &mut Asm, table: *mut ChainSlot, exit: Label) {
+    let stay = a.label();
+    a.alu_ri(super::emitter::AluOp::Cmp, false, RAX, 1);
+    a.jcc(0x5, exit); // jne: faulted
+    a.arg0_cpu();
+    a.mov_imm(RSI, table as u64);
+    a.mov_imm(RAX, chain_dynamic as *const () as u64);
+    a.call_rax();
+    a.test_rax();
+    a.jcc(0x4, stay); // jz
+    a.jmp_rax();
+    a.bind(stay);
+    a.mov_imm(RAX, super::translate::ENDED);
+    a.jmp(exit);
+}
+
+/// Called by generated code when a handler ended the block (a branch it
+/// took, a mode change, an exit posted...), with `cpu.next_rip` where it
+/// went: the body of the translation there to jump to, or 0 (then
+/// `cpu.jit_exit` names the table's slot for the run loop to fill). After
+/// a handler anything may have changed, so this makes every check of the
+/// run loop's top (`Cpu::chain_ready`), and finds the successor as the
+/// loop's jump cache does: by linear address in the current context.
+///
+/// # Safety
+/// `cpu` is the vCPU running the translation (see `call_handler`); `table`
+/// is its arena's table (`Slots::table`).
+pub(crate) unsafe extern "sysv64" fn chain_dynamic(cpu: *mut Cpu, table: *mut ChainSlot) -> usize {
+    // SAFETY: see the function's contract.
+    let cpu = unsafe { &mut *cpu };
+    let rip = cpu.next_rip;
+    let lin = cpu.lin_of(rip);
+    // SAFETY: `jump_slot` is below JUMP_ENTRIES, the table's length.
+    let slot = unsafe { table.add(jump_slot(lin)) };
+    // SAFETY: in the table, which lives as long as the arena.
+    let s = unsafe { &*slot };
+    if s.entry != 0
+        && s.lin == lin
+        && s.rip == rip
+        && s.ctx == cpu.chain_ctx()
+        && s.base == cpu.seg_cache.fetch_base
+        && cpu.chain_ready()
+    {
+        cpu.rip = rip;
+        cpu.end_block = false;
+        cpu.jit_block = s.index;
+        cpu.jit_chained += 1;
+        return s.entry;
+    }
+    cpu.jit_exit = slot as usize;
+    0
 }
 
 #[cfg(test)]
@@ -299,6 +374,90 @@ mod tests {
         for tier in [Tier::All, Tier::Auto] {
             let got = run(&code, tier);
             assert_eq!((got.0, got.1, got.2), (stop, rip, gpr), "{tier:?}");
+        }
+    }
+
+    /// Calls and returns (handler-ended blocks) chain through the table by
+    /// address: 500 calls of a function, the same result on every tier.
+    #[test]
+    fn calls_and_returns_chain_by_address() {
+        let mut a = CodeAssembler::new(64).unwrap();
+        let mut top = a.create_label();
+        let mut func = a.create_label();
+        let mut done = a.create_label();
+        a.mov(rsp, 0x7_0000u64).unwrap();
+        a.mov(r14, 500u64).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.call(func).unwrap();
+        a.add(rbx, rax).unwrap();
+        a.dec(r14).unwrap();
+        a.jne(top).unwrap();
+        a.jmp(done).unwrap();
+        a.set_label(&mut func).unwrap();
+        a.lea(rax, qword_ptr(r14 + r14 * 2)).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut done).unwrap();
+        a.hlt().unwrap();
+        let code = a.assemble(CODE).unwrap();
+        let (stop, rip, gpr, chained) = run(&code, Tier::Interp);
+        assert_eq!(stop, Stop::Exit, "HLT leaves as an exit");
+        assert_eq!(gpr[3], 3 * 500 * 501 / 2);
+        assert_eq!(chained, 0);
+        for tier in [Tier::All, Tier::Auto] {
+            let got = run(&code, tier);
+            assert_eq!((got.0, got.1, got.2), (stop, rip, gpr), "{tier:?}");
+            assert!(got.3 > 1000, "{tier:?}: only {} blocks chained", got.3);
+        }
+    }
+
+    /// An exit a handler posts (OUT) always reaches the caller: a chained
+    /// loop around an OUT stops at every OUT, on every tier, with the same
+    /// state.
+    #[test]
+    fn a_posted_exit_is_never_chained_past() {
+        // Every other round reaches `after` by an indirect jump (a handler
+        // ends that block), so the table knows `after` when an OUT, whose
+        // handler also ends its block, goes there.
+        let mut a = CodeAssembler::new(64).unwrap();
+        let mut top = a.create_label();
+        let mut after = a.create_label();
+        let mut skip = a.create_label();
+        a.set_label(&mut top).unwrap();
+        a.add(rax, 1).unwrap();
+        a.test(al, 1).unwrap();
+        a.jz(skip).unwrap();
+        a.out(0x80, al).unwrap();
+        a.set_label(&mut after).unwrap();
+        a.lea(rcx, qword_ptr(rcx + rax)).unwrap();
+        a.jmp(top).unwrap();
+        a.set_label(&mut skip).unwrap();
+        a.lea(rdx, ptr(after)).unwrap();
+        a.jmp(rdx).unwrap();
+        let code = a.assemble(CODE).unwrap();
+        let trace = |tier: Tier| {
+            let mut c = TestCpu::new(64);
+            c.write(CODE, &code);
+            c.cpu.rip = CODE;
+            c.cpu.set_tier(tier);
+            let mut blocks = BlockCache::new();
+            let mut seen = Vec::new();
+            for _ in 0..100 {
+                let stop = c.cpu.run(&mut blocks);
+                let posted = c.cpu.posted.len();
+                c.cpu.posted.clear();
+                seen.push((stop, posted, c.cpu.rip, c.cpu.gpr[0], c.cpu.gpr[1]));
+            }
+            (seen, c.cpu.jit_chained)
+        };
+        let (want, _) = trace(Tier::Interp);
+        assert!(want.iter().all(|s| s.0 == Stop::Exit && s.1 == 1));
+        assert_eq!(want[99].3, 199, "one OUT per run, every other round");
+        for tier in [Tier::All, Tier::Auto] {
+            let (got, chained) = trace(tier);
+            assert_eq!(got, want, "{tier:?}");
+            if tier == Tier::All {
+                assert!(chained >= 90, "the loop's blocks chain: {chained}");
+            }
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
-use super::chain::{emit_exit, Slots};
+use super::chain::{emit_dynamic_exit, emit_exit, Slots};
 use super::emitter::{AluOp, Asm, Label, RAX, RCX, RDX, RSI};
 use crate::cpu::block_cache::Decoded;
 use crate::cpu::flags::layout as fl;
@@ -178,12 +178,16 @@ struct Ctx<'a> {
     /// CPL 3 when the block was translated (memory templates check it).
     cpl3: bool,
     exit: Label,
+    /// Where a handler that ended the block (or faulted) leaves from.
+    ended: Label,
     host: HostFlags,
     code_bits: u32,
     t: Templates,
     counts: Counts,
     /// Where chainable exits get their slots.
     slots: &'a mut Slots,
+    /// A handler call can leave through `ended`.
+    handler_exits: bool,
 }
 
 /// Translate `insns` (a block entered at `rip`, code size `code_bits`).
@@ -203,16 +207,19 @@ pub fn translate(
     };
     let mut a = Asm::new();
     let exit = a.label();
+    let ended = a.label();
     a.prologue();
     let mut c = Ctx {
         a,
         cpl3: cpl == 3,
         exit,
+        ended,
         host: HostFlags::None,
         code_bits,
         t,
         counts: Counts::default(),
         slots,
+        handler_exits: false,
     };
     let mut rip = rip;
     let mut open = true; // control can reach the end of the block
@@ -257,6 +264,11 @@ pub fn translate(
     }
     c.a.bind(exit);
     c.a.epilogue();
+    if c.handler_exits {
+        c.a.bind(ended);
+        let table = c.slots.table();
+        emit_dynamic_exit(&mut c.a, table, exit);
+    }
     let counts = c.counts;
     c.a.finish().map(|code| (code, counts))
 }
@@ -286,7 +298,8 @@ impl Ctx<'_> {
         self.a.mov_imm(RAX, call_handler as *const () as u64);
         self.a.call_rax();
         self.a.test_rax();
-        self.a.jcc(0x5, self.exit); // jnz
+        self.a.jcc(0x5, self.ended); // jnz
+        self.handler_exits = true;
         self.host = HostFlags::None;
     }
 
