@@ -23,10 +23,6 @@ pub struct SegCache {
     pub flat_write: u8,
     /// Mask of the stack pointer (SS.B, or 64-bit mode).
     pub sp_mask: u64,
-    /// What RIP is offset from for fetches: 0 in long mode, else CS.base
-    /// (so `Cpu::rip_lin` is `(fetch_base + rip) & mask` outside long mode;
-    /// chained generated code compares it, see `jit::chain`).
-    pub fetch_base: u64,
 }
 
 /// Whether a protected-mode access through `s` behaves exactly like a flat
@@ -64,10 +60,6 @@ pub fn compute(mode: Mode, segs: &[Segment; 6]) -> SegCache {
         Mode::Long => u64::MAX,
         _ if ss32 => 0xffff_ffff,
         _ => 0xffff,
-    };
-    c.fetch_base = match mode {
-        Mode::Long => 0,
-        _ => segs[Seg::Cs as usize].base,
     };
     c
 }

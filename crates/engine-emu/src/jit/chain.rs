@@ -7,8 +7,8 @@
 //! the exit is followed by a translated block (`Cpu::run_blocks`): the
 //! successor's body, and the context its link holds in (`Cpu::chain_ctx`:
 //! the TLB epoch, which moves with every TLB flush and every write to a
-//! code page, user or supervisor fetch, code size), plus CS's fetch base
-//! outside 64-bit code. At the exit, generated code (`emit_exit`) goes on
+//! code page, user or supervisor fetch, code size), plus CS.base outside
+//! 64-bit code. At the exit, generated code (`emit_exit`) goes on
 //! into the successor only if, loaded inline:
 //!
 //! - the slot is filled and its context is the current one (the test
@@ -45,8 +45,10 @@ pub struct ChainSlot {
     pub entry: usize,
     /// The context (`Cpu::chain_ctx`) in which the link holds.
     pub ctx: u64,
-    /// CS's fetch base (`SegCache::fetch_base`) it holds with (compared
-    /// outside 64-bit code, where it is always 0).
+    /// CS.base when it was filled (compared outside 64-bit code: the
+    /// linear address of a constant target moves with it; a change between
+    /// legacy and compatibility mode, where it stops counting, flushes the
+    /// TLB and so changes the context).
     pub base: u64,
     /// The successor's block (for the run loop's links).
     pub index: u32,
@@ -102,8 +104,7 @@ impl Slots {
 
 mod off {
     use super::ChainSlot;
-    use crate::cpu::seg_cache::SegCache;
-    use crate::cpu::Cpu;
+    use crate::cpu::{Cpu, Seg};
     use core::mem::offset_of;
 
     pub const ENTRY: usize = offset_of!(ChainSlot, entry);
@@ -112,7 +113,9 @@ mod off {
     pub const INDEX: usize = offset_of!(ChainSlot, index);
     pub const TLB_EPOCH: usize = offset_of!(Cpu, tlb) + crate::mmu::tlb::layout::EPOCH;
     pub const CPL: usize = offset_of!(Cpu, cpl);
-    pub const FETCH_BASE: usize = offset_of!(Cpu, seg_cache) + offset_of!(SegCache, fetch_base);
+    pub const CS_BASE: usize = offset_of!(Cpu, seg)
+        + Seg::Cs as usize * core::mem::size_of::<kite_hypervisor::Segment>()
+        + offset_of!(kite_hypervisor::Segment, base);
     pub const EVENTS: usize = offset_of!(Cpu, chain_events);
     pub const KICK: usize = offset_of!(Cpu, chain_kick);
     pub const ANY_EPOCH: usize = offset_of!(Cpu, chain_any_epoch);
@@ -152,7 +155,7 @@ pub(super) fn emit_exit(
     a.cmp_r_mem(true, RCX, RSI, off::CTX);
     a.jcc(0x5, out); // jne
     if code_bits != 64 {
-        a.load(true, RCX, off::FETCH_BASE);
+        a.load(true, RCX, off::CS_BASE);
         a.cmp_r_mem(true, RCX, RSI, off::BASE);
         a.jcc(0x5, out);
     }
@@ -194,7 +197,7 @@ pub(crate) unsafe fn fill(slot: usize, cpu: &Cpu, index: u32, entry: usize) {
     *s = ChainSlot {
         entry: entry + Asm::PROLOGUE_LEN,
         ctx: cpu.chain_ctx(),
-        base: cpu.seg_cache.fetch_base,
+        base: cpu.seg[crate::cpu::Seg::Cs as usize].base,
         index,
         rip: cpu.rip,
         lin: cpu.rip_lin(),
@@ -244,7 +247,7 @@ pub(crate) unsafe extern "sysv64" fn chain_dynamic(cpu: *mut Cpu, table: *mut Ch
         && s.lin == lin
         && s.rip == rip
         && s.ctx == cpu.chain_ctx()
-        && s.base == cpu.seg_cache.fetch_base
+        && s.base == cpu.seg[crate::cpu::Seg::Cs as usize].base
         && cpu.chain_ready()
     {
         cpu.rip = rip;
