@@ -173,6 +173,12 @@ impl Flags {
         }
     }
 
+    /// Compute the lazy flags into the RFLAGS word now (generated code
+    /// does it before an instruction that sets only some flags natively).
+    pub fn materialize_now(&mut self) {
+        self.materialize();
+    }
+
     #[inline]
     fn record(&mut self, lazy: Lazy, a: u64, b: u64, cin: bool, res: u64, bits: u32) {
         let m = mask(bits);

@@ -395,6 +395,22 @@ impl Asm {
         self.byte(0xc0 | (dst << 3) | src);
     }
 
+    /// `imul dst, src`.
+    pub fn imul_rr(&mut self, w: bool, dst: u8, src: u8) {
+        self.rex_w(w);
+        self.byte(0x0f);
+        self.byte(0xaf);
+        self.byte(0xc0 | (dst << 3) | src);
+    }
+
+    /// `imul dst, src, imm32`.
+    pub fn imul_rri(&mut self, w: bool, dst: u8, src: u8, imm: i32) {
+        self.rex_w(w);
+        self.byte(0x69);
+        self.byte(0xc0 | (dst << 3) | src);
+        self.i32(imm);
+    }
+
     /// `call rax`.
     pub fn call_rax(&mut self) {
         self.buf.extend_from_slice(&[0xff, 0xd0]);
@@ -488,6 +504,10 @@ mod tests {
         a.cmov_rr(0xc, true, RAX, RCX);
         a.cmov_rr(0x5, false, RCX, RDX);
         a.shift_ri(4, false, RAX, 3);
+        a.imul_rr(true, RAX, RCX);
+        a.imul_rr(false, RCX, RDX);
+        a.imul_rri(true, RAX, RCX, -3);
+        a.imul_rri(false, RDX, RAX, 0x1234_5678);
         let text: Vec<String> = {
             let code = a.finish().unwrap();
             let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
@@ -563,6 +583,10 @@ mod tests {
                 "cmovl rax,rcx",
                 "cmovne ecx,edx",
                 "shl eax,3",
+                "imul rax,rcx",
+                "imul ecx,edx",
+                "imul rax,rcx,0FFFFFFFFFFFFFFFDh",
+                "imul edx,eax,12345678h",
             ]
         );
     }

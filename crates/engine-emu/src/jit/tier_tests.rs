@@ -365,6 +365,20 @@ fn gen64_more(a: &mut CodeAssembler, r: &mut Rng, start: CodeLabel) -> Result<()
             1 => a.pause(),
             _ => a.endbr64(),
         },
+        20 | 21 => {
+            // IMUL after a flag-setting op of some kind (its record known
+            // to the translator or not), flags read after.
+            let res = match r.below(4) {
+                0 => a.imul_2(d32, s32),
+                1 => a.imul_2(d64, s64),
+                2 => a.imul_3(d32, s32, imm as i32),
+                _ => a.imul_3(d64, s64, (imm as i8) as i32),
+            };
+            res.and_then(|_| match r.below(2) {
+                0 => a.pushfq().and_then(|_| a.pop(r.pick(&W64))),
+                _ => flag_reader(a, r),
+            })
+        }
         _ => flag_reader(a, r),
     }
 }
@@ -617,6 +631,17 @@ fn each_template_group_matches_the_interpreter() {
             small_alu: true,
             ..Templates::NONE
         },
+        Templates {
+            imul: true,
+            ..Templates::NONE
+        },
+        Templates {
+            // IMUL after native ALU ops (the record known: materialized
+            // from the host's flags).
+            imul: true,
+            alu: true,
+            ..Templates::NONE
+        },
     ];
     for (i, t) in groups.into_iter().enumerate() {
         let st = compare_tiers(0x5eed_0100 + i as u64, 150, 20, 2, Tier::All, t);
@@ -747,6 +772,8 @@ fn the_templated_forms_are_native() {
         ("setcc r8 rex", |a| a.setl(r10b)),
         ("cmov r64", |a| a.cmova(rax, r8)),
         ("cmov r32", |a| a.cmovs(ecx, edx)),
+        ("imul r32,r32", |a| a.imul_2(ecx, edx)),
+        ("imul r64,r64,imm", |a| a.imul_3(r8, rax, -7)),
         ("push", |a| a.push(rbp)),
         ("pop", |a| a.pop(r13)),
         ("add r8,r8", |a| a.add(al, ah)),
@@ -787,6 +814,9 @@ fn the_templated_forms_are_native() {
         ("adc m,r", |a| a.adc(dword_ptr(rdi), eax)),
         ("addr32", |a| a.mov(eax, dword_ptr(edi))),
         ("call r", |a| a.call(rax)),
+        ("imul r,m", |a| a.imul_2(eax, dword_ptr(rdi))),
+        ("imul r16", |a| a.imul_2(ax, cx)),
+        ("imul one operand", |a| a.imul(rcx)),
     ];
     for (name, f) in no {
         assert_eq!(native(64, f).0, 0, "{name}");

@@ -85,6 +85,8 @@ pub struct Templates {
     pub mem_alu: bool,
     /// ADD SUB AND OR XOR CMP TEST on 8/16-bit registers.
     pub small_alu: bool,
+    /// IMUL r,r and r,r,imm (32/64-bit).
+    pub imul: bool,
 }
 
 impl Templates {
@@ -102,6 +104,7 @@ impl Templates {
         stack: true,
         mem_alu: true,
         small_alu: true,
+        imul: true,
     };
     pub const NONE: Templates = Templates {
         mov: false,
@@ -117,6 +120,7 @@ impl Templates {
         stack: false,
         mem_alu: false,
         small_alu: false,
+        imul: false,
     };
 }
 
@@ -197,9 +201,21 @@ fn gpr_any(r: Register) -> Option<G> {
     if r.is_gpr8() {
         let k = n - Register::AL as usize;
         Some(match k {
-            0..=3 => G { i: k, hi: 0, size: 1 },
-            4..=7 => G { i: k - 4, hi: 1, size: 1 },
-            _ => G { i: k - 4, hi: 0, size: 1 },
+            0..=3 => G {
+                i: k,
+                hi: 0,
+                size: 1,
+            },
+            4..=7 => G {
+                i: k - 4,
+                hi: 1,
+                size: 1,
+            },
+            _ => G {
+                i: k - 4,
+                hi: 0,
+                size: 1,
+            },
         })
     } else if r.is_gpr16() {
         Some(G {
@@ -318,6 +334,15 @@ pub(crate) unsafe extern "sysv64" fn call_handler(
 unsafe extern "sysv64" fn read_cf(cpu: *mut Cpu) -> u64 {
     // SAFETY: see the function's contract.
     u64::from(unsafe { &*cpu }.flags.cf())
+}
+
+/// Compute the guest's lazy flags into its RFLAGS word (`lazy` none).
+///
+/// # Safety
+/// `cpu` as for `call_handler`.
+unsafe extern "sysv64" fn materialize(cpu: *mut Cpu) {
+    // SAFETY: see the function's contract.
+    unsafe { &mut *cpu }.flags.materialize_now();
 }
 
 /// Condition `cc` (0..15) on the guest's flags.
@@ -525,6 +550,7 @@ impl Ctx {
             M::Shl | M::Sal if self.t.shift => self.shift(ins, 4).then_some(false),
             M::Shr if self.t.shift => self.shift(ins, 5).then_some(false),
             M::Sar if self.t.shift => self.shift(ins, 7).then_some(false),
+            M::Imul if self.t.imul => self.imul(ins).then_some(false),
             M::Push if self.t.stack => self.push(d, rip, fall).then_some(false),
             M::Pop if self.t.stack => self.pop(d, rip, fall).then_some(false),
             M::Call if self.t.stack => self.call_rel(d, rip, fall).then_some(true),
@@ -603,9 +629,7 @@ impl Ctx {
         }
         match base {
             Register::RIP => index == Register::None,
-            Register::None => {
-                idx_ok && i32::try_from(ins.memory_displacement64() as i64).is_ok()
-            }
+            Register::None => idx_ok && i32::try_from(ins.memory_displacement64() as i64).is_ok(),
             b => {
                 matches!(gpr(b), Some((_, true)))
                     && idx_ok
@@ -1080,8 +1104,12 @@ impl Ctx {
             _ => {} // SAR: the two top bits of the result are equal.
         }
         self.a.load(true, RAX, f + fl::BITS);
-        self.a
-            .alu_ri(AluOp::And, true, RAX, !crate::cpu::flags::ARITH as i64 as i32);
+        self.a.alu_ri(
+            AluOp::And,
+            true,
+            RAX,
+            !crate::cpu::flags::ARITH as i64 as i32,
+        );
         self.a.alu_rr(AluOp::Or, true, RAX, RCX);
         self.a.store(true, RAX, f + fl::BITS);
         self.a.store_u8(f + fl::LAZY, fl::NONE);
@@ -1093,6 +1121,97 @@ impl Ctx {
         } else {
             HostFlags::NoOf
         };
+        self.known = None;
+        true
+    }
+
+    /// IMUL r,r and r,r,imm (32/64-bit GPRs), as `imul_rr`/`imul`: the
+    /// truncated product; CF = OF = "the signed product does not fit"
+    /// (the host's); the other flags as they were (`set_cf_of`
+    /// materializes them first). The materialization is native when the
+    /// record is `known` (the host's flags are the guest's after a
+    /// `resync`: SF ZF PF, and AF but after a logic operation, where the
+    /// guest's AF is 0), else a call to `materialize`.
+    fn imul(&mut self, ins: &Instruction) -> bool {
+        let n = ins.op_count();
+        if !(2..=3).contains(&n)
+            || ins.op0_kind() != OpKind::Register
+            || ins.op1_kind() != OpKind::Register
+        {
+            return false;
+        }
+        let (Some((dr, w)), Some((sr, ws))) = (gpr(ins.op0_register()), gpr(ins.op1_register()))
+        else {
+            return false;
+        };
+        if w != ws {
+            return false;
+        }
+        let imm = if n == 3 {
+            match (ins.op2_kind(), w) {
+                (OpKind::Immediate8to32 | OpKind::Immediate32, false) => {
+                    Some(ins.immediate(2) as u32 as i32)
+                }
+                (OpKind::Immediate8to64 | OpKind::Immediate32to64, true) => {
+                    match i32::try_from(ins.immediate(2) as i64) {
+                        Ok(v) => Some(v),
+                        Err(_) => return false,
+                    }
+                }
+                _ => return false,
+            }
+        } else {
+            None
+        };
+        use kite_hypervisor::x86::{
+            RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF,
+        };
+        let f = flags_off();
+        let arith = crate::cpu::flags::ARITH;
+        // RSI = the guest's RFLAGS word with CF and OF clear, lazy none.
+        match self.known {
+            Some((lazy, _)) => {
+                if self.host != HostFlags::All {
+                    self.resync();
+                }
+                let mut keep = RFLAGS_PF | RFLAGS_ZF | RFLAGS_SF;
+                if lazy != fl::LOGIC {
+                    keep |= RFLAGS_AF;
+                }
+                self.a.flags_to_rcx();
+                self.a.alu_ri(AluOp::And, false, RCX, keep as i32);
+                self.a.load(true, RSI, f + fl::BITS);
+                self.a.alu_ri(AluOp::And, true, RSI, !arith as i64 as i32);
+                self.a.alu_rr(AluOp::Or, true, RSI, RCX);
+            }
+            None => {
+                self.a.arg0_cpu();
+                self.a.mov_imm(RAX, materialize as *const () as u64);
+                self.a.call_rax();
+                self.a.load(true, RSI, f + fl::BITS);
+                self.a.alu_ri(
+                    AluOp::And,
+                    true,
+                    RSI,
+                    !(RFLAGS_CF | RFLAGS_OF) as i64 as i32,
+                );
+            }
+        }
+        self.a.load(w, RAX, gpr_off(dr));
+        self.a.load(w, RCX, gpr_off(sr));
+        match imm {
+            Some(v) => self.a.imul_rri(w, RAX, RCX, v),
+            None => self.a.imul_rr(w, RAX, RCX),
+        }
+        self.a.store(true, RAX, gpr_off(dr));
+        self.a.flags_to_rcx();
+        self.a
+            .alu_ri(AluOp::And, false, RCX, (RFLAGS_CF | RFLAGS_OF) as i32);
+        self.a.alu_rr(AluOp::Or, true, RSI, RCX);
+        self.a.store(true, RSI, f + fl::BITS);
+        self.a.store_u8(f + fl::LAZY, fl::NONE);
+        // The host's SF ZF PF are undefined after IMUL.
+        self.host = HostFlags::None;
         self.known = None;
         true
     }
@@ -1301,7 +1420,7 @@ impl Ctx {
         }
         if self.host_has(0x2) {
             self.a.setcc_mem(0x2, f + fl::CIN); // setb: the guest's CF
-            // INC/DEC set OF SF ZF PF and keep CF: the host's are the guest's.
+                                                // INC/DEC set OF SF ZF PF and keep CF: the host's are the guest's.
             self.host = HostFlags::All;
         } else {
             self.a.arg0_cpu();
