@@ -230,12 +230,19 @@ impl Asm {
         self.byte(0xc0 | (src << 3) | dst);
     }
 
-    /// `shl`/`shr`/`sar` `r, imm8` (`digit` 4, 5, 7).
+    /// `shl`/`shr`/`sar`/`rol`/`ror` `r, imm8` (`digit` 4, 5, 7, 0, 1).
     pub fn shift_ri(&mut self, digit: u8, w: bool, r: u8, imm: u8) {
         self.rex_w(w);
         self.byte(0xc1);
         self.byte(0xc0 | (digit << 3) | r);
         self.byte(imm);
+    }
+
+    /// `shl`/`shr`/`sar`/`rol`/`ror` `r, cl` (`digit` 4, 5, 7, 0, 1).
+    pub fn shift_cl(&mut self, digit: u8, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0xd3);
+        self.byte(0xc0 | (digit << 3) | r);
     }
 
     /// `xor r, [rdx]`.
@@ -504,6 +511,10 @@ mod tests {
         a.cmov_rr(0xc, true, RAX, RCX);
         a.cmov_rr(0x5, false, RCX, RDX);
         a.shift_ri(4, false, RAX, 3);
+        a.shift_cl(4, true, RAX);
+        a.shift_cl(7, false, RDX);
+        a.shift_ri(0, true, RAX, 5);
+        a.shift_ri(1, false, RCX, 31);
         a.imul_rr(true, RAX, RCX);
         a.imul_rr(false, RCX, RDX);
         a.imul_rri(true, RAX, RCX, -3);
@@ -583,6 +594,10 @@ mod tests {
                 "cmovl rax,rcx",
                 "cmovne ecx,edx",
                 "shl eax,3",
+                "shl rax,cl",
+                "sar edx,cl",
+                "rol rax,5",
+                "ror ecx,1Fh",
                 "imul rax,rcx",
                 "imul ecx,edx",
                 "imul rax,rcx,0FFFFFFFFFFFFFFFDh",

@@ -245,13 +245,29 @@ fn gen64_more(a: &mut CodeAssembler, r: &mut Rng, start: CodeLabel) -> Result<()
                 3 => 63 + r.below(3) as u32,
                 _ => r.below(256) as u32,
             };
-            let res = match (r.below(3), r.below(2)) {
+            let res = match (r.below(8), r.below(2)) {
                 (0, 0) => a.shl(d32, n),
                 (0, _) => a.shl(d64, n),
                 (1, 0) => a.shr(d32, n),
                 (1, _) => a.shr(d64, n),
-                (_, 0) => a.sar(d32, n),
-                _ => a.sar(d64, n),
+                (2, 0) => a.sar(d32, n),
+                (2, _) => a.sar(d64, n),
+                (3, 0) => a.rol(d32, n),
+                (3, _) => a.rol(d64, n),
+                (4, 0) => a.ror(d32, n),
+                (4, _) => a.ror(d64, n),
+                // By CL (masked at run time, zero included).
+                (5, 0) => a.shl(d32, cl),
+                (5, _) => a.shr(d64, cl),
+                (6, 0) => a.sar(d32, cl),
+                (6, _) => a.shl(d64, cl),
+                // A count of 0 modulo the width, often.
+                (_, 0) => a
+                    .mov(ecx, r.pick(&[0u32, 32, 64, n]))
+                    .and_then(|_| a.shr(d32, cl)),
+                _ => a
+                    .mov(ecx, r.pick(&[0u32, 64, 128, n]))
+                    .and_then(|_| a.sar(d64, cl)),
             };
             res.and_then(|_| match r.below(3) {
                 0 => flag_reader(a, r),
@@ -768,6 +784,10 @@ fn the_templated_forms_are_native() {
         ("shr r64,imm", |a| a.shr(r12, 63u32)),
         ("sar r64,imm", |a| a.sar(rbx, 7u32)),
         ("sal r32,imm", |a| a.sal(ebx, 0u32)),
+        ("shl by cl", |a| a.shl(eax, cl)),
+        ("sar r64 by cl", |a| a.sar(r9, cl)),
+        ("rol r32,imm", |a| a.rol(eax, 3u32)),
+        ("ror r64,1", |a| a.ror(r11, 1u32)),
         ("setcc r8", |a| a.setne(ah)),
         ("setcc r8 rex", |a| a.setl(r10b)),
         ("cmov r64", |a| a.cmova(rax, r8)),
@@ -803,9 +823,9 @@ fn the_templated_forms_are_native() {
         assert_eq!(native(64, f), (1, 0), "{name}");
     }
     let no: &[(&str, F)] = &[
-        ("shl by cl", |a| a.shl(eax, cl)),
         ("shl r8", |a| a.shl(al, 1u32)),
-        ("rol", |a| a.rol(eax, 3u32)),
+        ("rol by cl", |a| a.rol(eax, cl)),
+        ("rcl", |a| a.rcl(eax, 1u32)),
         ("cmov r,m", |a| a.cmove(eax, dword_ptr(rdi))),
         ("setcc m", |a| a.sete(byte_ptr(rdi))),
         ("push imm", |a| a.push(5)),

@@ -550,6 +550,8 @@ impl Ctx {
             M::Shl | M::Sal if self.t.shift => self.shift(ins, 4).then_some(false),
             M::Shr if self.t.shift => self.shift(ins, 5).then_some(false),
             M::Sar if self.t.shift => self.shift(ins, 7).then_some(false),
+            M::Rol if self.t.shift => self.rotate(ins, 0).then_some(false),
+            M::Ror if self.t.shift => self.rotate(ins, 1).then_some(false),
             M::Imul if self.t.imul => self.imul(ins).then_some(false),
             M::Push if self.t.stack => self.push(d, rip, fall).then_some(false),
             M::Pop if self.t.stack => self.pop(d, rip, fall).then_some(false),
@@ -1051,23 +1053,29 @@ impl Ctx {
     }
 
     /// SHL/SAL SHR SAR (`digit` 4, 5, 7) of a 32/64-bit GPR by an
-    /// immediate, as `shift_r`: the count masked; a zero count only
+    /// immediate or CL, as `shift_r`: the count masked; a zero count only
     /// rewrites the register (zero-extending a 32-bit one); otherwise the
     /// flags as `set_shift` sets them (`lazy` none, CF ZF SF PF of the
     /// result as the host computes them for a count below the width, AF
     /// set, OF as `of_left`/`of_right`: MSB(result) XOR CF, the second
-    /// bit of the result, 0 for SAR).
+    /// bit of the result, 0 for SAR). After an immediate count the shift is
+    /// repeated on the original value so that the host's flags are the
+    /// guest's (but OF for counts above 1).
     fn shift(&mut self, ins: &Instruction, digit: u8) -> bool {
-        if ins.op_count() != 2
-            || ins.op0_kind() != OpKind::Register
-            || ins.op1_kind() != OpKind::Immediate8
-        {
+        if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
             return false;
         }
         let Some((r, w)) = gpr(ins.op0_register()) else {
             return false;
         };
         let bits: u32 = if w { 64 } else { 32 };
+        match ins.op1_kind() {
+            OpKind::Immediate8 => {}
+            OpKind::Register if ins.op1_register() == Register::CL => {
+                return self.shift_cl(r, w, digit);
+            }
+            _ => return false,
+        }
         let count = u32::from(ins.immediate8()) & (bits - 1);
         self.a.load(w, RAX, gpr_off(r));
         if count == 0 {
@@ -1075,11 +1083,50 @@ impl Ctx {
             self.a.store(true, RAX, gpr_off(r));
             return true;
         }
-        let f = flags_off();
         self.a.mov_rr(w, RSI, RAX);
         self.a.shift_ri(digit, w, RAX, count as u8);
         self.a.flags_to_rcx();
         self.a.store(true, RAX, gpr_off(r));
+        self.shift_flags(digit, bits);
+        // The same shift again on the original: the host's CF ZF SF PF (and
+        // OF for a count of 1) are the guest's.
+        self.a.shift_ri(digit, w, RSI, count as u8);
+        self.host = if count == 1 {
+            HostFlags::All
+        } else {
+            HostFlags::NoOf
+        };
+        self.known = None;
+        true
+    }
+
+    /// `shift` by CL: the masked count tested at run time.
+    fn shift_cl(&mut self, r: usize, w: bool, digit: u8) -> bool {
+        let bits: u32 = if w { 64 } else { 32 };
+        let zero = self.a.label();
+        let done = self.a.label();
+        self.a.load(w, RAX, gpr_off(r));
+        self.a.load(false, RCX, gpr_off(crate::cpu::reg::RCX));
+        self.a.alu_ri(AluOp::And, false, RCX, (bits - 1) as i32);
+        self.a.jcc(0x4, zero); // jz: flags untouched
+        self.a.shift_cl(digit, w, RAX);
+        self.a.flags_to_rcx();
+        self.a.store(true, RAX, gpr_off(r));
+        self.shift_flags(digit, bits);
+        self.a.jmp(done);
+        self.a.bind(zero);
+        self.a.store(true, RAX, gpr_off(r));
+        self.a.bind(done);
+        self.host = HostFlags::None;
+        self.known = None;
+        true
+    }
+
+    /// The flags of a SHL/SHR/SAR by a nonzero count into the guest's
+    /// RFLAGS word (`lazy` none), from the result (RAX, zero-extended) and
+    /// the host's flags after the shift (RCX). Uses RDX.
+    fn shift_flags(&mut self, digit: u8, bits: u32) {
+        let f = flags_off();
         // CF PF ZF SF from the host, AF set.
         self.a.alu_ri(AluOp::And, false, RCX, 0xc5);
         self.a.alu_ri(AluOp::Or, false, RCX, 0x10);
@@ -1113,14 +1160,98 @@ impl Ctx {
         self.a.alu_rr(AluOp::Or, true, RAX, RCX);
         self.a.store(true, RAX, f + fl::BITS);
         self.a.store_u8(f + fl::LAZY, fl::NONE);
-        // The same shift again on the original: the host's CF ZF SF PF (and
-        // OF for a count of 1) are the guest's.
-        self.a.shift_ri(digit, w, RSI, count as u8);
-        self.host = if count == 1 {
-            HostFlags::All
-        } else {
-            HostFlags::NoOf
+    }
+
+    /// RSI = the guest's RFLAGS word with the lazy flags materialized and
+    /// CF and OF clear (for `set_cf_of`): from the host's flags when the
+    /// record is `known` (after a `resync` if need be: SF ZF PF, and AF
+    /// but after a logic operation, where the guest's AF is 0 and the
+    /// host's undefined), else through a call to `materialize`.
+    fn materialized_to_rsi(&mut self) {
+        use kite_hypervisor::x86::{
+            RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF,
         };
+        let f = flags_off();
+        match self.known {
+            Some((lazy, _)) => {
+                if self.host != HostFlags::All {
+                    self.resync();
+                }
+                let mut keep = RFLAGS_PF | RFLAGS_ZF | RFLAGS_SF;
+                if lazy != fl::LOGIC {
+                    keep |= RFLAGS_AF;
+                }
+                self.a.flags_to_rcx();
+                self.a.alu_ri(AluOp::And, false, RCX, keep as i32);
+                self.a.load(true, RSI, f + fl::BITS);
+                self.a.alu_ri(
+                    AluOp::And,
+                    true,
+                    RSI,
+                    !crate::cpu::flags::ARITH as i64 as i32,
+                );
+                self.a.alu_rr(AluOp::Or, true, RSI, RCX);
+            }
+            None => {
+                self.a.arg0_cpu();
+                self.a.mov_imm(RAX, materialize as *const () as u64);
+                self.a.call_rax();
+                self.a.load(true, RSI, f + fl::BITS);
+                self.a.alu_ri(
+                    AluOp::And,
+                    true,
+                    RSI,
+                    !(RFLAGS_CF | RFLAGS_OF) as i64 as i32,
+                );
+            }
+        }
+    }
+
+    /// ROL/ROR (`digit` 0, 1) of a 32/64-bit GPR by an immediate, as
+    /// `shift_r`: the count masked; a zero count only rewrites the
+    /// register; otherwise CF and OF set as `set_cf_of` does (ROL: CF =
+    /// bit 0 of the result, OF = MSB ^ CF; ROR: CF = MSB, OF = the XOR of
+    /// the two top bits), the other flags materialized.
+    fn rotate(&mut self, ins: &Instruction, digit: u8) -> bool {
+        if ins.op_count() != 2
+            || ins.op0_kind() != OpKind::Register
+            || ins.op1_kind() != OpKind::Immediate8
+        {
+            return false;
+        }
+        let Some((r, w)) = gpr(ins.op0_register()) else {
+            return false;
+        };
+        let bits: u32 = if w { 64 } else { 32 };
+        let count = u32::from(ins.immediate8()) & (bits - 1);
+        if count == 0 {
+            self.a.load(w, RAX, gpr_off(r));
+            self.a.store(true, RAX, gpr_off(r));
+            return true;
+        }
+        let f = flags_off();
+        self.materialized_to_rsi();
+        self.a.load(w, RAX, gpr_off(r));
+        self.a.shift_ri(digit, w, RAX, count as u8);
+        self.a.store(true, RAX, gpr_off(r));
+        // RDX = CF, RCX = the bit OF compares it with.
+        self.a.mov_rr(true, RDX, RAX);
+        self.a.mov_rr(true, RCX, RAX);
+        if digit == 0 {
+            self.a.alu_ri(AluOp::And, false, RDX, 1);
+            self.a.shift_ri(5, true, RCX, (bits - 1) as u8);
+        } else {
+            self.a.shift_ri(5, true, RDX, (bits - 1) as u8);
+            self.a.shift_ri(5, true, RCX, (bits - 2) as u8);
+            self.a.alu_ri(AluOp::And, false, RCX, 1);
+        }
+        self.a.alu_rr(AluOp::Xor, false, RCX, RDX);
+        self.a.shift_ri(4, false, RCX, 11);
+        self.a.alu_rr(AluOp::Or, false, RCX, RDX);
+        self.a.alu_rr(AluOp::Or, true, RSI, RCX);
+        self.a.store(true, RSI, f + fl::BITS);
+        self.a.store_u8(f + fl::LAZY, fl::NONE);
+        self.host = HostFlags::None;
         self.known = None;
         true
     }
@@ -1163,40 +1294,9 @@ impl Ctx {
         } else {
             None
         };
-        use kite_hypervisor::x86::{
-            RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF,
-        };
+        use kite_hypervisor::x86::{RFLAGS_CF, RFLAGS_OF};
         let f = flags_off();
-        let arith = crate::cpu::flags::ARITH;
-        // RSI = the guest's RFLAGS word with CF and OF clear, lazy none.
-        match self.known {
-            Some((lazy, _)) => {
-                if self.host != HostFlags::All {
-                    self.resync();
-                }
-                let mut keep = RFLAGS_PF | RFLAGS_ZF | RFLAGS_SF;
-                if lazy != fl::LOGIC {
-                    keep |= RFLAGS_AF;
-                }
-                self.a.flags_to_rcx();
-                self.a.alu_ri(AluOp::And, false, RCX, keep as i32);
-                self.a.load(true, RSI, f + fl::BITS);
-                self.a.alu_ri(AluOp::And, true, RSI, !arith as i64 as i32);
-                self.a.alu_rr(AluOp::Or, true, RSI, RCX);
-            }
-            None => {
-                self.a.arg0_cpu();
-                self.a.mov_imm(RAX, materialize as *const () as u64);
-                self.a.call_rax();
-                self.a.load(true, RSI, f + fl::BITS);
-                self.a.alu_ri(
-                    AluOp::And,
-                    true,
-                    RSI,
-                    !(RFLAGS_CF | RFLAGS_OF) as i64 as i32,
-                );
-            }
-        }
+        self.materialized_to_rsi();
         self.a.load(w, RAX, gpr_off(dr));
         self.a.load(w, RCX, gpr_off(sr));
         match imm {
