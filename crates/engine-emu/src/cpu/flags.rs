@@ -70,15 +70,19 @@ impl Default for Flags {
 /// Where the lazy-flag fields sit in `Flags` and the `Lazy` values, for
 /// generated code that records an ALU result exactly as `Flags::record`
 /// does (jit/translate.rs). `cin` is a `bool` (one byte, 0 or 1), `size` a
-/// `u32`, `a` `b` `res` `u64`s already masked to `size` bits.
+/// `u32`, `a` `b` `res` `u64`s already masked to `size` bits; `bits` the
+/// RFLAGS word (its arithmetic bits are the flags while `lazy` is `NONE`,
+/// as `set_arith` leaves them).
 pub mod layout {
     use super::{Flags, Lazy};
+    pub const BITS: usize = core::mem::offset_of!(Flags, bits);
     pub const LAZY: usize = core::mem::offset_of!(Flags, lazy);
     pub const SIZE: usize = core::mem::offset_of!(Flags, size);
     pub const CIN: usize = core::mem::offset_of!(Flags, cin);
     pub const A: usize = core::mem::offset_of!(Flags, a);
     pub const B: usize = core::mem::offset_of!(Flags, b);
     pub const RES: usize = core::mem::offset_of!(Flags, res);
+    pub const NONE: u8 = Lazy::None as u8;
     pub const ADD: u8 = Lazy::Add as u8;
     pub const SUB: u8 = Lazy::Sub as u8;
     pub const LOGIC: u8 = Lazy::Logic as u8;
@@ -167,6 +171,12 @@ impl Flags {
             self.bits = (self.bits & !ARITH) | self.arith_bits();
             self.lazy = Lazy::None;
         }
+    }
+
+    /// Compute the lazy flags into the RFLAGS word now (generated code
+    /// does it before an instruction that sets only some flags natively).
+    pub fn materialize_now(&mut self) {
+        self.materialize();
     }
 
     #[inline]

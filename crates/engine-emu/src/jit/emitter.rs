@@ -49,6 +49,14 @@ impl AluOp {
     }
 }
 
+/// A memory operand of the forms the templates use: a field of the `Cpu`
+/// (`[rbx + disp32]`) or guest memory through a host pointer (`[rax]`).
+#[derive(Clone, Copy, Debug)]
+pub enum Mem {
+    Cpu(usize),
+    AtRax,
+}
+
 /// A jump target inside the code being emitted.
 #[derive(Clone, Copy, Debug)]
 pub struct Label(usize);
@@ -222,12 +230,19 @@ impl Asm {
         self.byte(0xc0 | (src << 3) | dst);
     }
 
-    /// `shl`/`shr`/`sar` `r, imm8` (`digit` 4, 5, 7).
+    /// `shl`/`shr`/`sar`/`rol`/`ror` `r, imm8` (`digit` 4, 5, 7, 0, 1).
     pub fn shift_ri(&mut self, digit: u8, w: bool, r: u8, imm: u8) {
         self.rex_w(w);
         self.byte(0xc1);
         self.byte(0xc0 | (digit << 3) | r);
         self.byte(imm);
+    }
+
+    /// `shl`/`shr`/`sar`/`rol`/`ror` `r, cl` (`digit` 4, 5, 7, 0, 1).
+    pub fn shift_cl(&mut self, digit: u8, w: bool, r: u8) {
+        self.rex_w(w);
+        self.byte(0xd3);
+        self.byte(0xc0 | (digit << 3) | r);
     }
 
     /// `xor r, [rdx]`.
@@ -271,6 +286,136 @@ impl Asm {
         self.byte(0x80);
         self.rbx_disp(7, disp);
         self.byte(imm);
+    }
+
+    /// ModRM (and displacement) for memory operand `m` with `reg` in the
+    /// reg field.
+    fn modrm(&mut self, reg: u8, m: Mem) {
+        match m {
+            Mem::Cpu(disp) => self.rbx_disp(reg, disp),
+            Mem::AtRax => self.byte(reg << 3),
+        }
+    }
+
+    /// Load `size` (1, 2, 4, 8) bytes at `m` into `r`, zero- or (`sign`)
+    /// sign-extended to 32 bits, or to 64 with `w` (a 32-bit result
+    /// zero-extends, as every 32-bit write of the host does).
+    pub fn load_x(&mut self, size: u32, sign: bool, w: bool, r: u8, m: Mem) {
+        match size {
+            1 | 2 => {
+                self.rex_w(w);
+                self.byte(0x0f);
+                self.byte(match (size, sign) {
+                    (1, false) => 0xb6,
+                    (2, false) => 0xb7,
+                    (1, true) => 0xbe,
+                    _ => 0xbf,
+                });
+            }
+            4 if sign && w => {
+                self.byte(0x48);
+                self.byte(0x63);
+            }
+            4 => self.byte(0x8b),
+            _ => {
+                self.byte(0x48);
+                self.byte(0x8b);
+            }
+        }
+        self.modrm(r, m);
+    }
+
+    /// Store the low `size` (1, 2, 4, 8) bytes of `r` at `m`; a byte store
+    /// takes only al, cl, dl.
+    pub fn store_x(&mut self, size: u32, r: u8, m: Mem) {
+        debug_assert!(size != 1 || r < 4);
+        match size {
+            1 => self.byte(0x88),
+            2 => {
+                self.byte(0x66);
+                self.byte(0x89);
+            }
+            4 => self.byte(0x89),
+            _ => {
+                self.byte(0x48);
+                self.byte(0x89);
+            }
+        }
+        self.modrm(r, m);
+    }
+
+    /// Operand-size prefix of a `size`-byte (1, 2, 4, 8) ALU operation and
+    /// the opcode adjustment (-1 for the byte forms).
+    fn size_prefix(&mut self, size: u32) -> u8 {
+        match size {
+            1 => 1,
+            2 => {
+                self.byte(0x66);
+                0
+            }
+            4 => 0,
+            _ => {
+                self.byte(0x48);
+                0
+            }
+        }
+    }
+
+    /// `op dst, src` of `size` bytes on registers (al cl dl for bytes).
+    pub fn alu_rr_x(&mut self, op: AluOp, size: u32, dst: u8, src: u8) {
+        let adj = self.size_prefix(size);
+        self.byte(op.rm_r() - adj);
+        self.byte(0xc0 | (src << 3) | dst);
+    }
+
+    /// `op dst, imm` of `size` bytes: imm8, imm16, imm32 or (8 bytes) a
+    /// sign-extended imm32, from the low bits of `imm`.
+    pub fn alu_ri_x(&mut self, op: AluOp, size: u32, dst: u8, imm: u64) {
+        let adj = self.size_prefix(size);
+        let opc = if op == AluOp::Test { 0xf7 } else { 0x81 };
+        self.byte(opc - adj);
+        self.byte(0xc0 | (op.digit() << 3) | dst);
+        match size {
+            1 => self.byte(imm as u8),
+            2 => self.buf.extend_from_slice(&(imm as u16).to_le_bytes()),
+            _ => self.i32(imm as u32 as i32),
+        }
+    }
+
+    /// `pushfq; pop rcx` (the host's RFLAGS into rcx).
+    pub fn flags_to_rcx(&mut self) {
+        self.buf.extend_from_slice(&[0x9c, 0x59]);
+    }
+
+    /// `setcc r8` (al cl dl).
+    pub fn setcc_r(&mut self, cc: u8, r: u8) {
+        self.byte(0x0f);
+        self.byte(0x90 + cc);
+        self.byte(0xc0 | r);
+    }
+
+    /// `cmovcc dst, src`.
+    pub fn cmov_rr(&mut self, cc: u8, w: bool, dst: u8, src: u8) {
+        self.rex_w(w);
+        self.byte(0x0f);
+        self.byte(0x40 + cc);
+        self.byte(0xc0 | (dst << 3) | src);
+    }
+
+    /// `imul dst, src`.
+    pub fn imul_rr(&mut self, w: bool, dst: u8, src: u8) {
+        self.rex_w(w);
+        self.byte(0x0f);
+        self.byte(0xaf);
+        self.byte(0xc0 | (dst << 3) | src);
+    }
+
+    /// `imul dst, src, imm32`.
+    pub fn imul_rri(&mut self, w: bool, dst: u8, src: u8, imm: i32) {
+        self.rex_w(w);
+        self.byte(0x69);
+        self.byte(0xc0 | (dst << 3) | src);
+        self.i32(imm);
     }
 
     /// `call rax`.
@@ -334,6 +479,46 @@ mod tests {
         a.load_at_rax(false, RAX);
         a.store_at_rax(true, RCX);
         a.cmp_mem8(0x50, 3);
+        a.load_x(1, false, false, RCX, Mem::AtRax);
+        a.load_x(2, false, false, RAX, Mem::Cpu(0x21));
+        a.load_x(1, true, false, RDX, Mem::Cpu(0x22));
+        a.load_x(1, true, true, RAX, Mem::AtRax);
+        a.load_x(2, true, true, RCX, Mem::Cpu(0x24));
+        a.load_x(2, true, false, RAX, Mem::AtRax);
+        a.load_x(4, true, true, RDX, Mem::AtRax);
+        a.load_x(4, false, false, RCX, Mem::Cpu(0x28));
+        a.load_x(4, true, false, RAX, Mem::AtRax);
+        a.load_x(8, false, true, RCX, Mem::AtRax);
+        a.store_x(1, RCX, Mem::AtRax);
+        a.store_x(1, RAX, Mem::Cpu(0x31));
+        a.store_x(2, RDX, Mem::Cpu(0x32));
+        a.store_x(4, RCX, Mem::AtRax);
+        a.store_x(8, RSI, Mem::AtRax);
+        a.alu_rr_x(AluOp::Add, 1, RAX, RCX);
+        a.alu_rr_x(AluOp::Test, 1, RAX, RAX);
+        a.alu_rr_x(AluOp::Cmp, 2, RCX, RDX);
+        a.alu_rr_x(AluOp::Xor, 4, RAX, RCX);
+        a.alu_rr_x(AluOp::Or, 8, RCX, RDX);
+        a.alu_ri_x(AluOp::Sub, 1, RCX, 0x1ff);
+        a.alu_ri_x(AluOp::Test, 1, RAX, 0x80);
+        a.alu_ri_x(AluOp::And, 2, RCX, 0x1_8001);
+        a.alu_ri_x(AluOp::Test, 2, RCX, 0xffff);
+        a.alu_ri_x(AluOp::Cmp, 4, RCX, 0xffff_fffe);
+        a.alu_ri_x(AluOp::Add, 8, RCX, u64::MAX);
+        a.alu_ri_x(AluOp::Test, 8, RAX, 0x10);
+        a.flags_to_rcx();
+        a.setcc_r(0xf, RCX);
+        a.cmov_rr(0xc, true, RAX, RCX);
+        a.cmov_rr(0x5, false, RCX, RDX);
+        a.shift_ri(4, false, RAX, 3);
+        a.shift_cl(4, true, RAX);
+        a.shift_cl(7, false, RDX);
+        a.shift_ri(0, true, RAX, 5);
+        a.shift_ri(1, false, RCX, 31);
+        a.imul_rr(true, RAX, RCX);
+        a.imul_rr(false, RCX, RDX);
+        a.imul_rri(true, RAX, RCX, -3);
+        a.imul_rri(false, RDX, RAX, 0x1234_5678);
         let text: Vec<String> = {
             let code = a.finish().unwrap();
             let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
@@ -376,6 +561,47 @@ mod tests {
                 "mov eax,[rax]",
                 "mov [rax],rcx",
                 "cmp byte ptr [rbx+50h],3",
+                "movzx ecx,byte ptr [rax]",
+                "movzx eax,word ptr [rbx+21h]",
+                "movsx edx,byte ptr [rbx+22h]",
+                "movsx rax,byte ptr [rax]",
+                "movsx rcx,word ptr [rbx+24h]",
+                "movsx eax,word ptr [rax]",
+                "movsxd rdx,[rax]",
+                "mov ecx,[rbx+28h]",
+                "mov eax,[rax]",
+                "mov rcx,[rax]",
+                "mov [rax],cl",
+                "mov [rbx+31h],al",
+                "mov [rbx+32h],dx",
+                "mov [rax],ecx",
+                "mov [rax],rsi",
+                "add al,cl",
+                "test al,al",
+                "cmp cx,dx",
+                "xor eax,ecx",
+                "or rcx,rdx",
+                "sub cl,0FFh",
+                "test al,80h",
+                "and cx,8001h",
+                "test cx,0FFFFh",
+                "cmp ecx,0FFFFFFFEh",
+                "add rcx,0FFFFFFFFFFFFFFFFh",
+                "test rax,10h",
+                "pushfq",
+                "pop rcx",
+                "setg cl",
+                "cmovl rax,rcx",
+                "cmovne ecx,edx",
+                "shl eax,3",
+                "shl rax,cl",
+                "sar edx,cl",
+                "rol rax,5",
+                "ror ecx,1Fh",
+                "imul rax,rcx",
+                "imul ecx,edx",
+                "imul rax,rcx,0FFFFFFFFFFFFFFFDh",
+                "imul edx,eax,12345678h",
             ]
         );
     }

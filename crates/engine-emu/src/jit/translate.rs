@@ -13,7 +13,7 @@
 use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
 use super::chain::{emit_dynamic_exit, emit_exit, Slots};
-use super::emitter::{AluOp, Asm, Label, RAX, RCX, RDX, RSI};
+use super::emitter::{AluOp, Asm, Label, Mem, RAX, RCX, RDI, RDX, RSI};
 use crate::cpu::block_cache::Decoded;
 use crate::cpu::flags::layout as fl;
 use crate::cpu::{Cpu, Seg};
@@ -46,6 +46,16 @@ enum HostFlags {
     All,
     /// As `All` but CF unknown (INC/DEC after an unknown CF).
     NoCf,
+    /// As `All` but OF unknown (a shift by more than 1).
+    NoOf,
+}
+
+/// Whether condition `cc` (0..15) reads CF / OF.
+fn cc_uses_cf(cc: u8) -> bool {
+    matches!(cc >> 1, 1 | 3)
+}
+fn cc_uses_of(cc: u8) -> bool {
+    matches!(cc >> 1, 0 | 6 | 7)
 }
 
 /// Which native templates are enabled (all by default; tests disable
@@ -57,9 +67,27 @@ pub struct Templates {
     pub incdec: bool,
     pub lea: bool,
     pub branch: bool,
-    /// MOV between a 32/64-bit GPR and memory in 64-bit code, with the
-    /// soft TLB's hit path inline.
+    /// MOV between a GPR (any size) or an immediate and memory, and
+    /// MOVZX/MOVSX/MOVSXD from memory, in 64-bit code, with the soft
+    /// TLB's hit path inline.
     pub mem: bool,
+    /// NOP (all forms), PAUSE, ENDBR, PREFETCHh: nothing.
+    pub nop: bool,
+    /// MOVZX/MOVSX/MOVSXD from a register.
+    pub extend: bool,
+    /// SHL/SAL SHR SAR of a 32/64-bit GPR by an immediate.
+    pub shift: bool,
+    /// SETcc r8, CMOVcc r,r (32/64-bit).
+    pub cond: bool,
+    /// PUSH r64, POP r64, CALL rel32, RET (64-bit code, inline TLB path).
+    pub stack: bool,
+    /// ADD SUB AND OR XOR CMP TEST with a memory operand (64-bit code,
+    /// inline TLB path).
+    pub mem_alu: bool,
+    /// ADD SUB AND OR XOR CMP TEST on 8/16-bit registers.
+    pub small_alu: bool,
+    /// IMUL r,r and r,r,imm (32/64-bit).
+    pub imul: bool,
 }
 
 impl Templates {
@@ -70,6 +98,14 @@ impl Templates {
         lea: true,
         branch: true,
         mem: true,
+        nop: true,
+        extend: true,
+        shift: true,
+        cond: true,
+        stack: true,
+        mem_alu: true,
+        small_alu: true,
+        imul: true,
     };
     pub const NONE: Templates = Templates {
         mov: false,
@@ -78,6 +114,14 @@ impl Templates {
         lea: false,
         branch: false,
         mem: false,
+        nop: false,
+        extend: false,
+        shift: false,
+        cond: false,
+        stack: false,
+        mem_alu: false,
+        small_alu: false,
+        imul: false,
     };
 }
 
@@ -112,6 +156,12 @@ fn tlb_off() -> usize {
     core::mem::offset_of!(Cpu, tlb)
 }
 
+fn seg_base_off(s: Seg) -> usize {
+    core::mem::offset_of!(Cpu, seg)
+        + s as usize * core::mem::size_of::<kite_hypervisor::Segment>()
+        + core::mem::offset_of!(kite_hypervisor::Segment, base)
+}
+
 fn cs_limit_off() -> usize {
     core::mem::offset_of!(Cpu, seg)
         + Seg::Cs as usize * core::mem::size_of::<kite_hypervisor::Segment>()
@@ -127,6 +177,129 @@ fn gpr(r: Register) -> Option<(usize, bool)> {
     } else {
         None
     }
+}
+
+/// Where a GPR operand of any size lives in `Cpu::gpr`.
+#[derive(Clone, Copy)]
+struct G {
+    /// The GPR number.
+    i: usize,
+    /// The byte inside it (1 for AH CH DH BH).
+    hi: usize,
+    /// Bytes (1, 2, 4, 8).
+    size: u32,
+}
+
+impl G {
+    fn mem(self) -> Mem {
+        Mem::Cpu(gpr_off(self.i) + self.hi)
+    }
+}
+
+/// Any 8/16/32/64-bit GPR, numbered as `Cpu::reg_read` does.
+fn gpr_any(r: Register) -> Option<G> {
+    let n = r as usize;
+    if r.is_gpr8() {
+        let k = n - Register::AL as usize;
+        Some(match k {
+            0..=3 => G {
+                i: k,
+                hi: 0,
+                size: 1,
+            },
+            4..=7 => G {
+                i: k - 4,
+                hi: 1,
+                size: 1,
+            },
+            _ => G {
+                i: k - 4,
+                hi: 0,
+                size: 1,
+            },
+        })
+    } else if r.is_gpr16() {
+        Some(G {
+            i: n - Register::AX as usize,
+            hi: 0,
+            size: 2,
+        })
+    } else {
+        gpr(r).map(|(i, w)| G {
+            i,
+            hi: 0,
+            size: if w { 8 } else { 4 },
+        })
+    }
+}
+
+/// The stack pointer's GPR number.
+const RSP: usize = crate::cpu::reg::RSP;
+
+/// The second operand of an ALU template: a host register or an immediate.
+#[derive(Clone, Copy)]
+enum AluSrc {
+    Reg(u8),
+    Imm(u64),
+}
+
+/// The condition code (0..15) of a Jcc/SETcc/CMOVcc.
+fn cond_code(ins: &Instruction) -> Option<u8> {
+    // iced's ConditionCode: None = 0, then o no b ae e ne be a s ns p np l ge le g.
+    match ins.condition_code() as u8 {
+        0 => None,
+        c => Some(c - 1),
+    }
+}
+
+fn is_setcc(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Seto
+            | M::Setno
+            | M::Setb
+            | M::Setae
+            | M::Sete
+            | M::Setne
+            | M::Setbe
+            | M::Seta
+            | M::Sets
+            | M::Setns
+            | M::Setp
+            | M::Setnp
+            | M::Setl
+            | M::Setge
+            | M::Setle
+            | M::Setg
+    )
+}
+
+fn is_cmov(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg
+    )
+}
+
+fn size_mask(size: u32) -> u64 {
+    crate::cpu::flags::mask(size * 8)
 }
 
 /// `extern "sysv64"` entry the generated code calls for an instruction it
@@ -164,6 +337,15 @@ unsafe extern "sysv64" fn read_cf(cpu: *mut Cpu) -> u64 {
     u64::from(unsafe { &*cpu }.flags.cf())
 }
 
+/// Compute the guest's lazy flags into its RFLAGS word (`lazy` none).
+///
+/// # Safety
+/// `cpu` as for `call_handler`.
+unsafe extern "sysv64" fn materialize(cpu: *mut Cpu) {
+    // SAFETY: see the function's contract.
+    unsafe { &mut *cpu }.flags.materialize_now();
+}
+
 /// Condition `cc` (0..15) on the guest's flags.
 ///
 /// # Safety
@@ -175,6 +357,11 @@ unsafe extern "sysv64" fn read_cond(cpu: *mut Cpu, cc: u64) -> u64 {
 
 struct Ctx<'a> {
     a: Asm,
+    /// The guest's flag record is known to be an ADD, SUB or LOGIC of this
+    /// many bits with `cin` 0 (a template or handler of this block just
+    /// made it, only flag-neutral instructions since): host flags can be
+    /// made the guest's again from `a`, `b`, `res` (`resync`).
+    known: Option<(u8, u32)>,
     /// CPL 3 when the block was translated (memory templates check it).
     cpl3: bool,
     exit: Label,
@@ -215,6 +402,7 @@ pub fn translate(
         exit,
         ended,
         host: HostFlags::None,
+        known: None,
         code_bits,
         t,
         counts: Counts::default(),
@@ -301,6 +489,61 @@ impl Ctx<'_> {
         self.a.jcc(0x5, self.ended); // jnz
         self.handler_exits = true;
         self.host = HostFlags::None;
+        self.known = None;
+    }
+
+    /// Whether the host's flags can answer condition `cc` now.
+    fn host_has(&self, cc: u8) -> bool {
+        match self.host {
+            HostFlags::All => true,
+            HostFlags::NoCf => !cc_uses_cf(cc),
+            HostFlags::NoOf => !cc_uses_of(cc),
+            HostFlags::None => false,
+        }
+    }
+
+    /// Make the host's flags the guest's again from a known record (see
+    /// `known`): a host CMP/ADD of `a` and `b`, or TEST of `res`, at the
+    /// record's size. Nothing if the record is not known.
+    fn resync(&mut self) {
+        let Some((lazy, bits)) = self.known else {
+            return;
+        };
+        let f = flags_off();
+        let size = bits / 8;
+        if lazy == fl::LOGIC {
+            self.a.load(true, RAX, f + fl::RES);
+            self.a.alu_rr_x(AluOp::Test, size, RAX, RAX);
+        } else {
+            self.a.load(true, RAX, f + fl::A);
+            self.a.load(true, RCX, f + fl::B);
+            let op = if lazy == fl::ADD {
+                AluOp::Add
+            } else {
+                AluOp::Cmp
+            };
+            self.a.alu_rr_x(op, size, RAX, RCX);
+        }
+        self.host = HostFlags::All;
+    }
+
+    /// Condition `cc` for a native SETcc/CMOVcc/Jcc: `true` if the host's
+    /// flags hold it (after a `resync` if need be); else the guest's
+    /// condition is computed by `read_cond` into RAX (0 or 1) and the
+    /// host's flags are lost.
+    fn cond_in_host(&mut self, cc: u8) -> bool {
+        if !self.host_has(cc) {
+            self.resync();
+        }
+        if self.host_has(cc) {
+            return true;
+        }
+        self.a.arg0_cpu();
+        self.a.mov_imm(RSI, u64::from(cc));
+        self.a.mov_imm(RAX, read_cond as *const () as u64);
+        self.a.call_rax();
+        self.host = HostFlags::None;
+        false
     }
 
     /// Emit `ins` natively if a template covers it: `Some(true)` if it
@@ -311,16 +554,52 @@ impl Ctx<'_> {
         if ins.has_lock_prefix() || ins.has_xacquire_prefix() || ins.has_xrelease_prefix() {
             return None;
         }
+        use Mnemonic as M;
+        let alu_op = match ins.mnemonic() {
+            M::Add => Some(AluOp::Add),
+            M::Sub => Some(AluOp::Sub),
+            M::And => Some(AluOp::And),
+            M::Or => Some(AluOp::Or),
+            M::Xor => Some(AluOp::Xor),
+            M::Cmp => Some(AluOp::Cmp),
+            M::Test => Some(AluOp::Test),
+            _ => None,
+        };
+        if let Some(op) = alu_op {
+            return (self.alu(ins, op) || self.alu_mem(d, rip, fall, op)).then_some(false);
+        }
         match ins.mnemonic() {
             Mnemonic::Mov if self.t.mov && self.mov(ins) => Some(false),
             Mnemonic::Mov if self.t.mem => self.mov_mem(d, rip, fall).then_some(false),
-            Mnemonic::Add if self.t.alu => self.alu(ins, AluOp::Add).then_some(false),
-            Mnemonic::Sub if self.t.alu => self.alu(ins, AluOp::Sub).then_some(false),
-            Mnemonic::And if self.t.alu => self.alu(ins, AluOp::And).then_some(false),
-            Mnemonic::Or if self.t.alu => self.alu(ins, AluOp::Or).then_some(false),
-            Mnemonic::Xor if self.t.alu => self.alu(ins, AluOp::Xor).then_some(false),
-            Mnemonic::Cmp if self.t.alu => self.alu(ins, AluOp::Cmp).then_some(false),
-            Mnemonic::Test if self.t.alu => self.alu(ins, AluOp::Test).then_some(false),
+            // As `misc::nop`: nothing (a memory operand is not accessed).
+            M::Nop
+            | M::Reservednop
+            | M::Pause
+            | M::Endbr32
+            | M::Endbr64
+            | M::Prefetch
+            | M::Prefetchw
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+                if self.t.nop =>
+            {
+                Some(false)
+            }
+            M::Movzx | M::Movsx | M::Movsxd => self.extend(d, rip, fall).then_some(false),
+            M::Shl | M::Sal if self.t.shift => self.shift(ins, 4).then_some(false),
+            M::Shr if self.t.shift => self.shift(ins, 5).then_some(false),
+            M::Sar if self.t.shift => self.shift(ins, 7).then_some(false),
+            M::Rol if self.t.shift => self.rotate(ins, 0).then_some(false),
+            M::Ror if self.t.shift => self.rotate(ins, 1).then_some(false),
+            M::Imul if self.t.imul => self.imul(ins).then_some(false),
+            M::Push if self.t.stack => self.push(d, rip, fall).then_some(false),
+            M::Pop if self.t.stack => self.pop(d, rip, fall).then_some(false),
+            M::Call if self.t.stack => self.call_rel(d, rip, fall).then_some(true),
+            M::Ret if self.t.stack => self.ret(d, rip, fall).then_some(true),
+            _ if self.t.cond && is_setcc(ins.mnemonic()) => self.setcc(ins).then_some(false),
+            _ if self.t.cond && is_cmov(ins.mnemonic()) => self.cmov(ins).then_some(false),
             Mnemonic::Inc if self.t.incdec => self.inc_dec(ins, false).then_some(false),
             Mnemonic::Dec if self.t.incdec => self.inc_dec(ins, true).then_some(false),
             Mnemonic::Lea if self.t.lea => self.lea(ins).then_some(false),
@@ -360,84 +639,108 @@ impl Ctx<'_> {
         true
     }
 
-    /// MOV r32/r64, [m] and MOV [m], r32/r64 in 64-bit code, as
-    /// `mov_rm_flat`/`mov_mr_flat`: a DS/ES/SS (base 0) operand with a GPR
-    /// base and optional index. Inline: the linear address, the canonical
-    /// and page-crossing checks, the TLB lookup with the permission
-    /// `Cpu::need` asks (user or supervisor by CPL), the access through the
-    /// host pointer. Anything else (a miss, MMIO, a fault, a code page's
-    /// missing write permission, CPL changed since translation) runs the
-    /// handler, which does the whole access again exactly.
-    fn mov_mem(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
-        use crate::mmu::tlb::{layout as tl, READ_S, READ_U, WRITE_S, WRITE_U};
-        let ins = &d.ins;
-        if self.code_bits != 64 || ins.op_count() != 2 {
+    /// Load a guest GPR of any size into `host`, zero-extended.
+    fn load_g(&mut self, host: u8, g: G) {
+        self.a.load_x(g.size, false, false, host, g.mem());
+    }
+
+    /// Write `host` to a guest GPR as `Cpu::reg_write` does: 8/16-bit
+    /// writes merge, a 32-bit one zero-extends (`host` holds the value
+    /// zero-extended from 32 bits, as every 32-bit host write leaves it).
+    fn store_g(&mut self, host: u8, g: G) {
+        match g.size {
+            1 | 2 => self.a.store_x(g.size, host, g.mem()),
+            _ => self.a.store(true, host, gpr_off(g.i)),
+        }
+    }
+
+    /// Whether `lin64` covers the memory operand of `ins`: 64-bit code, a
+    /// 64-bit base (or RIP, or none) and an optional 64-bit index, a
+    /// displacement that fits the host's disp32.
+    fn lin64_ok(&self, ins: &Instruction) -> bool {
+        if self.code_bits != 64 {
             return false;
         }
-        let (store, reg, mem_op) = match (ins.op0_kind(), ins.op1_kind()) {
-            (OpKind::Register, OpKind::Memory) => (false, ins.op0_register(), 1),
-            (OpKind::Memory, OpKind::Register) => (true, ins.op1_register(), 0),
-            _ => return false,
-        };
-        let _ = mem_op;
-        let Some((r, w)) = gpr(reg) else {
-            return false;
-        };
-        if ins.memory_size().size() != if w { 8 } else { 4 } {
-            return false;
-        }
+        let base = ins.memory_base();
+        let index = ins.memory_index();
+        let idx_ok = index == Register::None || matches!(gpr(index), Some((_, true)));
         if !matches!(
             ins.memory_segment(),
-            Register::DS | Register::ES | Register::SS
+            Register::ES | Register::CS | Register::SS | Register::DS | Register::FS | Register::GS
         ) {
             return false;
         }
-        let base = match gpr(ins.memory_base()) {
-            Some((b, true)) => b,
-            _ => return false, // none, RIP-relative, 32-bit addressing
-        };
-        let index = match ins.memory_index() {
-            Register::None => None,
-            x => match gpr(x) {
-                Some((i, true)) => Some(i),
-                _ => return false,
-            },
-        };
-        let Ok(disp) = i32::try_from(ins.memory_displacement64() as i64) else {
-            return false;
-        };
-        let size: u32 = if w { 8 } else { 4 };
-        let slow = self.a.label();
-        let done = self.a.label();
-        // The CPL the permission was chosen for.
+        match base {
+            Register::RIP => index == Register::None,
+            Register::None => idx_ok && i32::try_from(ins.memory_displacement64() as i64).is_ok(),
+            b => {
+                matches!(gpr(b), Some((_, true)))
+                    && idx_ok
+                    && i32::try_from(ins.memory_displacement64() as i64).is_ok()
+            }
+        }
+    }
+
+    /// The linear address of `ins`'s memory operand (see `lin64_ok`) into
+    /// RAX, as `ea` and `seg_lin` in long mode compute it: base + index *
+    /// scale + displacement (RIP-relative: from the fall-through), plus
+    /// the FS/GS base. Uses RCX, RDX.
+    fn lin64(&mut self, ins: &Instruction, fall: u64) {
+        let base = ins.memory_base();
+        if base == Register::RIP {
+            let lin = fall.wrapping_add(ins.memory_displacement64().wrapping_sub(ins.next_ip()));
+            self.a.mov_imm(RAX, lin);
+        } else {
+            match gpr(base) {
+                Some((b, _)) => self.a.load(true, RCX, gpr_off(b)),
+                None => self.a.mov_imm(RCX, 0),
+            }
+            let index = gpr(ins.memory_index());
+            match index {
+                Some((i, _)) => self.a.load(true, RDX, gpr_off(i)),
+                None => self.a.mov_imm(RDX, 0),
+            }
+            let scale = if index.is_some() {
+                ins.memory_index_scale()
+            } else {
+                1
+            };
+            let disp = ins.memory_displacement64() as i64 as i32;
+            self.a.lea_rcx_rdx(true, RAX, scale, disp);
+        }
+        match ins.memory_segment() {
+            Register::FS => self.a.add_r_mem(true, RAX, seg_base_off(Seg::Fs)),
+            Register::GS => self.a.add_r_mem(true, RAX, seg_base_off(Seg::Gs)),
+            _ => {}
+        }
+    }
+
+    /// The soft TLB's hit path for an access of `size` bytes at the linear
+    /// address in RAX (64-bit code), as `read_lin`/`write_lin` take it:
+    /// the CPL the permission was chosen for, the canonical check, the
+    /// access within one page, the entry compared with the permission
+    /// `Cpu::need` asks (`read` and/or `write`). On a hit RAX becomes the
+    /// host pointer; anything else jumps to `slow`. Uses RCX, RDX.
+    fn tlb_hit(&mut self, size: u32, read: bool, write: bool, slow: Label) {
+        use crate::mmu::tlb::{layout as tl, READ_S, READ_U, WRITE_S, WRITE_U};
         let user = self.cpl3;
         self.a.cmp_mem8(cpl_off(), 3);
         self.a.jcc(if user { 0x5 } else { 0x4 }, slow); // jne / je
-                                                        // rax = lin
-        self.a.load(true, RCX, gpr_off(base));
-        match index {
-            Some(i) => self.a.load(true, RDX, gpr_off(i)),
-            None => self.a.mov_imm(RDX, 0),
-        }
-        let scale = if index.is_some() {
-            ins.memory_index_scale()
-        } else {
-            1
-        };
-        self.a.lea_rcx_rdx(true, RAX, scale, disp);
-        // Canonical: sign-extending bit 47 gives it back.
+                                                        // Canonical: sign-extending bit 47 gives it back.
         self.a.mov_rr(true, RCX, RAX);
         self.a.shift_ri(4, true, RCX, 16); // shl
         self.a.shift_ri(7, true, RCX, 16); // sar
         self.a.alu_rr(AluOp::Cmp, true, RCX, RAX);
         self.a.jcc(0x5, slow);
         // Within one page: (lin & 0xfff) <= 0x1000 - size.
-        self.a.mov_rr(false, RCX, RAX);
-        self.a.alu_ri(AluOp::And, false, RCX, 0xfff);
-        self.a
-            .alu_ri(AluOp::Cmp, false, RCX, (0x1000 - size) as i32);
-        self.a.jcc(0x7, slow); // ja
-                               // rdx = &hot[(lin >> 12) & (ENTRIES - 1)]
+        if size > 1 {
+            self.a.mov_rr(false, RCX, RAX);
+            self.a.alu_ri(AluOp::And, false, RCX, 0xfff);
+            self.a
+                .alu_ri(AluOp::Cmp, false, RCX, (0x1000 - size) as i32);
+            self.a.jcc(0x7, slow); // ja
+        }
+        // rdx = &hot[(lin >> 12) & (ENTRIES - 1)]
         self.a.mov_rr(true, RDX, RAX);
         self.a.shift_ri(5, true, RDX, 12); // shr
         self.a
@@ -445,12 +748,13 @@ impl Ctx<'_> {
         self.a.shift_ri(4, true, RDX, 4); // * 16
         self.a.add_r_mem(true, RDX, tlb_off() + tl::HOT_BASE);
         // (tag ^ (lin & PAGE_MASK)) & (PAGE_MASK | need) == need
-        let need = match (store, user) {
-            (false, false) => READ_S,
-            (true, false) => WRITE_S,
-            (false, true) => READ_U,
-            (true, true) => WRITE_U,
-        };
+        let mut need = 0u8;
+        if read {
+            need |= if user { READ_U } else { READ_S };
+        }
+        if write {
+            need |= if user { WRITE_U } else { WRITE_S };
+        }
         self.a.mov_rr(true, RCX, RAX);
         self.a.alu_ri(AluOp::And, true, RCX, -4096);
         self.a.xor_r_at_rdx(true, RCX);
@@ -460,19 +764,129 @@ impl Ctx<'_> {
         self.a.jcc(0x5, slow);
         // host = addend + lin
         self.a.add_r_at_rdx8(true, RAX);
-        if store {
-            self.a.load(w, RCX, gpr_off(r));
-            self.a.store_at_rax(w, RCX);
-        } else {
-            self.a.load_at_rax(w, RAX);
-            self.a.store(true, RAX, gpr_off(r));
+    }
+
+    /// A flag-neutral instruction with one memory access of `size` bytes
+    /// at `ins`'s operand (`lin64_ok`): the inline hit path, then `body`
+    /// with the host pointer in RAX; anything else runs the handler. The
+    /// guest's flags are untouched either way (`known` stays).
+    fn mem_access(
+        &mut self,
+        d: &Decoded,
+        rip: u64,
+        fall: u64,
+        size: u32,
+        write: bool,
+        body: impl FnOnce(&mut Self),
+    ) -> bool {
+        if !self.lin64_ok(&d.ins) {
+            return false;
         }
+        let known = self.known;
+        let slow = self.a.label();
+        let done = self.a.label();
+        self.lin64(&d.ins, fall);
+        self.tlb_hit(size, !write, write, slow);
+        body(self);
         self.a.jmp(done);
         self.a.bind(slow);
         self.call(d, rip, fall);
         self.a.bind(done);
         self.host = HostFlags::None;
+        self.known = known;
         true
+    }
+
+    /// MOV between a GPR (any size) or an immediate and memory in 64-bit
+    /// code, as `mov_rm_flat`/`mov_mr_flat`/`mov_rm`/`mov_mr`/
+    /// `mov_rm_small`/`mov_mr_small`/`mov_mi` (see `mem_access`).
+    fn mov_mem(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        let ins = &d.ins;
+        if ins.op_count() != 2 {
+            return false;
+        }
+        let size = ins.memory_size().size() as u32;
+        match (ins.op0_kind(), ins.op1_kind()) {
+            (OpKind::Register, OpKind::Memory) => {
+                let Some(g) = gpr_any(ins.op0_register()) else {
+                    return false;
+                };
+                if g.size != size {
+                    return false;
+                }
+                self.mem_access(d, rip, fall, size, false, |c| {
+                    c.a.load_x(size, false, false, RCX, Mem::AtRax);
+                    c.store_g(RCX, g);
+                })
+            }
+            (OpKind::Memory, OpKind::Register) => {
+                let Some(g) = gpr_any(ins.op1_register()) else {
+                    return false;
+                };
+                if g.size != size {
+                    return false;
+                }
+                self.mem_access(d, rip, fall, size, true, |c| {
+                    c.load_g(RCX, g);
+                    c.a.store_x(size, RCX, Mem::AtRax);
+                })
+            }
+            (OpKind::Memory, k) => {
+                let ok = match k {
+                    OpKind::Immediate8 => size == 1,
+                    OpKind::Immediate16 => size == 2,
+                    OpKind::Immediate32 => size == 4,
+                    OpKind::Immediate32to64 => size == 8,
+                    _ => false,
+                };
+                if !ok {
+                    return false;
+                }
+                let v = ins.immediate(1) & size_mask(size);
+                self.mem_access(d, rip, fall, size, true, |c| {
+                    c.a.mov_imm(RCX, v);
+                    c.a.store_x(size, RCX, Mem::AtRax);
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// MOVZX/MOVSX/MOVSXD into a 32/64-bit GPR from a register (`extend`
+    /// group) or memory (`mem`), as `data_move::extend`.
+    fn extend(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        let ins = &d.ins;
+        if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
+            return false;
+        }
+        let Some((dst, w)) = gpr(ins.op0_register()) else {
+            return false;
+        };
+        let sign = ins.mnemonic() != Mnemonic::Movzx;
+        match ins.op1_kind() {
+            OpKind::Register if self.t.extend => {
+                let Some(s) = gpr_any(ins.op1_register()) else {
+                    return false;
+                };
+                if s.size > 4 {
+                    return false;
+                }
+                self.a.load_x(s.size, sign, w, RAX, s.mem());
+                self.a.store(true, RAX, gpr_off(dst));
+                true
+            }
+            OpKind::Memory if self.t.mem => {
+                let size = ins.memory_size().size() as u32;
+                if !matches!(size, 1 | 2 | 4) {
+                    return false;
+                }
+                self.mem_access(d, rip, fall, size, false, |c| {
+                    c.a.load_x(size, sign, w, RCX, Mem::AtRax);
+                    c.a.store(true, RCX, gpr_off(dst));
+                })
+            }
+            _ => false,
+        }
     }
 
     /// Record the lazy flags as `Flags::record` does: `a`, `b`, `res`
@@ -483,82 +897,657 @@ impl Ctx<'_> {
         self.a.store_i32(false, f + fl::SIZE, bits as i32);
     }
 
-    /// ADD SUB AND OR XOR CMP TEST with a 32/64-bit GPR destination and a
-    /// GPR (same size) or immediate source, as `binop_rr`/`binop_ri`.
-    fn alu(&mut self, ins: &Instruction, op: AluOp) -> bool {
-        if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
-            return false;
-        }
-        let Some((d, w)) = gpr(ins.op0_register()) else {
-            return false;
-        };
-        let bits = if w { 64 } else { 32 };
-        let m = if w { u64::MAX } else { 0xffff_ffff };
-        // The source: a register, or an immediate the host form can take.
-        enum Src {
-            Reg(usize),
-            Imm(i32, u64),
-        }
-        let src = match ins.op1_kind() {
-            OpKind::Register => match gpr(ins.op1_register()) {
-                Some((s, ws)) if ws == w => Src::Reg(s),
-                _ => return false,
-            },
-            OpKind::Immediate8to32 | OpKind::Immediate32 if !w => {
-                let b = ins.immediate(1) & m;
-                Src::Imm(b as u32 as i32, b)
-            }
-            OpKind::Immediate8to64 | OpKind::Immediate32to64 if w => {
-                let b = ins.immediate(1);
-                match i32::try_from(b as i64) {
-                    Ok(v) => Src::Imm(v, b),
-                    Err(_) => return false,
-                }
-            }
-            _ => return false,
-        };
+    /// The first half of an ALU template: `a` (in host register `a`,
+    /// zero-extended) and `b` recorded as `binop_flags` records them, then
+    /// the host operation on `a` (CMP as SUB, TEST as AND: the result is
+    /// computed but the caller does not write it back). Uses RDX for an
+    /// immediate `b`.
+    fn alu_core(&mut self, op: AluOp, size: u32, a: u8, b: AluSrc) {
         let f = flags_off();
         let logic = matches!(op, AluOp::And | AluOp::Or | AluOp::Xor | AluOp::Test);
-        self.a.load(w, RAX, gpr_off(d));
-        if let Src::Reg(s) = src {
-            self.a.load(w, RCX, gpr_off(s));
-        }
         if logic {
             self.a.store_i32(true, f + fl::A, 0);
             self.a.store_i32(true, f + fl::B, 0);
         } else {
-            self.a.store(true, RAX, f + fl::A);
-            match src {
-                Src::Reg(_) => self.a.store(true, RCX, f + fl::B),
-                Src::Imm(_, b) => {
-                    self.a.mov_imm(RDX, b);
+            self.a.store(true, a, f + fl::A);
+            match b {
+                AluSrc::Reg(r) => self.a.store(true, r, f + fl::B),
+                AluSrc::Imm(v) => {
+                    self.a.mov_imm(RDX, v);
                     self.a.store(true, RDX, f + fl::B);
                 }
             }
         }
         self.a.store_u8(f + fl::CIN, 0);
-        // CMP computes as SUB and TEST as AND (same flags), writing nothing.
         let host_op = match op {
             AluOp::Cmp => AluOp::Sub,
             AluOp::Test => AluOp::And,
             o => o,
         };
-        match src {
-            Src::Reg(_) => self.a.alu_rr(host_op, w, RAX, RCX),
-            Src::Imm(v, _) => self.a.alu_ri(host_op, w, RAX, v),
+        match b {
+            AluSrc::Reg(r) => self.a.alu_rr_x(host_op, size, a, r),
+            AluSrc::Imm(v) => self.a.alu_ri_x(host_op, size, a, v),
         }
-        // From here to the next Jcc only MOVs: the host flags stay the guest's.
-        if !matches!(op, AluOp::Cmp | AluOp::Test) {
-            self.a.store(true, RAX, gpr_off(d));
-        }
-        self.a.store(true, RAX, f + fl::RES);
-        let lazy = match op {
+    }
+
+    /// The lazy kind an ALU operation records.
+    fn alu_lazy(op: AluOp) -> u8 {
+        match op {
             AluOp::Add => fl::ADD,
             AluOp::Sub | AluOp::Cmp => fl::SUB,
             _ => fl::LOGIC,
-        };
-        self.record(lazy, bits);
+        }
+    }
+
+    /// The second half: the result (host register `res`, zero-extended)
+    /// recorded; the host's flags are the guest's from here to the next
+    /// flag-changing host instruction.
+    fn alu_finish(&mut self, op: AluOp, size: u32, res: u8) {
+        self.a.store(true, res, flags_off() + fl::RES);
+        let lazy = Self::alu_lazy(op);
+        self.record(lazy, size * 8);
         self.host = HostFlags::All;
+        self.known = Some((lazy, size * 8));
+    }
+
+    /// ADD SUB AND OR XOR CMP TEST with a GPR destination and a GPR (same
+    /// size) or immediate source, as `binop_rr`/`binop_ri` (32/64-bit,
+    /// `alu` group) and `binop_small_r` (8/16-bit, merged writes,
+    /// `small_alu` group).
+    fn alu(&mut self, ins: &Instruction, op: AluOp) -> bool {
+        if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
+            return false;
+        }
+        let Some(g) = gpr_any(ins.op0_register()) else {
+            return false;
+        };
+        let size = g.size;
+        if !(if size >= 4 {
+            self.t.alu
+        } else {
+            self.t.small_alu
+        }) {
+            return false;
+        }
+        let m = size_mask(size);
+        let src = match (ins.op1_kind(), size) {
+            (OpKind::Register, _) => match gpr_any(ins.op1_register()) {
+                Some(s) if s.size == size => Ok(s),
+                _ => return false,
+            },
+            (OpKind::Immediate8, 1)
+            | (OpKind::Immediate16 | OpKind::Immediate8to16, 2)
+            | (OpKind::Immediate8to32 | OpKind::Immediate32, 4) => Err(ins.immediate(1) & m),
+            (OpKind::Immediate8to64 | OpKind::Immediate32to64, 8) => {
+                let b = ins.immediate(1);
+                if i32::try_from(b as i64).is_err() {
+                    return false;
+                }
+                Err(b)
+            }
+            _ => return false,
+        };
+        self.load_g(RAX, g);
+        let b = match src {
+            Ok(s) => {
+                self.load_g(RCX, s);
+                AluSrc::Reg(RCX)
+            }
+            Err(v) => AluSrc::Imm(v),
+        };
+        self.alu_core(op, size, RAX, b);
+        if !matches!(op, AluOp::Cmp | AluOp::Test) {
+            self.store_g(RAX, g);
+        }
+        self.alu_finish(op, size, RAX);
+        true
+    }
+
+    /// ADD SUB AND OR XOR CMP TEST with a memory operand of 1, 2, 4 or 8
+    /// bytes (64-bit code, `lin64_ok`) and a GPR or immediate, as
+    /// `binop_rm`/`binop_m`/`binop_small_r`/`binop`: the inline TLB path
+    /// (read, and write when the memory is the destination of a writing
+    /// operation); anything else runs the handler, after which the host's
+    /// flags are made the guest's again from its record (`resync`).
+    fn alu_mem(&mut self, d: &Decoded, rip: u64, fall: u64, op: AluOp) -> bool {
+        let ins = &d.ins;
+        if !self.t.mem_alu || ins.op_count() != 2 || !self.lin64_ok(ins) {
+            return false;
+        }
+        let size = ins.memory_size().size() as u32;
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            return false;
+        }
+        enum Form {
+            RegMem(G),
+            MemReg(G),
+            MemImm(u64),
+        }
+        let form = match (ins.op0_kind(), ins.op1_kind()) {
+            (OpKind::Register, OpKind::Memory) => match gpr_any(ins.op0_register()) {
+                Some(g) if g.size == size => Form::RegMem(g),
+                _ => return false,
+            },
+            (OpKind::Memory, OpKind::Register) => match gpr_any(ins.op1_register()) {
+                Some(g) if g.size == size => Form::MemReg(g),
+                _ => return false,
+            },
+            (OpKind::Memory, k) => {
+                let ok = match k {
+                    OpKind::Immediate8 => size == 1,
+                    OpKind::Immediate16 | OpKind::Immediate8to16 => size == 2,
+                    OpKind::Immediate32 | OpKind::Immediate8to32 => size == 4,
+                    OpKind::Immediate8to64 | OpKind::Immediate32to64 => size == 8,
+                    _ => false,
+                };
+                if !ok {
+                    return false;
+                }
+                Form::MemImm(ins.immediate(1) & size_mask(size))
+            }
+            _ => return false,
+        };
+        let reads_only = matches!(op, AluOp::Cmp | AluOp::Test);
+        let write = !reads_only && !matches!(form, Form::RegMem(_));
+        let slow = self.a.label();
+        let done = self.a.label();
+        self.lin64(ins, fall);
+        self.tlb_hit(size, true, write, slow);
+        match form {
+            Form::RegMem(g) => {
+                self.a.load_x(size, false, false, RCX, Mem::AtRax);
+                self.load_g(RAX, g);
+                self.alu_core(op, size, RAX, AluSrc::Reg(RCX));
+                if !reads_only {
+                    self.store_g(RAX, g);
+                }
+                self.alu_finish(op, size, RAX);
+            }
+            Form::MemReg(_) | Form::MemImm(_) => {
+                self.a.load_x(size, false, false, RCX, Mem::AtRax);
+                let b = match form {
+                    Form::MemReg(g) => {
+                        self.load_g(RDX, g);
+                        AluSrc::Reg(RDX)
+                    }
+                    Form::MemImm(v) => AluSrc::Imm(v),
+                    Form::RegMem(_) => unreachable!(),
+                };
+                self.alu_core(op, size, RCX, b);
+                if write {
+                    self.a.store_x(size, RCX, Mem::AtRax);
+                }
+                self.alu_finish(op, size, RCX);
+            }
+        }
+        self.a.jmp(done);
+        self.a.bind(slow);
+        self.call(d, rip, fall);
+        // The handler recorded the same operation: its flags into the host.
+        let lazy = Self::alu_lazy(op);
+        self.known = Some((lazy, size * 8));
+        self.resync();
+        self.a.bind(done);
+        self.host = HostFlags::All;
+        self.known = Some((lazy, size * 8));
+        true
+    }
+
+    /// SHL/SAL SHR SAR (`digit` 4, 5, 7) of a 32/64-bit GPR by an
+    /// immediate or CL, as `shift_r`: the count masked; a zero count only
+    /// rewrites the register (zero-extending a 32-bit one); otherwise the
+    /// flags as `set_shift` sets them (`lazy` none, CF ZF SF PF of the
+    /// result as the host computes them for a count below the width, AF
+    /// set, OF as `of_left`/`of_right`: MSB(result) XOR CF, the second
+    /// bit of the result, 0 for SAR). After an immediate count the shift is
+    /// repeated on the original value so that the host's flags are the
+    /// guest's (but OF for counts above 1).
+    fn shift(&mut self, ins: &Instruction, digit: u8) -> bool {
+        if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
+            return false;
+        }
+        let Some((r, w)) = gpr(ins.op0_register()) else {
+            return false;
+        };
+        let bits: u32 = if w { 64 } else { 32 };
+        match ins.op1_kind() {
+            OpKind::Immediate8 => {}
+            OpKind::Register if ins.op1_register() == Register::CL => {
+                return self.shift_cl(r, w, digit);
+            }
+            _ => return false,
+        }
+        let count = u32::from(ins.immediate8()) & (bits - 1);
+        self.a.load(w, RAX, gpr_off(r));
+        if count == 0 {
+            // Flags (guest and host) untouched.
+            self.a.store(true, RAX, gpr_off(r));
+            return true;
+        }
+        self.a.mov_rr(w, RSI, RAX);
+        self.a.shift_ri(digit, w, RAX, count as u8);
+        self.a.flags_to_rcx();
+        self.a.store(true, RAX, gpr_off(r));
+        self.shift_flags(digit, bits);
+        // The same shift again on the original: the host's CF ZF SF PF (and
+        // OF for a count of 1) are the guest's.
+        self.a.shift_ri(digit, w, RSI, count as u8);
+        self.host = if count == 1 {
+            HostFlags::All
+        } else {
+            HostFlags::NoOf
+        };
+        self.known = None;
+        true
+    }
+
+    /// `shift` by CL: the masked count tested at run time.
+    fn shift_cl(&mut self, r: usize, w: bool, digit: u8) -> bool {
+        let bits: u32 = if w { 64 } else { 32 };
+        let zero = self.a.label();
+        let done = self.a.label();
+        self.a.load(w, RAX, gpr_off(r));
+        self.a.load(false, RCX, gpr_off(crate::cpu::reg::RCX));
+        self.a.alu_ri(AluOp::And, false, RCX, (bits - 1) as i32);
+        self.a.jcc(0x4, zero); // jz: flags untouched
+        self.a.shift_cl(digit, w, RAX);
+        self.a.flags_to_rcx();
+        self.a.store(true, RAX, gpr_off(r));
+        self.shift_flags(digit, bits);
+        self.a.jmp(done);
+        self.a.bind(zero);
+        self.a.store(true, RAX, gpr_off(r));
+        self.a.bind(done);
+        self.host = HostFlags::None;
+        self.known = None;
+        true
+    }
+
+    /// The flags of a SHL/SHR/SAR by a nonzero count into the guest's
+    /// RFLAGS word (`lazy` none), from the result (RAX, zero-extended) and
+    /// the host's flags after the shift (RCX). Uses RDX.
+    fn shift_flags(&mut self, digit: u8, bits: u32) {
+        let f = flags_off();
+        // CF PF ZF SF from the host, AF set.
+        self.a.alu_ri(AluOp::And, false, RCX, 0xc5);
+        self.a.alu_ri(AluOp::Or, false, RCX, 0x10);
+        match digit {
+            4 => {
+                // OF = MSB(result) ^ CF
+                self.a.mov_rr(true, RDX, RAX);
+                self.a.shift_ri(5, true, RDX, (bits - 1) as u8);
+                self.a.alu_rr(AluOp::Xor, false, RDX, RCX);
+                self.a.alu_ri(AluOp::And, false, RDX, 1);
+                self.a.shift_ri(4, false, RDX, 11);
+                self.a.alu_rr(AluOp::Or, false, RCX, RDX);
+            }
+            5 => {
+                // OF = bit (bits - 2) of the result (its top bit is 0).
+                self.a.mov_rr(true, RDX, RAX);
+                self.a.shift_ri(5, true, RDX, (bits - 2) as u8);
+                self.a.alu_ri(AluOp::And, false, RDX, 1);
+                self.a.shift_ri(4, false, RDX, 11);
+                self.a.alu_rr(AluOp::Or, false, RCX, RDX);
+            }
+            _ => {} // SAR: the two top bits of the result are equal.
+        }
+        self.a.load(true, RAX, f + fl::BITS);
+        self.a.alu_ri(
+            AluOp::And,
+            true,
+            RAX,
+            !crate::cpu::flags::ARITH as i64 as i32,
+        );
+        self.a.alu_rr(AluOp::Or, true, RAX, RCX);
+        self.a.store(true, RAX, f + fl::BITS);
+        self.a.store_u8(f + fl::LAZY, fl::NONE);
+    }
+
+    /// RSI = the guest's RFLAGS word with the lazy flags materialized and
+    /// CF and OF clear (for `set_cf_of`): from the host's flags when the
+    /// record is `known` (after a `resync` if need be: SF ZF PF, and AF
+    /// but after a logic operation, where the guest's AF is 0 and the
+    /// host's undefined), else through a call to `materialize`.
+    fn materialized_to_rsi(&mut self) {
+        use kite_hypervisor::x86::{
+            RFLAGS_AF, RFLAGS_CF, RFLAGS_OF, RFLAGS_PF, RFLAGS_SF, RFLAGS_ZF,
+        };
+        let f = flags_off();
+        match self.known {
+            Some((lazy, _)) => {
+                if self.host != HostFlags::All {
+                    self.resync();
+                }
+                let mut keep = RFLAGS_PF | RFLAGS_ZF | RFLAGS_SF;
+                if lazy != fl::LOGIC {
+                    keep |= RFLAGS_AF;
+                }
+                self.a.flags_to_rcx();
+                self.a.alu_ri(AluOp::And, false, RCX, keep as i32);
+                self.a.load(true, RSI, f + fl::BITS);
+                self.a.alu_ri(
+                    AluOp::And,
+                    true,
+                    RSI,
+                    !crate::cpu::flags::ARITH as i64 as i32,
+                );
+                self.a.alu_rr(AluOp::Or, true, RSI, RCX);
+            }
+            None => {
+                self.a.arg0_cpu();
+                self.a.mov_imm(RAX, materialize as *const () as u64);
+                self.a.call_rax();
+                self.a.load(true, RSI, f + fl::BITS);
+                self.a.alu_ri(
+                    AluOp::And,
+                    true,
+                    RSI,
+                    !(RFLAGS_CF | RFLAGS_OF) as i64 as i32,
+                );
+            }
+        }
+    }
+
+    /// ROL/ROR (`digit` 0, 1) of a 32/64-bit GPR by an immediate, as
+    /// `shift_r`: the count masked; a zero count only rewrites the
+    /// register; otherwise CF and OF set as `set_cf_of` does (ROL: CF =
+    /// bit 0 of the result, OF = MSB ^ CF; ROR: CF = MSB, OF = the XOR of
+    /// the two top bits), the other flags materialized.
+    fn rotate(&mut self, ins: &Instruction, digit: u8) -> bool {
+        if ins.op_count() != 2
+            || ins.op0_kind() != OpKind::Register
+            || ins.op1_kind() != OpKind::Immediate8
+        {
+            return false;
+        }
+        let Some((r, w)) = gpr(ins.op0_register()) else {
+            return false;
+        };
+        let bits: u32 = if w { 64 } else { 32 };
+        let count = u32::from(ins.immediate8()) & (bits - 1);
+        if count == 0 {
+            self.a.load(w, RAX, gpr_off(r));
+            self.a.store(true, RAX, gpr_off(r));
+            return true;
+        }
+        let f = flags_off();
+        self.materialized_to_rsi();
+        self.a.load(w, RAX, gpr_off(r));
+        self.a.shift_ri(digit, w, RAX, count as u8);
+        self.a.store(true, RAX, gpr_off(r));
+        // RDX = CF, RCX = the bit OF compares it with.
+        self.a.mov_rr(true, RDX, RAX);
+        self.a.mov_rr(true, RCX, RAX);
+        if digit == 0 {
+            self.a.alu_ri(AluOp::And, false, RDX, 1);
+            self.a.shift_ri(5, true, RCX, (bits - 1) as u8);
+        } else {
+            self.a.shift_ri(5, true, RDX, (bits - 1) as u8);
+            self.a.shift_ri(5, true, RCX, (bits - 2) as u8);
+            self.a.alu_ri(AluOp::And, false, RCX, 1);
+        }
+        self.a.alu_rr(AluOp::Xor, false, RCX, RDX);
+        self.a.shift_ri(4, false, RCX, 11);
+        self.a.alu_rr(AluOp::Or, false, RCX, RDX);
+        self.a.alu_rr(AluOp::Or, true, RSI, RCX);
+        self.a.store(true, RSI, f + fl::BITS);
+        self.a.store_u8(f + fl::LAZY, fl::NONE);
+        self.host = HostFlags::None;
+        self.known = None;
+        true
+    }
+
+    /// IMUL r,r and r,r,imm (32/64-bit GPRs), as `imul_rr`/`imul`: the
+    /// truncated product; CF = OF = "the signed product does not fit"
+    /// (the host's); the other flags as they were (`set_cf_of`
+    /// materializes them first). The materialization is native when the
+    /// record is `known` (the host's flags are the guest's after a
+    /// `resync`: SF ZF PF, and AF but after a logic operation, where the
+    /// guest's AF is 0), else a call to `materialize`.
+    fn imul(&mut self, ins: &Instruction) -> bool {
+        let n = ins.op_count();
+        if !(2..=3).contains(&n)
+            || ins.op0_kind() != OpKind::Register
+            || ins.op1_kind() != OpKind::Register
+        {
+            return false;
+        }
+        let (Some((dr, w)), Some((sr, ws))) = (gpr(ins.op0_register()), gpr(ins.op1_register()))
+        else {
+            return false;
+        };
+        if w != ws {
+            return false;
+        }
+        let imm = if n == 3 {
+            match (ins.op2_kind(), w) {
+                (OpKind::Immediate8to32 | OpKind::Immediate32, false) => {
+                    Some(ins.immediate(2) as u32 as i32)
+                }
+                (OpKind::Immediate8to64 | OpKind::Immediate32to64, true) => {
+                    match i32::try_from(ins.immediate(2) as i64) {
+                        Ok(v) => Some(v),
+                        Err(_) => return false,
+                    }
+                }
+                _ => return false,
+            }
+        } else {
+            None
+        };
+        use kite_hypervisor::x86::{RFLAGS_CF, RFLAGS_OF};
+        let f = flags_off();
+        self.materialized_to_rsi();
+        self.a.load(w, RAX, gpr_off(dr));
+        self.a.load(w, RCX, gpr_off(sr));
+        match imm {
+            Some(v) => self.a.imul_rri(w, RAX, RCX, v),
+            None => self.a.imul_rr(w, RAX, RCX),
+        }
+        self.a.store(true, RAX, gpr_off(dr));
+        self.a.flags_to_rcx();
+        self.a
+            .alu_ri(AluOp::And, false, RCX, (RFLAGS_CF | RFLAGS_OF) as i32);
+        self.a.alu_rr(AluOp::Or, true, RSI, RCX);
+        self.a.store(true, RSI, f + fl::BITS);
+        self.a.store_u8(f + fl::LAZY, fl::NONE);
+        // The host's SF ZF PF are undefined after IMUL.
+        self.host = HostFlags::None;
+        self.known = None;
+        true
+    }
+
+    /// SETcc into an 8-bit register, as `setcc_r`.
+    fn setcc(&mut self, ins: &Instruction) -> bool {
+        if ins.op_count() != 1 || ins.op0_kind() != OpKind::Register {
+            return false;
+        }
+        let Some(g) = gpr_any(ins.op0_register()) else {
+            return false;
+        };
+        let Some(cc) = cond_code(ins) else {
+            return false;
+        };
+        if g.size != 1 {
+            return false;
+        }
+        let at = gpr_off(g.i) + g.hi;
+        if self.cond_in_host(cc) {
+            self.a.setcc_mem(cc, at);
+        } else {
+            self.a.store_u8_from_al(at);
+        }
+        true
+    }
+
+    /// CMOVcc between 32/64-bit GPRs, as `cmov_r`: a 32-bit destination is
+    /// zero-extended whatever the condition.
+    fn cmov(&mut self, ins: &Instruction) -> bool {
+        if ins.op_count() != 2
+            || ins.op0_kind() != OpKind::Register
+            || ins.op1_kind() != OpKind::Register
+        {
+            return false;
+        }
+        let (Some((dr, w)), Some((sr, ws))) = (gpr(ins.op0_register()), gpr(ins.op1_register()))
+        else {
+            return false;
+        };
+        let Some(cc) = cond_code(ins) else {
+            return false;
+        };
+        if w != ws {
+            return false;
+        }
+        if self.cond_in_host(cc) {
+            self.a.load(w, RAX, gpr_off(dr));
+            self.a.load(w, RCX, gpr_off(sr));
+            self.a.cmov_rr(cc, w, RAX, RCX);
+            self.a.store(true, RAX, gpr_off(dr));
+        } else {
+            self.a.load(w, RCX, gpr_off(dr));
+            self.a.load(w, RDX, gpr_off(sr));
+            self.a.test_rax();
+            self.a.cmov_rr(0x5, w, RCX, RDX); // cmovne: the condition held
+            self.a.store(true, RCX, gpr_off(dr));
+        }
+        true
+    }
+
+    /// RSP - 8 into RAX and RDI (a push's address and new RSP).
+    fn push_addr(&mut self) {
+        self.a.load(true, RAX, gpr_off(RSP));
+        self.a.alu_ri(AluOp::Sub, true, RAX, 8);
+        self.a.mov_rr(true, RDI, RAX);
+    }
+
+    /// PUSH r64 (64-bit code), as `push_r::<8>`/`Cpu::push`: the old value
+    /// (PUSH RSP pushes it), the write through the inline TLB path at
+    /// RSP - 8 (SS: base 0), then RSP committed; anything else runs the
+    /// handler, which commits nothing on a fault.
+    fn push(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        let ins = &d.ins;
+        if self.code_bits != 64 || ins.code() != Code::Push_r64 {
+            return false;
+        }
+        let Some((s, true)) = gpr(ins.op0_register()) else {
+            return false;
+        };
+        let known = self.known;
+        let slow = self.a.label();
+        let done = self.a.label();
+        self.a.load(true, RSI, gpr_off(s));
+        self.push_addr();
+        self.tlb_hit(8, false, true, slow);
+        self.a.store_x(8, RSI, Mem::AtRax);
+        self.a.store(true, RDI, gpr_off(RSP));
+        self.a.jmp(done);
+        self.a.bind(slow);
+        self.call(d, rip, fall);
+        self.a.bind(done);
+        self.host = HostFlags::None;
+        self.known = known;
+        true
+    }
+
+    /// POP r64 (64-bit code), as `pop_r::<8>`: the read at RSP, then RSP +
+    /// 8, then the register (POP RSP loads the popped value).
+    fn pop(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        let ins = &d.ins;
+        if self.code_bits != 64 || ins.code() != Code::Pop_r64 {
+            return false;
+        }
+        let Some((r, true)) = gpr(ins.op0_register()) else {
+            return false;
+        };
+        let known = self.known;
+        let slow = self.a.label();
+        let done = self.a.label();
+        self.a.load(true, RAX, gpr_off(RSP));
+        self.tlb_hit(8, true, false, slow);
+        self.a.load_x(8, false, true, RCX, Mem::AtRax);
+        self.a.load(true, RAX, gpr_off(RSP));
+        self.a.alu_ri(AluOp::Add, true, RAX, 8);
+        self.a.store(true, RAX, gpr_off(RSP));
+        self.a.store(true, RCX, gpr_off(r));
+        self.a.jmp(done);
+        self.a.bind(slow);
+        self.call(d, rip, fall);
+        self.a.bind(done);
+        self.host = HostFlags::None;
+        self.known = known;
+        true
+    }
+
+    /// Leave the block at the target in RCX (`branch_to`), on into its
+    /// translation if `chain_dynamic` finds one (see `jit::chain`).
+    fn leave_to_rcx(&mut self) {
+        self.a.store(true, RCX, next_rip_off());
+        self.a.store_u8(end_block_off(), 1);
+        self.a.mov_imm(RAX, ENDED);
+        self.a.jmp(self.ended);
+        self.handler_exits = true;
+    }
+
+    /// CALL rel32 (64-bit code), as `control::call`: the (constant) target
+    /// checked at translation time, the fall-through pushed through the
+    /// inline path, RSP committed, the block left at the target.
+    fn call_rel(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        let ins = &d.ins;
+        if self.code_bits != 64 || ins.code() != Code::Call_rel32_64 {
+            return false;
+        }
+        let Some(target) = self.rel_target(ins, fall) else {
+            return false;
+        };
+        if !self.canonical_ok(target) {
+            return false;
+        }
+        let slow = self.a.label();
+        self.push_addr();
+        self.tlb_hit(8, false, true, slow);
+        self.a.mov_imm(RCX, fall);
+        self.a.store_x(8, RCX, Mem::AtRax);
+        self.a.store(true, RDI, gpr_off(RSP));
+        self.a.mov_imm(RCX, target);
+        self.a.store(true, RCX, next_rip_off());
+        self.a.store_u8(end_block_off(), 1);
+        self.leave(target, ENDED);
+        self.a.bind(slow);
+        self.call(d, rip, fall);
+        self.a.jmp(self.exit);
+        true
+    }
+
+    /// RET / RET imm16 (64-bit code), as `control::ret`: the target read at
+    /// RSP through the inline path and checked canonical (else the handler
+    /// raises #GP), RSP + 8 + imm committed, the block left at the target.
+    fn ret(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        let ins = &d.ins;
+        if self.code_bits != 64 {
+            return false;
+        }
+        let imm = match ins.code() {
+            Code::Retnq => 0,
+            Code::Retnq_imm16 => i32::from(ins.immediate16()),
+            _ => return false,
+        };
+        let slow = self.a.label();
+        self.a.load(true, RAX, gpr_off(RSP));
+        self.tlb_hit(8, true, false, slow);
+        self.a.load_x(8, false, true, RCX, Mem::AtRax);
+        self.a.mov_rr(true, RDX, RCX);
+        self.a.shift_ri(4, true, RDX, 16); // shl
+        self.a.shift_ri(7, true, RDX, 16); // sar
+        self.a.alu_rr(AluOp::Cmp, true, RDX, RCX);
+        self.a.jcc(0x5, slow);
+        self.a.load(true, RAX, gpr_off(RSP));
+        self.a.alu_ri(AluOp::Add, true, RAX, 8 + imm);
+        self.a.store(true, RAX, gpr_off(RSP));
+        self.leave_to_rcx();
+        self.a.bind(slow);
+        self.call(d, rip, fall);
+        self.a.jmp(self.exit);
         true
     }
 
@@ -571,8 +1560,13 @@ impl Ctx<'_> {
             return false;
         };
         let f = flags_off();
-        if self.host == HostFlags::All {
+        if !self.host_has(0x2) {
+            self.resync();
+        }
+        if self.host_has(0x2) {
             self.a.setcc_mem(0x2, f + fl::CIN); // setb: the guest's CF
+                                                // INC/DEC set OF SF ZF PF and keep CF: the host's are the guest's.
+            self.host = HostFlags::All;
         } else {
             self.a.arg0_cpu();
             self.a.mov_imm(RAX, read_cf as *const () as u64);
@@ -587,6 +1581,7 @@ impl Ctx<'_> {
         self.a.store(true, RAX, gpr_off(d));
         self.a.store(true, RAX, f + fl::RES);
         self.record(if dec { fl::DEC } else { fl::INC }, if w { 64 } else { 32 });
+        self.known = None;
         true
     }
 
@@ -720,26 +1715,15 @@ impl Ctx<'_> {
         if !self.canonical_ok(target) {
             return false;
         }
-        let cc = ins.condition_code() as u32;
-        // iced's ConditionCode: None = 0, then o no b ae e ne be a s ns p np l ge le g.
-        if cc == 0 {
+        let Some(cc) = cond_code(ins) else {
             return false;
-        }
-        let cc = (cc - 1) as u8;
-        let uses_cf = matches!(cc >> 1, 1 | 3);
+        };
         let not_taken = self.a.label();
-        match self.host {
-            HostFlags::All => self.a.jcc(cc ^ 1, not_taken),
-            HostFlags::NoCf if !uses_cf => self.a.jcc(cc ^ 1, not_taken),
-            _ => {
-                self.a.arg0_cpu();
-                self.a.mov_imm(RSI, u64::from(cc));
-                self.a.mov_imm(RAX, read_cond as *const () as u64);
-                self.a.call_rax();
-                self.a.test_rax();
-                self.a.jcc(0x4, not_taken); // jz
-                self.host = HostFlags::None;
-            }
+        if self.cond_in_host(cc) {
+            self.a.jcc(cc ^ 1, not_taken);
+        } else {
+            self.a.test_rax();
+            self.a.jcc(0x4, not_taken); // jz
         }
         self.taken(d, rip, fall, target);
         self.a.bind(not_taken);
