@@ -252,52 +252,6 @@ fn cond_code(ins: &Instruction) -> Option<u8> {
     }
 }
 
-fn is_setcc(m: Mnemonic) -> bool {
-    use Mnemonic as M;
-    matches!(
-        m,
-        M::Seto
-            | M::Setno
-            | M::Setb
-            | M::Setae
-            | M::Sete
-            | M::Setne
-            | M::Setbe
-            | M::Seta
-            | M::Sets
-            | M::Setns
-            | M::Setp
-            | M::Setnp
-            | M::Setl
-            | M::Setge
-            | M::Setle
-            | M::Setg
-    )
-}
-
-fn is_cmov(m: Mnemonic) -> bool {
-    use Mnemonic as M;
-    matches!(
-        m,
-        M::Cmovo
-            | M::Cmovno
-            | M::Cmovb
-            | M::Cmovae
-            | M::Cmove
-            | M::Cmovne
-            | M::Cmovbe
-            | M::Cmova
-            | M::Cmovs
-            | M::Cmovns
-            | M::Cmovp
-            | M::Cmovnp
-            | M::Cmovl
-            | M::Cmovge
-            | M::Cmovle
-            | M::Cmovg
-    )
-}
-
 fn size_mask(size: u32) -> u64 {
     crate::cpu::flags::mask(size * 8)
 }
@@ -598,8 +552,12 @@ impl Ctx<'_> {
             M::Pop if self.t.stack => self.pop(d, rip, fall).then_some(false),
             M::Call if self.t.stack => self.call_rel(d, rip, fall).then_some(true),
             M::Ret if self.t.stack => self.ret(d, rip, fall).then_some(true),
-            _ if self.t.cond && is_setcc(ins.mnemonic()) => self.setcc(ins).then_some(false),
-            _ if self.t.cond && is_cmov(ins.mnemonic()) => self.cmov(ins).then_some(false),
+            _ if self.t.cond && crate::cpu::integer::is_setcc(ins.mnemonic()) => {
+                self.setcc(ins).then_some(false)
+            }
+            _ if self.t.cond && crate::cpu::integer::is_cmov(ins.mnemonic()) => {
+                self.cmov(ins).then_some(false)
+            }
             Mnemonic::Inc if self.t.incdec => self.inc_dec(ins, false).then_some(false),
             Mnemonic::Dec if self.t.incdec => self.inc_dec(ins, true).then_some(false),
             Mnemonic::Lea if self.t.lea => self.lea(ins).then_some(false),
