@@ -331,26 +331,34 @@ fn a_running_guest_moves_to_another_kite_over_tcp() {
         "the source quits when told, after the handover"
     );
     // The destination counts on from the source's count.
-    counts_on_from(&mut dest, after);
+    counts_on_from(&src, &mut dest, after);
     dest.kill();
 }
 
-/// The destination counts on from about `after` (the source's last count).
-fn counts_on_from(dest: &mut Vm, after: u64) {
+/// The destination counts on from exactly where the source stopped: the
+/// source's serial output followed by the destination's is one unbroken
+/// count from 0 (a line the guest was printing at the handover is split
+/// across the two files), the source's last whole line is `after`, and
+/// the destination prints at least three more.
+fn counts_on_from(src: &Vm, dest: &mut Vm, after: u64) {
+    let before = std::fs::read_to_string(&src.serial).unwrap_or_default();
+    let src_counts = whole_counts(&before);
+    assert_eq!(
+        src_counts.last(),
+        Some(&after),
+        "the source's last whole line against AFTER: {before:?}"
+    );
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(&dest.serial).unwrap_or_default();
-        let counts: Vec<u64> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix(tk::COUNTER_PREFIX))
-            .filter_map(|h| u64::from_str_radix(h, 16).ok())
-            .collect();
-        if counts.len() >= 3 {
-            assert!(
-                counts[0] <= after + 1 && counts[0] + 50 > after,
-                "destination started at {} (source was at {after})",
-                counts[0]
-            );
+        let counts = whole_counts(&format!("{before}{text}"));
+        if counts.len() as u64 >= after + 4 {
+            for (i, c) in counts.iter().enumerate() {
+                assert_eq!(
+                    *c, i as u64,
+                    "count {i} across the handover: {before:?} then {text:?}"
+                );
+            }
             return;
         }
         assert!(
@@ -360,6 +368,20 @@ fn counts_on_from(dest: &mut Vm, after: u64) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The counts of the counter kernel's whole lines in `text` (a line not yet
+/// ended by its newline is left out); any other line fails the test.
+fn whole_counts(text: &str) -> Vec<u64> {
+    let whole = &text[..text.rfind('\n').map_or(0, |n| n + 1)];
+    whole
+        .lines()
+        .map(|l| {
+            l.strip_prefix(tk::COUNTER_PREFIX)
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or_else(|| panic!("a broken line {l:?} in {text:?}"))
+        })
+        .collect()
 }
 
 #[test]
@@ -380,7 +402,7 @@ fn a_deferred_destination_listens_where_migrate_incoming_says() {
     let out = src.drive("handover", Some(&uri));
     let after = value(&out, "AFTER");
     assert_eq!(src.wait_exit(), Some(0));
-    counts_on_from(&mut dest, after);
+    counts_on_from(&src, &mut dest, after);
 
     // Without --qmp nothing could name the stream: one line, status 2.
     let mut run_args = vec!["run".to_string()];
