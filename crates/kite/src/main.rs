@@ -134,6 +134,9 @@ fn run(args: RunArgs) -> i32 {
     if args.incoming == Some(IncomingArg::Defer) && args.qmp.is_empty() {
         return bad_input("--incoming defer waits for QMP's migrate-incoming: it needs --qmp");
     }
+    if let Err(e) = kite_machine::EmuTier::check_env() {
+        return bad_input(&e);
+    }
     // First, before any thread starts: every thread then installs its own
     // filter, the main thread once the machine is built.
     if let Err(e) = kite_sandbox::enable(args.seccomp) {

@@ -122,3 +122,19 @@ fn help_is_not_an_error() {
         assert!(r.stdout.contains(flag), "help lists {flag}");
     }
 }
+
+#[test]
+fn unknown_emu_tier() {
+    let k = temp_file("tier.elf", &kite_testkernels::hello());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["run", "--engine", "emu", "--kernel", &k])
+        .env("KITE_EMU_TIER", "fast")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("start kite");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("KITE_EMU_TIER=\"fast\""), "{stderr:?}");
+    assert!(out.stdout.is_empty(), "no guest output expected");
+}

@@ -28,9 +28,9 @@ mod tier_tests;
 /// Which blocks run as generated code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
-    /// The interpreter runs everything (the default).
+    /// The interpreter runs everything.
     Interp,
-    /// Blocks that have run `HOT` times are translated.
+    /// Blocks that have run `HOT` times are translated (the default).
     Auto,
     /// Every block is translated on its first run (for tests).
     All,
@@ -40,23 +40,38 @@ pub enum Tier {
 pub const HOT: u32 = 32;
 
 impl Tier {
-    /// The tier from `KITE_EMU_TIER` (`interp`, `auto`, `all`), read once
-    /// per process; unset or unknown is `interp`. On hosts other than
-    /// x86-64 every tier is the interpreter.
+    /// The tier `KITE_EMU_TIER` names: `interp`, `auto`, `all`; unset or
+    /// empty is `auto`. Anything else is an error (the one line a front end
+    /// prints).
+    pub fn parse_env(value: Option<&str>) -> Result<Tier, String> {
+        match value {
+            None | Some("") | Some("auto") => Ok(Tier::Auto),
+            Some("all") => Ok(Tier::All),
+            Some("interp") => Ok(Tier::Interp),
+            Some(other) => Err(format!(
+                "KITE_EMU_TIER={other:?} is not interp, auto or all"
+            )),
+        }
+    }
+
+    /// Checks `KITE_EMU_TIER` (for a front end to refuse a bad value before
+    /// it builds anything).
+    pub fn check_env() -> Result<(), String> {
+        Self::parse_env(std::env::var("KITE_EMU_TIER").ok().as_deref()).map(|_| ())
+    }
+
+    /// The tier from `KITE_EMU_TIER`, read once per process: `auto` unless
+    /// it says otherwise (a bad value warns and falls back to `auto`; the
+    /// `kite` binary refuses it before this is reached). On hosts other
+    /// than x86-64 every tier is the interpreter.
     pub fn from_env() -> Tier {
         static TIER: OnceLock<Tier> = OnceLock::new();
         *TIER.get_or_init(|| {
-            let t = match std::env::var("KITE_EMU_TIER").as_deref() {
-                Ok("auto") => Tier::Auto,
-                Ok("all") => Tier::All,
-                Ok("interp") | Err(_) => Tier::Interp,
-                Ok(other) => {
-                    eprintln!(
-                        "kite: emu: KITE_EMU_TIER={other:?} is not interp, auto or all; using interp"
-                    );
-                    Tier::Interp
-                }
-            };
+            let t = Self::parse_env(std::env::var("KITE_EMU_TIER").ok().as_deref())
+                .unwrap_or_else(|e| {
+                    eprintln!("kite: emu: {e}; using auto");
+                    Tier::Auto
+                });
             if cfg!(target_arch = "x86_64") {
                 t
             } else {
