@@ -36,8 +36,8 @@ pub use control::{
     ControlError, MachineControl, MachineEvent, RunStatus, ShutdownCause, VcpuThread,
 };
 pub use error::MachineError;
-pub use loader::Image;
-pub use run::{run_session, run_session_controlled, run_session_incoming, Outcome};
 /// The emu engine's execution tier (`KITE_EMU_TIER`), for a front end to
 /// check before it builds a machine.
 pub use kite_engine_emu::jit::Tier as EmuTier;
+pub use loader::Image;
+pub use run::{run_session, run_session_controlled, run_session_incoming, Outcome};

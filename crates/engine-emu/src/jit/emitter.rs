@@ -8,6 +8,8 @@
 pub const RAX: u8 = 0;
 pub const RCX: u8 = 1;
 pub const RDX: u8 = 2;
+/// The `Cpu` pointer in generated code.
+pub const RBX: u8 = 3;
 pub const RSI: u8 = 6;
 pub const RDI: u8 = 7;
 
@@ -650,7 +652,7 @@ impl Asm {
     pub fn movzx_r32_m8(&mut self, r: u8, disp: usize) {
         self.byte(0x0f);
         self.byte(0xb6);
-        self.base_disp(r, 3, disp);
+        self.base_disp(r, RBX, disp);
     }
 
     /// `setcc r8` (al, cl, dl or bl: no REX needed).
@@ -665,7 +667,7 @@ impl Asm {
     pub fn inc_mem64(&mut self, disp: usize) {
         self.byte(0x48);
         self.byte(0xff);
-        self.base_disp(0, 3, disp);
+        self.base_disp(0, RBX, disp);
     }
 
     /// `jmp rax`.

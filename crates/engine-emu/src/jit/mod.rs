@@ -67,11 +67,12 @@ impl Tier {
     pub fn from_env() -> Tier {
         static TIER: OnceLock<Tier> = OnceLock::new();
         *TIER.get_or_init(|| {
-            let t = Self::parse_env(std::env::var("KITE_EMU_TIER").ok().as_deref())
-                .unwrap_or_else(|e| {
+            let t = Self::parse_env(std::env::var("KITE_EMU_TIER").ok().as_deref()).unwrap_or_else(
+                |e| {
                     eprintln!("kite: emu: {e}; using auto");
                     Tier::Auto
-                });
+                },
+            );
             if cfg!(target_arch = "x86_64") {
                 t
             } else {

@@ -44,6 +44,8 @@ struct Outcome {
     stack: Vec<u8>,
     /// The page tables (64-bit runs): accessed and dirty bits.
     tables: Vec<u8>,
+    /// Where a 16-bit SS with base 0 puts the stack (`Segs::SsFlat16`).
+    low_stack: Vec<u8>,
 }
 
 const STACK_BASE: u64 = 0x7f000;
@@ -56,6 +58,32 @@ fn run(
     tier: Tier,
     t: Templates,
 ) -> (Outcome, super::Stats) {
+    run_in(code, bits, init, rflags, tier, t, Segs::Flat)
+}
+
+/// The segments of a 32-bit run (64-bit runs ignore them): flat, or one of
+/// the states the 32-bit inline paths must decline at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Segs {
+    Flat,
+    /// DS based at 0x100 (not flat).
+    DsBased,
+    /// SS based at 0x70000 with a 1 MiB limit and B clear: not flat, and a
+    /// 16-bit stack pointer.
+    SsSmall16,
+    /// SS flat but with B clear: SP, not ESP, is the stack pointer.
+    SsFlat16,
+}
+
+fn run_in(
+    code: &[u8],
+    bits: u32,
+    init: &[u64; 16],
+    rflags: u64,
+    tier: Tier,
+    t: Templates,
+    segs: Segs,
+) -> (Outcome, super::Stats) {
     let mut c = TestCpu::new(bits);
     c.write(CODE, code);
     let data: Vec<u8> = (0..4096u32)
@@ -64,9 +92,26 @@ fn run(
     c.write(DATA, &data);
     c.cpu.gpr = *init;
     c.cpu.gpr[4] = STACK_BASE + 0x800;
+    if bits == 32 {
+        // RSP's upper half, which 32-bit stack operations keep.
+        c.cpu.gpr[4] |= init[4] & !0xffff_ffff;
+    }
     c.cpu.flags.set_rflags(rflags);
     c.cpu.seg[crate::cpu::Seg::Fs as usize].base = FS_BASE;
     c.cpu.seg[crate::cpu::Seg::Gs as usize].base = GS_BASE;
+    {
+        use crate::cpu::Seg;
+        let seg = &mut c.cpu.seg;
+        match segs {
+            Segs::Flat => {}
+            Segs::DsBased => seg[Seg::Ds as usize].base = 0x100,
+            Segs::SsSmall16 => {
+                let stack = &mut seg[Seg::Ss as usize];
+                (stack.base, stack.limit, stack.db) = (0x70000, 0xf_ffff, false);
+            }
+            Segs::SsFlat16 => seg[Seg::Ss as usize].db = false,
+        }
+    }
     c.cpu.refresh_seg_cache();
     c.cpu.rip = CODE;
     c.cpu.set_tier(tier);
@@ -81,6 +126,7 @@ fn run(
         data: c.read(DATA, 4096),
         stack: c.read(STACK_BASE, 4096),
         tables: c.read(0x1000, 0x3000),
+        low_stack: c.read(0xf000, 0x1000),
     };
     (out, blocks.jit.stats)
 }
@@ -860,11 +906,27 @@ fn the_templated_forms_are_native() {
     assert_eq!(ins.memory_base(), iced_x86::Register::RIP);
     let ins = first(|a| a.mov(ah, byte_ptr(DATA + 5)));
     assert_eq!(ins.memory_displacement64(), DATA + 5);
-    // 32-bit code: register templates yes, memory and stack ones no.
+    // 32-bit code: register, memory (32-bit addresses) and stack forms.
     assert_eq!(native(32, &|a| a.shr(eax, 2u32)), (1, 0));
     assert_eq!(native(32, &|a| a.movzx(eax, cl)), (1, 0));
-    assert_eq!(native(32, &|a| a.push(eax)).0, 0);
-    assert_eq!(native(32, &|a| a.add(eax, dword_ptr(ebx))).0, 0);
+    assert_eq!(native(32, &|a| a.push(eax)), (1, 0));
+    assert_eq!(native(32, &|a| a.pop(ebp)), (1, 0));
+    assert_eq!(native(32, &|a| a.ret_1(4)), (1, 0));
+    assert_eq!(native(32, &|a| a.add(eax, dword_ptr(ebx))), (1, 0));
+    assert_eq!(
+        native(32, &|a| a.mov(dword_ptr(esi + edi * 8 - 4), 7u32)),
+        (1, 0)
+    );
+    assert_eq!(native(32, &|a| a.movsx(ecx, byte_ptr(0x1234))), (1, 0));
+    assert_eq!(
+        native(32, &|a| a.cmp(byte_ptr(ecx * 2 + 9).fs(), 1)),
+        (1, 0)
+    );
+    // ... but not 16-bit addresses, 16-bit stack forms or 16-bit code.
+    assert_eq!(native(32, &|a| a.mov(eax, dword_ptr(bx + si))).0, 0);
+    assert_eq!(native(32, &|a| a.push(ax)).0, 0);
+    assert_eq!(native(16, &|a| a.mov(eax, dword_ptr(ebx))).0, 0);
+    assert_eq!(native(16, &|a| a.push(eax)).0, 0);
 }
 
 /// `f` with a label bound just after what it emits (a RIP-relative
@@ -1012,5 +1074,285 @@ fn memory_and_stack_faults_match_the_interpreter() {
                 assert!(st.native_insns > 0, "{name}: {st:?}");
             }
         }
+    }
+}
+
+/// Registers the 32-bit streams may write: not ESP (the stack), ESI and
+/// EBP (the data pointer, through DS and SS) or EDI (the loop counter).
+const W32L: [AsmRegister32; 4] = [eax, ecx, edx, ebx];
+/// Registers they may read.
+const R32L: [AsmRegister32; 8] = [eax, ecx, edx, ebx, esp, ebp, esi, edi];
+const W8L: [AsmRegister8; 8] = [al, cl, dl, bl, ah, ch, dh, bh];
+const W16L: [AsmRegister16; 4] = [ax, cx, dx, bx];
+
+/// One random instruction (or a short group) of 32-bit code: the memory
+/// and stack forms of the 32-bit inline paths (every address form
+/// `addr32::form` names, DS, SS, FS and GS, all sizes, a wrap of the
+/// 32-bit offset, a page crossing), CALL/RET to the subroutines `subs`
+/// (RET, RET 8), register forms and flag readers between them.
+fn gen32(a: &mut CodeAssembler, r: &mut Rng, subs: &[CodeLabel; 2]) {
+    let k = r.below(7);
+    let d = r.pick(&W32L);
+    let s = r.pick(&R32L);
+    let imm = r.imm();
+    let off = r.below(4096 - 8) as i32;
+    let res = match r.below(32) {
+        0 => a.mov(d, dword_ptr(esi + off)),
+        1 => a.mov(dword_ptr(esi + off), s),
+        2 => a.mov(d, dword_ptr(ebp + off)), // SS
+        3 => a.mov(dword_ptr(ebp + off), s),
+        4 => a
+            .and(ecx, 0x3f8)
+            .and_then(|_| a.mov(dword_ptr(esi + ecx * 2 + (r.below(64) * 4) as i32), s)),
+        5 => a
+            .and(ecx, 0x3fc)
+            .and_then(|_| a.mov(d, dword_ptr(ecx * 4 + DATA as i32))),
+        6 => a.mov(d, dword_ptr(DATA as i32 + off)),
+        7 => a.mov(byte_ptr(esi + off), r.pick(&W8L)),
+        8 => a.mov(r.pick(&W8L), byte_ptr(ebp + off)),
+        9 => a.mov(word_ptr(esi + off), r.pick(&W16L)),
+        10 => match r.below(3) {
+            0 => a.mov(byte_ptr(esi + off), imm as u8 as u32),
+            1 => a.mov(word_ptr(esi + off), imm as u16 as u32),
+            _ => a.mov(dword_ptr(ebp + off), imm as u32),
+        },
+        11 => match r.below(4) {
+            0 => a.movzx(d, byte_ptr(esi + off)),
+            1 => a.movsx(d, word_ptr(ebp + off)),
+            2 => a.movzx(d, word_ptr(esi + off)),
+            _ => a.movsx(d, byte_ptr(esi + off)),
+        },
+        12 => alu_op!(a, k, false, d, dword_ptr(esi + off)),
+        13 => alu_op!(a, k, true, dword_ptr(ebp + off), s),
+        14 => match r.below(4) {
+            0 => alu_op!(a, k, true, dword_ptr(esi + off), imm as i32),
+            1 => alu_op!(a, k, true, word_ptr(esi + off), imm as u16 as i32),
+            2 => alu_op!(a, k, true, byte_ptr(esi + off), imm as u8 as i32),
+            _ => alu_op!(a, k, true, dword_ptr(esi + off), (imm as i8) as i32),
+        },
+        15 => alu_op!(a, k, false, r.pick(&W8L), byte_ptr(esi + off)),
+        // FS and GS have bases: not flat, the handler path.
+        16 => a.mov(d, dword_ptr(esi + (off - FS_BASE as i32)).fs()),
+        17 => alu_op!(a, k, true, dword_ptr(esi + (off - GS_BASE as i32)).gs(), s),
+        // A 32-bit offset that wraps: ESI - 2 + ...
+        18 => a.mov(d, dword_ptr(esi + (0xffff_f000u32 as i32) + 0x100)),
+        // Across the data page's end (the inline path must decline).
+        19 => a.mov(dword_ptr(esi + 4094), s),
+        20 => a.push(s).and_then(|_| a.pop(d)),
+        21 => a
+            .push(r.pick(&W32L))
+            .and_then(|_| a.push(esp))
+            .and_then(|_| a.pop(d))
+            .and_then(|_| a.pop(r.pick(&W32L))),
+        22 => a.call(subs[0]),
+        23 => a.sub(esp, 8).and_then(|_| a.call(subs[1])),
+        24 => a.pushfd().and_then(|_| a.pop(d)),
+        25 => a.add(d, s),
+        26 => a.sub(d, imm as i32),
+        27 => a.adc(d, s),
+        28 => setcc(a, r.below(16), r.pick(&W8L)),
+        29 => a.lea(
+            d,
+            dword_ptr(s + r.pick(&[eax, ecx, edx, ebx]) * 2 + imm as i32),
+        ),
+        30 => a.inc(d),
+        _ => a.nop(),
+    };
+    res.expect("assemble");
+}
+
+/// A 32-bit program: ESI = EBP = DATA, a loop of `iters` over a random
+/// body, HLT, then the two subroutines.
+fn program32(r: &mut Rng, len: usize, iters: u32) -> Vec<u8> {
+    let mut a = CodeAssembler::new(32).expect("assembler");
+    let mut subs = [a.create_label(), a.create_label()];
+    a.mov(esi, DATA as u32).unwrap();
+    a.mov(ebp, DATA as u32).unwrap();
+    a.mov(edi, iters).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    for _ in 0..len {
+        gen32(&mut a, r, &subs);
+    }
+    a.dec(edi).unwrap();
+    a.jne(top).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut subs[0]).unwrap();
+    a.add(eax, ecx).unwrap();
+    a.ret().unwrap();
+    a.set_label(&mut subs[1]).unwrap();
+    a.xor(edx, dword_ptr(esp + 4)).unwrap();
+    a.ret_1(8).unwrap();
+    a.assemble(CODE).expect("assemble")
+}
+
+/// 32-bit streams on both tiers, in flat segments and in the segment
+/// states the inline paths must decline at run time (a based DS, a small
+/// 16-bit SS, a flat SS with B clear): the same outcome as the
+/// interpreter. In flat segments the memory and stack templates must have
+/// run natively.
+#[test]
+fn streams_of_32_bit_code_match_the_interpreter() {
+    let mut r = Rng(0x5eed_0400 | 1);
+    for segs in [Segs::Flat, Segs::DsBased, Segs::SsSmall16, Segs::SsFlat16] {
+        let mut total = super::Stats::default();
+        for case in 0..120 {
+            let code = program32(&mut r, 20, 3);
+            let (mut init, fl) = random_state(&mut r);
+            // Upper halves zero but RSP's (kept by 32-bit stack forms).
+            for (i, g) in init.iter_mut().enumerate() {
+                if i != 4 {
+                    *g &= 0xffff_ffff;
+                }
+            }
+            let (want, _) = run_in(&code, 32, &init, fl, Tier::Interp, Templates::ALL, segs);
+            for tier in [Tier::All, Tier::Auto] {
+                let (got, st) = run_in(&code, 32, &init, fl, tier, Templates::ALL, segs);
+                assert_eq!(
+                    got, want,
+                    "{segs:?} case {case}: {tier:?} differs from the interpreter; code {code:02x?}"
+                );
+                total.native_insns += st.native_insns;
+                total.translated += st.translated;
+            }
+        }
+        assert!(total.translated > 100, "{segs:?}: {total:?}");
+    }
+    // The memory and stack groups alone, in flat segments: they emitted
+    // native code (the forms are templated in 32-bit code).
+    for (i, t) in [
+        Templates {
+            mem: true,
+            ..Templates::NONE
+        },
+        Templates {
+            mem_alu: true,
+            ..Templates::NONE
+        },
+        Templates {
+            stack: true,
+            ..Templates::NONE
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut native = 0;
+        for case in 0..60 {
+            let code = program32(&mut r, 20, 2);
+            let (init, fl) = random_state(&mut r);
+            let (want, _) = run_in(&code, 32, &init, fl, Tier::Interp, t, Segs::Flat);
+            let (got, st) = run_in(&code, 32, &init, fl, Tier::All, t, Segs::Flat);
+            assert_eq!(got, want, "group {i} case {case}; code {code:02x?}");
+            native += st.native_insns;
+        }
+        assert!(native > 0, "group {i} ({t:?}) emitted nothing");
+    }
+}
+
+/// The 32-bit memory and stack templates' slow paths: an offset past 4 GiB
+/// (#GP), a stack at the top of the 4 GiB (#SS), RET and CALL past the CS
+/// limit (#GP before anything is committed), MMIO (an exit), an
+/// expand-down DS: the same stop, registers and memory as the interpreter.
+#[test]
+fn memory_and_stack_faults_of_32_bit_code_match_the_interpreter() {
+    const MMIO: u32 = 0x1000_0000;
+    type F = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let progs: &[(&str, F)] = &[
+        ("read past 4 GiB", |a| {
+            a.mov(ecx, 0xffff_fffeu32)?;
+            a.mov(eax, dword_ptr(ecx))
+        }),
+        ("alu past 4 GiB", |a| {
+            a.mov(ecx, 0xffff_fffdu32)?;
+            a.add(dword_ptr(ecx), eax)
+        }),
+        ("push at the bottom of the 4 GiB", |a| {
+            a.mov(esp, 2u32)?;
+            a.push(eax)
+        }),
+        ("pop at the top", |a| {
+            a.mov(esp, 0xffff_fffeu32)?;
+            a.pop(eax)
+        }),
+        ("ret past the CS limit", |a| {
+            a.push(0x7fff_f800u32)?;
+            a.ret()
+        }),
+        ("call past the CS limit", |a| a.call(0x7fff_f800u64)),
+        ("mov mmio", |a| {
+            a.mov(edi, MMIO)?;
+            a.mov(dword_ptr(edi + 8), ecx)
+        }),
+        ("movzx mmio", |a| {
+            a.mov(edi, MMIO)?;
+            a.movzx(eax, byte_ptr(edi))
+        }),
+        ("expand-down es", |a| {
+            a.mov(eax, 0x18u32)?;
+            a.mov(es, ax)?;
+            a.mov(ecx, dword_ptr(esi + 0x10).es())?;
+            a.mov(dword_ptr(esi + 0x20).es(), ecx)
+        }),
+    ];
+    let mut r = Rng(0x5eed_0500);
+    for (name, f) in progs {
+        let mut a = CodeAssembler::new(32).unwrap();
+        a.mov(esi, DATA as u32).unwrap();
+        f(&mut a).unwrap();
+        a.pushfd().unwrap();
+        a.pop(ebx).unwrap();
+        a.hlt().unwrap();
+        let code = a.assemble(CODE).unwrap();
+        let (mut init, fl) = random_state(&mut r);
+        for g in init.iter_mut() {
+            *g &= 0xffff_ffff;
+        }
+        let setup = |c: &mut TestCpu| {
+            // CS limited to 2 GiB; a GDT whose selector 0x18 is an
+            // expand-down writable data segment above 64 KiB.
+            c.cpu.seg[crate::cpu::Seg::Cs as usize].limit = 0x7fff_efff;
+            let gdt = 0x3000u64;
+            let mut ed = kite_hypervisor::Segment::flat(0x18, kite_hypervisor::FlatKind::Data);
+            (ed.type_, ed.limit) = (0x7, 0xffff);
+            c.write(gdt + 0x18, &ed.to_descriptor().to_le_bytes());
+            c.cpu.gdtr = kite_hypervisor::DescriptorTable {
+                base: gdt,
+                limit: 0x1f,
+            };
+        };
+        let mut outs = Vec::new();
+        for tier in [Tier::Interp, Tier::All, Tier::Auto] {
+            let mut c = TestCpu::new(32);
+            c.write(CODE, &code);
+            setup(&mut c);
+            c.cpu.gpr = init;
+            c.cpu.gpr[4] = STACK_BASE + 0x800;
+            c.cpu.flags.set_rflags(fl);
+            c.cpu.refresh_seg_cache();
+            c.cpu.rip = CODE;
+            c.cpu.set_tier(tier);
+            let mut blocks = BlockCache::new();
+            let stop = c.cpu.run(&mut blocks);
+            outs.push((
+                (stop, c.cpu.rip, c.cpu.gpr, c.cpu.flags.rflags()),
+                (c.read(DATA, 4096), c.read(STACK_BASE, 4096)),
+                blocks.jit.stats.native_insns,
+            ));
+        }
+        // The programs do what their names say (no IDT: a fault shuts
+        // down; the expand-down segment's offsets are within it).
+        let stop = outs[0].0 .0;
+        if name.contains("mmio") {
+            assert_eq!(stop, Stop::Exit, "{name}");
+        } else if name.starts_with("expand") {
+            assert_ne!(stop, Stop::Shutdown, "{name}");
+        } else {
+            assert_eq!(stop, Stop::Shutdown, "{name}");
+        }
+        for o in &outs[1..] {
+            assert_eq!((&o.0, &o.1), (&outs[0].0, &outs[0].1), "{name}");
+        }
+        assert!(outs[1].2 > 0, "{name}: nothing native");
     }
 }

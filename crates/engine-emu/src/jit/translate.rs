@@ -13,7 +13,7 @@
 use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
 use super::chain::{emit_dynamic_exit, emit_exit, Slots};
-use super::emitter::{AluOp, Asm, Label, Mem, RAX, RCX, RDI, RDX, RSI};
+use super::emitter::{AluOp, Asm, Label, Mem, RAX, RBX, RCX, RDI, RDX, RSI};
 use crate::cpu::block_cache::Decoded;
 use crate::cpu::flags::layout as fl;
 use crate::cpu::{Cpu, Seg};
@@ -68,7 +68,8 @@ pub struct Templates {
     pub lea: bool,
     pub branch: bool,
     /// MOV between a GPR (any size) or an immediate and memory, and
-    /// MOVZX/MOVSX/MOVSXD from memory, in 64-bit code, with the soft
+    /// MOVZX/MOVSX/MOVSXD from memory, in 64-bit code and (32-bit
+    /// addresses through flat segments) in 32-bit code, with the soft
     /// TLB's hit path inline.
     pub mem: bool,
     /// NOP (all forms), PAUSE, ENDBR, PREFETCHh: nothing.
@@ -79,10 +80,10 @@ pub struct Templates {
     pub shift: bool,
     /// SETcc r8, CMOVcc r,r (32/64-bit).
     pub cond: bool,
-    /// PUSH r64, POP r64, CALL rel32, RET (64-bit code, inline TLB path).
+    /// PUSH, POP, CALL rel32, RET (64-bit code, and 32-bit code with a
+    /// flat 32-bit SS; inline TLB path).
     pub stack: bool,
-    /// ADD SUB AND OR XOR CMP TEST with a memory operand (64-bit code,
-    /// inline TLB path).
+    /// ADD SUB AND OR XOR CMP TEST with a memory operand (as `mem`).
     pub mem_alu: bool,
     /// ADD SUB AND OR XOR CMP TEST on 8/16-bit registers.
     pub small_alu: bool,
@@ -160,6 +161,23 @@ fn seg_base_off(s: Seg) -> usize {
     core::mem::offset_of!(Cpu, seg)
         + s as usize * core::mem::size_of::<kite_hypervisor::Segment>()
         + core::mem::offset_of!(kite_hypervisor::Segment, base)
+}
+
+/// The flat-segment bits `seg_cache.rs` keeps for reads or writes.
+fn flat_off(write: bool) -> usize {
+    use crate::cpu::seg_cache::SegCache;
+    core::mem::offset_of!(Cpu, seg_cache)
+        + if write {
+            core::mem::offset_of!(SegCache, flat_write)
+        } else {
+            core::mem::offset_of!(SegCache, flat_read)
+        }
+}
+
+/// The low half of the stack pointer mask (0xffff_ffff: a 32-bit stack).
+fn sp_mask_off() -> usize {
+    core::mem::offset_of!(Cpu, seg_cache)
+        + core::mem::offset_of!(crate::cpu::seg_cache::SegCache, sp_mask)
 }
 
 fn cs_limit_off() -> usize {
@@ -612,6 +630,79 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether `lin` covers the memory operand of `ins`: `lin64_ok` in
+    /// 64-bit code; in 32-bit code a 32-bit address of one of the forms
+    /// `addr32::form` names, through ES, CS, SS, DS, FS or GS.
+    fn lin_ok(&self, ins: &Instruction) -> bool {
+        match self.code_bits {
+            64 => self.lin64_ok(ins),
+            32 => {
+                crate::cpu::addr32::form(ins) != crate::cpu::addr32::GENERIC
+                    && matches!(
+                        ins.memory_segment(),
+                        Register::ES
+                            | Register::CS
+                            | Register::SS
+                            | Register::DS
+                            | Register::FS
+                            | Register::GS
+                    )
+            }
+            _ => false,
+        }
+    }
+
+    /// The linear address of `ins`'s memory operand (`lin_ok`) for an
+    /// access of `size` bytes into RAX: `lin64` in 64-bit code; in 32-bit
+    /// code the offset as `Cpu::off32` sums it, taken as the linear
+    /// address only when the segment is flat for the access (`write`) and
+    /// the access ends below 4 GiB, as `Cpu::mem_lin` does; anything else
+    /// jumps to `slow`. Uses RCX, RDX.
+    fn lin(&mut self, ins: &Instruction, fall: u64, size: u32, write: bool, slow: Label) {
+        if self.code_bits == 64 {
+            self.lin64(ins, fall);
+            return;
+        }
+        let g32 = |r: Register| (r as usize).wrapping_sub(Register::EAX as usize) & 15;
+        let (base, index) = (ins.memory_base(), ins.memory_index());
+        if base == Register::None {
+            self.a.mov_imm(RCX, 0);
+        } else {
+            self.a.load(false, RCX, gpr_off(g32(base)));
+        }
+        let scale = if index == Register::None {
+            self.a.mov_imm(RDX, 0);
+            1
+        } else {
+            self.a.load(false, RDX, gpr_off(g32(index)));
+            ins.memory_index_scale()
+        };
+        // A 32-bit LEA: the sum wraps at 4 GiB, as `off32` masks it.
+        let disp = ins.memory_displacement64() as u32 as i32;
+        self.a.lea_rcx_rdx(false, RAX, scale, disp);
+        let seg = ins.memory_segment() as u32 - Register::ES as u32;
+        self.flat_or(seg, write, slow);
+        self.below_4g(size, slow);
+    }
+
+    /// Jump to `slow` unless segment `seg` (in `Seg` order) is flat for
+    /// the access (`seg_cache.rs`). Uses RCX.
+    fn flat_or(&mut self, seg: u32, write: bool, slow: Label) {
+        self.a.movzx_r32_m8(RCX, flat_off(write));
+        self.a.alu_ri(AluOp::And, false, RCX, 1 << seg);
+        self.a.jcc(0x4, slow); // jz
+    }
+
+    /// Jump to `slow` unless an access of `size` bytes at the 32-bit offset
+    /// in EAX ends below 4 GiB (a flat segment's only limit).
+    fn below_4g(&mut self, size: u32, slow: Label) {
+        if size > 1 {
+            self.a
+                .alu_ri(AluOp::Cmp, false, RAX, (0u32.wrapping_sub(size)) as i32);
+            self.a.jcc(0x7, slow); // ja
+        }
+    }
+
     /// Whether `lin64` covers the memory operand of `ins`: 64-bit code, a
     /// 64-bit base (or RIP, or none) and an optional 64-bit index, a
     /// displacement that fits the host's disp32.
@@ -674,8 +765,8 @@ impl Ctx<'_> {
     }
 
     /// The soft TLB's hit path for an access of `size` bytes at the linear
-    /// address in RAX (64-bit code), as `read_lin`/`write_lin` take it:
-    /// the CPL the permission was chosen for, the canonical check, the
+    /// address in RAX, as `read_lin`/`write_lin` take it: the CPL the
+    /// permission was chosen for, the canonical check (64-bit code), the
     /// access within one page, the entry compared with the permission
     /// `Cpu::need` asks (`read` and/or `write`). On a hit RAX becomes the
     /// host pointer; anything else jumps to `slow`. Uses RCX, RDX.
@@ -684,12 +775,15 @@ impl Ctx<'_> {
         let user = self.cpl3;
         self.a.cmp_mem8(cpl_off(), 3);
         self.a.jcc(if user { 0x5 } else { 0x4 }, slow); // jne / je
-                                                        // Canonical: sign-extending bit 47 gives it back.
-        self.a.mov_rr(true, RCX, RAX);
-        self.a.shift_ri(4, true, RCX, 16); // shl
-        self.a.shift_ri(7, true, RCX, 16); // sar
-        self.a.alu_rr(AluOp::Cmp, true, RCX, RAX);
-        self.a.jcc(0x5, slow);
+        if self.code_bits == 64 {
+            // Canonical: sign-extending bit 47 gives it back (a 32-bit
+            // linear address always is).
+            self.a.mov_rr(true, RCX, RAX);
+            self.a.shift_ri(4, true, RCX, 16); // shl
+            self.a.shift_ri(7, true, RCX, 16); // sar
+            self.a.alu_rr(AluOp::Cmp, true, RCX, RAX);
+            self.a.jcc(0x5, slow);
+        }
         // Within one page: (lin & 0xfff) <= 0x1000 - size.
         if size > 1 {
             self.a.mov_rr(false, RCX, RAX);
@@ -737,13 +831,13 @@ impl Ctx<'_> {
         write: bool,
         body: impl FnOnce(&mut Self),
     ) -> bool {
-        if !self.lin64_ok(&d.ins) {
+        if !self.lin_ok(&d.ins) {
             return false;
         }
         let known = self.known;
         let slow = self.a.label();
         let done = self.a.label();
-        self.lin64(&d.ins, fall);
+        self.lin(&d.ins, fall, size, write, slow);
         self.tlb_hit(size, !write, write, slow);
         body(self);
         self.a.jmp(done);
@@ -962,14 +1056,14 @@ impl Ctx<'_> {
     }
 
     /// ADD SUB AND OR XOR CMP TEST with a memory operand of 1, 2, 4 or 8
-    /// bytes (64-bit code, `lin64_ok`) and a GPR or immediate, as
+    /// bytes (`lin_ok`) and a GPR or immediate, as
     /// `binop_rm`/`binop_m`/`binop_small_r`/`binop`: the inline TLB path
     /// (read, and write when the memory is the destination of a writing
     /// operation); anything else runs the handler, after which the host's
     /// flags are made the guest's again from its record (`resync`).
     fn alu_mem(&mut self, d: &Decoded, rip: u64, fall: u64, op: AluOp) -> bool {
         let ins = &d.ins;
-        if !self.t.mem_alu || ins.op_count() != 2 || !self.lin64_ok(ins) {
+        if !self.t.mem_alu || ins.op_count() != 2 || !self.lin_ok(ins) {
             return false;
         }
         let size = ins.memory_size().size() as u32;
@@ -1009,7 +1103,7 @@ impl Ctx<'_> {
         let write = !reads_only && !matches!(form, Form::RegMem(_));
         let slow = self.a.label();
         let done = self.a.label();
-        self.lin64(ins, fall);
+        self.lin(ins, fall, size, write, slow);
         self.tlb_hit(size, true, write, slow);
         match form {
             Form::RegMem(g) => {
@@ -1372,33 +1466,81 @@ impl Ctx<'_> {
         true
     }
 
-    /// RSP - 8 into RAX and RDI (a push's address and new RSP).
-    fn push_addr(&mut self) {
-        self.a.load(true, RAX, gpr_off(RSP));
-        self.a.alu_ri(AluOp::Sub, true, RAX, 8);
-        self.a.mov_rr(true, RDI, RAX);
+    /// The stack width of this block's templates: 8 in 64-bit code, 4 in
+    /// 32-bit code (whose stack forms also check at run time that SS is
+    /// flat and 32-bit, see `stack_ok`), else none.
+    fn stack_size(&self) -> Option<u32> {
+        match self.code_bits {
+            64 => Some(8),
+            32 => Some(4),
+            _ => None,
+        }
     }
 
-    /// PUSH r64 (64-bit code), as `push_r::<8>`/`Cpu::push`: the old value
-    /// (PUSH RSP pushes it), the write through the inline TLB path at
-    /// RSP - 8 (SS: base 0), then RSP committed; anything else runs the
-    /// handler, which commits nothing on a fault.
+    /// In 32-bit code: jump to `slow` unless SS is flat for the access and
+    /// its B bit makes ESP the stack pointer (`Cpu::sp_mask` 0xffff_ffff),
+    /// as `Cpu::push`/`stack_peek` then reduce to. 64-bit code: nothing
+    /// (SS has base 0 and no limit). Uses RCX.
+    fn stack_ok(&mut self, write: bool, slow: Label) {
+        if self.code_bits == 64 {
+            return;
+        }
+        self.flat_or(Seg::Ss as u32, write, slow);
+        self.a.cmp_mem32(sp_mask_off(), 0xffff_ffff);
+        self.a.jcc(0x5, slow); // jne
+    }
+
+    /// The stack pointer plus `delta` (wrapped as `sp_mask` wraps it) into
+    /// RAX, the address of a `size`-byte stack access (32-bit code: checked
+    /// to end below 4 GiB, else `slow`). Uses RCX.
+    fn stack_addr(&mut self, size: u32, delta: i32, slow: Label) {
+        let w = size == 8;
+        self.a.load(w, RAX, gpr_off(RSP));
+        if delta != 0 {
+            self.a.alu_ri(AluOp::Add, w, RAX, delta);
+        }
+        if !w {
+            self.below_4g(size, slow);
+        }
+    }
+
+    /// Commit the stack pointer in `r` as `Cpu::set_sp` does: all of RSP
+    /// in 64-bit code, ESP alone (RSP's upper half kept) in 32-bit code.
+    fn commit_sp(&mut self, size: u32, r: u8) {
+        self.a.store(size == 8, r, gpr_off(RSP));
+    }
+
+    /// PUSH r64 (64-bit code) and PUSH r32 (32-bit code), as
+    /// `push_r`/`Cpu::push`: the old value (PUSH rSP pushes it), the write
+    /// through the inline TLB path at rSP - size, then rSP committed;
+    /// anything else runs the handler, which commits nothing on a fault.
     fn push(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
         let ins = &d.ins;
-        if self.code_bits != 64 || ins.code() != Code::Push_r64 {
+        let Some(size) = self.stack_size() else {
+            return false;
+        };
+        if ins.code()
+            != if size == 8 {
+                Code::Push_r64
+            } else {
+                Code::Push_r32
+            }
+        {
             return false;
         }
-        let Some((s, true)) = gpr(ins.op0_register()) else {
+        let Some((s, _)) = gpr(ins.op0_register()) else {
             return false;
         };
         let known = self.known;
         let slow = self.a.label();
         let done = self.a.label();
-        self.a.load(true, RSI, gpr_off(s));
-        self.push_addr();
-        self.tlb_hit(8, false, true, slow);
-        self.a.store_x(8, RSI, Mem::AtRax);
-        self.a.store(true, RDI, gpr_off(RSP));
+        self.stack_ok(true, slow);
+        self.a.load(size == 8, RSI, gpr_off(s));
+        self.stack_addr(size, -(size as i32), slow);
+        self.a.mov_rr(true, RDI, RAX);
+        self.tlb_hit(size, false, true, slow);
+        self.a.store_x(size, RSI, Mem::AtRax);
+        self.commit_sp(size, RDI);
         self.a.jmp(done);
         self.a.bind(slow);
         self.call(d, rip, fall);
@@ -1408,25 +1550,37 @@ impl Ctx<'_> {
         true
     }
 
-    /// POP r64 (64-bit code), as `pop_r::<8>`: the read at RSP, then RSP +
-    /// 8, then the register (POP RSP loads the popped value).
+    /// POP r64 (64-bit code) and POP r32 (32-bit code), as `pop_r`: the
+    /// read at rSP, then rSP + size, then the register (POP rSP loads the
+    /// popped value).
     fn pop(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
         let ins = &d.ins;
-        if self.code_bits != 64 || ins.code() != Code::Pop_r64 {
+        let Some(size) = self.stack_size() else {
+            return false;
+        };
+        if ins.code()
+            != if size == 8 {
+                Code::Pop_r64
+            } else {
+                Code::Pop_r32
+            }
+        {
             return false;
         }
-        let Some((r, true)) = gpr(ins.op0_register()) else {
+        let Some((r, _)) = gpr(ins.op0_register()) else {
             return false;
         };
         let known = self.known;
         let slow = self.a.label();
         let done = self.a.label();
-        self.a.load(true, RAX, gpr_off(RSP));
-        self.tlb_hit(8, true, false, slow);
-        self.a.load_x(8, false, true, RCX, Mem::AtRax);
-        self.a.load(true, RAX, gpr_off(RSP));
-        self.a.alu_ri(AluOp::Add, true, RAX, 8);
-        self.a.store(true, RAX, gpr_off(RSP));
+        self.stack_ok(false, slow);
+        self.stack_addr(size, 0, slow);
+        self.tlb_hit(size, true, false, slow);
+        self.a.load_x(size, false, false, RCX, Mem::AtRax);
+        self.a.load(size == 8, RAX, gpr_off(RSP));
+        self.a.alu_ri(AluOp::Add, size == 8, RAX, size as i32);
+        self.commit_sp(size, RAX);
+        // A 32-bit register write zero-extends (`reg_write`).
         self.a.store(true, RCX, gpr_off(r));
         self.a.jmp(done);
         self.a.bind(slow);
@@ -1447,12 +1601,22 @@ impl Ctx<'_> {
         self.handler_exits = true;
     }
 
-    /// CALL rel32 (64-bit code), as `control::call`: the (constant) target
-    /// checked at translation time, the fall-through pushed through the
-    /// inline path, RSP committed, the block left at the target.
+    /// CALL rel32 (64-bit code, and 32-bit code), as `control::call`: the
+    /// (constant) target checked first (canonical at translation time, or
+    /// against CS.limit at run time), the fall-through pushed through the
+    /// inline path, rSP committed, the block left at the target.
     fn call_rel(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
         let ins = &d.ins;
-        if self.code_bits != 64 || ins.code() != Code::Call_rel32_64 {
+        let Some(size) = self.stack_size() else {
+            return false;
+        };
+        if ins.code()
+            != if size == 8 {
+                Code::Call_rel32_64
+            } else {
+                Code::Call_rel32_32
+            }
+        {
             return false;
         }
         let Some(target) = self.rel_target(ins, fall) else {
@@ -1462,11 +1626,18 @@ impl Ctx<'_> {
             return false;
         }
         let slow = self.a.label();
-        self.push_addr();
-        self.tlb_hit(8, false, true, slow);
+        if size == 4 {
+            // CS.limit < target: #GP before the push, through the handler.
+            self.a.cmp_mem32(cs_limit_off(), target as u32);
+            self.a.jcc(0x2, slow); // jb
+        }
+        self.stack_ok(true, slow);
+        self.stack_addr(size, -(size as i32), slow);
+        self.a.mov_rr(true, RDI, RAX);
+        self.tlb_hit(size, false, true, slow);
         self.a.mov_imm(RCX, fall);
-        self.a.store_x(8, RCX, Mem::AtRax);
-        self.a.store(true, RDI, gpr_off(RSP));
+        self.a.store_x(size, RCX, Mem::AtRax);
+        self.commit_sp(size, RDI);
         self.a.mov_imm(RCX, target);
         self.a.store(true, RCX, next_rip_off());
         self.a.store_u8(end_block_off(), 1);
@@ -1477,31 +1648,40 @@ impl Ctx<'_> {
         true
     }
 
-    /// RET / RET imm16 (64-bit code), as `control::ret`: the target read at
-    /// RSP through the inline path and checked canonical (else the handler
-    /// raises #GP), RSP + 8 + imm committed, the block left at the target.
+    /// RET / RET imm16 (64-bit code, and 32-bit code), as `control::ret`:
+    /// the target read at rSP through the inline path and checked
+    /// (canonical, or within CS.limit; else the handler raises #GP), rSP +
+    /// size + imm committed, the block left at the target.
     fn ret(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
         let ins = &d.ins;
-        if self.code_bits != 64 {
+        let Some(size) = self.stack_size() else {
             return false;
-        }
-        let imm = match ins.code() {
-            Code::Retnq => 0,
-            Code::Retnq_imm16 => i32::from(ins.immediate16()),
+        };
+        let imm = match (size, ins.code()) {
+            (8, Code::Retnq) | (4, Code::Retnd) => 0,
+            (8, Code::Retnq_imm16) | (4, Code::Retnd_imm16) => i32::from(ins.immediate16()),
             _ => return false,
         };
+        let w = size == 8;
         let slow = self.a.label();
-        self.a.load(true, RAX, gpr_off(RSP));
-        self.tlb_hit(8, true, false, slow);
-        self.a.load_x(8, false, true, RCX, Mem::AtRax);
-        self.a.mov_rr(true, RDX, RCX);
-        self.a.shift_ri(4, true, RDX, 16); // shl
-        self.a.shift_ri(7, true, RDX, 16); // sar
-        self.a.alu_rr(AluOp::Cmp, true, RDX, RCX);
-        self.a.jcc(0x5, slow);
-        self.a.load(true, RAX, gpr_off(RSP));
-        self.a.alu_ri(AluOp::Add, true, RAX, 8 + imm);
-        self.a.store(true, RAX, gpr_off(RSP));
+        self.stack_ok(false, slow);
+        self.stack_addr(size, 0, slow);
+        self.tlb_hit(size, true, false, slow);
+        self.a.load_x(size, false, w, RCX, Mem::AtRax);
+        if w {
+            self.a.mov_rr(true, RDX, RCX);
+            self.a.shift_ri(4, true, RDX, 16); // shl
+            self.a.shift_ri(7, true, RDX, 16); // sar
+            self.a.alu_rr(AluOp::Cmp, true, RDX, RCX);
+            self.a.jcc(0x5, slow);
+        } else {
+            // target > CS.limit: #GP, through the handler.
+            self.a.cmp_r_mem(false, RCX, RBX, cs_limit_off());
+            self.a.jcc(0x7, slow); // ja
+        }
+        self.a.load(w, RAX, gpr_off(RSP));
+        self.a.alu_ri(AluOp::Add, w, RAX, size as i32 + imm);
+        self.commit_sp(size, RAX);
         self.leave_to_rcx();
         self.a.bind(slow);
         self.call(d, rip, fall);
