@@ -18,6 +18,8 @@ pub const RDI: u8 = 7;
 pub enum AluOp {
     Add,
     Or,
+    Adc,
+    Sbb,
     And,
     Sub,
     Xor,
@@ -30,6 +32,8 @@ impl AluOp {
         match self {
             AluOp::Add => 0x01,
             AluOp::Or => 0x09,
+            AluOp::Adc => 0x11,
+            AluOp::Sbb => 0x19,
             AluOp::And => 0x21,
             AluOp::Sub => 0x29,
             AluOp::Xor => 0x31,
@@ -42,6 +46,8 @@ impl AluOp {
         match self {
             AluOp::Add => 0,
             AluOp::Or => 1,
+            AluOp::Adc => 2,
+            AluOp::Sbb => 3,
             AluOp::And => 4,
             AluOp::Sub => 5,
             AluOp::Xor => 6,
@@ -363,6 +369,14 @@ impl Asm {
         }
     }
 
+    /// `not r` (`neg`: false) or `neg r` of `size` bytes (al cl dl bl for
+    /// bytes).
+    pub fn not_neg(&mut self, neg: bool, size: u32, r: u8) {
+        let adj = self.size_prefix(size);
+        self.byte(0xf7 - adj);
+        self.byte(0xc0 | ((2 + u8::from(neg)) << 3) | r);
+    }
+
     /// `op dst, src` of `size` bytes on registers (al cl dl for bytes).
     pub fn alu_rr_x(&mut self, op: AluOp, size: u32, dst: u8, src: u8) {
         let adj = self.size_prefix(size);
@@ -521,6 +535,14 @@ mod tests {
         a.imul_rr(false, RCX, RDX);
         a.imul_rri(true, RAX, RCX, -3);
         a.imul_rri(false, RDX, RAX, 0x1234_5678);
+        a.not_neg(false, 1, RCX);
+        a.not_neg(true, 2, RAX);
+        a.not_neg(false, 4, RDX);
+        a.not_neg(true, 8, RAX);
+        a.alu_rr_x(AluOp::Adc, 4, RAX, RCX);
+        a.alu_rr_x(AluOp::Sbb, 1, RCX, RDX);
+        a.alu_ri_x(AluOp::Adc, 2, RAX, 0x8000);
+        a.alu_ri_x(AluOp::Sbb, 8, RCX, 0xffff_ffff_ffff_fff0);
         let text: Vec<String> = {
             let code = a.finish().unwrap();
             let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
@@ -604,6 +626,14 @@ mod tests {
                 "imul ecx,edx",
                 "imul rax,rcx,0FFFFFFFFFFFFFFFDh",
                 "imul edx,eax,12345678h",
+                "not cl",
+                "neg ax",
+                "not edx",
+                "neg rax",
+                "adc eax,ecx",
+                "sbb cl,dl",
+                "adc ax,8000h",
+                "sbb rcx,0FFFFFFFFFFFFFFF0h",
             ]
         );
     }

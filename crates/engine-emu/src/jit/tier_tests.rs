@@ -263,7 +263,7 @@ fn gen64_more(a: &mut CodeAssembler, r: &mut Rng, start: CodeLabel) -> Result<()
     let k = r.below(7);
     // A DATA offset for an access of 8 bytes (any smaller fits too).
     let off = r.below(4096 - 8) as i32;
-    match r.below(24) {
+    match r.below(27) {
         0 => match r.below(3) {
             0 => a.movzx(d32, r.pick(&W8)),
             1 => a.movzx(d64, r.pick(&R16)),
@@ -440,6 +440,26 @@ fn gen64_more(a: &mut CodeAssembler, r: &mut Rng, start: CodeLabel) -> Result<()
                 0 => a.pushfq().and_then(|_| a.pop(r.pick(&W64))),
                 _ => flag_reader(a, r),
             })
+        }
+        // NOT/NEG of every size; ADC/SBB chains (one's carry out the next
+        // one's carry in) of every size and source; flags read after.
+        22..=24 => {
+            let res = match r.below(9) {
+                0 => a.not(d64),
+                1 => a.not(r.pick(&W8H)),
+                2 => a.neg(r.pick(&W16)),
+                3 => a.neg(d64).and_then(|_| a.neg(r.pick(&W8))),
+                4 => a.adc(d32, imm as i32).and_then(|_| a.adc(d64, s64)),
+                5 => a.sbb(r.pick(&W8H), imm as u8 as i32),
+                6 => a.sbb(d64, (imm as i8) as i32).and_then(|_| a.sbb(d32, s32)),
+                7 => a
+                    .add(d64, s64)
+                    .and_then(|_| a.adc(r.pick(&W16), r.pick(&R16))),
+                _ => a
+                    .not(d32)
+                    .and_then(|_| a.sbb(r.pick(&W16), imm as u16 as i32)),
+            };
+            res.and_then(|_| flag_reader(a, r))
         }
         _ => flag_reader(a, r),
     }
@@ -704,6 +724,24 @@ fn each_template_group_matches_the_interpreter() {
             alu: true,
             ..Templates::NONE
         },
+        Templates {
+            unary: true,
+            ..Templates::NONE
+        },
+        Templates {
+            carry: true,
+            ..Templates::NONE
+        },
+        Templates {
+            // ADC/SBB after native ALU ops (the carry from the host) and
+            // Jcc/SETcc after them (their flags in the host).
+            carry: true,
+            unary: true,
+            alu: true,
+            cond: true,
+            branch: true,
+            ..Templates::NONE
+        },
     ];
     for (i, t) in groups.into_iter().enumerate() {
         let st = compare_tiers(0x5eed_0100 + i as u64, 150, 20, 2, Tier::All, t);
@@ -906,6 +944,14 @@ fn the_templated_forms_are_native() {
     assert_eq!(ins.memory_base(), iced_x86::Register::RIP);
     let ins = first(|a| a.mov(ah, byte_ptr(DATA + 5)));
     assert_eq!(ins.memory_displacement64(), DATA + 5);
+    // ADC/SBB on registers, NOT/NEG (any size); not with memory.
+    assert_eq!(native(64, &|a| a.adc(rax, rcx)), (1, 0));
+    assert_eq!(native(64, &|a| a.sbb(r9w, 0x1234)), (1, 0));
+    assert_eq!(native(64, &|a| a.adc(ah, 1)), (1, 0));
+    assert_eq!(native(64, &|a| a.not(r12b)), (1, 0));
+    assert_eq!(native(64, &|a| a.neg(r8)), (1, 0));
+    assert_eq!(native(64, &|a| a.adc(rax, qword_ptr(rbx))).0, 0);
+    assert_eq!(native(64, &|a| a.neg(dword_ptr(rbx))).0, 0);
     // 32-bit code: register, memory (32-bit addresses) and stack forms.
     assert_eq!(native(32, &|a| a.shr(eax, 2u32)), (1, 0));
     assert_eq!(native(32, &|a| a.movzx(eax, cl)), (1, 0));
@@ -1155,7 +1201,16 @@ fn gen32(a: &mut CodeAssembler, r: &mut Rng, subs: &[CodeLabel; 2]) {
             d,
             dword_ptr(s + r.pick(&[eax, ecx, edx, ebx]) * 2 + imm as i32),
         ),
-        30 => a.inc(d),
+        30 => match r.below(6) {
+            0 => a.inc(d),
+            1 => a.not(r.pick(&W8L)),
+            2 => a.neg(d).and_then(|_| a.sbb(r.pick(&W16L), r.pick(&W16L))),
+            3 => a.sbb(d, imm as i32),
+            4 => a.adc(r.pick(&W8L), r.pick(&W8L)),
+            _ => a
+                .neg(r.pick(&W16L))
+                .and_then(|_| setcc(a, r.below(16), r.pick(&W8L))),
+        },
         _ => a.nop(),
     };
     res.expect("assemble");

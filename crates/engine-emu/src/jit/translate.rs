@@ -89,6 +89,10 @@ pub struct Templates {
     pub small_alu: bool,
     /// IMUL r,r and r,r,imm (32/64-bit).
     pub imul: bool,
+    /// NOT and NEG of a GPR (any size).
+    pub unary: bool,
+    /// ADC and SBB r,r / r,imm (any size).
+    pub carry: bool,
 }
 
 impl Templates {
@@ -107,6 +111,8 @@ impl Templates {
         mem_alu: true,
         small_alu: true,
         imul: true,
+        unary: true,
+        carry: true,
     };
     pub const NONE: Templates = Templates {
         mov: false,
@@ -123,6 +129,8 @@ impl Templates {
         mem_alu: false,
         small_alu: false,
         imul: false,
+        unary: false,
+        carry: false,
     };
 }
 
@@ -541,6 +549,10 @@ impl Ctx<'_> {
             return (self.alu(ins, op) || self.alu_mem(d, rip, fall, op)).then_some(false);
         }
         match ins.mnemonic() {
+            M::Adc if self.t.carry => self.adc_sbb(ins, false).then_some(false),
+            M::Sbb if self.t.carry => self.adc_sbb(ins, true).then_some(false),
+            M::Not if self.t.unary => self.not_neg(ins, false).then_some(false),
+            M::Neg if self.t.unary => self.not_neg(ins, true).then_some(false),
             Mnemonic::Mov if self.t.mov && self.mov(ins) => Some(false),
             Mnemonic::Mov if self.t.mem => self.mov_mem(d, rip, fall).then_some(false),
             // As `misc::nop`: nothing (a memory operand is not accessed).
@@ -1007,38 +1019,10 @@ impl Ctx<'_> {
     /// `alu` group) and `binop_small_r` (8/16-bit, merged writes,
     /// `small_alu` group).
     fn alu(&mut self, ins: &Instruction, op: AluOp) -> bool {
-        if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
-            return false;
-        }
-        let Some(g) = gpr_any(ins.op0_register()) else {
+        let Some((g, src)) = self.reg_operands(ins, self.t.alu, self.t.small_alu) else {
             return false;
         };
         let size = g.size;
-        if !(if size >= 4 {
-            self.t.alu
-        } else {
-            self.t.small_alu
-        }) {
-            return false;
-        }
-        let m = size_mask(size);
-        let src = match (ins.op1_kind(), size) {
-            (OpKind::Register, _) => match gpr_any(ins.op1_register()) {
-                Some(s) if s.size == size => Ok(s),
-                _ => return false,
-            },
-            (OpKind::Immediate8, 1)
-            | (OpKind::Immediate16 | OpKind::Immediate8to16, 2)
-            | (OpKind::Immediate8to32 | OpKind::Immediate32, 4) => Err(ins.immediate(1) & m),
-            (OpKind::Immediate8to64 | OpKind::Immediate32to64, 8) => {
-                let b = ins.immediate(1);
-                if i32::try_from(b as i64).is_err() {
-                    return false;
-                }
-                Err(b)
-            }
-            _ => return false,
-        };
         self.load_g(RAX, g);
         let b = match src {
             Ok(s) => {
@@ -1052,6 +1036,125 @@ impl Ctx<'_> {
             self.store_g(RAX, g);
         }
         self.alu_finish(op, size, RAX);
+        true
+    }
+
+    /// The operands of a two-operand ALU form on registers: a GPR
+    /// destination and a GPR of its size or an immediate (masked to the
+    /// size; 64-bit: a sign-extended imm32) as the handlers read them, if
+    /// the size's group is enabled (`wide` for 32/64-bit, `small`).
+    fn reg_operands(
+        &self,
+        ins: &Instruction,
+        wide: bool,
+        small: bool,
+    ) -> Option<(G, Result<G, u64>)> {
+        if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
+            return None;
+        }
+        let g = gpr_any(ins.op0_register())?;
+        let size = g.size;
+        if !(if size >= 4 { wide } else { small }) {
+            return None;
+        }
+        let m = size_mask(size);
+        let src = match (ins.op1_kind(), size) {
+            (OpKind::Register, _) => match gpr_any(ins.op1_register()) {
+                Some(s) if s.size == size => Ok(s),
+                _ => return None,
+            },
+            (OpKind::Immediate8, 1)
+            | (OpKind::Immediate16 | OpKind::Immediate8to16, 2)
+            | (OpKind::Immediate8to32 | OpKind::Immediate32, 4) => Err(ins.immediate(1) & m),
+            (OpKind::Immediate8to64 | OpKind::Immediate32to64, 8) => {
+                let b = ins.immediate(1);
+                i32::try_from(b as i64).ok()?;
+                Err(b)
+            }
+            _ => return None,
+        };
+        Some((g, src))
+    }
+
+    /// The guest's CF into `flags.cin` and into the host's CF (for ADC and
+    /// SBB): from the host's flags where they hold it, else from
+    /// `read_cf` (then `neg al` makes the host's CF the guest's).
+    fn carry_in(&mut self) {
+        let f = flags_off();
+        if !self.host_has(0x2) {
+            self.resync();
+        }
+        if self.host_has(0x2) {
+            self.a.setcc_mem(0x2, f + fl::CIN); // setb
+        } else {
+            self.a.arg0_cpu();
+            self.a.mov_imm(RAX, read_cf as *const () as u64);
+            self.a.call_rax();
+            self.a.store_u8_from_al(f + fl::CIN);
+            self.a.not_neg(true, 1, RAX); // CF = (al != 0)
+        }
+    }
+
+    /// ADC and SBB r,r / r,imm (any size), as `binop_rr`/`binop_ri`/`binop_small_r` with ADC/SBB: the
+    /// guest's CF as the carry in (`carry_in`), `a`, `b`, `cin` and the
+    /// result recorded as `set_add`/`set_sub` record them; the host's
+    /// flags are the guest's after it (the record's `cin` is not what
+    /// `resync` replays, so `known` is dropped).
+    fn adc_sbb(&mut self, ins: &Instruction, sbb: bool) -> bool {
+        let Some((g, src)) = self.reg_operands(ins, true, true) else {
+            return false;
+        };
+        let size = g.size;
+        let f = flags_off();
+        // Flags are live from here: only MOVs until the host operation.
+        self.carry_in();
+        self.load_g(RAX, g);
+        self.a.store(true, RAX, f + fl::A);
+        let op = if sbb { AluOp::Sbb } else { AluOp::Adc };
+        match src {
+            Ok(s) => {
+                self.load_g(RCX, s);
+                self.a.store(true, RCX, f + fl::B);
+                self.a.alu_rr_x(op, size, RAX, RCX);
+            }
+            Err(v) => {
+                self.a.mov_imm(RDX, v);
+                self.a.store(true, RDX, f + fl::B);
+                self.a.alu_ri_x(op, size, RAX, v);
+            }
+        }
+        self.store_g(RAX, g);
+        self.a.store(true, RAX, f + fl::RES);
+        self.record(if sbb { fl::SUB } else { fl::ADD }, size * 8);
+        self.host = HostFlags::All;
+        self.known = None;
+        true
+    }
+
+    /// NOT and NEG of a GPR (any size), as `unop`: NOT leaves the flags
+    /// (the host's stay what they were); NEG records `set_sub(0, a)` and
+    /// the host's NEG sets the guest's flags.
+    fn not_neg(&mut self, ins: &Instruction, neg: bool) -> bool {
+        if ins.op_count() != 1 || ins.op0_kind() != OpKind::Register {
+            return false;
+        }
+        let Some(g) = gpr_any(ins.op0_register()) else {
+            return false;
+        };
+        let size = g.size;
+        self.load_g(RAX, g);
+        if !neg {
+            self.a.not_neg(false, size, RAX);
+            self.store_g(RAX, g);
+            return true;
+        }
+        let f = flags_off();
+        self.a.store_i32(true, f + fl::A, 0);
+        self.a.store(true, RAX, f + fl::B);
+        self.a.store_u8(f + fl::CIN, 0);
+        self.a.not_neg(true, size, RAX);
+        self.store_g(RAX, g);
+        self.alu_finish(AluOp::Sub, size, RAX);
         true
     }
 
