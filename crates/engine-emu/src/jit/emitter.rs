@@ -246,6 +246,14 @@ impl Asm {
         self.byte(imm);
     }
 
+    /// `shift_ri` on `size` bytes (al cl dl bl for bytes).
+    pub fn shift_ri_x(&mut self, digit: u8, size: u32, r: u8, imm: u8) {
+        let adj = self.size_prefix(size);
+        self.byte(0xc1 - adj);
+        self.byte(0xc0 | (digit << 3) | r);
+        self.byte(imm);
+    }
+
     /// `shl`/`shr`/`sar`/`rol`/`ror` `r, cl` (`digit` 4, 5, 7, 0, 1).
     pub fn shift_cl(&mut self, digit: u8, w: bool, r: u8) {
         self.rex_w(w);
@@ -543,6 +551,9 @@ mod tests {
         a.alu_rr_x(AluOp::Sbb, 1, RCX, RDX);
         a.alu_ri_x(AluOp::Adc, 2, RAX, 0x8000);
         a.alu_ri_x(AluOp::Sbb, 8, RCX, 0xffff_ffff_ffff_fff0);
+        a.shift_ri_x(5, 2, RAX, 5);
+        a.shift_ri_x(4, 1, RCX, 7);
+        a.shift_ri_x(7, 4, RDX, 3);
         let text: Vec<String> = {
             let code = a.finish().unwrap();
             let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
@@ -634,6 +645,9 @@ mod tests {
                 "sbb cl,dl",
                 "adc ax,8000h",
                 "sbb rcx,0FFFFFFFFFFFFFFF0h",
+                "shr ax,5",
+                "shl cl,7",
+                "sar edx,3",
             ]
         );
     }

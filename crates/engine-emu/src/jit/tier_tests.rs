@@ -441,6 +441,20 @@ fn gen64_more(a: &mut CodeAssembler, r: &mut Rng, start: CodeLabel) -> Result<()
                 _ => flag_reader(a, r),
             })
         }
+        // 8/16-bit shifts by an immediate (counts past the width too),
+        // flags read after.
+        25 | 26 if r.below(2) == 0 => {
+            let n = r.pick(&[1u32, 2, 5, 7, 8, 9, 15, 16, 17, 31]);
+            let res = match r.below(6) {
+                0 => a.shl(r.pick(&W8H), n),
+                1 => a.shr(r.pick(&W8), n),
+                2 => a.sar(r.pick(&W8H), n),
+                3 => a.shl(r.pick(&W16), n),
+                4 => a.shr(r.pick(&W16), n),
+                _ => a.sar(r.pick(&W16), n),
+            };
+            res.and_then(|_| flag_reader(a, r))
+        }
         // NOT/NEG of every size; ADC/SBB chains (one's carry out the next
         // one's carry in) of every size and source; flags read after.
         22..=24 => {
@@ -915,7 +929,7 @@ fn the_templated_forms_are_native() {
         assert_eq!(native(64, f), (1, 0), "{name}");
     }
     let no: &[(&str, F)] = &[
-        ("shl r8", |a| a.shl(al, 1u32)),
+        ("shl r8 by cl", |a| a.shl(al, cl)),
         ("rol by cl", |a| a.rol(eax, cl)),
         ("rcl", |a| a.rcl(eax, 1u32)),
         ("cmov r,m", |a| a.cmove(eax, dword_ptr(rdi))),
@@ -952,6 +966,11 @@ fn the_templated_forms_are_native() {
     assert_eq!(native(64, &|a| a.neg(r8)), (1, 0));
     assert_eq!(native(64, &|a| a.adc(rax, qword_ptr(rbx))).0, 0);
     assert_eq!(native(64, &|a| a.neg(dword_ptr(rbx))).0, 0);
+    // 8/16-bit shifts by an immediate below the width.
+    assert_eq!(native(64, &|a| a.shr(bx, 5u32)), (1, 0));
+    assert_eq!(native(64, &|a| a.shl(ah, 3u32)), (1, 0));
+    assert_eq!(native(64, &|a| a.sar(sil, 7u32)), (1, 0));
+    assert_eq!(native(64, &|a| a.shr(cx, 16u32)).0, 0);
     // 32-bit code: register, memory (32-bit addresses) and stack forms.
     assert_eq!(native(32, &|a| a.shr(eax, 2u32)), (1, 0));
     assert_eq!(native(32, &|a| a.movzx(eax, cl)), (1, 0));
@@ -1142,7 +1161,7 @@ fn gen32(a: &mut CodeAssembler, r: &mut Rng, subs: &[CodeLabel; 2]) {
     let s = r.pick(&R32L);
     let imm = r.imm();
     let off = r.below(4096 - 8) as i32;
-    let res = match r.below(32) {
+    let res = match r.below(33) {
         0 => a.mov(d, dword_ptr(esi + off)),
         1 => a.mov(dword_ptr(esi + off), s),
         2 => a.mov(d, dword_ptr(ebp + off)), // SS
@@ -1211,6 +1230,16 @@ fn gen32(a: &mut CodeAssembler, r: &mut Rng, subs: &[CodeLabel; 2]) {
                 .neg(r.pick(&W16L))
                 .and_then(|_| setcc(a, r.below(16), r.pick(&W8L))),
         },
+        31 => {
+            let n = r.pick(&[1u32, 3, 5, 8, 12, 16, 20]);
+            match r.below(4) {
+                0 => a.shr(r.pick(&W16L), n),
+                1 => a.shl(r.pick(&W8L), n),
+                2 => a.sar(r.pick(&W16L), n),
+                _ => a.shr(r.pick(&W8L), n),
+            }
+            .and_then(|_| a.adc(d, s))
+        }
         _ => a.nop(),
     };
     res.expect("assemble");

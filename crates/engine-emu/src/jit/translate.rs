@@ -1262,7 +1262,7 @@ impl Ctx<'_> {
             return false;
         }
         let Some((r, w)) = gpr(ins.op0_register()) else {
-            return false;
+            return self.shift_small(ins, digit);
         };
         let bits: u32 = if w { 64 } else { 32 };
         match ins.op1_kind() {
@@ -1287,6 +1287,41 @@ impl Ctx<'_> {
         // The same shift again on the original: the host's CF ZF SF PF (and
         // OF for a count of 1) are the guest's.
         self.a.shift_ri(digit, w, RSI, count as u8);
+        self.host = if count == 1 {
+            HostFlags::All
+        } else {
+            HostFlags::NoOf
+        };
+        self.known = None;
+        true
+    }
+
+    /// SHL/SAL SHR SAR of an 8/16-bit GPR by an immediate whose masked
+    /// count (& 31, as `shift` masks it) is 1 .. width - 1 (other counts
+    /// run the handler): the host's shift of that size, the flags as for
+    /// 32/64-bit (`shift_flags`), the register write merged.
+    fn shift_small(&mut self, ins: &Instruction, digit: u8) -> bool {
+        let Some(g) = gpr_any(ins.op0_register()) else {
+            return false;
+        };
+        let bits = g.size * 8;
+        if g.size > 2 || ins.op1_kind() != OpKind::Immediate8 {
+            return false;
+        }
+        let count = u32::from(ins.immediate8()) & 31;
+        if count == 0 || count >= bits {
+            return false;
+        }
+        self.load_g(RAX, g);
+        self.a.mov_rr(true, RSI, RAX);
+        self.a.shift_ri_x(digit, g.size, RAX, count as u8);
+        self.a.flags_to_rcx();
+        self.store_g(RAX, g);
+        self.shift_flags(digit, bits);
+        // Again on the original (in DL/DX: SIL would need a REX prefix):
+        // the host's flags are the guest's.
+        self.a.mov_rr(true, RDX, RSI);
+        self.a.shift_ri_x(digit, g.size, RDX, count as u8);
         self.host = if count == 1 {
             HostFlags::All
         } else {
