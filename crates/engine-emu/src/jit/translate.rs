@@ -846,19 +846,11 @@ impl Ctx<'_> {
         if !self.lin_ok(&d.ins) {
             return false;
         }
-        let known = self.known;
-        let slow = self.a.label();
-        let done = self.a.label();
-        self.lin(&d.ins, fall, size, write, slow);
-        self.tlb_hit(size, !write, write, slow);
-        body(self);
-        self.a.jmp(done);
-        self.a.bind(slow);
-        self.call(d, rip, fall);
-        self.a.bind(done);
-        self.host = HostFlags::None;
-        self.known = known;
-        true
+        self.guarded(d, rip, fall, |c, slow| {
+            c.lin(&d.ins, fall, size, write, slow);
+            c.tlb_hit(size, !write, write, slow);
+            body(c);
+        })
     }
 
     /// MOV between a GPR (any size) or an immediate and memory in 64-bit
@@ -1653,73 +1645,66 @@ impl Ctx<'_> {
     /// through the inline TLB path at rSP - size, then rSP committed;
     /// anything else runs the handler, which commits nothing on a fault.
     fn push(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
-        let ins = &d.ins;
-        let Some(size) = self.stack_size() else {
+        let Some((size, s)) = self.stack_reg(&d.ins, Code::Push_r64, Code::Push_r32) else {
             return false;
         };
-        if ins.code()
-            != if size == 8 {
-                Code::Push_r64
-            } else {
-                Code::Push_r32
-            }
-        {
-            return false;
-        }
-        let Some((s, _)) = gpr(ins.op0_register()) else {
-            return false;
-        };
-        let known = self.known;
-        let slow = self.a.label();
-        let done = self.a.label();
-        self.stack_ok(true, slow);
-        self.a.load(size == 8, RSI, gpr_off(s));
-        self.stack_addr(size, -(size as i32), slow);
-        self.a.mov_rr(true, RDI, RAX);
-        self.tlb_hit(size, false, true, slow);
-        self.a.store_x(size, RSI, Mem::AtRax);
-        self.commit_sp(size, RDI);
-        self.a.jmp(done);
-        self.a.bind(slow);
-        self.call(d, rip, fall);
-        self.a.bind(done);
-        self.host = HostFlags::None;
-        self.known = known;
-        true
+        self.guarded(d, rip, fall, |c, slow| {
+            c.stack_ok(true, slow);
+            c.a.load(size == 8, RSI, gpr_off(s));
+            c.stack_addr(size, -(size as i32), slow);
+            c.a.mov_rr(true, RDI, RAX);
+            c.tlb_hit(size, false, true, slow);
+            c.a.store_x(size, RSI, Mem::AtRax);
+            c.commit_sp(size, RDI);
+        })
     }
 
     /// POP r64 (64-bit code) and POP r32 (32-bit code), as `pop_r`: the
     /// read at rSP, then rSP + size, then the register (POP rSP loads the
     /// popped value).
     fn pop(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
-        let ins = &d.ins;
-        let Some(size) = self.stack_size() else {
+        let Some((size, r)) = self.stack_reg(&d.ins, Code::Pop_r64, Code::Pop_r32) else {
             return false;
         };
-        if ins.code()
-            != if size == 8 {
-                Code::Pop_r64
-            } else {
-                Code::Pop_r32
-            }
-        {
-            return false;
+        self.guarded(d, rip, fall, |c, slow| {
+            c.stack_ok(false, slow);
+            c.stack_addr(size, 0, slow);
+            c.tlb_hit(size, true, false, slow);
+            c.a.load_x(size, false, false, RCX, Mem::AtRax);
+            c.a.load(size == 8, RAX, gpr_off(RSP));
+            c.a.alu_ri(AluOp::Add, size == 8, RAX, size as i32);
+            c.commit_sp(size, RAX);
+            // A 32-bit register write zero-extends (`reg_write`).
+            c.a.store(true, RCX, gpr_off(r));
+        })
+    }
+
+    /// The stack width and register of a PUSH/POP r form: `code64` in
+    /// 64-bit code, `code32` in 32-bit code.
+    fn stack_reg(&self, ins: &Instruction, code64: Code, code32: Code) -> Option<(u32, usize)> {
+        let size = self.stack_size()?;
+        if ins.code() != if size == 8 { code64 } else { code32 } {
+            return None;
         }
-        let Some((r, _)) = gpr(ins.op0_register()) else {
-            return false;
-        };
+        let (r, _) = gpr(ins.op0_register())?;
+        Some((size, r))
+    }
+
+    /// A flag-neutral instruction's inline path: `body` (which jumps to
+    /// the label it gets for anything it does not handle), else the
+    /// instruction's handler. The guest's flags are untouched either way
+    /// (`known` stays); the host's are lost.
+    fn guarded(
+        &mut self,
+        d: &Decoded,
+        rip: u64,
+        fall: u64,
+        body: impl FnOnce(&mut Self, Label),
+    ) -> bool {
         let known = self.known;
         let slow = self.a.label();
         let done = self.a.label();
-        self.stack_ok(false, slow);
-        self.stack_addr(size, 0, slow);
-        self.tlb_hit(size, true, false, slow);
-        self.a.load_x(size, false, false, RCX, Mem::AtRax);
-        self.a.load(size == 8, RAX, gpr_off(RSP));
-        self.a.alu_ri(AluOp::Add, size == 8, RAX, size as i32);
-        self.commit_sp(size, RAX);
-        // A 32-bit register write zero-extends (`reg_write`).
-        self.a.store(true, RCX, gpr_off(r));
+        body(self, slow);
         self.a.jmp(done);
         self.a.bind(slow);
         self.call(d, rip, fall);
