@@ -58,7 +58,7 @@ fn run(
     tier: Tier,
     t: Templates,
 ) -> (Outcome, super::Stats) {
-    run_in(code, bits, init, rflags, tier, t, Segs::Flat)
+    run_in(code, bits, init, rflags, tier, t, &|_| {})
 }
 
 /// The segments of a 32-bit run (64-bit runs ignore them): flat, or one of
@@ -75,6 +75,24 @@ enum Segs {
     SsFlat16,
 }
 
+impl Segs {
+    fn apply(self, c: &mut TestCpu) {
+        use crate::cpu::Seg;
+        let seg = &mut c.cpu.seg;
+        match self {
+            Segs::Flat => {}
+            Segs::DsBased => seg[Seg::Ds as usize].base = 0x100,
+            Segs::SsSmall16 => {
+                let stack = &mut seg[Seg::Ss as usize];
+                (stack.base, stack.limit, stack.db) = (0x70000, 0xf_ffff, false);
+            }
+            Segs::SsFlat16 => seg[Seg::Ss as usize].db = false,
+        }
+    }
+}
+
+/// `run` with `setup` applied to the machine (segments, descriptor
+/// tables) before it starts.
 fn run_in(
     code: &[u8],
     bits: u32,
@@ -82,7 +100,7 @@ fn run_in(
     rflags: u64,
     tier: Tier,
     t: Templates,
-    segs: Segs,
+    setup: &dyn Fn(&mut TestCpu),
 ) -> (Outcome, super::Stats) {
     let mut c = TestCpu::new(bits);
     c.write(CODE, code);
@@ -99,19 +117,7 @@ fn run_in(
     c.cpu.flags.set_rflags(rflags);
     c.cpu.seg[crate::cpu::Seg::Fs as usize].base = FS_BASE;
     c.cpu.seg[crate::cpu::Seg::Gs as usize].base = GS_BASE;
-    {
-        use crate::cpu::Seg;
-        let seg = &mut c.cpu.seg;
-        match segs {
-            Segs::Flat => {}
-            Segs::DsBased => seg[Seg::Ds as usize].base = 0x100,
-            Segs::SsSmall16 => {
-                let stack = &mut seg[Seg::Ss as usize];
-                (stack.base, stack.limit, stack.db) = (0x70000, 0xf_ffff, false);
-            }
-            Segs::SsFlat16 => seg[Seg::Ss as usize].db = false,
-        }
-    }
+    setup(&mut c);
     c.cpu.refresh_seg_cache();
     c.cpu.rip = CODE;
     c.cpu.set_tier(tier);
@@ -1289,9 +1295,10 @@ fn streams_of_32_bit_code_match_the_interpreter() {
                     *g &= 0xffff_ffff;
                 }
             }
-            let (want, _) = run_in(&code, 32, &init, fl, Tier::Interp, Templates::ALL, segs);
+            let setup = |c: &mut TestCpu| segs.apply(c);
+            let (want, _) = run_in(&code, 32, &init, fl, Tier::Interp, Templates::ALL, &setup);
             for tier in [Tier::All, Tier::Auto] {
-                let (got, st) = run_in(&code, 32, &init, fl, tier, Templates::ALL, segs);
+                let (got, st) = run_in(&code, 32, &init, fl, tier, Templates::ALL, &setup);
                 assert_eq!(
                     got, want,
                     "{segs:?} case {case}: {tier:?} differs from the interpreter; code {code:02x?}"
@@ -1325,8 +1332,8 @@ fn streams_of_32_bit_code_match_the_interpreter() {
         for case in 0..60 {
             let code = program32(&mut r, 20, 2);
             let (init, fl) = random_state(&mut r);
-            let (want, _) = run_in(&code, 32, &init, fl, Tier::Interp, t, Segs::Flat);
-            let (got, st) = run_in(&code, 32, &init, fl, Tier::All, t, Segs::Flat);
+            let (want, _) = run(&code, 32, &init, fl, Tier::Interp, t);
+            let (got, st) = run(&code, 32, &init, fl, Tier::All, t);
             assert_eq!(got, want, "group {i} case {case}; code {code:02x?}");
             native += st.native_insns;
         }
@@ -1405,38 +1412,22 @@ fn memory_and_stack_faults_of_32_bit_code_match_the_interpreter() {
                 limit: 0x1f,
             };
         };
-        let mut outs = Vec::new();
-        for tier in [Tier::Interp, Tier::All, Tier::Auto] {
-            let mut c = TestCpu::new(32);
-            c.write(CODE, &code);
-            setup(&mut c);
-            c.cpu.gpr = init;
-            c.cpu.gpr[4] = STACK_BASE + 0x800;
-            c.cpu.flags.set_rflags(fl);
-            c.cpu.refresh_seg_cache();
-            c.cpu.rip = CODE;
-            c.cpu.set_tier(tier);
-            let mut blocks = BlockCache::new();
-            let stop = c.cpu.run(&mut blocks);
-            outs.push((
-                (stop, c.cpu.rip, c.cpu.gpr, c.cpu.flags.rflags()),
-                (c.read(DATA, 4096), c.read(STACK_BASE, 4096)),
-                blocks.jit.stats.native_insns,
-            ));
-        }
+        let (want, _) = run_in(&code, 32, &init, fl, Tier::Interp, Templates::ALL, &setup);
         // The programs do what their names say (no IDT: a fault shuts
         // down; the expand-down segment's offsets are within it).
-        let stop = outs[0].0 .0;
         if name.contains("mmio") {
-            assert_eq!(stop, Stop::Exit, "{name}");
+            assert_eq!(want.stop, Stop::Exit, "{name}");
         } else if name.starts_with("expand") {
-            assert_ne!(stop, Stop::Shutdown, "{name}");
+            assert_ne!(want.stop, Stop::Shutdown, "{name}");
         } else {
-            assert_eq!(stop, Stop::Shutdown, "{name}");
+            assert_eq!(want.stop, Stop::Shutdown, "{name}");
         }
-        for o in &outs[1..] {
-            assert_eq!((&o.0, &o.1), (&outs[0].0, &outs[0].1), "{name}");
+        for tier in [Tier::All, Tier::Auto] {
+            let (got, st) = run_in(&code, 32, &init, fl, tier, Templates::ALL, &setup);
+            assert_eq!(got, want, "{name}: {tier:?}");
+            if tier == Tier::All {
+                assert!(st.native_insns > 0, "{name}: nothing native");
+            }
         }
-        assert!(outs[1].2 > 0, "{name}: nothing native");
     }
 }

@@ -1241,7 +1241,9 @@ impl Ctx<'_> {
     }
 
     /// SHL/SAL SHR SAR (`digit` 4, 5, 7) of a 32/64-bit GPR by an
-    /// immediate or CL, as `shift_r`: the count masked; a zero count only
+    /// immediate or CL, as `shift_r`, and of an 8/16-bit one by an
+    /// immediate whose masked count is 1 .. width - 1, as `shift` (other
+    /// counts run the handler): the count masked; a zero count only
     /// rewrites the register (zero-extending a 32-bit one); otherwise the
     /// flags as `set_shift` sets them (`lazy` none, CF ZF SF PF of the
     /// result as the host computes them for a count below the width, AF
@@ -1253,65 +1255,37 @@ impl Ctx<'_> {
         if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
             return false;
         }
-        let Some((r, w)) = gpr(ins.op0_register()) else {
-            return self.shift_small(ins, digit);
-        };
-        let bits: u32 = if w { 64 } else { 32 };
-        match ins.op1_kind() {
-            OpKind::Immediate8 => {}
-            OpKind::Register if ins.op1_register() == Register::CL => {
-                return self.shift_cl(r, w, digit);
-            }
-            _ => return false,
-        }
-        let count = u32::from(ins.immediate8()) & (bits - 1);
-        self.a.load(w, RAX, gpr_off(r));
-        if count == 0 {
-            // Flags (guest and host) untouched.
-            self.a.store(true, RAX, gpr_off(r));
-            return true;
-        }
-        self.a.mov_rr(w, RSI, RAX);
-        self.a.shift_ri(digit, w, RAX, count as u8);
-        self.a.flags_to_rcx();
-        self.a.store(true, RAX, gpr_off(r));
-        self.shift_flags(digit, bits);
-        // The same shift again on the original: the host's CF ZF SF PF (and
-        // OF for a count of 1) are the guest's.
-        self.a.shift_ri(digit, w, RSI, count as u8);
-        self.host = if count == 1 {
-            HostFlags::All
-        } else {
-            HostFlags::NoOf
-        };
-        self.known = None;
-        true
-    }
-
-    /// SHL/SAL SHR SAR of an 8/16-bit GPR by an immediate whose masked
-    /// count (& 31, as `shift` masks it) is 1 .. width - 1 (other counts
-    /// run the handler): the host's shift of that size, the flags as for
-    /// 32/64-bit (`shift_flags`), the register write merged.
-    fn shift_small(&mut self, ins: &Instruction, digit: u8) -> bool {
         let Some(g) = gpr_any(ins.op0_register()) else {
             return false;
         };
         let bits = g.size * 8;
-        if g.size > 2 || ins.op1_kind() != OpKind::Immediate8 {
-            return false;
+        match ins.op1_kind() {
+            OpKind::Immediate8 => {}
+            OpKind::Register if ins.op1_register() == Register::CL && g.size >= 4 => {
+                return self.shift_cl(g.i, g.size == 8, digit);
+            }
+            _ => return false,
         }
-        let count = u32::from(ins.immediate8()) & 31;
-        if count == 0 || count >= bits {
+        // As `shift` masks it: & 63 or & 31.
+        let count = u32::from(ins.immediate8()) & (bits.max(32) - 1);
+        if g.size < 4 && (count == 0 || count >= bits) {
+            // 8/16-bit counts of 0 or the width and more: the handler.
             return false;
         }
         self.load_g(RAX, g);
+        if count == 0 {
+            // Flags (guest and host) untouched.
+            self.store_g(RAX, g);
+            return true;
+        }
         self.a.mov_rr(true, RSI, RAX);
         self.a.shift_ri_x(digit, g.size, RAX, count as u8);
         self.a.flags_to_rcx();
         self.store_g(RAX, g);
         self.shift_flags(digit, bits);
-        // Again on the original (in DL/DX: SIL would need a REX prefix):
-        // the host's flags are the guest's.
+        // The same shift again on the original (in RDX: a byte shift of
+        // SIL would need a REX prefix): the host's CF ZF SF PF (and OF for
+        // a count of 1) are the guest's.
         self.a.mov_rr(true, RDX, RSI);
         self.a.shift_ri_x(digit, g.size, RDX, count as u8);
         self.host = if count == 1 {
