@@ -183,8 +183,10 @@ impl BlockCache {
             &mut self.jit.slots,
         );
         let generation_before = self.jit.cache.generation();
-        let installed = made.and_then(|(code, counts)| {
-            let (entry, generation) = self.jit.cache.install(&code)?;
+        let installed = made.and_then(|made| {
+            let (code, counts) = (&made.code, made.counts);
+            let (entry, generation) = self.jit.cache.install(code)?;
+            crate::jit::perf_map::describe(entry, code.len(), &made.marks);
             self.jit.stats.translated += 1;
             self.jit.stats.native_insns += u64::from(counts.native);
             self.jit.stats.call_insns += u64::from(counts.calls);

@@ -6,7 +6,9 @@
 //!
 //! - `emitter.rs`: the x86-64 instruction encodings the templates use;
 //! - `code_cache.rs`: W^X executable memory, bounded, flushed wholesale;
-//! - `translate.rs`: a block to host code (templates, handler calls).
+//! - `translate.rs`: a block to host code (templates, handler calls);
+//! - `liveness.rs`: which flag writes of a block nothing can see;
+//! - `perf_map.rs`: the translations described for `perf` (developers).
 //!
 //! It must not know about devices or exits beyond what the interpreter's
 //! handlers already do: everything that leaves the engine goes through them.
@@ -19,6 +21,10 @@ pub mod chain;
 pub mod code_cache;
 #[cfg(target_arch = "x86_64")]
 pub mod emitter;
+#[cfg(target_arch = "x86_64")]
+pub mod liveness;
+#[cfg(target_arch = "x86_64")]
+pub mod perf_map;
 #[cfg(target_arch = "x86_64")]
 pub mod translate;
 

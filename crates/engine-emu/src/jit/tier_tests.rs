@@ -863,7 +863,7 @@ fn the_templated_forms_are_native() {
             ins,
             handler: crate::cpu::exec::handler_for(&ins),
         }];
-        let (_, counts) = translate(
+        let counts = translate(
             &d,
             CODE,
             bits,
@@ -871,7 +871,8 @@ fn the_templated_forms_are_native() {
             Templates::ALL,
             &mut super::chain::Slots::default(),
         )
-        .unwrap();
+        .unwrap()
+        .counts;
         (counts.native, counts.calls)
     };
     type F = fn(&mut CodeAssembler) -> Result<(), IcedError>;
@@ -1117,6 +1118,34 @@ fn memory_and_stack_faults_match_the_interpreter() {
             a.cmp(dword_ptr(rdi), 7)?;
             a.setb(cl)?;
             a.movsx(rdx, word_ptr(rdi + 2))
+        }),
+        // Flags written before a fault or exit and overwritten after it
+        // (dead but for the fault): the stop must find them.
+        ("flags before a store to unmapped memory", |a| {
+            a.add(rax, rbx)?;
+            a.mov(rdi, UNMAPPED)?;
+            a.mov(qword_ptr(rdi), rcx)?;
+            a.sub(rax, rcx)
+        }),
+        ("flags before a push to a noncanonical stack", |a| {
+            a.cmp(eax, ebx)?;
+            a.mov(rsp, NONCANON)?;
+            a.push(rax)?;
+            a.xor(eax, eax)
+        }),
+        ("flags before a load from mmio", |a| {
+            a.imul_2(rax, rbx)?;
+            a.shl(rcx, 3)?;
+            a.mov(rdi, MMIO)?;
+            a.mov(edx, dword_ptr(rdi))?;
+            a.add(rax, 1)
+        }),
+        ("flags of an inc before an alu m unmapped", |a| {
+            a.sub(rax, rbx)?;
+            a.inc(ecx)?;
+            a.mov(rdi, UNMAPPED)?;
+            a.or(dword_ptr(rdi), 1)?;
+            a.and(ecx, edx)
         }),
     ];
     let mut r = Rng(0x5eed_0300);

@@ -93,6 +93,8 @@ pub struct Templates {
     pub unary: bool,
     /// ADC and SBB r,r / r,imm (any size).
     pub carry: bool,
+    /// Skip recording flags that nothing can see (`liveness`).
+    pub dead_flags: bool,
 }
 
 impl Templates {
@@ -113,6 +115,7 @@ impl Templates {
         imul: true,
         unary: true,
         carry: true,
+        dead_flags: true,
     };
     pub const NONE: Templates = Templates {
         mov: false,
@@ -131,6 +134,7 @@ impl Templates {
         imul: false,
         unary: false,
         carry: false,
+        dead_flags: false,
     };
 }
 
@@ -139,6 +143,26 @@ impl Templates {
 pub struct Counts {
     pub native: u32,
     pub calls: u32,
+}
+
+/// Where a guest instruction's host code starts in a translation (for
+/// `perf_map`).
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    pub at: usize,
+    pub rip: u64,
+    pub ins: Instruction,
+    pub native: bool,
+    /// Where the block's exits and epilogue start (the same in every mark).
+    pub exits: usize,
+}
+
+/// A translation: its code, what it contains, and (when `perf_map` is on)
+/// where each instruction's code starts.
+pub struct Made {
+    pub code: Vec<u8>,
+    pub counts: Counts,
+    pub marks: Vec<Mark>,
 }
 
 fn flags_off() -> usize {
@@ -299,6 +323,9 @@ pub(crate) unsafe extern "sysv64" fn call_handler(
     let (cpu, d) = unsafe { (&mut *cpu, &*d) };
     cpu.rip = rip;
     cpu.next_rip = fallthrough;
+    if let Some(p) = cpu.profile.as_mut() {
+        p.handler_call(&d.ins);
+    }
     match (d.handler)(cpu, &d.ins) {
         Ok(()) => u64::from(cpu.end_block),
         Err(f) => {
@@ -355,6 +382,10 @@ struct Ctx<'a> {
     slots: &'a mut Slots,
     /// A handler call can leave through `ended`.
     handler_exits: bool,
+    /// The instruction being translated writes flags that nothing reads
+    /// before they are written again (`liveness::dead`): its template
+    /// leaves the guest's flag record as it is.
+    dead: bool,
 }
 
 /// Translate `insns` (a block entered at `rip`, code size `code_bits`).
@@ -366,7 +397,9 @@ pub fn translate(
     cpl: u8,
     t: Templates,
     slots: &mut Slots,
-) -> Option<(Vec<u8>, Counts)> {
+) -> Option<Made> {
+    let marking = super::perf_map::enabled();
+    let mut marks = Vec::new();
     let ip_mask = match code_bits {
         64 => u64::MAX,
         32 => 0xffff_ffff,
@@ -388,13 +421,29 @@ pub fn translate(
         counts: Counts::default(),
         slots,
         handler_exits: false,
+        dead: false,
     };
+    use super::liveness;
+    let uses: Vec<liveness::Use> = insns.iter().map(|d| liveness::flag_use(&d.ins)).collect();
+    let live = liveness::live_after(uses.iter().copied());
     let mut rip = rip;
     let mut open = true; // control can reach the end of the block
     let mut last_native = false;
-    for d in insns {
+    for (i, d) in insns.iter().enumerate() {
         let fall = rip.wrapping_add(d.ins.len() as u64) & ip_mask;
-        match c.native(d, rip, fall) {
+        c.dead = t.dead_flags && liveness::dead(uses[i], live[i]);
+        let at = c.a.buf.len();
+        let native = c.native(d, rip, fall);
+        if marking {
+            marks.push(Mark {
+                at,
+                rip,
+                ins: d.ins,
+                native: native.is_some(),
+                exits: 0,
+            });
+        }
+        match native {
             Some(ends) => {
                 c.counts.native += 1;
                 last_native = true;
@@ -430,6 +479,10 @@ pub fn translate(
             c.leave(rip, DONE);
         }
     }
+    let exits = c.a.buf.len();
+    for m in &mut marks {
+        m.exits = exits;
+    }
     c.a.bind(exit);
     c.a.epilogue();
     if c.handler_exits {
@@ -438,7 +491,11 @@ pub fn translate(
         emit_dynamic_exit(&mut c.a, table, exit);
     }
     let counts = c.counts;
-    c.a.finish().map(|code| (code, counts))
+    c.a.finish().map(|code| Made {
+        code,
+        counts,
+        marks,
+    })
 }
 
 impl Ctx<'_> {
@@ -1015,6 +1072,9 @@ impl Ctx<'_> {
             return false;
         };
         let size = g.size;
+        if self.dead && matches!(op, AluOp::Cmp | AluOp::Test) {
+            return true; // nothing but flags, and no one sees them
+        }
         self.load_g(RAX, g);
         let b = match src {
             Ok(s) => {
@@ -1023,6 +1083,15 @@ impl Ctx<'_> {
             }
             Err(v) => AluSrc::Imm(v),
         };
+        if self.dead {
+            match b {
+                AluSrc::Reg(r) => self.a.alu_rr_x(op, size, RAX, r),
+                AluSrc::Imm(v) => self.a.alu_ri_x(op, size, RAX, v),
+            }
+            self.store_g(RAX, g);
+            self.host = HostFlags::None;
+            return true;
+        }
         self.alu_core(op, size, RAX, b);
         if !matches!(op, AluOp::Cmp | AluOp::Test) {
             self.store_g(RAX, g);
@@ -1101,8 +1170,22 @@ impl Ctx<'_> {
         // Flags are live from here: only MOVs until the host operation.
         self.carry_in();
         self.load_g(RAX, g);
-        self.a.store(true, RAX, f + fl::A);
         let op = if sbb { AluOp::Sbb } else { AluOp::Adc };
+        if self.dead {
+            // `carry_in` wrote the record's `cin`: not what `known` says.
+            match src {
+                Ok(s) => {
+                    self.load_g(RCX, s);
+                    self.a.alu_rr_x(op, size, RAX, RCX);
+                }
+                Err(v) => self.a.alu_ri_x(op, size, RAX, v),
+            }
+            self.store_g(RAX, g);
+            self.host = HostFlags::None;
+            self.known = None;
+            return true;
+        }
+        self.a.store(true, RAX, f + fl::A);
         match src {
             Ok(s) => {
                 self.load_g(RCX, s);
@@ -1135,9 +1218,12 @@ impl Ctx<'_> {
         };
         let size = g.size;
         self.load_g(RAX, g);
-        if !neg {
-            self.a.not_neg(false, size, RAX);
+        if !neg || self.dead {
+            self.a.not_neg(neg, size, RAX);
             self.store_g(RAX, g);
+            if neg {
+                self.host = HostFlags::None;
+            }
             return true;
         }
         let f = flags_off();
@@ -1278,6 +1364,12 @@ impl Ctx<'_> {
             self.store_g(RAX, g);
             return true;
         }
+        if self.dead {
+            self.a.shift_ri_x(digit, g.size, RAX, count as u8);
+            self.store_g(RAX, g);
+            self.host = HostFlags::None;
+            return true;
+        }
         self.a.mov_rr(true, RSI, RAX);
         self.a.shift_ri_x(digit, g.size, RAX, count as u8);
         self.a.flags_to_rcx();
@@ -1304,6 +1396,14 @@ impl Ctx<'_> {
         let done = self.a.label();
         self.a.load(w, RAX, gpr_off(r));
         self.a.load(false, RCX, gpr_off(crate::cpu::reg::RCX));
+        if self.dead {
+            // The host masks the count the same way; a zero count leaves
+            // the value.
+            self.a.shift_cl(digit, w, RAX);
+            self.a.store(true, RAX, gpr_off(r));
+            self.host = HostFlags::None;
+            return true;
+        }
         self.a.alu_ri(AluOp::And, false, RCX, (bits - 1) as i32);
         self.a.jcc(0x4, zero); // jz: flags untouched
         self.a.shift_cl(digit, w, RAX);
@@ -1426,6 +1526,14 @@ impl Ctx<'_> {
             self.a.store(true, RAX, gpr_off(r));
             return true;
         }
+        if self.dead {
+            // CF and OF are not seen; the others stay as recorded.
+            self.a.load(w, RAX, gpr_off(r));
+            self.a.shift_ri(digit, w, RAX, count as u8);
+            self.a.store(true, RAX, gpr_off(r));
+            self.host = HostFlags::None;
+            return true;
+        }
         let f = flags_off();
         self.materialized_to_rsi();
         self.a.load(w, RAX, gpr_off(r));
@@ -1493,7 +1601,9 @@ impl Ctx<'_> {
         };
         use kite_hypervisor::x86::{RFLAGS_CF, RFLAGS_OF};
         let f = flags_off();
-        self.materialized_to_rsi();
+        if !self.dead {
+            self.materialized_to_rsi();
+        }
         self.a.load(w, RAX, gpr_off(dr));
         self.a.load(w, RCX, gpr_off(sr));
         match imm {
@@ -1501,6 +1611,11 @@ impl Ctx<'_> {
             None => self.a.imul_rr(w, RAX, RCX),
         }
         self.a.store(true, RAX, gpr_off(dr));
+        if self.dead {
+            // CF and OF are not seen; the others stay as recorded.
+            self.host = HostFlags::None;
+            return true;
+        }
         self.a.flags_to_rcx();
         self.a
             .alu_ri(AluOp::And, false, RCX, (RFLAGS_CF | RFLAGS_OF) as i32);
@@ -1794,6 +1909,14 @@ impl Ctx<'_> {
         let Some((d, w)) = gpr(ins.op0_register()) else {
             return false;
         };
+        if self.dead {
+            // OF SF ZF AF PF are not seen; CF stays as recorded.
+            self.a.load(w, RAX, gpr_off(d));
+            self.a.inc_dec(dec, w, RAX);
+            self.a.store(true, RAX, gpr_off(d));
+            self.host = HostFlags::None;
+            return true;
+        }
         let f = flags_off();
         if !self.host_has(0x2) {
             self.resync();
