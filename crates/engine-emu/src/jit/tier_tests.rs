@@ -522,6 +522,8 @@ fn gen64(a: &mut CodeAssembler, r: &mut Rng, fwd: &mut Vec<(CodeLabel, u32)>, st
             d64,
             qword_ptr(s64 + r.pick(&X64) * r.pick(&[1, 2, 4, 8]) + i32v),
         ),
+        21 if r.below(3) == 0 => a.lea(d64, qword_ptr(start)), // RIP-relative
+        21 if r.below(2) == 0 => a.lea(d32, dword_ptr(start)),
         21 => a.lea(d32, dword_ptr(s64 + i32v)),
         22 => a.lea(d32, dword_ptr(s32 + r.pick(&X32) * 4 + i32v)),
         23 => a.adc(d64, s64),
@@ -891,6 +893,12 @@ fn the_templated_forms_are_native() {
         ("movsxd r,m32", |a| a.movsxd(rax, dword_ptr(rdx))),
         ("movzx r,m8 rip", |a| {
             with_label(a, |a, l| a.movzx(eax, byte_ptr(l)))
+        }),
+        ("lea r64 rip", |a| {
+            with_label(a, |a, l| a.lea(rax, qword_ptr(l)))
+        }),
+        ("lea r32 rip", |a| {
+            with_label(a, |a, l| a.lea(r9d, dword_ptr(l)))
         }),
         ("shl r32,imm", |a| a.shl(eax, 3u32)),
         ("shl r32,1", |a| a.shl(eax, 1u32)),

@@ -647,7 +647,7 @@ impl Ctx<'_> {
             }
             Mnemonic::Inc if self.t.incdec => self.inc_dec(ins, false).then_some(false),
             Mnemonic::Dec if self.t.incdec => self.inc_dec(ins, true).then_some(false),
-            Mnemonic::Lea if self.t.lea => self.lea(ins).then_some(false),
+            Mnemonic::Lea if self.t.lea => self.lea(ins, fall).then_some(false),
             Mnemonic::Jmp if self.t.branch => self.jmp(d, rip, fall).then_some(true),
             _ if self.t.branch && ins.flow_control() == FlowControl::ConditionalBranch => {
                 self.jcc(d, rip, fall).then_some(false)
@@ -1943,8 +1943,9 @@ impl Ctx<'_> {
         true
     }
 
-    /// LEA with GPR base and/or index into a 32/64-bit GPR.
-    fn lea(&mut self, ins: &Instruction) -> bool {
+    /// LEA with GPR base and/or index, or RIP-relative, into a 32/64-bit
+    /// GPR.
+    fn lea(&mut self, ins: &Instruction, fall: u64) -> bool {
         if ins.op_count() != 2 || ins.op1_kind() != OpKind::Memory {
             return false;
         }
@@ -1952,12 +1953,20 @@ impl Ctx<'_> {
             return false;
         };
         let (base, index) = (ins.memory_base(), ins.memory_index());
+        if base == Register::RIP && index == Register::None {
+            // A constant, as `ea` computes it from the fall-through; a
+            // 32-bit destination takes its low half.
+            let lin = fall.wrapping_add(ins.memory_displacement64().wrapping_sub(ins.next_ip()));
+            self.a.mov_imm(RAX, if w { lin } else { lin & 0xffff_ffff });
+            self.a.store(true, RAX, gpr_off(d));
+            return true;
+        }
         let b = if base == Register::None {
             None
         } else {
             match gpr(base) {
                 Some(g) => Some(g),
-                None => return false, // RIP-relative, 16-bit
+                None => return false, // EIP-relative, 16-bit
             }
         };
         let x = if index == Register::None {
