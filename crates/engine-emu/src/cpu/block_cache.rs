@@ -186,7 +186,7 @@ impl BlockCache {
         let installed = made.and_then(|made| {
             let (code, counts) = (&made.code, made.counts);
             let (entry, generation) = self.jit.cache.install(code)?;
-            crate::jit::perf_map::describe(entry, code.len(), &made.marks);
+            crate::jit::perf_map::describe(entry, code.len(), &made.marks, made.exits);
             self.jit.stats.translated += 1;
             self.jit.stats.native_insns += u64::from(counts.native);
             self.jit.stats.call_insns += u64::from(counts.calls);

@@ -36,15 +36,14 @@ pub struct Use {
     pub reads: FlagSet,
     pub must: FlagSet,
     pub may: FlagSet,
-    /// Everything is live before it (see the module's text).
-    pub observe: bool,
 }
 
+/// An observation point (see the module's text): it reads every flag, so
+/// every flag is live before it.
 const OBSERVE: Use = Use {
     reads: ALL,
     must: 0,
     may: ALL,
-    observe: true,
 };
 
 const fn writes(reads: FlagSet, w: FlagSet) -> Use {
@@ -52,7 +51,6 @@ const fn writes(reads: FlagSet, w: FlagSet) -> Use {
         reads,
         must: w,
         may: w,
-        observe: false,
     }
 }
 
@@ -137,7 +135,6 @@ pub fn flag_use(ins: &Instruction) -> Use {
                     reads: 0,
                     must: 0,
                     may: w,
-                    observe: false,
                 },
             }
         }
@@ -153,11 +150,7 @@ pub fn live_after(insns: impl DoubleEndedIterator<Item = Use> + ExactSizeIterato
     let mut live = ALL;
     for (i, u) in insns.enumerate().rev() {
         out[i] = live;
-        live = if u.observe {
-            ALL
-        } else {
-            (live & !u.must) | u.reads
-        };
+        live = (live & !u.must) | u.reads;
     }
     out
 }

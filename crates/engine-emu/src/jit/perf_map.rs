@@ -33,15 +33,16 @@ pub fn enabled() -> bool {
     file().is_some()
 }
 
-/// Describe the translation of `len` bytes at `entry` with `marks`.
-pub fn describe(entry: *const u8, len: usize, marks: &[Mark]) {
+/// Describe the translation of `len` bytes at `entry` with `marks`, its
+/// exits and epilogue from offset `exits`.
+pub fn describe(entry: *const u8, len: usize, marks: &[Mark], exits: usize) {
     let Some(f) = file() else {
         return;
     };
     let base = entry as usize;
     let mut text = String::new();
     for (i, m) in marks.iter().enumerate() {
-        let end = marks.get(i + 1).map_or(m.exits, |n| n.at);
+        let end = marks.get(i + 1).map_or(exits, |n| n.at);
         if end > m.at {
             let kind = if m.native { "n" } else { "h" };
             text += &format!(
@@ -54,7 +55,6 @@ pub fn describe(entry: *const u8, len: usize, marks: &[Mark]) {
         }
     }
     if let Some(first) = marks.first() {
-        let exits = marks.last().map_or(0, |m| m.exits);
         if len > exits {
             text += &format!(
                 "{:x} {:x} g{:x} exits\n",

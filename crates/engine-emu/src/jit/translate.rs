@@ -153,8 +153,6 @@ pub struct Mark {
     pub rip: u64,
     pub ins: Instruction,
     pub native: bool,
-    /// Where the block's exits and epilogue start (the same in every mark).
-    pub exits: usize,
 }
 
 /// A translation: its code, what it contains, and (when `perf_map` is on)
@@ -163,6 +161,8 @@ pub struct Made {
     pub code: Vec<u8>,
     pub counts: Counts,
     pub marks: Vec<Mark>,
+    /// Where the block's exits and epilogue start.
+    pub exits: usize,
 }
 
 fn flags_off() -> usize {
@@ -285,6 +285,13 @@ fn gpr_any(r: Register) -> Option<G> {
 
 /// The stack pointer's GPR number.
 const RSP: usize = crate::cpu::reg::RSP;
+
+/// The address of a RIP-relative memory operand, as `ea` computes it from
+/// the fall-through `fall` (the instruction may have been decoded at
+/// another address).
+fn rip_relative(ins: &Instruction, fall: u64) -> u64 {
+    fall.wrapping_add(ins.memory_displacement64().wrapping_sub(ins.next_ip()))
+}
 
 /// The second operand of an ALU template: a host register or an immediate.
 #[derive(Clone, Copy)]
@@ -440,7 +447,6 @@ pub fn translate(
                 rip,
                 ins: d.ins,
                 native: native.is_some(),
-                exits: 0,
             });
         }
         match native {
@@ -480,9 +486,6 @@ pub fn translate(
         }
     }
     let exits = c.a.buf.len();
-    for m in &mut marks {
-        m.exits = exits;
-    }
     c.a.bind(exit);
     c.a.epilogue();
     if c.handler_exits {
@@ -495,6 +498,7 @@ pub fn translate(
         code,
         counts,
         marks,
+        exits,
     })
 }
 
@@ -806,8 +810,7 @@ impl Ctx<'_> {
     fn lin64(&mut self, ins: &Instruction, fall: u64) {
         let base = ins.memory_base();
         if base == Register::RIP {
-            let lin = fall.wrapping_add(ins.memory_displacement64().wrapping_sub(ins.next_ip()));
-            self.a.mov_imm(RAX, lin);
+            self.a.mov_imm(RAX, rip_relative(ins, fall));
         } else {
             match gpr(base) {
                 Some((b, _)) => self.a.load(true, RCX, gpr_off(b)),
@@ -1037,9 +1040,14 @@ impl Ctx<'_> {
             AluOp::Test => AluOp::And,
             o => o,
         };
+        self.host_alu(host_op, size, a, b);
+    }
+
+    /// The host operation `op` on `a` and `b` at `size` bytes.
+    fn host_alu(&mut self, op: AluOp, size: u32, a: u8, b: AluSrc) {
         match b {
-            AluSrc::Reg(r) => self.a.alu_rr_x(host_op, size, a, r),
-            AluSrc::Imm(v) => self.a.alu_ri_x(host_op, size, a, v),
+            AluSrc::Reg(r) => self.a.alu_rr_x(op, size, a, r),
+            AluSrc::Imm(v) => self.a.alu_ri_x(op, size, a, v),
         }
     }
 
@@ -1084,10 +1092,7 @@ impl Ctx<'_> {
             Err(v) => AluSrc::Imm(v),
         };
         if self.dead {
-            match b {
-                AluSrc::Reg(r) => self.a.alu_rr_x(op, size, RAX, r),
-                AluSrc::Imm(v) => self.a.alu_ri_x(op, size, RAX, v),
-            }
+            self.host_alu(op, size, RAX, b);
             self.store_g(RAX, g);
             self.host = HostFlags::None;
             return true;
@@ -1954,9 +1959,8 @@ impl Ctx<'_> {
         };
         let (base, index) = (ins.memory_base(), ins.memory_index());
         if base == Register::RIP && index == Register::None {
-            // A constant, as `ea` computes it from the fall-through; a
-            // 32-bit destination takes its low half.
-            let lin = fall.wrapping_add(ins.memory_displacement64().wrapping_sub(ins.next_ip()));
+            // A constant; a 32-bit destination takes its low half.
+            let lin = rip_relative(ins, fall);
             self.a.mov_imm(RAX, if w { lin } else { lin & 0xffff_ffff });
             self.a.store(true, RAX, gpr_off(d));
             return true;
