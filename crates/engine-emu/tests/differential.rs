@@ -61,6 +61,7 @@ fn manual_case(bytes: Vec<u8>, state: CpuState) -> Case {
         fsw_undefined: 0,
         mem: None,
         result_undefined: false,
+        upper_undefined: 0,
     }
 }
 

@@ -146,6 +146,11 @@ fn diff_states(form: &Form, case: &Case, host: &Result, emu: &Result) -> Vec<Str
         u64::MAX
     };
     for (i, name) in GPR_NAMES.iter().enumerate() {
+        let gmask = if case.upper_undefined & (1 << i) != 0 {
+            0xffff_ffff
+        } else {
+            gmask
+        };
         if (h.gpr[i] ^ e.gpr[i]) & gmask != 0 {
             d.push(format!(
                 "{name}: in {:#x} host {:#x} emu {:#x}",

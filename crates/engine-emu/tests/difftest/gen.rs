@@ -36,6 +36,9 @@ pub struct Case {
     /// The architectural result is undefined for these inputs (e.g. SHLD r16
     /// with a count above 16): only the outcome (completed/exception) counts.
     pub result_undefined: bool,
+    /// GPRs (bit i: GPR i) whose upper 32 bits processors leave in
+    /// different states for these inputs (`upper_undefined`).
+    pub upper_undefined: u16,
 }
 
 const GPR64: [Register; 16] = [
@@ -798,6 +801,7 @@ pub fn generate(form: &Form, rng: &mut Rng) -> Option<Case> {
             fsw_undefined: x87_cc_undefined(&ins),
             mem: b.mem.map(|t| (t.off, t.size)),
             result_undefined: false,
+            upper_undefined: 0,
         };
         adjust(form, &mut case, b.mem, target, rng);
         // The memory operand's base/index win over any adjustment above.
@@ -805,6 +809,8 @@ pub fn generate(form: &Form, rng: &mut Rng) -> Option<Case> {
             write_reg(&mut case.state, r, v);
         }
         case.result_undefined = result_undefined(&case);
+        case.flags_undefined |= count_flags_undefined(&case);
+        case.upper_undefined = upper_undefined(&case);
         return Some(case);
     }
     None
@@ -1100,6 +1106,72 @@ fn result_undefined(case: &Case) -> bool {
         return count > 16;
     }
     false
+}
+
+/// Flags undefined for the count these inputs give a shift or rotate (iced
+/// names those undefined whatever the count): OF after any count but 1 (SDM
+/// "RCL/RCR/ROL/ROR": "The OF flag is defined only for the 1-bit rotates;
+/// it is undefined in all other cases", and the same for SAL/SAR/SHL/SHR),
+/// a masked count of 0 leaving every flag as it was. An RCL of a byte by 9
+/// rotates nothing but is not a zero count: Ice Lake keeps OF there, older
+/// processors compute it.
+fn count_flags_undefined(case: &Case) -> u64 {
+    use Mnemonic as M;
+    let ins = &case.ins;
+    if !matches!(
+        ins.mnemonic(),
+        M::Rcl | M::Rcr | M::Rol | M::Ror | M::Shl | M::Sal | M::Shr | M::Sar
+    ) {
+        return 0;
+    }
+    let count = if ins.op_count() < 2 {
+        1
+    } else {
+        match ins.op_kind(1) {
+            OpKind::Immediate8 => u64::from(ins.immediate8()),
+            OpKind::Register => read_reg(&case.state, Register::CL),
+            _ => 1,
+        }
+    };
+    let width = reg_size(ins, 0).max(ins.memory_size().size());
+    let masked = count & if width == 8 { 63 } else { 31 };
+    if masked > 1 {
+        0x800
+    } else {
+        0
+    }
+}
+
+/// GPRs whose upper halves processors leave differently for these inputs:
+/// a REP string instruction with a 32-bit address size and ECX 0 in 64-bit
+/// mode. It does nothing by the SDM's operation; processors with fast short
+/// REP MOV (Ice Lake on) still write ECX, and ESI/EDI where it moves data,
+/// zero-extending them, where older ones leave them whole. The low halves
+/// are compared as always.
+fn upper_undefined(case: &Case) -> u16 {
+    let ins = &case.ins;
+    let rep = ins.has_rep_prefix() || ins.has_repne_prefix();
+    let string = ins.is_string_instruction();
+    if case.bits == 64
+        && rep
+        && string
+        && addr32(ins)
+        && case.state.gpr[1] & 0xffff_ffff == 0
+    {
+        (1 << 1) | (1 << 6) | (1 << 7)
+    } else {
+        0
+    }
+}
+
+/// Whether the string instruction `ins` uses 32-bit addresses.
+fn addr32(ins: &Instruction) -> bool {
+    (0..ins.op_count()).any(|i| {
+        matches!(
+            ins.op_kind(i),
+            OpKind::MemoryESEDI | OpKind::MemorySegESI | OpKind::MemorySegEDI
+        )
+    })
 }
 
 /// The size in bytes of register operand `i` (0 if it is not a register).
