@@ -1,8 +1,10 @@
 //! A small x86-64 machine-code emitter: exactly the instruction forms the
 //! templates in `translate.rs` use, nothing more. Memory operands are always
-//! `[rbx + disp32]` (rbx holds the `Cpu` pointer in generated code), so no
-//! form needs a REX.R/REX.B bit: only the host registers rax rcx rdx rbx
-//! rsi rdi (numbers 0..7) appear.
+//! `[rbx + disp32]` (rbx holds the `Cpu` pointer in generated code) or a
+//! host pointer in rax/rdx. The scratch registers are rax rcx rdx rsi rdi;
+//! r12-r15 hold copies of guest registers (`translate.rs`, "mirrors") and
+//! appear only in `load`, `store` and `mov_rr`, the forms that take a
+//! REX.R/REX.B bit.
 
 /// Host registers by encoding number.
 pub const RAX: u8 = 0;
@@ -12,6 +14,9 @@ pub const RDX: u8 = 2;
 pub const RBX: u8 = 3;
 pub const RSI: u8 = 6;
 pub const RDI: u8 = 7;
+/// The registers that mirror guest registers (callee-saved in sysv64, so
+/// every call out of generated code keeps them).
+pub const MIRRORS: [u8; 4] = [12, 13, 14, 15];
 
 /// Two-operand ALU operations: (opcode of `op r/m, r`, /digit of `op r/m, imm32`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -117,22 +122,32 @@ impl Asm {
         }
     }
 
-    /// ModRM (and disp32) for `[rbx + disp]` with `reg` in the reg field.
+    /// The REX prefix of a form with `reg` in ModRM.reg and `rm` in
+    /// ModRM.rm (registers 0..15), if it needs one.
+    fn rex(&mut self, w: bool, reg: u8, rm: u8) {
+        let b = 0x40 | (u8::from(w) << 3) | ((reg >> 3) << 2) | (rm >> 3);
+        if b != 0x40 {
+            self.byte(b);
+        }
+    }
+
+    /// ModRM (and disp32) for `[rbx + disp]` with `reg` (its low 3 bits)
+    /// in the reg field.
     fn rbx_disp(&mut self, reg: u8, disp: usize) {
-        self.byte(0x83 | (reg << 3));
+        self.byte(0x83 | ((reg & 7) << 3));
         self.i32(disp as i32);
     }
 
-    /// `mov r, [rbx + disp]` (32-bit loads zero-extend).
+    /// `mov r, [rbx + disp]` (32-bit loads zero-extend; any of r0-r15).
     pub fn load(&mut self, w: bool, r: u8, disp: usize) {
-        self.rex_w(w);
+        self.rex(w, r, RBX);
         self.byte(0x8b);
         self.rbx_disp(r, disp);
     }
 
-    /// `mov [rbx + disp], r`.
+    /// `mov [rbx + disp], r` (any of r0-r15).
     pub fn store(&mut self, w: bool, r: u8, disp: usize) {
-        self.rex_w(w);
+        self.rex(w, r, RBX);
         self.byte(0x89);
         self.rbx_disp(r, disp);
     }
@@ -231,11 +246,11 @@ impl Asm {
         self.i32(0);
     }
 
-    /// `mov dst, src` (registers).
+    /// `mov dst, src` (registers r0-r15; a 32-bit move zero-extends).
     pub fn mov_rr(&mut self, w: bool, dst: u8, src: u8) {
-        self.rex_w(w);
+        self.rex(w, src, dst);
         self.byte(0x89);
-        self.byte(0xc0 | (src << 3) | dst);
+        self.byte(0xc0 | ((src & 7) << 3) | (dst & 7));
     }
 
     /// `shl`/`shr`/`sar`/`rol`/`ror` `r, imm8` (`digit` 4, 5, 7, 0, 1).
@@ -452,15 +467,19 @@ impl Asm {
         self.buf.extend_from_slice(&[0x48, 0x85, 0xc0]);
     }
 
-    /// `push rbx; mov rbx, rdi` (the prologue: rbx = the `Cpu`; one push
-    /// realigns the stack to 16 bytes for calls).
+    /// `push rbx; push r12; push r13; push r14; push r15; mov rbx, rdi`
+    /// (the prologue: rbx = the `Cpu`, r12-r15 free for mirrors; five
+    /// pushes realign the stack to 16 bytes for calls).
     pub fn prologue(&mut self) {
-        self.buf.extend_from_slice(&[0x53, 0x48, 0x89, 0xfb]);
+        self.buf.extend_from_slice(&[
+            0x53, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57, 0x48, 0x89, 0xfb,
+        ]);
     }
 
-    /// `pop rbx; ret` (status in rax).
+    /// `pop r15; pop r14; pop r13; pop r12; pop rbx; ret` (status in rax).
     pub fn epilogue(&mut self) {
-        self.buf.extend_from_slice(&[0x5b, 0xc3]);
+        self.buf
+            .extend_from_slice(&[0x41, 0x5f, 0x41, 0x5e, 0x41, 0x5d, 0x41, 0x5c, 0x5b, 0xc3]);
     }
 
     /// `mov rdi, rbx` (the `Cpu` as first argument).
@@ -554,6 +573,13 @@ mod tests {
         a.shift_ri_x(5, 2, RAX, 5);
         a.shift_ri_x(4, 1, RCX, 7);
         a.shift_ri_x(7, 4, RDX, 3);
+        a.load(true, 12, 0x40);
+        a.load(false, 15, 0x48);
+        a.store(true, 13, 0x50);
+        a.mov_rr(true, 14, RAX);
+        a.mov_rr(false, RCX, 12);
+        a.mov_rr(true, 15, 13);
+        a.epilogue();
         let text: Vec<String> = {
             let code = a.finish().unwrap();
             let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
@@ -648,6 +674,18 @@ mod tests {
                 "shr ax,5",
                 "shl cl,7",
                 "sar edx,3",
+                "mov r12,[rbx+40h]",
+                "mov r15d,[rbx+48h]",
+                "mov [rbx+50h],r13",
+                "mov r14,rax",
+                "mov ecx,r12d",
+                "mov r15,r13",
+                "pop r15",
+                "pop r14",
+                "pop r13",
+                "pop r12",
+                "pop rbx",
+                "ret",
             ]
         );
     }
@@ -660,7 +698,7 @@ impl Asm {
     /// How far a translation's body is from its entry (chaining jumps
     /// there, with rbx already the `Cpu` and the stack as after the
     /// prologue).
-    pub const PROLOGUE_LEN: usize = 4;
+    pub const PROLOGUE_LEN: usize = 12;
 
     /// ModRM and disp32 for `[base + disp]`, `base` one of rax rcx rdx rbx
     /// rsi rdi (no SIB byte needed).
@@ -755,6 +793,10 @@ mod chain_form_tests {
             text,
             [
                 "push rbx",
+                "push r12",
+                "push r13",
+                "push r14",
+                "push r15",
                 "mov rbx,rdi",
                 "mov rax,[rsi]",
                 "mov ecx,[rsi+18h]",

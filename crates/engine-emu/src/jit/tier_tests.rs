@@ -766,6 +766,13 @@ fn each_template_group_matches_the_interpreter() {
         },
     ];
     for (i, t) in groups.into_iter().enumerate() {
+        // With the mirrors (reads of guest registers from host registers)
+        // on every other time: each group's reads and writes with and
+        // without them.
+        let t = Templates {
+            mirrors: i % 2 == 0,
+            ..t
+        };
         let st = compare_tiers(0x5eed_0100 + i as u64, 150, 20, 2, Tier::All, t);
         // Each group alone is worth testing only if it emitted something.
         assert!(
@@ -774,6 +781,11 @@ fn each_template_group_matches_the_interpreter() {
         );
     }
     compare_tiers(0x5eed_01ff, 80, 20, 2, Tier::All, Templates::NONE);
+    let no_mirrors = Templates {
+        mirrors: false,
+        ..Templates::ALL
+    };
+    compare_tiers(0x5eed_01fe, 150, 20, 2, Tier::All, no_mirrors);
 }
 
 /// The comparison sees a difference: one register changed by one bit after
@@ -1466,5 +1478,82 @@ fn memory_and_stack_faults_of_32_bit_code_match_the_interpreter() {
                 assert!(st.native_insns > 0, "{name}: nothing native");
             }
         }
+    }
+}
+
+/// Guest registers read again and again in a block are loaded from
+/// `Cpu::gpr` once, then read from their mirrors; the block still ends in
+/// the interpreter's state (with the mirrors on and off), and each write
+/// still reaches `Cpu::gpr`.
+#[test]
+fn repeated_reads_come_from_the_mirrors() {
+    use super::translate::translate;
+    use crate::cpu::block_cache::Decoded;
+    let mut a = CodeAssembler::new(64).unwrap();
+    a.imul_3(rax, rcx, 3).unwrap();
+    a.add(rax, rcx).unwrap();
+    a.shr(rax, 3u32).unwrap();
+    a.add(rax, rcx).unwrap();
+    a.mov(rdx, qword_ptr(rax + 8)).unwrap();
+    a.add(rax, rdx).unwrap();
+    a.hlt().unwrap();
+    let code = a.assemble(CODE).unwrap();
+    let mut dec = iced_x86::Decoder::with_ip(64, &code, CODE, iced_x86::DecoderOptions::NONE);
+    let mut d = Vec::new();
+    while dec.can_decode() {
+        let ins = dec.decode();
+        d.push(Decoded {
+            ins,
+            handler: crate::cpu::exec::handler_for(&ins),
+        });
+    }
+    // (loads, stores) of `Cpu::gpr[g]` in the translation.
+    let traffic = |t: Templates, g: usize| {
+        let made = translate(&d, CODE, 64, 0, t, &mut super::chain::Slots::default()).unwrap();
+        let at = (core::mem::offset_of!(crate::cpu::Cpu, gpr) + g * 8) as u64;
+        let mut dd = iced_x86::Decoder::new(64, &made.code, iced_x86::DecoderOptions::NONE);
+        let (mut loads, mut stores) = (0, 0);
+        while dd.can_decode() {
+            let ins = dd.decode();
+            let mem_at = |i: u32| {
+                ins.op_kind(i) == iced_x86::OpKind::Memory
+                    && ins.memory_base() == iced_x86::Register::RBX
+                    && ins.memory_displacement64() == at
+            };
+            if ins.mnemonic() == iced_x86::Mnemonic::Mov && ins.op_count() == 2 {
+                loads += usize::from(mem_at(1));
+                stores += usize::from(mem_at(0));
+            }
+        }
+        (loads, stores)
+    };
+    let off = Templates {
+        mirrors: false,
+        ..Templates::ALL
+    };
+    // RAX: read by all six instructions, written by five of them. Without
+    // mirrors every read loads it; with them, only the handler's slow path
+    // of the memory load reloads it (after a handler, `Cpu::gpr` is the
+    // truth), besides the first read.
+    let (l_off, s_off) = traffic(off, 0);
+    let (l_on, s_on) = traffic(Templates::ALL, 0);
+    assert!(l_off >= 6, "{l_off} loads of RAX without mirrors");
+    assert!(l_on <= 2, "{l_on} loads of RAX with mirrors");
+    assert_eq!(s_on, s_off, "every write reaches Cpu::gpr");
+    // RCX: read three times, never written: one load, and one reload on
+    // the memory load's handler path.
+    assert_eq!(traffic(off, 1).0, 3);
+    assert_eq!(traffic(Templates::ALL, 1).0, 2);
+    // Both run as the interpreter does.
+    let mut r = Rng(11);
+    let (mut init, fl) = random_state(&mut r);
+    // RCX = 2k: RAX = 3k after the arithmetic, so the load reads the
+    // data page.
+    init[1] = 2 * (DATA / 3 + 1);
+    for t in [Templates::ALL, off] {
+        let (want, _) = run(&code, 64, &init, fl, Tier::Interp, t);
+        let (got, st) = run(&code, 64, &init, fl, Tier::All, t);
+        assert_eq!(got, want);
+        assert!(st.native_insns > 0, "{st:?}");
     }
 }

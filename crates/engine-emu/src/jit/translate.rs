@@ -13,7 +13,7 @@
 use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
 use super::chain::{emit_dynamic_exit, emit_exit, Slots};
-use super::emitter::{AluOp, Asm, Label, Mem, RAX, RBX, RCX, RDI, RDX, RSI};
+use super::emitter::{AluOp, Asm, Label, Mem, MIRRORS, RAX, RBX, RCX, RDI, RDX, RSI};
 use crate::cpu::block_cache::Decoded;
 use crate::cpu::flags::layout as fl;
 use crate::cpu::{Cpu, Seg};
@@ -95,6 +95,9 @@ pub struct Templates {
     pub carry: bool,
     /// Skip recording flags that nothing can see (`liveness`).
     pub dead_flags: bool,
+    /// Keep copies of the block's most used guest registers in host
+    /// registers (`Ctx::mirror`).
+    pub mirrors: bool,
 }
 
 impl Templates {
@@ -116,6 +119,7 @@ impl Templates {
         unary: true,
         carry: true,
         dead_flags: true,
+        mirrors: true,
     };
     pub const NONE: Templates = Templates {
         mov: false,
@@ -135,6 +139,7 @@ impl Templates {
         unary: false,
         carry: false,
         dead_flags: false,
+        mirrors: false,
     };
 }
 
@@ -393,6 +398,60 @@ struct Ctx<'a> {
     /// before they are written again (`liveness::dead`): its template
     /// leaves the guest's flag record as it is.
     dead: bool,
+    /// The host register (`MIRRORS`) that mirrors each guest GPR in this
+    /// block, 0 for none (`choose_mirrors`).
+    mirror: [u8; 16],
+    /// The guest GPRs whose mirror holds their value at this point of the
+    /// generated code. `Cpu::gpr` is always the truth (every write of a
+    /// GPR goes to it; a mirror is only a copy for reads), so a fault, a
+    /// handler or the end of the block never has anything to write back;
+    /// a handler call forgets every mirror, a partial write its own.
+    valid: u16,
+}
+
+/// The guest GPRs (numbers) that instruction `ins` names: register
+/// operands, memory base and index, and the stack pointer of the stack
+/// forms.
+fn named_gprs(ins: &Instruction, mut f: impl FnMut(usize)) {
+    for i in 0..ins.op_count() {
+        match ins.op_kind(i) {
+            OpKind::Register => {
+                if let Some(g) = gpr_any(ins.op_register(i)) {
+                    f(g.i);
+                }
+            }
+            OpKind::Memory => {
+                for r in [ins.memory_base(), ins.memory_index()] {
+                    if let Some((g, _)) = gpr(r) {
+                        f(g);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if matches!(
+        ins.mnemonic(),
+        Mnemonic::Push | Mnemonic::Pop | Mnemonic::Call | Mnemonic::Ret
+    ) {
+        f(RSP);
+    }
+}
+
+/// Which guest GPRs get a mirror in a block: the (at most `MIRRORS.len()`)
+/// most often named, each named at least twice (one read gains nothing).
+fn choose_mirrors(insns: &[Decoded]) -> [u8; 16] {
+    let mut n = [0u32; 16];
+    for d in insns {
+        named_gprs(&d.ins, |g| n[g] += 1);
+    }
+    let mut order: Vec<usize> = (0..16).filter(|&g| n[g] >= 2).collect();
+    order.sort_by_key(|&g| (std::cmp::Reverse(n[g]), g));
+    let mut mirror = [0u8; 16];
+    for (&g, &h) in order.iter().zip(MIRRORS.iter()) {
+        mirror[g] = h;
+    }
+    mirror
 }
 
 /// Translate `insns` (a block entered at `rip`, code size `code_bits`).
@@ -429,6 +488,12 @@ pub fn translate(
         slots,
         handler_exits: false,
         dead: false,
+        mirror: if t.mirrors {
+            choose_mirrors(insns)
+        } else {
+            [0; 16]
+        },
+        valid: 0,
     };
     use super::liveness;
     let uses: Vec<liveness::Use> = insns.iter().map(|d| liveness::flag_use(&d.ins)).collect();
@@ -531,6 +596,53 @@ impl Ctx<'_> {
         self.handler_exits = true;
         self.host = HostFlags::None;
         self.known = None;
+        // The handler may have written any GPR.
+        self.valid = 0;
+    }
+
+    /// Read guest GPR `g` into `host` (all of it, or with `w` false its
+    /// low half zero-extended, as `load` reads it): from its mirror when
+    /// the block has one (filled from `Cpu::gpr` at the first read).
+    fn rd(&mut self, w: bool, host: u8, g: usize) {
+        let m = self.mirror[g];
+        if m == 0 {
+            self.a.load(w, host, gpr_off(g));
+            return;
+        }
+        if self.valid & (1 << g) == 0 {
+            self.a.load(true, m, gpr_off(g));
+            self.valid |= 1 << g;
+        }
+        self.a.mov_rr(w, host, m);
+    }
+
+    /// Write all of guest GPR `g` from `host`: to `Cpu::gpr`, and to its
+    /// mirror.
+    fn wr(&mut self, host: u8, g: usize) {
+        self.a.store(true, host, gpr_off(g));
+        let m = self.mirror[g];
+        if m != 0 {
+            self.a.mov_rr(true, m, host);
+            self.valid |= 1 << g;
+        }
+    }
+
+    /// Guest GPR `g` was written in part (in `Cpu::gpr`): its mirror is
+    /// stale.
+    fn forget(&mut self, g: usize) {
+        self.valid &= !(1 << g);
+    }
+
+    /// Make the mirrors of `v` valid again after a path that forgot them
+    /// (a handler's): each loaded from `Cpu::gpr`. Where two paths join,
+    /// this one then agrees with the other, whose mirrors `v` held.
+    fn reload(&mut self, v: u16) {
+        for g in 0..16 {
+            if v & (1 << g) != 0 && self.valid & (1 << g) == 0 {
+                self.a.load(true, self.mirror[g], gpr_off(g));
+            }
+        }
+        self.valid |= v;
     }
 
     /// Whether the host's flags can answer condition `cc` now.
@@ -676,7 +788,7 @@ impl Ctx<'_> {
                 if ws != w {
                     return false;
                 }
-                self.a.load(w, RAX, gpr_off(s));
+                self.rd(w, RAX, s);
             }
             OpKind::Immediate32 if !w => self.a.mov_imm(RAX, ins.immediate(1) & 0xffff_ffff),
             OpKind::Immediate64 | OpKind::Immediate32to64 if w => {
@@ -684,13 +796,16 @@ impl Ctx<'_> {
             }
             _ => return false,
         }
-        self.a.store(true, RAX, gpr_off(d));
+        self.wr(RAX, d);
         true
     }
 
     /// Load a guest GPR of any size into `host`, zero-extended.
     fn load_g(&mut self, host: u8, g: G) {
-        self.a.load_x(g.size, false, false, host, g.mem());
+        match g.size {
+            1 | 2 => self.a.load_x(g.size, false, false, host, g.mem()),
+            _ => self.rd(g.size == 8, host, g.i),
+        }
     }
 
     /// Write `host` to a guest GPR as `Cpu::reg_write` does: 8/16-bit
@@ -698,8 +813,11 @@ impl Ctx<'_> {
     /// zero-extended from 32 bits, as every 32-bit host write leaves it).
     fn store_g(&mut self, host: u8, g: G) {
         match g.size {
-            1 | 2 => self.a.store_x(g.size, host, g.mem()),
-            _ => self.a.store(true, host, gpr_off(g.i)),
+            1 | 2 => {
+                self.a.store_x(g.size, host, g.mem());
+                self.forget(g.i);
+            }
+            _ => self.wr(host, g.i),
         }
     }
 
@@ -741,13 +859,13 @@ impl Ctx<'_> {
         if base == Register::None {
             self.a.mov_imm(RCX, 0);
         } else {
-            self.a.load(false, RCX, gpr_off(g32(base)));
+            self.rd(false, RCX, g32(base));
         }
         let scale = if index == Register::None {
             self.a.mov_imm(RDX, 0);
             1
         } else {
-            self.a.load(false, RDX, gpr_off(g32(index)));
+            self.rd(false, RDX, g32(index));
             ins.memory_index_scale()
         };
         // A 32-bit LEA: the sum wraps at 4 GiB, as `off32` masks it.
@@ -813,12 +931,12 @@ impl Ctx<'_> {
             self.a.mov_imm(RAX, rip_relative(ins, fall));
         } else {
             match gpr(base) {
-                Some((b, _)) => self.a.load(true, RCX, gpr_off(b)),
+                Some((b, _)) => self.rd(true, RCX, b),
                 None => self.a.mov_imm(RCX, 0),
             }
             let index = gpr(ins.memory_index());
             match index {
-                Some((i, _)) => self.a.load(true, RDX, gpr_off(i)),
+                Some((i, _)) => self.rd(true, RDX, i),
                 None => self.a.mov_imm(RDX, 0),
             }
             let scale = if index.is_some() {
@@ -988,7 +1106,7 @@ impl Ctx<'_> {
                     return false;
                 }
                 self.a.load_x(s.size, sign, w, RAX, s.mem());
-                self.a.store(true, RAX, gpr_off(dst));
+                self.wr(RAX, dst);
                 true
             }
             OpKind::Memory if self.t.mem => {
@@ -998,7 +1116,7 @@ impl Ctx<'_> {
                 }
                 self.mem_access(d, rip, fall, size, false, |c| {
                     c.a.load_x(size, sign, w, RCX, Mem::AtRax);
-                    c.a.store(true, RCX, gpr_off(dst));
+                    c.wr(RCX, dst);
                 })
             }
             _ => false,
@@ -1318,9 +1436,11 @@ impl Ctx<'_> {
                 self.alu_finish(op, size, RCX);
             }
         }
+        let v = self.valid;
         self.a.jmp(done);
         self.a.bind(slow);
         self.call(d, rip, fall);
+        self.reload(v);
         // The handler recorded the same operation: its flags into the host.
         let lazy = Self::alu_lazy(op);
         self.known = Some((lazy, size * 8));
@@ -1399,26 +1519,30 @@ impl Ctx<'_> {
         let bits: u32 = if w { 64 } else { 32 };
         let zero = self.a.label();
         let done = self.a.label();
-        self.a.load(w, RAX, gpr_off(r));
-        self.a.load(false, RCX, gpr_off(crate::cpu::reg::RCX));
+        self.rd(w, RAX, r);
+        self.rd(false, RCX, crate::cpu::reg::RCX);
         if self.dead {
             // The host masks the count the same way; a zero count leaves
             // the value.
             self.a.shift_cl(digit, w, RAX);
-            self.a.store(true, RAX, gpr_off(r));
+            self.wr(RAX, r);
             self.host = HostFlags::None;
             return true;
         }
         self.a.alu_ri(AluOp::And, false, RCX, (bits - 1) as i32);
         self.a.jcc(0x4, zero); // jz: flags untouched
+        let v = self.valid;
         self.a.shift_cl(digit, w, RAX);
         self.a.flags_to_rcx();
-        self.a.store(true, RAX, gpr_off(r));
+        self.wr(RAX, r);
         self.shift_flags(digit, bits);
+        let shifted = self.valid;
         self.a.jmp(done);
         self.a.bind(zero);
-        self.a.store(true, RAX, gpr_off(r));
+        self.valid = v;
+        self.wr(RAX, r);
         self.a.bind(done);
+        self.valid &= shifted;
         self.host = HostFlags::None;
         self.known = None;
         true
@@ -1527,23 +1651,23 @@ impl Ctx<'_> {
         let bits: u32 = if w { 64 } else { 32 };
         let count = u32::from(ins.immediate8()) & (bits - 1);
         if count == 0 {
-            self.a.load(w, RAX, gpr_off(r));
-            self.a.store(true, RAX, gpr_off(r));
+            self.rd(w, RAX, r);
+            self.wr(RAX, r);
             return true;
         }
         if self.dead {
             // CF and OF are not seen; the others stay as recorded.
-            self.a.load(w, RAX, gpr_off(r));
+            self.rd(w, RAX, r);
             self.a.shift_ri(digit, w, RAX, count as u8);
-            self.a.store(true, RAX, gpr_off(r));
+            self.wr(RAX, r);
             self.host = HostFlags::None;
             return true;
         }
         let f = flags_off();
         self.materialized_to_rsi();
-        self.a.load(w, RAX, gpr_off(r));
+        self.rd(w, RAX, r);
         self.a.shift_ri(digit, w, RAX, count as u8);
-        self.a.store(true, RAX, gpr_off(r));
+        self.wr(RAX, r);
         // RDX = CF, RCX = the bit OF compares it with.
         self.a.mov_rr(true, RDX, RAX);
         self.a.mov_rr(true, RCX, RAX);
@@ -1609,13 +1733,13 @@ impl Ctx<'_> {
         if !self.dead {
             self.materialized_to_rsi();
         }
-        self.a.load(w, RAX, gpr_off(dr));
-        self.a.load(w, RCX, gpr_off(sr));
+        self.rd(w, RAX, dr);
+        self.rd(w, RCX, sr);
         match imm {
             Some(v) => self.a.imul_rri(w, RAX, RCX, v),
             None => self.a.imul_rr(w, RAX, RCX),
         }
-        self.a.store(true, RAX, gpr_off(dr));
+        self.wr(RAX, dr);
         if self.dead {
             // CF and OF are not seen; the others stay as recorded.
             self.host = HostFlags::None;
@@ -1653,6 +1777,7 @@ impl Ctx<'_> {
         } else {
             self.a.store_u8_from_al(at);
         }
+        self.forget(g.i);
         true
     }
 
@@ -1676,16 +1801,16 @@ impl Ctx<'_> {
             return false;
         }
         if self.cond_in_host(cc) {
-            self.a.load(w, RAX, gpr_off(dr));
-            self.a.load(w, RCX, gpr_off(sr));
+            self.rd(w, RAX, dr);
+            self.rd(w, RCX, sr);
             self.a.cmov_rr(cc, w, RAX, RCX);
-            self.a.store(true, RAX, gpr_off(dr));
+            self.wr(RAX, dr);
         } else {
-            self.a.load(w, RCX, gpr_off(dr));
-            self.a.load(w, RDX, gpr_off(sr));
+            self.rd(w, RCX, dr);
+            self.rd(w, RDX, sr);
             self.a.test_rax();
             self.a.cmov_rr(0x5, w, RCX, RDX); // cmovne: the condition held
-            self.a.store(true, RCX, gpr_off(dr));
+            self.wr(RCX, dr);
         }
         true
     }
@@ -1719,7 +1844,7 @@ impl Ctx<'_> {
     /// to end below 4 GiB, else `slow`). Uses RCX.
     fn stack_addr(&mut self, size: u32, delta: i32, slow: Label) {
         let w = size == 8;
-        self.a.load(w, RAX, gpr_off(RSP));
+        self.rd(w, RAX, RSP);
         if delta != 0 {
             self.a.alu_ri(AluOp::Add, w, RAX, delta);
         }
@@ -1731,7 +1856,12 @@ impl Ctx<'_> {
     /// Commit the stack pointer in `r` as `Cpu::set_sp` does: all of RSP
     /// in 64-bit code, ESP alone (RSP's upper half kept) in 32-bit code.
     fn commit_sp(&mut self, size: u32, r: u8) {
-        self.a.store(size == 8, r, gpr_off(RSP));
+        if size == 8 {
+            self.wr(r, RSP);
+        } else {
+            self.a.store(false, r, gpr_off(RSP));
+            self.forget(RSP);
+        }
     }
 
     /// PUSH r64 (64-bit code) and PUSH r32 (32-bit code), as
@@ -1744,7 +1874,7 @@ impl Ctx<'_> {
         };
         self.guarded(d, rip, fall, |c, slow| {
             c.stack_ok(true, slow);
-            c.a.load(size == 8, RSI, gpr_off(s));
+            c.rd(size == 8, RSI, s);
             c.stack_addr(size, -(size as i32), slow);
             c.a.mov_rr(true, RDI, RAX);
             c.tlb_hit(size, false, true, slow);
@@ -1765,11 +1895,11 @@ impl Ctx<'_> {
             c.stack_addr(size, 0, slow);
             c.tlb_hit(size, true, false, slow);
             c.a.load_x(size, false, false, RCX, Mem::AtRax);
-            c.a.load(size == 8, RAX, gpr_off(RSP));
+            c.rd(size == 8, RAX, RSP);
             c.a.alu_ri(AluOp::Add, size == 8, RAX, size as i32);
             c.commit_sp(size, RAX);
             // A 32-bit register write zero-extends (`reg_write`).
-            c.a.store(true, RCX, gpr_off(r));
+            c.wr(RCX, r);
         })
     }
 
@@ -1799,9 +1929,11 @@ impl Ctx<'_> {
         let slow = self.a.label();
         let done = self.a.label();
         body(self, slow);
+        let v = self.valid;
         self.a.jmp(done);
         self.a.bind(slow);
         self.call(d, rip, fall);
+        self.reload(v);
         self.a.bind(done);
         self.host = HostFlags::None;
         self.known = known;
@@ -1896,7 +2028,7 @@ impl Ctx<'_> {
             self.a.cmp_r_mem(false, RCX, RBX, cs_limit_off());
             self.a.jcc(0x7, slow); // ja
         }
-        self.a.load(w, RAX, gpr_off(RSP));
+        self.rd(w, RAX, RSP);
         self.a.alu_ri(AluOp::Add, w, RAX, size as i32 + imm);
         self.commit_sp(size, RAX);
         self.leave_to_rcx();
@@ -1916,9 +2048,9 @@ impl Ctx<'_> {
         };
         if self.dead {
             // OF SF ZF AF PF are not seen; CF stays as recorded.
-            self.a.load(w, RAX, gpr_off(d));
+            self.rd(w, RAX, d);
             self.a.inc_dec(dec, w, RAX);
-            self.a.store(true, RAX, gpr_off(d));
+            self.wr(RAX, d);
             self.host = HostFlags::None;
             return true;
         }
@@ -1937,11 +2069,11 @@ impl Ctx<'_> {
             self.a.store_u8_from_al(f + fl::CIN);
             self.host = HostFlags::NoCf;
         }
-        self.a.load(w, RAX, gpr_off(d));
+        self.rd(w, RAX, d);
         self.a.store(true, RAX, f + fl::A);
         self.a.store_i32(true, f + fl::B, 1);
         self.a.inc_dec(dec, w, RAX);
-        self.a.store(true, RAX, gpr_off(d));
+        self.wr(RAX, d);
         self.a.store(true, RAX, f + fl::RES);
         self.record(if dec { fl::DEC } else { fl::INC }, if w { 64 } else { 32 });
         self.known = None;
@@ -1962,7 +2094,7 @@ impl Ctx<'_> {
             // A constant; a 32-bit destination takes its low half.
             let lin = rip_relative(ins, fall);
             self.a.mov_imm(RAX, if w { lin } else { lin & 0xffff_ffff });
-            self.a.store(true, RAX, gpr_off(d));
+            self.wr(RAX, d);
             return true;
         }
         let b = if base == Register::None {
@@ -1999,16 +2131,16 @@ impl Ctx<'_> {
             disp as u32 as i32
         };
         match b {
-            Some((r, _)) => self.a.load(true, RCX, gpr_off(r)),
+            Some((r, _)) => self.rd(true, RCX, r),
             None => self.a.mov_imm(RCX, 0),
         }
         match x {
-            Some((r, _)) => self.a.load(true, RDX, gpr_off(r)),
+            Some((r, _)) => self.rd(true, RDX, r),
             None => self.a.mov_imm(RDX, 0),
         }
         self.a
             .lea_rcx_rdx(wide, RAX, ins.memory_index_scale(), disp);
-        self.a.store(true, RAX, gpr_off(d));
+        self.wr(RAX, d);
         true
     }
 
@@ -2096,8 +2228,11 @@ impl Ctx<'_> {
             self.a.test_rax();
             self.a.jcc(0x4, not_taken); // jz
         }
+        // The taken path leaves; the other goes on as things were.
+        let (v, host, known) = (self.valid, self.host, self.known);
         self.taken(d, rip, fall, target);
         self.a.bind(not_taken);
+        (self.valid, self.host, self.known) = (v, host, known);
         true
     }
 }

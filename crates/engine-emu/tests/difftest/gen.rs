@@ -1152,12 +1152,7 @@ fn upper_undefined(case: &Case) -> u16 {
     let ins = &case.ins;
     let rep = ins.has_rep_prefix() || ins.has_repne_prefix();
     let string = ins.is_string_instruction();
-    if case.bits == 64
-        && rep
-        && string
-        && addr32(ins)
-        && case.state.gpr[1] & 0xffff_ffff == 0
-    {
+    if case.bits == 64 && rep && string && addr32(ins) && case.state.gpr[1] & 0xffff_ffff == 0 {
         (1 << 1) | (1 << 6) | (1 << 7)
     } else {
         0
