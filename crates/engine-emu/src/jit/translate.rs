@@ -1135,13 +1135,16 @@ impl Ctx<'_> {
     /// zero-extended) and `b` recorded as `binop_flags` records them, then
     /// the host operation on `a` (CMP as SUB, TEST as AND: the result is
     /// computed but the caller does not write it back). Uses RDX for an
-    /// immediate `b`.
+    /// immediate `b`. Fields the `known` record already holds are not
+    /// stored again: `cin` 0 after any, `a` and `b` 0 after a logic one.
     fn alu_core(&mut self, op: AluOp, size: u32, a: u8, b: AluSrc) {
         let f = flags_off();
         let logic = matches!(op, AluOp::And | AluOp::Or | AluOp::Xor | AluOp::Test);
         if logic {
-            self.a.store_i32(true, f + fl::A, 0);
-            self.a.store_i32(true, f + fl::B, 0);
+            if !matches!(self.known, Some((fl::LOGIC, _))) {
+                self.a.store_i32(true, f + fl::A, 0);
+                self.a.store_i32(true, f + fl::B, 0);
+            }
         } else {
             self.a.store(true, a, f + fl::A);
             match b {
@@ -1152,7 +1155,9 @@ impl Ctx<'_> {
                 }
             }
         }
-        self.a.store_u8(f + fl::CIN, 0);
+        if self.known.is_none() {
+            self.a.store_u8(f + fl::CIN, 0);
+        }
         let host_op = match op {
             AluOp::Cmp => AluOp::Sub,
             AluOp::Test => AluOp::And,
@@ -1179,12 +1184,15 @@ impl Ctx<'_> {
     }
 
     /// The second half: the result (host register `res`, zero-extended)
-    /// recorded; the host's flags are the guest's from here to the next
-    /// flag-changing host instruction.
+    /// recorded (its kind and size only if the `known` record is not
+    /// already of that kind and size); the host's flags are the guest's
+    /// from here to the next flag-changing host instruction.
     fn alu_finish(&mut self, op: AluOp, size: u32, res: u8) {
         self.a.store(true, res, flags_off() + fl::RES);
         let lazy = Self::alu_lazy(op);
-        self.record(lazy, size * 8);
+        if self.known != Some((lazy, size * 8)) {
+            self.record(lazy, size * 8);
+        }
         self.host = HostFlags::All;
         self.known = Some((lazy, size * 8));
     }
