@@ -578,6 +578,26 @@ fn gen64(a: &mut CodeAssembler, r: &mut Rng, fwd: &mut Vec<(CodeLabel, u32)>, st
         },
         37 => a.imul_2(d32, s32),
         38 if r.below(8) == 0 => a.div(s32), // may raise #DE
+        39 => {
+            let m = (r.below(500) * 8) as i32;
+            match r.below(8) {
+                // CMOVcc from memory, read whatever the condition.
+                0 => a.cmp(d64, s64).and_then(|_| a.cmovb(d64, qword_ptr(r15 + m))),
+                1 => a.cmovne(d32, dword_ptr(r15 + m)),
+                2 => a.cmovg(d32, dword_ptr(r15 + 4094)), // across the page's end
+                // INC/DEC of memory (CF kept: read by the ADC after it).
+                3 => a.inc(dword_ptr(r15 + m)).and_then(|_| a.adc(d64, s64)),
+                4 => a.sub(d32, s32).and_then(|_| a.dec(qword_ptr(r15 + m))),
+                5 => a.dec(dword_ptr(r15 + 4094)).and_then(|_| a.sbb(d32, s32)),
+                // MOV between 8/16-bit registers and from immediates.
+                6 => a
+                    .mov(r.pick(&W8), r.pick(&W8))
+                    .and_then(|_| a.mov(r.pick(&W8H), imm as u8 as u32)),
+                _ => a
+                    .mov(r.pick(&W16), r.pick(&W16))
+                    .and_then(|_| a.mov(r.pick(&W16), imm as u16 as u32)),
+            }
+        }
         _ => a.nop(),
     };
     res.expect("assemble");
@@ -951,6 +971,15 @@ fn the_templated_forms_are_native() {
         ("mov r16,m", |a| a.mov(r8w, word_ptr(rsi + rdi))),
         ("mov m,imm32", |a| a.mov(qword_ptr(rdi), -5)),
         ("mov m8,imm", |a| a.mov(byte_ptr(rdi), 7)),
+        ("cmov r,m", |a| a.cmove(eax, dword_ptr(rdi))),
+        ("cmov r64,m", |a| a.cmovb(rax, qword_ptr(rsp + rdx * 8 + 16))),
+        ("inc m32", |a| a.inc(dword_ptr(rdi + 4))),
+        ("dec m64", |a| a.dec(qword_ptr(rax))),
+        ("mov r8,r8", |a| a.mov(sil, r9b)),
+        ("mov ah,bh", |a| a.mov(ah, bh)),
+        ("mov r8,imm", |a| a.mov(ch, 0x80u32)),
+        ("mov r16,r16", |a| a.mov(r10w, ax)),
+        ("mov r16,imm", |a| a.mov(dx, 0xfffeu32)),
     ];
     for (name, f) in yes {
         assert_eq!(native(64, f), (1, 0), "{name}");
@@ -959,7 +988,10 @@ fn the_templated_forms_are_native() {
         ("shl r8 by cl", |a| a.shl(al, cl)),
         ("rol by cl", |a| a.rol(eax, cl)),
         ("rcl", |a| a.rcl(eax, 1u32)),
-        ("cmov r,m", |a| a.cmove(eax, dword_ptr(rdi))),
+        ("inc m8", |a| a.inc(byte_ptr(rdi))),
+        ("dec m16", |a| a.dec(word_ptr(rdi))),
+        ("lock inc", |a| a.lock().inc(dword_ptr(rdi))),
+        ("cmov r16,m", |a| a.cmove(ax, word_ptr(rdi))),
         ("setcc m", |a| a.sete(byte_ptr(rdi))),
         ("push imm", |a| a.push(5)),
         ("push m", |a| a.push(qword_ptr(rdi))),
@@ -1167,6 +1199,30 @@ fn memory_and_stack_faults_match_the_interpreter() {
             a.or(dword_ptr(rdi), 1)?;
             a.and(ecx, edx)
         }),
+        // An ADC's record (cin 1 or 0) before an INC of memory that
+        // faults: the INC's record must not be half written.
+        ("flags of an adc before an inc m unmapped", |a| {
+            a.adc(rax, rbx)?;
+            a.mov(rdi, UNMAPPED)?;
+            a.inc(dword_ptr(rdi))?;
+            a.and(ecx, edx)
+        }),
+        ("dec m mmio", |a| {
+            a.cmp(rax, rbx)?;
+            a.mov(rdi, MMIO)?;
+            a.dec(qword_ptr(rdi + 8))?;
+            a.adc(rcx, rdx)
+        }),
+        ("cmov m unmapped, condition false", |a| {
+            a.xor(eax, eax)?;
+            a.mov(rdi, UNMAPPED)?;
+            a.cmovne(rcx, qword_ptr(rdi))
+        }),
+        ("cmov m mmio", |a| {
+            a.cmp(rax, rbx)?;
+            a.mov(rdi, MMIO)?;
+            a.cmovae(ecx, dword_ptr(rdi))
+        }),
     ];
     let mut r = Rng(0x5eed_0300);
     for (name, f) in progs {
@@ -1216,7 +1272,7 @@ fn gen32(a: &mut CodeAssembler, r: &mut Rng, subs: &[CodeLabel; 2]) {
     let s = r.pick(&R32L);
     let imm = r.imm();
     let off = r.below(4096 - 8) as i32;
-    let res = match r.below(33) {
+    let res = match r.below(34) {
         0 => a.mov(d, dword_ptr(esi + off)),
         1 => a.mov(dword_ptr(esi + off), s),
         2 => a.mov(d, dword_ptr(ebp + off)), // SS
@@ -1295,6 +1351,18 @@ fn gen32(a: &mut CodeAssembler, r: &mut Rng, subs: &[CodeLabel; 2]) {
             }
             .and_then(|_| a.adc(d, s))
         }
+        32 => match r.below(6) {
+            0 => a.cmovae(d, dword_ptr(ebp + off)),
+            1 => a.cmp(d, s).and_then(|_| a.cmovl(d, dword_ptr(esi + off))),
+            2 => a.inc(dword_ptr(esi + off)).and_then(|_| a.adc(d, s)),
+            3 => a.dec(dword_ptr(ebp + off)).and_then(|_| setcc(a, r.below(16), r.pick(&W8L))),
+            4 => a
+                .mov(r.pick(&W8L), r.pick(&W8L))
+                .and_then(|_| a.mov(r.pick(&W8L), imm as u8 as u32)),
+            _ => a
+                .mov(r.pick(&W16L), r.pick(&W16L))
+                .and_then(|_| a.mov(r.pick(&W16L), imm as u16 as u32)),
+        },
         _ => a.nop(),
     };
     res.expect("assemble");

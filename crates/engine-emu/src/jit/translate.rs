@@ -759,10 +759,14 @@ impl Ctx<'_> {
                 self.setcc(ins).then_some(false)
             }
             _ if self.t.cond && crate::cpu::integer::is_cmov(ins.mnemonic()) => {
-                self.cmov(ins).then_some(false)
+                (self.cmov(ins) || self.cmov_mem(d, rip, fall)).then_some(false)
             }
-            Mnemonic::Inc if self.t.incdec => self.inc_dec(ins, false).then_some(false),
-            Mnemonic::Dec if self.t.incdec => self.inc_dec(ins, true).then_some(false),
+            Mnemonic::Inc if self.t.incdec => {
+                (self.inc_dec(ins, false) || self.inc_dec_mem(d, rip, fall, false)).then_some(false)
+            }
+            Mnemonic::Dec if self.t.incdec => {
+                (self.inc_dec(ins, true) || self.inc_dec_mem(d, rip, fall, true)).then_some(false)
+            }
             Mnemonic::Lea if self.t.lea => self.lea(ins, fall).then_some(false),
             Mnemonic::Jmp if self.t.branch => self.jmp(d, rip, fall).then_some(true),
             _ if self.t.branch && ins.flow_control() == FlowControl::ConditionalBranch => {
@@ -772,31 +776,35 @@ impl Ctx<'_> {
         }
     }
 
-    /// MOV r,r and MOV r,imm (32/64-bit GPRs; a 32-bit write zero-extends).
+    /// MOV r,r and MOV r,imm between GPRs of any size, as `mov_rr`/
+    /// `mov_ri`/`reg_write` (8/16-bit writes merge, a 32-bit write
+    /// zero-extends).
     fn mov(&mut self, ins: &Instruction) -> bool {
         if ins.op_count() != 2 || ins.op0_kind() != OpKind::Register {
             return false;
         }
-        let Some((d, w)) = gpr(ins.op0_register()) else {
+        let Some(d) = gpr_any(ins.op0_register()) else {
             return false;
         };
-        match ins.op1_kind() {
-            OpKind::Register => {
-                let Some((s, ws)) = gpr(ins.op1_register()) else {
+        match (ins.op1_kind(), d.size) {
+            (OpKind::Register, _) => {
+                let Some(s) = gpr_any(ins.op1_register()) else {
                     return false;
                 };
-                if ws != w {
+                if s.size != d.size {
                     return false;
                 }
-                self.rd(w, RAX, s);
+                self.load_g(RAX, s);
             }
-            OpKind::Immediate32 if !w => self.a.mov_imm(RAX, ins.immediate(1) & 0xffff_ffff),
-            OpKind::Immediate64 | OpKind::Immediate32to64 if w => {
-                self.a.mov_imm(RAX, ins.immediate(1))
+            (OpKind::Immediate8, 1)
+            | (OpKind::Immediate16, 2)
+            | (OpKind::Immediate32, 4)
+            | (OpKind::Immediate64 | OpKind::Immediate32to64, 8) => {
+                self.a.mov_imm(RAX, ins.immediate(1) & size_mask(d.size))
             }
             _ => return false,
         }
-        self.wr(RAX, d);
+        self.store_g(RAX, d);
         true
     }
 
@@ -1823,6 +1831,56 @@ impl Ctx<'_> {
         true
     }
 
+    /// The guest's condition `cc` as 0 or 1 into RSI, computed before a
+    /// memory access's inline path changes the host's flags: from the
+    /// host's flags where they hold it, else from `read_cond`. Uses RAX,
+    /// RCX.
+    fn cond_to_rsi(&mut self, cc: u8) {
+        if self.cond_in_host(cc) {
+            self.a.mov_imm(RCX, 0); // a MOV: the flags stay
+            self.a.setcc_r(cc, RCX);
+            self.a.mov_rr(false, RSI, RCX);
+        } else {
+            self.a.mov_rr(false, RSI, RAX);
+        }
+    }
+
+    /// CMOVcc r32/r64, [m] (`lin_ok`), as `cmov_r` with a memory source:
+    /// the memory is read whatever the condition (through the inline TLB
+    /// path, else the handler, which raises its fault); a 32-bit
+    /// destination is zero-extended even when nothing moves.
+    fn cmov_mem(&mut self, d: &Decoded, rip: u64, fall: u64) -> bool {
+        let ins = &d.ins;
+        if !self.t.mem
+            || ins.op_count() != 2
+            || ins.op0_kind() != OpKind::Register
+            || ins.op1_kind() != OpKind::Memory
+            || !self.lin_ok(ins)
+        {
+            return false;
+        }
+        let Some((dr, w)) = gpr(ins.op0_register()) else {
+            return false;
+        };
+        let Some(cc) = cond_code(ins) else {
+            return false;
+        };
+        let size = if w { 8 } else { 4 };
+        if ins.memory_size().size() as u32 != size {
+            return false;
+        }
+        self.cond_to_rsi(cc);
+        self.guarded(d, rip, fall, |c, slow| {
+            c.lin(ins, fall, size, false, slow);
+            c.tlb_hit(size, true, false, slow);
+            c.a.load_x(size, false, w, RCX, Mem::AtRax);
+            c.rd(w, RAX, dr);
+            c.a.alu_rr(AluOp::Test, false, RSI, RSI);
+            c.a.cmov_rr(0x5, w, RAX, RCX); // cmovne: the condition held
+            c.wr(RAX, dr);
+        })
+    }
+
     /// The stack width of this block's templates: 8 in 64-bit code, 4 in
     /// 32-bit code (whose stack forms also check at run time that SS is
     /// flat and 32-bit, see `stack_ok`), else none.
@@ -2084,6 +2142,55 @@ impl Ctx<'_> {
         self.wr(RAX, d);
         self.a.store(true, RAX, f + fl::RES);
         self.record(if dec { fl::DEC } else { fl::INC }, if w { 64 } else { 32 });
+        self.known = None;
+        true
+    }
+
+    /// INC/DEC of a 32/64-bit memory operand (`lin_ok`), as `unop`: the
+    /// guest's CF taken first (into RSI), then the read-modify-write
+    /// through the inline TLB path (read and write permission) and the
+    /// record of `set_inc`/`set_dec` (`cin` the CF), written only once the
+    /// access is done; anything else runs the handler, which raises the
+    /// fault with the flags untouched.
+    fn inc_dec_mem(&mut self, d: &Decoded, rip: u64, fall: u64, dec: bool) -> bool {
+        let ins = &d.ins;
+        if !self.t.mem_alu
+            || ins.op_count() != 1
+            || ins.op0_kind() != OpKind::Memory
+            || !self.lin_ok(ins)
+        {
+            return false;
+        }
+        let size = ins.memory_size().size() as u32;
+        if !matches!(size, 4 | 8) {
+            return false;
+        }
+        let w = size == 8;
+        let f = flags_off();
+        if !self.host_has(0x2) {
+            self.resync();
+        }
+        if self.host_has(0x2) {
+            self.cond_to_rsi(0x2);
+        } else {
+            self.a.arg0_cpu();
+            self.a.mov_imm(RAX, read_cf as *const () as u64);
+            self.a.call_rax();
+            self.a.mov_rr(false, RSI, RAX);
+        }
+        self.guarded(d, rip, fall, |c, slow| {
+            c.lin(ins, fall, size, true, slow);
+            c.tlb_hit(size, true, true, slow);
+            c.a.load_x(size, false, w, RCX, Mem::AtRax);
+            c.a.store(true, RCX, f + fl::A);
+            c.a.store_i32(true, f + fl::B, 1);
+            c.a.inc_dec(dec, w, RCX);
+            c.a.store_x(size, RCX, Mem::AtRax);
+            c.a.store(true, RCX, f + fl::RES);
+            c.a.mov_rr(false, RDX, RSI);
+            c.a.store_x(1, RDX, Mem::Cpu(f + fl::CIN));
+            c.record(if dec { fl::DEC } else { fl::INC }, size * 8);
+        });
         self.known = None;
         true
     }
