@@ -752,6 +752,15 @@ impl Asm {
         self.base_disp(0, RBX, disp);
     }
 
+    /// `lea r, [rax + disp8]` (64-bit).
+    pub fn lea_rax_disp8(&mut self, r: u8, disp: i8) {
+        debug_assert!(r < 8);
+        self.byte(0x48);
+        self.byte(0x8d);
+        self.byte(0x40 | (r << 3));
+        self.byte(disp as u8);
+    }
+
     /// `jmp rax`.
     pub fn jmp_rax(&mut self) {
         self.byte(0xff);
@@ -778,6 +787,7 @@ mod chain_form_tests {
         a.movzx_r32_m8(RDX, 0x6c0);
         a.setcc_r8(4, RDX);
         a.inc_mem64(0x720);
+        a.lea_rax_disp8(RCX, 7);
         a.jmp_rax();
         let code = a.finish().unwrap();
         let mut d = iced_x86::Decoder::new(64, &code, iced_x86::DecoderOptions::NONE);
@@ -808,6 +818,7 @@ mod chain_form_tests {
                 "movzx edx,byte ptr [rbx+6C0h]",
                 "sete dl",
                 "inc qword ptr [rbx+720h]",
+                "lea rcx,[rax+7]",
                 "jmp rax",
             ]
         );

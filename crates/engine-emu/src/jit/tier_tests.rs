@@ -12,7 +12,7 @@ use super::translate::Templates;
 use super::Tier;
 use crate::cpu::block_cache::BlockCache;
 use crate::cpu::exec::Stop;
-use crate::cpu::integer::test_support::{Rng, TestCpu, CODE, DATA};
+use crate::cpu::integer::test_support::{Rng, TestCpu, CODE, DATA, MEM_SIZE};
 
 /// Operands the templates care about.
 trait Imm {
@@ -1217,6 +1217,14 @@ fn memory_and_stack_faults_match_the_interpreter() {
             a.xor(eax, eax)?;
             a.mov(rdi, UNMAPPED)?;
             a.cmovne(rcx, qword_ptr(rdi))
+        }),
+        // The last RAM page, then past the end of RAM: the access crosses
+        // into unbacked memory (an MMIO exit), and its first page's entry
+        // must not serve it.
+        ("load across the end of ram into mmio", |a| {
+            a.mov(rdi, MEM_SIZE as u64 - 4)?;
+            a.mov(rax, qword_ptr(rdi - 8))?;
+            a.mov(rcx, qword_ptr(rdi))
         }),
         ("cmov m mmio", |a| {
             a.cmp(rax, rbx)?;

@@ -965,7 +965,8 @@ impl Ctx<'_> {
     /// The soft TLB's hit path for an access of `size` bytes at the linear
     /// address in RAX, as `read_lin`/`write_lin` take it: the CPL the
     /// permission was chosen for, the canonical check (64-bit code), the
-    /// access within one page, the entry compared with the permission
+    /// entry of the first byte's page compared with the last byte's page
+    /// (so an access across pages misses) and with the permission
     /// `Cpu::need` asks (`read` and/or `write`). On a hit RAX becomes the
     /// host pointer; anything else jumps to `slow`. Uses RCX, RDX.
     fn tlb_hit(&mut self, size: u32, read: bool, write: bool, slow: Label) {
@@ -982,14 +983,6 @@ impl Ctx<'_> {
             self.a.alu_rr(AluOp::Cmp, true, RCX, RAX);
             self.a.jcc(0x5, slow);
         }
-        // Within one page: (lin & 0xfff) <= 0x1000 - size.
-        if size > 1 {
-            self.a.mov_rr(false, RCX, RAX);
-            self.a.alu_ri(AluOp::And, false, RCX, 0xfff);
-            self.a
-                .alu_ri(AluOp::Cmp, false, RCX, (0x1000 - size) as i32);
-            self.a.jcc(0x7, slow); // ja
-        }
         // rdx = &hot[(lin >> 12) & (ENTRIES - 1)]
         self.a.mov_rr(true, RDX, RAX);
         self.a.shift_ri(5, true, RDX, 12); // shr
@@ -997,7 +990,10 @@ impl Ctx<'_> {
             .alu_ri(AluOp::And, false, RDX, (tl::ENTRIES - 1) as i32);
         self.a.shift_ri(4, true, RDX, 4); // * 16
         self.a.add_r_mem(true, RDX, tlb_off() + tl::HOT_BASE);
-        // (tag ^ (lin & PAGE_MASK)) & (PAGE_MASK | need) == need
+        // (tag ^ (last & PAGE_MASK)) & (PAGE_MASK | need) == need, where
+        // `last` is the access's last byte: an access that crosses into
+        // the next page compares that page with the entry of the first
+        // one, and misses (the entry's tag is its own page).
         let mut need = 0u8;
         if read {
             need |= if user { READ_U } else { READ_S };
@@ -1005,7 +1001,11 @@ impl Ctx<'_> {
         if write {
             need |= if user { WRITE_U } else { WRITE_S };
         }
-        self.a.mov_rr(true, RCX, RAX);
+        if size > 1 {
+            self.a.lea_rax_disp8(RCX, (size - 1) as i8);
+        } else {
+            self.a.mov_rr(true, RCX, RAX);
+        }
         self.a.alu_ri(AluOp::And, true, RCX, -4096);
         self.a.xor_r_at_rdx(true, RCX);
         self.a
