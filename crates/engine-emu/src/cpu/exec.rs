@@ -224,6 +224,10 @@ impl Cpu {
         let mut exit_slot: usize = 0;
         #[cfg(target_arch = "x86_64")]
         let mut exit_gen: u32 = 0;
+        // The translation at RIP declined at its entry: run the block on
+        // the interpreter once.
+        #[cfg(target_arch = "x86_64")]
+        let mut declined = false;
         self.replay_pos = 0;
         loop {
             #[cfg(target_arch = "x86_64")]
@@ -294,7 +298,7 @@ impl Cpu {
             }
             self.skip_breakpoint = false;
             #[cfg(target_arch = "x86_64")]
-            if self.tier != crate::jit::Tier::Interp {
+            if self.tier != crate::jit::Tier::Interp && !std::mem::take(&mut declined) {
                 if let Some(code) = blocks.translation(index, self) {
                     // The exit the previous translation left by, if it was
                     // a chainable one and this block came straight after:
@@ -314,6 +318,12 @@ impl Cpu {
                     // Nothing else uses the CPU or the block cache while it
                     // runs.
                     let status = unsafe { code(self as *mut Cpu) };
+                    if status == crate::jit::translate::DECLINED {
+                        // Nothing ran; `rip` is the start of the block that
+                        // declined (the first, or one chained into).
+                        declined = true;
+                        continue;
+                    }
                     if status == crate::jit::translate::FAULTED {
                         let f = match self.jit_fault.take() {
                             Some(f) => f,

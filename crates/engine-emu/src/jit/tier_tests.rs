@@ -582,7 +582,9 @@ fn gen64(a: &mut CodeAssembler, r: &mut Rng, fwd: &mut Vec<(CodeLabel, u32)>, st
             let m = (r.below(500) * 8) as i32;
             match r.below(8) {
                 // CMOVcc from memory, read whatever the condition.
-                0 => a.cmp(d64, s64).and_then(|_| a.cmovb(d64, qword_ptr(r15 + m))),
+                0 => a
+                    .cmp(d64, s64)
+                    .and_then(|_| a.cmovb(d64, qword_ptr(r15 + m))),
                 1 => a.cmovne(d32, dword_ptr(r15 + m)),
                 2 => a.cmovg(d32, dword_ptr(r15 + 4094)), // across the page's end
                 // INC/DEC of memory (CF kept: read by the ADC after it).
@@ -972,7 +974,9 @@ fn the_templated_forms_are_native() {
         ("mov m,imm32", |a| a.mov(qword_ptr(rdi), -5)),
         ("mov m8,imm", |a| a.mov(byte_ptr(rdi), 7)),
         ("cmov r,m", |a| a.cmove(eax, dword_ptr(rdi))),
-        ("cmov r64,m", |a| a.cmovb(rax, qword_ptr(rsp + rdx * 8 + 16))),
+        ("cmov r64,m", |a| {
+            a.cmovb(rax, qword_ptr(rsp + rdx * 8 + 16))
+        }),
         ("inc m32", |a| a.inc(dword_ptr(rdi + 4))),
         ("dec m64", |a| a.dec(qword_ptr(rax))),
         ("mov r8,r8", |a| a.mov(sil, r9b)),
@@ -1363,7 +1367,9 @@ fn gen32(a: &mut CodeAssembler, r: &mut Rng, subs: &[CodeLabel; 2]) {
             0 => a.cmovae(d, dword_ptr(ebp + off)),
             1 => a.cmp(d, s).and_then(|_| a.cmovl(d, dword_ptr(esi + off))),
             2 => a.inc(dword_ptr(esi + off)).and_then(|_| a.adc(d, s)),
-            3 => a.dec(dword_ptr(ebp + off)).and_then(|_| setcc(a, r.below(16), r.pick(&W8L))),
+            3 => a
+                .dec(dword_ptr(ebp + off))
+                .and_then(|_| setcc(a, r.below(16), r.pick(&W8L))),
             4 => a
                 .mov(r.pick(&W8L), r.pick(&W8L))
                 .and_then(|_| a.mov(r.pick(&W8L), imm as u8 as u32)),
@@ -1509,6 +1515,16 @@ fn memory_and_stack_faults_of_32_bit_code_match_the_interpreter() {
             a.mov(es, ax)?;
             a.mov(ecx, dword_ptr(esi + 0x10).es())?;
             a.mov(dword_ptr(esi + 0x20).es(), ecx)
+        }),
+        // A segment load in the middle of a block (LES, whose handler ends
+        // the block at run time): the access after it sees the new ES,
+        // and below the expand-down segment's limit raises #GP.
+        ("les, then an access below an expand-down limit", |a| {
+            a.mov(dword_ptr(esi + 0x40), 0x10u32)?;
+            a.mov(word_ptr(esi + 0x44), 0x18u32)?;
+            a.mov(ecx, dword_ptr(esi + 0x10).es())?;
+            a.les(edx, fword_ptr(esi + 0x40))?;
+            a.mov(ecx, dword_ptr(0x8000).es())
         }),
     ];
     let mut r = Rng(0x5eed_0500);

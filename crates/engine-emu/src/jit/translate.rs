@@ -8,7 +8,10 @@
 //! - 1: an instruction ended the block (`cpu.end_block` is set, `next_rip`
 //!   is where it went);
 //! - 2: an instruction faulted; `cpu.rip` is its address and
-//!   `cpu.jit_fault` the fault, nothing of it committed.
+//!   `cpu.jit_fault` the fault, nothing of it committed;
+//! - 3: the block declined at its entry (the CPL or a segment is not what
+//!   its inline paths assume, see `entry_check`): nothing ran, `cpu.rip`
+//!   is the block's start, and the run loop runs it on the interpreter.
 
 use iced_x86::{Code, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
@@ -35,6 +38,7 @@ pub unsafe fn entry(entry: *const u8) -> BlockFn {
 pub const DONE: u64 = 0;
 pub const ENDED: u64 = 1;
 pub const FAULTED: u64 = 2;
+pub const DECLINED: u64 = 3;
 
 /// Which guest flags the host's RFLAGS hold at a point in generated code
 /// (so a Jcc can test them directly).
@@ -98,6 +102,9 @@ pub struct Templates {
     /// Keep copies of the block's most used guest registers in host
     /// registers (`Ctx::mirror`).
     pub mirrors: bool,
+    /// Test the CPL and flat segments once at the block's entry rather
+    /// than at every access (`Ctx::entry_check`).
+    pub entry_check: bool,
 }
 
 impl Templates {
@@ -120,6 +127,7 @@ impl Templates {
         carry: true,
         dead_flags: true,
         mirrors: true,
+        entry_check: true,
     };
     pub const NONE: Templates = Templates {
         mov: false,
@@ -140,6 +148,7 @@ impl Templates {
         carry: false,
         dead_flags: false,
         mirrors: false,
+        entry_check: false,
     };
 }
 
@@ -398,6 +407,15 @@ struct Ctx<'a> {
     /// before they are written again (`liveness::dead`): its template
     /// leaves the guest's flag record as it is.
     dead: bool,
+    /// What the block's entry check established and still holds here (no
+    /// handler but a template's own has run since): the CPL is the one at
+    /// translation time, and the segments of `entry_read`/`entry_write`
+    /// are flat for reads/writes (and with `entry_stack` SS is a 32-bit
+    /// stack). The inline paths then leave those checks out.
+    entry_ok: bool,
+    entry_read: u8,
+    entry_write: u8,
+    entry_stack: bool,
     /// The host register (`MIRRORS`) that mirrors each guest GPR in this
     /// block, 0 for none (`choose_mirrors`).
     mirror: [u8; 16],
@@ -494,7 +512,13 @@ pub fn translate(
             [0; 16]
         },
         valid: 0,
+        entry_ok: false,
+        entry_read: 0,
+        entry_write: 0,
+        entry_stack: false,
     };
+    let decline = c.a.label();
+    let checked = t.entry_check && c.entry_check(insns, decline);
     use super::liveness;
     let uses: Vec<liveness::Use> = insns.iter().map(|d| liveness::flag_use(&d.ins)).collect();
     let live = liveness::live_after(uses.iter().copied());
@@ -551,6 +575,10 @@ pub fn translate(
         }
     }
     let exits = c.a.buf.len();
+    if checked {
+        c.a.bind(decline);
+        c.a.mov_imm(RAX, DECLINED);
+    }
     c.a.bind(exit);
     c.a.epilogue();
     if c.handler_exits {
@@ -596,8 +624,99 @@ impl Ctx<'_> {
         self.handler_exits = true;
         self.host = HostFlags::None;
         self.known = None;
-        // The handler may have written any GPR.
+        // The handler may have written any GPR, and changed the CPL or a
+        // segment.
         self.valid = 0;
+        self.entry_ok = false;
+    }
+
+    /// The segments (bits in `Seg` order: ES CS SS DS; FS and GS, whose
+    /// bases are seldom 0, are left to the per-access test) the memory
+    /// templates of `insns` read and write through, and whether they use
+    /// the stack, for the entry check. Any memory operand counts (an
+    /// over-approximation only checks more).
+    fn block_segments(insns: &[Decoded]) -> (u8, u8, bool, usize) {
+        let (mut read, mut write, mut stack, mut n) = (0u8, 0u8, false, 0);
+        for d in insns {
+            let ins = &d.ins;
+            if matches!(
+                ins.mnemonic(),
+                Mnemonic::Push | Mnemonic::Pop | Mnemonic::Call | Mnemonic::Ret
+            ) {
+                stack = true;
+                n += 1;
+            }
+            if !(0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory)
+                || ins.mnemonic() == Mnemonic::Lea
+            {
+                continue;
+            }
+            let bit = match ins.memory_segment() {
+                Register::ES => 1u8,
+                Register::CS => 2,
+                Register::SS => 4,
+                Register::DS => 8,
+                _ => 0,
+            };
+            n += 1;
+            read |= bit;
+            if ins.op0_kind() == OpKind::Memory
+                && !matches!(ins.mnemonic(), Mnemonic::Cmp | Mnemonic::Test)
+            {
+                write |= bit;
+            }
+        }
+        (read, write, stack, n)
+    }
+
+    /// At the block's entry (and so at every chained entry), before any
+    /// instruction: leave with DECLINED unless the CPL is the one at
+    /// translation time and, in 32-bit code, the segments the block's
+    /// memory forms use are flat (and SS a 32-bit stack if it uses the
+    /// stack); from then on the inline paths need not test them again
+    /// until a handler runs (`entry_ok`). Nothing for blocks with fewer
+    /// than two memory accesses. Uses RCX.
+    fn entry_check(&mut self, insns: &[Decoded], decline: Label) -> bool {
+        if !matches!(self.code_bits, 32 | 64) {
+            return false;
+        }
+        let (read, write, stack, n) = Self::block_segments(insns);
+        if n < 2 {
+            return false;
+        }
+        self.a.cmp_mem8(cpl_off(), 3);
+        self.a.jcc(if self.cpl3 { 0x5 } else { 0x4 }, decline); // jne / je
+        if self.code_bits == 32 {
+            let read = read | if stack { 4 } else { 0 };
+            let write = write | if stack { 4 } else { 0 };
+            for (mask, w) in [(read, false), (write, true)] {
+                if mask != 0 {
+                    self.a.movzx_r32_m8(RCX, flat_off(w));
+                    self.a.alu_ri(AluOp::And, false, RCX, i32::from(mask));
+                    self.a.alu_ri(AluOp::Cmp, false, RCX, i32::from(mask));
+                    self.a.jcc(0x5, decline); // jne
+                }
+            }
+            if stack {
+                self.a.cmp_mem32(sp_mask_off(), 0xffff_ffff);
+                self.a.jcc(0x5, decline); // jne
+            }
+            self.entry_read = read;
+            self.entry_write = write;
+            self.entry_stack = stack;
+        }
+        self.entry_ok = true;
+        true
+    }
+
+    /// Call the handler of a templated instruction on its slow path: as
+    /// `call`, but that handler (a MOV, ALU, PUSH, POP, INC/DEC or CMOVcc
+    /// with memory) changes neither the CPL nor a segment, so what the
+    /// entry check established still holds after it.
+    fn call_same(&mut self, d: &Decoded, rip: u64, fall: u64) {
+        let e = self.entry_ok;
+        self.call(d, rip, fall);
+        self.entry_ok = e;
     }
 
     /// Read guest GPR `g` into `host` (all of it, or with `w` false its
@@ -887,6 +1006,14 @@ impl Ctx<'_> {
     /// Jump to `slow` unless segment `seg` (in `Seg` order) is flat for
     /// the access (`seg_cache.rs`). Uses RCX.
     fn flat_or(&mut self, seg: u32, write: bool, slow: Label) {
+        let checked = if write {
+            self.entry_write
+        } else {
+            self.entry_read
+        };
+        if self.entry_ok && checked & (1 << seg) != 0 {
+            return; // the entry check made sure
+        }
         self.a.movzx_r32_m8(RCX, flat_off(write));
         self.a.alu_ri(AluOp::And, false, RCX, 1 << seg);
         self.a.jcc(0x4, slow); // jz
@@ -972,8 +1099,10 @@ impl Ctx<'_> {
     fn tlb_hit(&mut self, size: u32, read: bool, write: bool, slow: Label) {
         use crate::mmu::tlb::{layout as tl, READ_S, READ_U, WRITE_S, WRITE_U};
         let user = self.cpl3;
-        self.a.cmp_mem8(cpl_off(), 3);
-        self.a.jcc(if user { 0x5 } else { 0x4 }, slow); // jne / je
+        if !self.entry_ok {
+            self.a.cmp_mem8(cpl_off(), 3);
+            self.a.jcc(if user { 0x5 } else { 0x4 }, slow); // jne / je
+        }
         if self.code_bits == 64 {
             // Canonical: sign-extending bit 47 gives it back (a 32-bit
             // linear address always is).
@@ -1455,7 +1584,7 @@ impl Ctx<'_> {
         let v = self.valid;
         self.a.jmp(done);
         self.a.bind(slow);
-        self.call(d, rip, fall);
+        self.call_same(d, rip, fall);
         self.reload(v);
         // The handler recorded the same operation: its flags into the host.
         let lazy = Self::alu_lazy(op);
@@ -1901,8 +2030,10 @@ impl Ctx<'_> {
             return;
         }
         self.flat_or(Seg::Ss as u32, write, slow);
-        self.a.cmp_mem32(sp_mask_off(), 0xffff_ffff);
-        self.a.jcc(0x5, slow); // jne
+        if !(self.entry_ok && self.entry_stack) {
+            self.a.cmp_mem32(sp_mask_off(), 0xffff_ffff);
+            self.a.jcc(0x5, slow); // jne
+        }
     }
 
     /// The stack pointer plus `delta` (wrapped as `sp_mask` wraps it) into
@@ -1998,7 +2129,7 @@ impl Ctx<'_> {
         let v = self.valid;
         self.a.jmp(done);
         self.a.bind(slow);
-        self.call(d, rip, fall);
+        self.call_same(d, rip, fall);
         self.reload(v);
         self.a.bind(done);
         self.host = HostFlags::None;
@@ -2344,10 +2475,10 @@ impl Ctx<'_> {
             self.a.jcc(0x4, not_taken); // jz
         }
         // The taken path leaves; the other goes on as things were.
-        let (v, host, known) = (self.valid, self.host, self.known);
+        let (v, host, known, e) = (self.valid, self.host, self.known, self.entry_ok);
         self.taken(d, rip, fall, target);
         self.a.bind(not_taken);
-        (self.valid, self.host, self.known) = (v, host, known);
+        (self.valid, self.host, self.known, self.entry_ok) = (v, host, known, e);
         true
     }
 }
