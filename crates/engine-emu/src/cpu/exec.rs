@@ -322,6 +322,7 @@ impl Cpu {
                         // Nothing ran; `rip` is the start of the block that
                         // declined (the first, or one chained into).
                         declined = true;
+                        blocks.jit.stats.declined += 1;
                         continue;
                     }
                     if status == crate::jit::translate::FAULTED {

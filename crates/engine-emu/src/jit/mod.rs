@@ -131,6 +131,8 @@ pub struct Stats {
     pub call_insns: u64,
     pub flushes: u64,
     pub runs: u64,
+    /// Entries that declined (`translate::DECLINED`).
+    pub declined: u64,
 }
 
 impl Default for Jit {

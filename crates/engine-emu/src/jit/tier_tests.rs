@@ -1649,3 +1649,68 @@ fn repeated_reads_come_from_the_mirrors() {
         assert!(st.native_insns > 0, "{st:?}");
     }
 }
+
+/// The entry check declines exactly when what it tests does not hold: a
+/// flat 64-bit and 32-bit block (ending at CPUID, whose handler does not
+/// end the block, so the block's own end is reached) never declines; the
+/// same 32-bit block with a based DS declines at every entry, runs on the
+/// interpreter, and ends in the interpreter's state.
+#[test]
+fn the_entry_check_declines_only_when_it_must() {
+    let mut a = CodeAssembler::new(64).unwrap();
+    a.mov(r15, DATA).unwrap();
+    a.mov(ecx, 50u32).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.mov(qword_ptr(r15 + 8), rcx).unwrap();
+    a.add(rax, qword_ptr(r15 + 8)).unwrap();
+    a.push(rax).unwrap();
+    a.pop(rdx).unwrap();
+    a.mov(r14, rcx).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.cpuid().unwrap();
+    a.mov(rcx, r14).unwrap();
+    a.dec(ecx).unwrap();
+    a.jne(top).unwrap();
+    a.hlt().unwrap();
+    let code64 = a.assemble(CODE).unwrap();
+    let mut a = CodeAssembler::new(32).unwrap();
+    a.mov(esi, DATA as u32).unwrap();
+    a.mov(edi, 50u32).unwrap();
+    let mut top = a.create_label();
+    a.set_label(&mut top).unwrap();
+    a.mov(dword_ptr(esi + 8), edi).unwrap();
+    a.add(ebx, dword_ptr(esi + 8)).unwrap();
+    a.push(ebx).unwrap();
+    a.pop(edx).unwrap();
+    a.mov(dword_ptr(esi + 12), eax).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.cpuid().unwrap();
+    a.dec(edi).unwrap();
+    a.jne(top).unwrap();
+    a.hlt().unwrap();
+    let code32 = a.assemble(CODE).unwrap();
+    let mut r = Rng(0x5eed_0700);
+    let (mut init, fl) = random_state(&mut r);
+    for g in init.iter_mut() {
+        *g &= 0xffff_ffff;
+    }
+    for (code, bits, segs) in [
+        (&code64, 64, Segs::Flat),
+        (&code32, 32, Segs::Flat),
+        (&code32, 32, Segs::DsBased),
+    ] {
+        let setup = |c: &mut TestCpu| segs.apply(c);
+        let (want, _) = run_in(code, bits, &init, fl, Tier::Interp, Templates::ALL, &setup);
+        assert_eq!(want.stop, Stop::Exit, "{bits} {segs:?}");
+        let (got, st) = run_in(code, bits, &init, fl, Tier::All, Templates::ALL, &setup);
+        assert_eq!(got, want, "{bits} {segs:?}");
+        if segs == Segs::Flat {
+            assert_eq!(st.declined, 0, "{bits}: {st:?}");
+            assert!(st.native_insns > 0, "{bits}: {st:?}");
+        } else {
+            // Each of the 50 rounds enters the loop's first block once.
+            assert!(st.declined >= 50, "{st:?}");
+        }
+    }
+}

@@ -575,12 +575,13 @@ pub fn translate(
         }
     }
     let exits = c.a.buf.len();
+    c.a.bind(exit);
+    c.a.epilogue();
     if checked {
         c.a.bind(decline);
         c.a.mov_imm(RAX, DECLINED);
+        c.a.jmp(exit);
     }
-    c.a.bind(exit);
-    c.a.epilogue();
     if c.handler_exits {
         c.a.bind(ended);
         let table = c.slots.table();
