@@ -40,6 +40,8 @@ struct Hot {
 struct Cold {
     phys: u64,
     global: bool,
+    /// The index is in `Tlb::filled`.
+    listed: bool,
 }
 
 /// What generated code needs to repeat `Tlb::lookup` inline
@@ -61,6 +63,7 @@ const EMPTY_HOT: Hot = Hot { tag: 0, addend: 0 };
 const EMPTY_COLD: Cold = Cold {
     phys: 0,
     global: false,
+    listed: false,
 };
 
 pub struct Tlb {
@@ -76,9 +79,16 @@ pub struct Tlb {
     /// Bumped by every flush: what was learnt from translations before
     /// (block links, see `BlockCache`) is stale once it changes.
     epoch: u64,
+    /// The entries filled since the table was last scanned whole (each
+    /// once), so that a flush clears those instead of scanning every
+    /// entry; past `MAX_FILLED` of them (`filled_overflow`) the next flush
+    /// scans the table.
+    filled: Vec<u32>,
+    filled_overflow: bool,
 }
 
 const MAX_LARGE: usize = 64;
+const MAX_FILLED: usize = ENTRIES / 4;
 
 impl Default for Tlb {
     fn default() -> Self {
@@ -96,6 +106,8 @@ impl Tlb {
             large: Vec::new(),
             large_overflow: false,
             epoch: 0,
+            filled: Vec::new(),
+            filled_overflow: false,
         }
     }
 
@@ -152,10 +164,39 @@ impl Tlb {
             tag: page | u64::from(perms),
             addend: host_page.wrapping_sub(page),
         };
+        let listed = self.cold[i].listed || self.list(i);
         self.cold[i] = Cold {
             phys: phys_page,
             global,
+            listed,
         };
+    }
+
+    /// Note entry `i` in `filled`; whether it is listed.
+    fn list(&mut self, i: usize) -> bool {
+        if self.filled.len() >= MAX_FILLED {
+            self.filled_overflow = true;
+            return false;
+        }
+        self.filled.push(i as u32);
+        true
+    }
+
+    /// After a whole-table pass: list exactly the entries still filled.
+    fn relist(&mut self) {
+        self.filled.clear();
+        self.filled_overflow = false;
+        for i in 0..ENTRIES {
+            let filled = self.hot[i].tag != 0;
+            self.cold[i].listed = filled && self.filled.len() < MAX_FILLED;
+            if filled {
+                if self.cold[i].listed {
+                    self.filled.push(i as u32);
+                } else {
+                    self.filled_overflow = true;
+                }
+            }
+        }
     }
 
     /// Note that `lin` was mapped by a page of 2^`shift` bytes (> 4 KiB).
@@ -173,19 +214,46 @@ impl Tlb {
 
     pub fn flush_all(&mut self) {
         self.bump_epoch();
-        self.hot.fill(EMPTY_HOT);
+        if self.filled_overflow {
+            self.hot.fill(EMPTY_HOT);
+            self.cold.fill(EMPTY_COLD);
+            self.filled_overflow = false;
+        } else {
+            for &i in &self.filled {
+                self.hot[i as usize] = EMPTY_HOT;
+                self.cold[i as usize].listed = false;
+            }
+        }
+        self.filled.clear();
         self.large.clear();
         self.large_overflow = false;
     }
 
-    /// Flush all but global entries (a CR3 write without PCID).
+    /// Flush all but global entries (a CR3 write without PCID): the listed
+    /// entries, or every entry if more were filled than are listed.
     pub fn flush_non_global(&mut self) {
         self.bump_epoch();
-        for (h, c) in self.hot.iter_mut().zip(self.cold.iter()) {
-            if !c.global {
-                *h = EMPTY_HOT;
+        if self.filled_overflow {
+            for (h, c) in self.hot.iter_mut().zip(self.cold.iter()) {
+                if !c.global {
+                    *h = EMPTY_HOT;
+                }
+            }
+            self.relist();
+            return;
+        }
+        let mut kept = 0;
+        for k in 0..self.filled.len() {
+            let i = self.filled[k] as usize;
+            if self.cold[i].global && self.hot[i].tag != 0 {
+                self.filled[kept] = i as u32;
+                kept += 1;
+            } else {
+                self.hot[i] = EMPTY_HOT;
+                self.cold[i].listed = false;
             }
         }
+        self.filled.truncate(kept);
     }
 
     fn flush_range(&mut self, base: u64, shift: u32) {
@@ -233,6 +301,33 @@ impl Tlb {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CR3 flush clears every non-global entry and keeps every global
+    /// one, whether it walks the listed entries or (after more fills than
+    /// it lists) the whole table; then the list holds again.
+    #[test]
+    fn flushes_clear_what_was_filled_listed_or_not() {
+        let mut t = Tlb::new();
+        for round in 0..3 {
+            // Round 1 fills more entries than the list holds.
+            let n = if round == 1 { ENTRIES } else { 300 };
+            for k in 0..n as u64 {
+                let lin = 0x40_0000 + (k << 12);
+                t.insert(lin, 0x1000_0000 + (k << 12), k << 12, READ_S, k % 3 == 0);
+            }
+            t.flush_non_global();
+            for k in 0..n as u64 {
+                let lin = 0x40_0000 + (k << 12);
+                let kept = t.lookup(lin, READ_S).is_some();
+                assert_eq!(kept, k % 3 == 0, "round {round}, entry {k}");
+            }
+        }
+        t.flush_all();
+        for k in 0..ENTRIES as u64 {
+            assert_eq!(t.lookup(0x40_0000 + (k << 12), READ_S), None);
+        }
+        assert!(t.filled.is_empty() && !t.filled_overflow);
+    }
 
     #[test]
     fn lookup_needs_page_and_permissions() {
