@@ -217,6 +217,14 @@ impl Asm {
         self.i32(disp);
     }
 
+    /// `lea dst, [rcx + disp32]`.
+    pub fn lea_rcx(&mut self, w: bool, dst: u8, disp: i32) {
+        self.rex_w(w);
+        self.byte(0x8d);
+        self.byte(0x80 | (dst << 3) | RCX);
+        self.i32(disp);
+    }
+
     /// `setcc byte [rbx + disp]`.
     pub fn setcc_mem(&mut self, cc: u8, disp: usize) {
         self.byte(0x0f);
@@ -509,6 +517,8 @@ mod tests {
         a.alu_ri(AluOp::Test, true, RAX, 0x100);
         a.inc_dec(true, false, RAX);
         a.lea_rcx_rdx(true, RAX, 8, -16);
+        a.lea_rcx(false, RAX, -8);
+        a.lea_rcx(true, RAX, 0x100);
         a.setcc_mem(2, 0x20);
         a.cmp_mem32(0x40, 0xffff_fff0);
         a.call_rax();
@@ -609,6 +619,8 @@ mod tests {
                 "test rax,100h",
                 "dec eax",
                 "lea rax,[rcx+rdx*8-10h]",
+                "lea eax,[rcx-8]",
+                "lea rax,[rcx+100h]",
                 "setb [rbx+20h]",
                 "cmp dword ptr [rbx+40h],0FFFFFFF0h",
                 "call rax",

@@ -984,24 +984,40 @@ impl Ctx<'_> {
         }
         let g32 = |r: Register| (r as usize).wrapping_sub(Register::EAX as usize) & 15;
         let (base, index) = (ins.memory_base(), ins.memory_index());
-        if base == Register::None {
-            self.a.mov_imm(RCX, 0);
-        } else {
-            self.rd(false, RCX, g32(base));
-        }
-        let scale = if index == Register::None {
-            self.a.mov_imm(RDX, 0);
-            1
-        } else {
-            self.rd(false, RDX, g32(index));
-            ins.memory_index_scale()
-        };
-        // A 32-bit LEA: the sum wraps at 4 GiB, as `off32` masks it.
-        let disp = ins.memory_displacement64() as u32 as i32;
-        self.a.lea_rcx_rdx(false, RAX, scale, disp);
+        let base = (base != Register::None).then(|| g32(base));
+        let index = (index != Register::None).then(|| (g32(index), ins.memory_index_scale()));
+        // A 32-bit sum: it wraps at 4 GiB, as `off32` masks it.
+        self.address(
+            false,
+            base,
+            index,
+            ins.memory_displacement64() as u32 as i32,
+        );
         let seg = ins.memory_segment() as u32 - Register::ES as u32;
         self.flat_or(seg, write, slow);
         self.below_4g(size, slow);
+    }
+
+    /// base + index * scale + disp into RAX, 64-bit or (`w` false) 32-bit
+    /// (wrapping at 4 GiB), the registers read as GPRs of that width. Uses
+    /// RCX, RDX.
+    fn address(&mut self, w: bool, base: Option<usize>, index: Option<(usize, u32)>, disp: i32) {
+        match (base, index) {
+            (None, None) if w => self.a.mov_imm(RAX, disp as i64 as u64),
+            (None, None) => self.a.mov_imm(RAX, u64::from(disp as u32)),
+            (Some(b), None) => {
+                self.rd(w, RCX, b);
+                self.a.lea_rcx(w, RAX, disp);
+            }
+            (base, Some((i, scale))) => {
+                match base {
+                    Some(b) => self.rd(w, RCX, b),
+                    None => self.a.mov_imm(RCX, 0),
+                }
+                self.rd(w, RDX, i);
+                self.a.lea_rcx_rdx(w, RAX, scale, disp);
+            }
+        }
     }
 
     /// Jump to `slow` unless segment `seg` (in `Seg` order) is flat for
@@ -1066,22 +1082,9 @@ impl Ctx<'_> {
         if base == Register::RIP {
             self.a.mov_imm(RAX, rip_relative(ins, fall));
         } else {
-            match gpr(base) {
-                Some((b, _)) => self.rd(true, RCX, b),
-                None => self.a.mov_imm(RCX, 0),
-            }
-            let index = gpr(ins.memory_index());
-            match index {
-                Some((i, _)) => self.rd(true, RDX, i),
-                None => self.a.mov_imm(RDX, 0),
-            }
-            let scale = if index.is_some() {
-                ins.memory_index_scale()
-            } else {
-                1
-            };
-            let disp = ins.memory_displacement64() as i64 as i32;
-            self.a.lea_rcx_rdx(true, RAX, scale, disp);
+            let base = gpr(base).map(|(b, _)| b);
+            let index = gpr(ins.memory_index()).map(|(i, _)| (i, ins.memory_index_scale()));
+            self.address(true, base, index, ins.memory_displacement64() as i64 as i32);
         }
         match ins.memory_segment() {
             Register::FS => self.a.add_r_mem(true, RAX, seg_base_off(Seg::Fs)),
@@ -1114,11 +1117,12 @@ impl Ctx<'_> {
             self.a.jcc(0x5, slow);
         }
         // rdx = &hot[(lin >> 12) & (ENTRIES - 1)]
+        // ((lin >> 12) & (ENTRIES - 1)) * 16, as (lin >> 8) & mask << 4.
+        const _: () = assert!(tl::ENTRY_SIZE == 16);
         self.a.mov_rr(true, RDX, RAX);
-        self.a.shift_ri(5, true, RDX, 12); // shr
+        self.a.shift_ri(5, true, RDX, 8); // shr
         self.a
-            .alu_ri(AluOp::And, false, RDX, (tl::ENTRIES - 1) as i32);
-        self.a.shift_ri(4, true, RDX, 4); // * 16
+            .alu_ri(AluOp::And, false, RDX, ((tl::ENTRIES - 1) << 4) as i32);
         self.a.add_r_mem(true, RDX, tlb_off() + tl::HOT_BASE);
         // (tag ^ (last & PAGE_MASK)) & (PAGE_MASK | need) == need, where
         // `last` is the access's last byte: an access that crosses into
