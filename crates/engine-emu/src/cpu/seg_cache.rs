@@ -21,6 +21,11 @@ pub struct SegCache {
     pub flat_read: u8,
     /// Bit `seg` set: writes through `seg` are flat.
     pub flat_write: u8,
+    /// As `flat_read`/`flat_write` but with any base: the linear address
+    /// is the base plus the offset (modulo 4 GiB), only offsets past 4 GiB
+    /// fault (FS and GS of per-CPU data and thread-local storage).
+    pub based_read: u8,
+    pub based_write: u8,
     /// Mask of the stack pointer (SS.B, or 64-bit mode).
     pub sp_mask: u64,
 }
@@ -29,13 +34,17 @@ pub struct SegCache {
 /// one for every offset: no type fault for the access kind, offset = linear
 /// address, and only offsets past 4 GiB fault.
 fn flat(s: &Segment, write: bool) -> bool {
+    s.base & 0xffff_ffff == 0 && based(s, write)
+}
+
+/// As `flat`, whatever the base.
+fn based(s: &Segment, write: bool) -> bool {
     let code = s.type_ & 0x8 != 0;
     let readable_or_data = !code || s.type_ & 0x2 != 0;
     let writable = !code && s.type_ & 0x2 != 0;
     let expand_down = !code && s.type_ & 0x4 != 0;
     !s.unusable
         && s.s
-        && s.base & 0xffff_ffff == 0
         && s.limit == 0xffff_ffff
         && !expand_down
         && if write { writable } else { readable_or_data }
@@ -52,6 +61,12 @@ pub fn compute(mode: Mode, segs: &[Segment; 6]) -> SegCache {
             }
             if flat(d, true) {
                 c.flat_write |= 1 << s as u8;
+            }
+            if based(d, false) {
+                c.based_read |= 1 << s as u8;
+            }
+            if based(d, true) {
+                c.based_write |= 1 << s as u8;
             }
         }
     }

@@ -1516,6 +1516,27 @@ fn memory_and_stack_faults_of_32_bit_code_match_the_interpreter() {
             a.mov(ecx, dword_ptr(esi + 0x10).es())?;
             a.mov(dword_ptr(esi + 0x20).es(), ecx)
         }),
+        // FS based and unlimited (the inline path adds the base), then
+        // based near 4 GiB (the linear address wraps), then with a 4 KiB
+        // limit (the handler, and #GP past it).
+        // (Each wrong linear address the inline path could take is read
+        // through DS first, so that the TLB would hit there.)
+        ("fs based, and based near 4 GiB: wraps", |a| {
+            a.mov(eax, dword_ptr(esi + (0x10 - FS_BASE as i32)))?;
+            a.mov(ecx, dword_ptr(esi + (0x10 - FS_BASE as i32)).fs())?;
+            a.mov(dword_ptr(esi + (0x20 - FS_BASE as i32)).fs(), ecx)?;
+            a.mov(eax, 0x28u32)?;
+            a.mov(fs, ax)?;
+            a.mov(edx, dword_ptr(esi + 0x1010).fs())?;
+            a.add(dword_ptr(esi + 0x1020).fs(), edx)
+        }),
+        ("fs with a 4 KiB limit, then past it", |a| {
+            a.mov(eax, dword_ptr(0x2000))?;
+            a.mov(eax, 0x20u32)?;
+            a.mov(fs, ax)?;
+            a.mov(ecx, dword_ptr(0x800).fs())?;
+            a.mov(edx, dword_ptr(0x1000).fs())
+        }),
         // A segment load in the middle of a block (LES, whose handler ends
         // the block at run time): the access after it sees the new ES,
         // and below the expand-down segment's limit raises #GP.
@@ -1548,9 +1569,17 @@ fn memory_and_stack_faults_of_32_bit_code_match_the_interpreter() {
             let mut ed = kite_hypervisor::Segment::flat(0x18, kite_hypervisor::FlatKind::Data);
             (ed.type_, ed.limit) = (0x7, 0xffff);
             c.write(gdt + 0x18, &ed.to_descriptor().to_le_bytes());
+            // 0x20: data at 0x1000 with a 4 KiB limit; 0x28: unlimited
+            // data based at 4 GiB - 4 KiB.
+            let mut small = kite_hypervisor::Segment::flat(0x20, kite_hypervisor::FlatKind::Data);
+            (small.base, small.limit, small.g) = (0x1000, 0xfff, false);
+            c.write(gdt + 0x20, &small.to_descriptor().to_le_bytes());
+            let mut high = kite_hypervisor::Segment::flat(0x28, kite_hypervisor::FlatKind::Data);
+            high.base = 0xffff_f000;
+            c.write(gdt + 0x28, &high.to_descriptor().to_le_bytes());
             c.cpu.gdtr = kite_hypervisor::DescriptorTable {
                 base: gdt,
-                limit: 0x1f,
+                limit: 0x2f,
             };
         };
         let (want, _) = run_in(&code, 32, &init, fl, Tier::Interp, Templates::ALL, &setup);
@@ -1558,7 +1587,7 @@ fn memory_and_stack_faults_of_32_bit_code_match_the_interpreter() {
         // down; the expand-down segment's offsets are within it).
         if name.contains("mmio") {
             assert_eq!(want.stop, Stop::Exit, "{name}");
-        } else if name.starts_with("expand") {
+        } else if name.starts_with("expand") || name.ends_with("wraps") {
             assert_ne!(want.stop, Stop::Shutdown, "{name}");
         } else {
             assert_eq!(want.stop, Stop::Shutdown, "{name}");

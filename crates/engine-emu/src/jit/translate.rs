@@ -220,6 +220,17 @@ fn flat_off(write: bool) -> usize {
         }
 }
 
+/// The based-segment bits `seg_cache.rs` keeps for reads or writes.
+fn based_off(write: bool) -> usize {
+    use crate::cpu::seg_cache::SegCache;
+    core::mem::offset_of!(Cpu, seg_cache)
+        + if write {
+            core::mem::offset_of!(SegCache, based_write)
+        } else {
+            core::mem::offset_of!(SegCache, based_read)
+        }
+}
+
 /// The low half of the stack pointer mask (0xffff_ffff: a 32-bit stack).
 fn sp_mask_off() -> usize {
     core::mem::offset_of!(Cpu, seg_cache)
@@ -994,6 +1005,21 @@ impl Ctx<'_> {
             ins.memory_displacement64() as u32 as i32,
         );
         let seg = ins.memory_segment() as u32 - Register::ES as u32;
+        if matches!(ins.memory_segment(), Register::FS | Register::GS) {
+            // Seldom based at 0, often unlimited: offset checked below
+            // 4 GiB, then the base added, wrapping at 4 GiB.
+            self.a.movzx_r32_m8(RCX, based_off(write));
+            self.a.alu_ri(AluOp::And, false, RCX, 1 << seg);
+            self.a.jcc(0x4, slow); // jz
+            self.below_4g(size, slow);
+            let s = if seg == Seg::Fs as u32 {
+                Seg::Fs
+            } else {
+                Seg::Gs
+            };
+            self.a.add_r_mem(false, RAX, seg_base_off(s));
+            return;
+        }
         self.flat_or(seg, write, slow);
         self.below_4g(size, slow);
     }
