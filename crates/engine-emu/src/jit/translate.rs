@@ -436,6 +436,25 @@ struct Ctx<'a> {
     /// handler or the end of the block never has anything to write back;
     /// a handler call forgets every mirror, a partial write its own.
     valid: u16,
+    /// The instruction being translated (its index in the block).
+    cur: usize,
+    /// The templates' slow paths, emitted after the block's exits so that
+    /// the inline paths fall through (`Cold`).
+    cold: Vec<Cold>,
+}
+
+/// A template's slow path, out of line: at `slow`, the handler of
+/// instruction `insn` (at `rip`, falling through to `fall`), the mirrors of
+/// `valid` reloaded, the host's flags made the guest's again from a known
+/// record `resync` (a memory ALU's), then back to `done`.
+struct Cold {
+    slow: Label,
+    done: Label,
+    insn: usize,
+    rip: u64,
+    fall: u64,
+    valid: u16,
+    resync: Option<(u8, u32)>,
 }
 
 /// The guest GPRs (numbers) that instruction `ins` names: register
@@ -527,6 +546,8 @@ pub fn translate(
         entry_read: 0,
         entry_write: 0,
         entry_stack: false,
+        cur: 0,
+        cold: Vec::new(),
     };
     let decline = c.a.label();
     let checked = t.entry_check && c.entry_check(insns, decline);
@@ -539,6 +560,7 @@ pub fn translate(
     for (i, d) in insns.iter().enumerate() {
         let fall = rip.wrapping_add(d.ins.len() as u64) & ip_mask;
         c.dead = t.dead_flags && liveness::dead(uses[i], live[i]);
+        c.cur = i;
         let at = c.a.buf.len();
         let native = c.native(d, rip, fall);
         if marking {
@@ -592,6 +614,16 @@ pub fn translate(
         c.a.bind(decline);
         c.a.mov_imm(RAX, DECLINED);
         c.a.jmp(exit);
+    }
+    for p in std::mem::take(&mut c.cold) {
+        c.a.bind(p.slow);
+        c.call(&insns[p.insn], p.rip, p.fall);
+        c.reload(p.valid);
+        if let Some(k) = p.resync {
+            c.known = Some(k);
+            c.resync();
+        }
+        c.a.jmp(p.done);
     }
     if c.handler_exits {
         c.a.bind(ended);
@@ -721,14 +753,30 @@ impl Ctx<'_> {
         true
     }
 
-    /// Call the handler of a templated instruction on its slow path: as
-    /// `call`, but that handler (a MOV, ALU, PUSH, POP, INC/DEC or CMOVcc
-    /// with memory) changes neither the CPL nor a segment, so what the
-    /// entry check established still holds after it.
-    fn call_same(&mut self, d: &Decoded, rip: u64, fall: u64) {
-        let e = self.entry_ok;
-        self.call(d, rip, fall);
-        self.entry_ok = e;
+    /// The slow path at `slow` of the instruction being translated (its
+    /// handler: a MOV, ALU, PUSH, POP, INC/DEC or CMOVcc with memory, which
+    /// changes neither the CPL nor a segment, so what the entry check
+    /// established still holds after it), emitted out of line (`Cold`); it
+    /// comes back to `done` with the mirrors valid now reloaded, so both
+    /// paths agree there.
+    fn cold_path(
+        &mut self,
+        slow: Label,
+        done: Label,
+        rip: u64,
+        fall: u64,
+        resync: Option<(u8, u32)>,
+    ) {
+        self.cold.push(Cold {
+            slow,
+            done,
+            insn: self.cur,
+            rip,
+            fall,
+            valid: self.valid,
+            resync,
+        });
+        self.handler_exits = true;
     }
 
     /// Read guest GPR `g` into `host` (all of it, or with `w` false its
@@ -1192,7 +1240,7 @@ impl Ctx<'_> {
         if !self.lin_ok(&d.ins) {
             return false;
         }
-        self.guarded(d, rip, fall, |c, slow| {
+        self.guarded(rip, fall, |c, slow| {
             c.lin(&d.ins, fall, size, write, slow);
             c.tlb_hit(size, !write, write, slow);
             body(c);
@@ -1612,15 +1660,9 @@ impl Ctx<'_> {
                 self.alu_finish(op, size, RCX);
             }
         }
-        let v = self.valid;
-        self.a.jmp(done);
-        self.a.bind(slow);
-        self.call_same(d, rip, fall);
-        self.reload(v);
         // The handler recorded the same operation: its flags into the host.
         let lazy = Self::alu_lazy(op);
-        self.known = Some((lazy, size * 8));
-        self.resync();
+        self.cold_path(slow, done, rip, fall, Some((lazy, size * 8)));
         self.a.bind(done);
         self.host = HostFlags::All;
         self.known = Some((lazy, size * 8));
@@ -2030,7 +2072,7 @@ impl Ctx<'_> {
             return false;
         }
         self.cond_to_rsi(cc);
-        self.guarded(d, rip, fall, |c, slow| {
+        self.guarded(rip, fall, |c, slow| {
             c.lin(ins, fall, size, false, slow);
             c.tlb_hit(size, true, false, slow);
             c.a.load_x(size, false, w, RCX, Mem::AtRax);
@@ -2100,7 +2142,7 @@ impl Ctx<'_> {
         let Some((size, s)) = self.stack_reg(&d.ins, Code::Push_r64, Code::Push_r32) else {
             return false;
         };
-        self.guarded(d, rip, fall, |c, slow| {
+        self.guarded(rip, fall, |c, slow| {
             c.stack_ok(true, slow);
             c.rd(size == 8, RSI, s);
             c.stack_addr(size, -(size as i32), slow);
@@ -2118,7 +2160,7 @@ impl Ctx<'_> {
         let Some((size, r)) = self.stack_reg(&d.ins, Code::Pop_r64, Code::Pop_r32) else {
             return false;
         };
-        self.guarded(d, rip, fall, |c, slow| {
+        self.guarded(rip, fall, |c, slow| {
             c.stack_ok(false, slow);
             c.stack_addr(size, 0, slow);
             c.tlb_hit(size, true, false, slow);
@@ -2144,24 +2186,15 @@ impl Ctx<'_> {
 
     /// A flag-neutral instruction's inline path: `body` (which jumps to
     /// the label it gets for anything it does not handle), else the
-    /// instruction's handler. The guest's flags are untouched either way
-    /// (`known` stays); the host's are lost.
-    fn guarded(
-        &mut self,
-        d: &Decoded,
-        rip: u64,
-        fall: u64,
-        body: impl FnOnce(&mut Self, Label),
-    ) -> bool {
+    /// handler of the instruction being translated (out of line,
+    /// `cold_path`). The guest's flags are untouched either way (`known`
+    /// stays); the host's are lost.
+    fn guarded(&mut self, rip: u64, fall: u64, body: impl FnOnce(&mut Self, Label)) -> bool {
         let known = self.known;
         let slow = self.a.label();
         let done = self.a.label();
         body(self, slow);
-        let v = self.valid;
-        self.a.jmp(done);
-        self.a.bind(slow);
-        self.call_same(d, rip, fall);
-        self.reload(v);
+        self.cold_path(slow, done, rip, fall, None);
         self.a.bind(done);
         self.host = HostFlags::None;
         self.known = known;
@@ -2340,7 +2373,7 @@ impl Ctx<'_> {
             self.a.call_rax();
             self.a.mov_rr(false, RSI, RAX);
         }
-        self.guarded(d, rip, fall, |c, slow| {
+        self.guarded(rip, fall, |c, slow| {
             c.lin(ins, fall, size, true, slow);
             c.tlb_hit(size, true, true, slow);
             c.a.load_x(size, false, w, RCX, Mem::AtRax);
