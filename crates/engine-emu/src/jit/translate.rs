@@ -209,26 +209,22 @@ fn seg_base_off(s: Seg) -> usize {
         + core::mem::offset_of!(kite_hypervisor::Segment, base)
 }
 
-/// The flat-segment bits `seg_cache.rs` keeps for reads or writes.
-fn flat_off(write: bool) -> usize {
+/// The segment bits `seg_cache.rs` keeps for reads or writes: flat, or
+/// (`based`) unlimited with any base.
+fn seg_bits_off(based: bool, write: bool) -> usize {
     use crate::cpu::seg_cache::SegCache;
-    core::mem::offset_of!(Cpu, seg_cache)
-        + if write {
-            core::mem::offset_of!(SegCache, flat_write)
-        } else {
-            core::mem::offset_of!(SegCache, flat_read)
+    use core::mem::offset_of;
+    offset_of!(Cpu, seg_cache)
+        + match (based, write) {
+            (false, false) => offset_of!(SegCache, flat_read),
+            (false, true) => offset_of!(SegCache, flat_write),
+            (true, false) => offset_of!(SegCache, based_read),
+            (true, true) => offset_of!(SegCache, based_write),
         }
 }
 
-/// The based-segment bits `seg_cache.rs` keeps for reads or writes.
-fn based_off(write: bool) -> usize {
-    use crate::cpu::seg_cache::SegCache;
-    core::mem::offset_of!(Cpu, seg_cache)
-        + if write {
-            core::mem::offset_of!(SegCache, based_write)
-        } else {
-            core::mem::offset_of!(SegCache, based_read)
-        }
+fn flat_off(write: bool) -> usize {
+    seg_bits_off(false, write)
 }
 
 /// The low half of the stack pointer mask (0xffff_ffff: a 32-bit stack).
@@ -1056,7 +1052,7 @@ impl Ctx<'_> {
         if matches!(ins.memory_segment(), Register::FS | Register::GS) {
             // Seldom based at 0, often unlimited: offset checked below
             // 4 GiB, then the base added, wrapping at 4 GiB.
-            self.a.movzx_r32_m8(RCX, based_off(write));
+            self.a.movzx_r32_m8(RCX, seg_bits_off(true, write));
             self.a.alu_ri(AluOp::And, false, RCX, 1 << seg);
             self.a.jcc(0x4, slow); // jz
             self.below_4g(size, slow);
