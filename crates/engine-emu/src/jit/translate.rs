@@ -453,6 +453,15 @@ struct Cold {
     resync: Option<(u8, u32)>,
 }
 
+/// Whether `ins` is one of the stack forms (PUSH, POP, CALL, RET), which
+/// use RSP and SS implicitly.
+fn stack_form(ins: &Instruction) -> bool {
+    matches!(
+        ins.mnemonic(),
+        Mnemonic::Push | Mnemonic::Pop | Mnemonic::Call | Mnemonic::Ret
+    )
+}
+
 /// The guest GPRs (numbers) that instruction `ins` names: register
 /// operands, memory base and index, and the stack pointer of the stack
 /// forms.
@@ -474,10 +483,7 @@ fn named_gprs(ins: &Instruction, mut f: impl FnMut(usize)) {
             _ => {}
         }
     }
-    if matches!(
-        ins.mnemonic(),
-        Mnemonic::Push | Mnemonic::Pop | Mnemonic::Call | Mnemonic::Ret
-    ) {
+    if stack_form(ins) {
         f(RSP);
     }
 }
@@ -679,10 +685,7 @@ impl Ctx<'_> {
         let (mut read, mut write, mut stack, mut n) = (0u8, 0u8, false, 0);
         for d in insns {
             let ins = &d.ins;
-            if matches!(
-                ins.mnemonic(),
-                Mnemonic::Push | Mnemonic::Pop | Mnemonic::Call | Mnemonic::Ret
-            ) {
+            if stack_form(ins) {
                 stack = true;
                 n += 1;
             }
@@ -1186,8 +1189,8 @@ impl Ctx<'_> {
             self.a.alu_rr(AluOp::Cmp, true, RCX, RAX);
             self.a.jcc(0x5, slow);
         }
-        // rdx = &hot[(lin >> 12) & (ENTRIES - 1)]
-        // ((lin >> 12) & (ENTRIES - 1)) * 16, as (lin >> 8) & mask << 4.
+        // rdx = &hot[(lin >> 12) & (ENTRIES - 1)]: the byte offset
+        // ((lin >> 12) & (ENTRIES - 1)) * 16 is (lin >> 8) & mask << 4.
         const _: () = assert!(tl::ENTRY_SIZE == 16);
         self.a.mov_rr(true, RDX, RAX);
         self.a.shift_ri(5, true, RDX, 8); // shr
@@ -2358,17 +2361,7 @@ impl Ctx<'_> {
         }
         let w = size == 8;
         let f = flags_off();
-        if !self.host_has(0x2) {
-            self.resync();
-        }
-        if self.host_has(0x2) {
-            self.cond_to_rsi(0x2);
-        } else {
-            self.a.arg0_cpu();
-            self.a.mov_imm(RAX, read_cf as *const () as u64);
-            self.a.call_rax();
-            self.a.mov_rr(false, RSI, RAX);
-        }
+        self.cond_to_rsi(0x2); // CF (condition B)
         self.guarded(rip, fall, |c, slow| {
             c.lin(ins, fall, size, true, slow);
             c.tlb_hit(size, true, true, slow);
@@ -2436,16 +2429,8 @@ impl Ctx<'_> {
         } else {
             disp as u32 as i32
         };
-        match b {
-            Some((r, _)) => self.rd(true, RCX, r),
-            None => self.a.mov_imm(RCX, 0),
-        }
-        match x {
-            Some((r, _)) => self.rd(true, RDX, r),
-            None => self.a.mov_imm(RDX, 0),
-        }
-        self.a
-            .lea_rcx_rdx(wide, RAX, ins.memory_index_scale(), disp);
+        let scale = ins.memory_index_scale();
+        self.address(wide, b.map(|(r, _)| r), x.map(|(r, _)| (r, scale)), disp);
         self.wr(RAX, d);
         true
     }
